@@ -1,0 +1,542 @@
+//! Wire types of the market channel and frame parsing.
+//!
+//! A frame is one JSON object or a JSON array of objects. Only `last_trade_price` events
+//! become [`Trade`]s; every other event is recognised and skipped. Parsing borrows from the
+//! frame: a string field is copied only when it contains escapes, and fields we do not read
+//! (order book levels, price changes) are skipped without allocating, so the ~50 book updates
+//! that arrive for every trade cost a scan and nothing more.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+
+/// Milliseconds since the Unix epoch of 2000-01-01 and 2100-01-01: a trade timestamp outside
+/// that range is not a millisecond timestamp (seconds and microseconds are the usual mix-ups)
+/// and storing it would write a wrong row.
+const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
+const MAX_TIMESTAMP_MS: i64 = 4_102_444_800_000;
+
+/// Longest identifier we accept (asset ids are ~77 digits, condition ids and transaction
+/// hashes 66 characters).
+const MAX_ID_LEN: usize = 128;
+
+/// Longest decimal string we accept, and most digits after the point.
+const MAX_DECIMAL_LEN: usize = 40;
+const MAX_DECIMAL_SCALE: usize = 18;
+
+/// The taker's side of a trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "BUY",
+            Side::Sell => "SELL",
+        }
+    }
+}
+
+/// An exact, non-negative decimal number in canonical text form: no sign, at least one digit
+/// before the point (`".48"` becomes `"0.48"`), no redundant leading zeros, no trailing point.
+/// Trailing zeros after the point are kept: PostgreSQL's `numeric` keeps them too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Decimal(Box<str>);
+
+impl Decimal {
+    /// Parses an unsigned decimal such as `"0.456"`, `".48"`, `"219.217767"` or `"12"`.
+    pub fn parse(s: &str) -> Option<Decimal> {
+        if s.is_empty() || s.len() > MAX_DECIMAL_LEN {
+            return None;
+        }
+        let (int, frac) = match s.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (s, None),
+        };
+        let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(int) {
+            return None;
+        }
+        let frac = match frac {
+            Some(f) if !all_digits(f) || f.len() > MAX_DECIMAL_SCALE => return None,
+            Some("") => None,
+            other => other,
+        };
+        if int.is_empty() && frac.is_none() {
+            return None;
+        }
+        let int = int.trim_start_matches('0');
+        let int = if int.is_empty() { "0" } else { int };
+        let text = match frac {
+            Some(f) => format!("{int}.{f}"),
+            None => int.to_owned(),
+        };
+        Some(Decimal(text.into_boxed_str()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The integer part, as digits.
+    fn int_part(&self) -> &str {
+        self.0.split('.').next().unwrap_or("0")
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0.bytes().all(|b| b == b'0' || b == b'.')
+    }
+
+    /// True when the value is at most one.
+    pub fn at_most_one(&self) -> bool {
+        match self.int_part() {
+            "0" => true,
+            "1" => self.0.bytes().skip(1).all(|b| b == b'0' || b == b'.'),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One trade from the feed, validated: every field is safe to write to the database as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trade {
+    pub asset_id: String,
+    pub market: String,
+    pub price: Decimal,
+    pub size: Decimal,
+    pub side: Side,
+    pub fee_rate_bps: Option<i32>,
+    /// The event's own timestamp, in Unix epoch milliseconds.
+    pub timestamp_ms: i64,
+    pub transaction_hash: Option<String>,
+    /// When polytape read the frame, in Unix epoch microseconds.
+    pub received_at_us: i64,
+}
+
+/// Why a `last_trade_price` event was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidTrade {
+    AssetId,
+    Market,
+    Price,
+    Size,
+    Side,
+    Timestamp,
+    FeeRate,
+    TransactionHash,
+}
+
+impl fmt::Display for InvalidTrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let field = match self {
+            InvalidTrade::AssetId => "asset_id",
+            InvalidTrade::Market => "market",
+            InvalidTrade::Price => "price",
+            InvalidTrade::Size => "size",
+            InvalidTrade::Side => "side",
+            InvalidTrade::Timestamp => "timestamp",
+            InvalidTrade::FeeRate => "fee_rate_bps",
+            InvalidTrade::TransactionHash => "transaction_hash",
+        };
+        write!(f, "missing or invalid {field}")
+    }
+}
+
+/// What one frame held, beyond its trades.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSummary {
+    /// Events in the frame, of every type.
+    pub events: u32,
+    /// `last_trade_price` events that became trades.
+    pub trades: u32,
+    /// `last_trade_price` events refused by validation, and the reason of the last one.
+    pub invalid_trades: u32,
+    pub last_invalid: Option<InvalidTrade>,
+    /// Events whose type we do not know (skipped, as the live feed adds types over time).
+    pub unknown_events: u32,
+}
+
+/// A frame that is not JSON of the expected shape.
+#[derive(Debug)]
+pub struct MalformedFrame(String);
+
+impl fmt::Display for MalformedFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed frame: {}", self.0)
+    }
+}
+
+impl std::error::Error for MalformedFrame {}
+
+/// Parses one text frame, appending its valid trades to `trades`.
+///
+/// `received_at_us` is stamped on every trade. A malformed frame appends nothing.
+pub fn parse_frame(
+    text: &str,
+    received_at_us: i64,
+    trades: &mut Vec<Trade>,
+) -> Result<FrameSummary, MalformedFrame> {
+    let mut summary = FrameSummary::default();
+    let first = text.trim_start().as_bytes().first().copied();
+    match first {
+        Some(b'{') => {
+            let event: RawEvent<'_> =
+                serde_json::from_str(text).map_err(|e| MalformedFrame(e.to_string()))?;
+            event.collect(received_at_us, trades, &mut summary);
+        }
+        Some(b'[') => {
+            let events: Vec<RawEvent<'_>> =
+                serde_json::from_str(text).map_err(|e| MalformedFrame(e.to_string()))?;
+            for event in events {
+                event.collect(received_at_us, trades, &mut summary);
+            }
+        }
+        _ => return Err(MalformedFrame(format!("not JSON: {:?}", preview(text)))),
+    }
+    Ok(summary)
+}
+
+/// The first few characters of a frame, for log lines.
+pub fn preview(text: &str) -> &str {
+    let mut end = text.len().min(80);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A field value as the wire has it: a string (borrowed where it has no escapes) or anything
+/// else, which for this feed is always wrong but must not fail the other events of a frame.
+#[derive(Debug)]
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'a> Field<'a> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Str(s) => Some(s),
+            Field::Other => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for FieldVisitor<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(FieldVisitor(std::marker::PhantomData))
+    }
+}
+
+/// The fields of any event that we read. Everything else is skipped by serde without
+/// allocating.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    event_type: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    asset_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    market: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    price: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    size: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    side: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    fee_rate_bps: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    transaction_hash: Option<Field<'a>>,
+    /// Present on `book` snapshots, which sometimes come without `event_type`.
+    #[serde(default)]
+    bids: Option<IgnoredAny>,
+}
+
+fn text<'f>(field: &'f Option<Field<'_>>) -> Option<&'f str> {
+    field.as_ref().and_then(Field::as_str)
+}
+
+/// Which event types we know. Only `last_trade_price` is read further.
+fn is_known_event(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "book"
+            | "price_change"
+            | "tick_size_change"
+            | "best_bid_ask"
+            | "new_market"
+            | "market_resolved"
+    )
+}
+
+impl RawEvent<'_> {
+    fn collect(self, received_at_us: i64, trades: &mut Vec<Trade>, summary: &mut FrameSummary) {
+        summary.events += 1;
+        match text(&self.event_type) {
+            Some("last_trade_price") => match self.to_trade(received_at_us) {
+                Ok(trade) => {
+                    summary.trades += 1;
+                    trades.push(trade);
+                }
+                Err(reason) => {
+                    summary.invalid_trades += 1;
+                    summary.last_invalid = Some(reason);
+                }
+            },
+            Some(t) if is_known_event(t) => {}
+            None if self.bids.is_some() => {} // a `book` snapshot without `event_type`
+            _ => summary.unknown_events += 1,
+        }
+    }
+
+    fn to_trade(&self, received_at_us: i64) -> Result<Trade, InvalidTrade> {
+        let asset_id = text(&self.asset_id)
+            .filter(|s| is_identifier(s))
+            .ok_or(InvalidTrade::AssetId)?;
+        let market = text(&self.market)
+            .filter(|s| is_identifier(s))
+            .ok_or(InvalidTrade::Market)?;
+        let price = text(&self.price)
+            .and_then(Decimal::parse)
+            .filter(Decimal::at_most_one)
+            .ok_or(InvalidTrade::Price)?;
+        let size = text(&self.size)
+            .and_then(Decimal::parse)
+            .filter(|d| !d.is_zero())
+            .ok_or(InvalidTrade::Size)?;
+        let side = match text(&self.side) {
+            Some("BUY") => Side::Buy,
+            Some("SELL") => Side::Sell,
+            _ => return Err(InvalidTrade::Side),
+        };
+        let timestamp_ms = text(&self.timestamp)
+            .filter(|s| !s.is_empty() && s.len() <= 13 && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|ms| (MIN_TIMESTAMP_MS..MAX_TIMESTAMP_MS).contains(ms))
+            .ok_or(InvalidTrade::Timestamp)?;
+        let fee_rate_bps = match &self.fee_rate_bps {
+            None => None,
+            Some(Field::Str(s)) if s.is_empty() => None,
+            Some(Field::Str(s)) => Some(
+                s.parse::<i32>()
+                    .ok()
+                    .filter(|bps| (0..=10_000).contains(bps))
+                    .ok_or(InvalidTrade::FeeRate)?,
+            ),
+            Some(Field::Other) => return Err(InvalidTrade::FeeRate),
+        };
+        let transaction_hash = match &self.transaction_hash {
+            None => None,
+            Some(Field::Str(s)) if s.is_empty() => None,
+            Some(Field::Str(s)) if is_hex_hash(s) => Some(s.to_string()),
+            Some(_) => return Err(InvalidTrade::TransactionHash),
+        };
+        Ok(Trade {
+            asset_id: asset_id.to_owned(),
+            market: market.to_owned(),
+            price,
+            size,
+            side,
+            fee_rate_bps,
+            timestamp_ms,
+            transaction_hash,
+            received_at_us,
+        })
+    }
+}
+
+/// Asset and condition ids: decimal digits or `0x` hex, nothing a COPY row would need to
+/// escape.
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn is_hex_hash(s: &str) -> bool {
+    s.len() > 2
+        && s.len() <= MAX_ID_LEN
+        && s.starts_with("0x")
+        && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ASSET: &str =
+        "114122071509644379678018727908709560226618148003371446110114509806601493071694";
+    const MARKET: &str = "0x6a67b9d828d53862160e470329ffea5246f338ecfffdf2cab45211ec578b0347";
+
+    fn trade_json(price: &str, extra: &str) -> String {
+        format!(
+            r#"{{"asset_id":"{ASSET}","event_type":"last_trade_price","fee_rate_bps":"0","market":"{MARKET}","price":"{price}","side":"BUY","size":"219.217767","timestamp":"1750428146322"{extra}}}"#
+        )
+    }
+
+    fn parse(text: &str) -> (Vec<Trade>, FrameSummary) {
+        let mut trades = Vec::new();
+        let summary = parse_frame(text, 7, &mut trades).expect("frame parses");
+        (trades, summary)
+    }
+
+    #[test]
+    fn decimal_canonical_forms() {
+        let d = |s| Decimal::parse(s).map(|d| d.to_string());
+        assert_eq!(d(".48").as_deref(), Some("0.48"));
+        assert_eq!(d("0.456").as_deref(), Some("0.456"));
+        assert_eq!(d("007.50").as_deref(), Some("7.50"));
+        assert_eq!(d("12.").as_deref(), Some("12"));
+        assert_eq!(d("0").as_deref(), Some("0"));
+        for bad in ["", ".", "-1", "1e3", "1.2.3", " 1", "NaN", "0x10", "1,5"] {
+            assert_eq!(d(bad), None, "{bad:?} must be refused");
+        }
+        assert!(Decimal::parse("1.000").is_some_and(|d| d.at_most_one()));
+        assert!(!Decimal::parse("1.001").is_some_and(|d| d.at_most_one()));
+        assert!(Decimal::parse("0.00").is_some_and(|d| d.is_zero()));
+    }
+
+    #[test]
+    fn trade_object_becomes_a_trade() {
+        let (trades, summary) = parse(&trade_json(".456", r#","transaction_hash":"0x9e0bc1""#));
+        assert_eq!(summary.trades, 1);
+        let t = &trades[0];
+        assert_eq!(t.asset_id, ASSET);
+        assert_eq!(t.market, MARKET);
+        assert_eq!(t.price.as_str(), "0.456");
+        assert_eq!(t.size.as_str(), "219.217767");
+        assert_eq!(t.side, Side::Buy);
+        assert_eq!(t.fee_rate_bps, Some(0));
+        assert_eq!(t.timestamp_ms, 1_750_428_146_322);
+        assert_eq!(t.transaction_hash.as_deref(), Some("0x9e0bc1"));
+        assert_eq!(t.received_at_us, 7);
+    }
+
+    #[test]
+    fn arrays_mix_events_and_skip_unknown_ones() {
+        let frame = format!(
+            r#"[{{"market":"{MARKET}","asset_id":"{ASSET}","bids":[{{"price":".48","size":"10"}}],"asks":[]}},
+               {{"event_type":"price_change","market":"{MARKET}","price_changes":[{{"asset_id":"1","price":"0.5","size":"0","side":"BUY"}}]}},
+               {},
+               {{"event_type":"brand_new_thing","x":{{"y":[1,2,3]}}}}]"#,
+            trade_json("0.5", "")
+        );
+        let (trades, summary) = parse(&frame);
+        assert_eq!(trades.len(), 1);
+        assert_eq!(trades[0].transaction_hash, None);
+        assert_eq!(summary.events, 4);
+        assert_eq!(summary.unknown_events, 1);
+        assert_eq!(parse("[]").1.events, 0);
+    }
+
+    #[test]
+    fn invalid_trades_are_refused_with_a_reason() {
+        let cases = [
+            (trade_json("1.5", ""), InvalidTrade::Price),
+            (trade_json("abc", ""), InvalidTrade::Price),
+            (trade_json("", ""), InvalidTrade::Price),
+            (
+                trade_json("0.5", "").replace("\"BUY\"", "\"HOLD\""),
+                InvalidTrade::Side,
+            ),
+            (
+                trade_json("0.5", "").replace("1750428146322", "1750428146"),
+                InvalidTrade::Timestamp,
+            ),
+            (
+                trade_json("0.5", "").replace("\"219.217767\"", "\"0\""),
+                InvalidTrade::Size,
+            ),
+            (
+                trade_json("0.5", "").replace("\"219.217767\"", "219.2"),
+                InvalidTrade::Size,
+            ),
+            (
+                trade_json("0.5", "").replace("\"fee_rate_bps\":\"0\"", "\"fee_rate_bps\":\"x\""),
+                InvalidTrade::FeeRate,
+            ),
+            (
+                trade_json("0.5", r#","transaction_hash":"0xZZ""#),
+                InvalidTrade::TransactionHash,
+            ),
+            (
+                trade_json("0.5", "").replace(ASSET, "12\\t3"),
+                InvalidTrade::AssetId,
+            ),
+        ];
+        for (frame, reason) in cases {
+            let (trades, summary) = parse(&frame);
+            assert!(trades.is_empty(), "{frame}");
+            assert_eq!(summary.invalid_trades, 1, "{frame}");
+            assert_eq!(summary.last_invalid, Some(reason), "{frame}");
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        let mut trades = Vec::new();
+        for bad in [
+            "PONG",
+            "",
+            "{",
+            "[1,2]",
+            "{\"event_type\":",
+            "nul\u{0}l",
+            "[{}]x",
+        ] {
+            assert!(parse_frame(bad, 0, &mut trades).is_err(), "{bad:?}");
+        }
+        assert!(trades.is_empty());
+    }
+}

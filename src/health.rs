@@ -1,0 +1,291 @@
+//! Health: what the listener and writer have done, as one snapshot.
+//!
+//! The data path touches only atomics: thirty-odd connection threads bumping a counter per
+//! frame must not queue on one lock. The `parking_lot` mutex guards what changes on events
+//! (the list of connections and the database's state), so a snapshot takes the lock once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn ts(ms: i64) -> Option<DateTime<Utc>> {
+    if ms == 0 {
+        None
+    } else {
+        DateTime::from_timestamp_millis(ms)
+    }
+}
+
+/// Shared counters of one listener. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Health {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    trades_received: AtomicU64,
+    trades_inserted: AtomicU64,
+    batches_inserted: AtomicU64,
+    messages_received: AtomicU64,
+    parse_errors: AtomicU64,
+    invalid_trades: AtomicU64,
+    unknown_events: AtomicU64,
+    oversized_frames: AtomicU64,
+    duplicates_skipped: AtomicU64,
+    rows_rejected: AtomicU64,
+    db_errors: AtomicU64,
+    reconnections: AtomicU64,
+    send_blocked_us: AtomicU64,
+    queue_depth: AtomicI64,
+    last_trade_ts: AtomicI64,
+    last_insert_ts: AtomicI64,
+    last_reconnect_ts: AtomicI64,
+    started_at: AtomicI64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    connections: Vec<Arc<ConnectionHealth>>,
+    /// Since when the writer has had no working database connection (0: it has one).
+    db_lost_since: i64,
+}
+
+/// A connection's state, as the health snapshot shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Connecting,
+    Connected,
+    Backoff,
+    Stopped,
+}
+
+impl ConnectionState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => ConnectionState::Connecting,
+            1 => ConnectionState::Connected,
+            2 => ConnectionState::Backoff,
+            _ => ConnectionState::Stopped,
+        }
+    }
+}
+
+/// Live status of one connection, updated by its own thread without a lock.
+pub struct ConnectionHealth {
+    id: usize,
+    tokens: AtomicU64,
+    state: AtomicU8,
+    last_message_ts: AtomicI64,
+    reconnects: AtomicU64,
+    health: Health,
+}
+
+impl ConnectionHealth {
+    pub fn set_state(&self, state: ConnectionState) {
+        // `connections_active` is derived from these states in `snapshot`, so it cannot drift.
+        self.state.store(state as u8, Relaxed);
+    }
+
+    pub fn set_tokens(&self, n: usize) {
+        self.tokens.store(n as u64, Relaxed);
+    }
+
+    pub fn message(&self, at_ms: i64) {
+        self.last_message_ts.store(at_ms, Relaxed);
+    }
+
+    pub fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
+        let s = &self.health.shared;
+        s.reconnections.fetch_add(1, Relaxed);
+        s.last_reconnect_ts.store(now_ms(), Relaxed);
+    }
+}
+
+/// A point-in-time copy of [`Health`], serialisable as the daemon's `/health` body.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealthSnapshot {
+    pub trades_received: u64,
+    pub trades_inserted: u64,
+    pub batches_inserted: u64,
+    pub connections_active: usize,
+    pub reconnections: u64,
+    pub queue_depth: u64,
+    pub last_trade_ts: Option<DateTime<Utc>>,
+    pub last_insert_ts: Option<DateTime<Utc>>,
+    pub last_reconnect_ts: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub messages_received: u64,
+    /// Malformed frames plus trades refused by validation.
+    pub parse_errors: u64,
+    pub invalid_trades: u64,
+    pub unknown_events: u64,
+    pub oversized_frames: u64,
+    pub duplicates_skipped: u64,
+    pub rows_rejected: u64,
+    pub db_errors: u64,
+    /// Total time connection threads spent waiting on a full channel, in milliseconds.
+    pub send_blocked_ms: u64,
+    /// Since when the writer has had no database connection, if it has none now.
+    pub db_lost_since: Option<DateTime<Utc>>,
+    pub connections: Vec<ConnectionSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConnectionSnapshot {
+    pub id: usize,
+    pub tokens: u64,
+    pub state: ConnectionState,
+    pub last_message_ts: Option<DateTime<Utc>>,
+    pub reconnects: u64,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let s = &self.shared;
+        let state = s.state.lock();
+        let connections: Vec<ConnectionSnapshot> = state
+            .connections
+            .iter()
+            .map(|c| ConnectionSnapshot {
+                id: c.id,
+                tokens: c.tokens.load(Relaxed),
+                state: ConnectionState::from_u8(c.state.load(Relaxed)),
+                last_message_ts: ts(c.last_message_ts.load(Relaxed)),
+                reconnects: c.reconnects.load(Relaxed),
+            })
+            .collect();
+        let db_lost_since = ts(state.db_lost_since);
+        drop(state);
+        HealthSnapshot {
+            trades_received: s.trades_received.load(Relaxed),
+            trades_inserted: s.trades_inserted.load(Relaxed),
+            batches_inserted: s.batches_inserted.load(Relaxed),
+            connections_active: connections
+                .iter()
+                .filter(|c| c.state == ConnectionState::Connected)
+                .count(),
+            reconnections: s.reconnections.load(Relaxed),
+            queue_depth: s.queue_depth.load(Relaxed).max(0) as u64,
+            last_trade_ts: ts(s.last_trade_ts.load(Relaxed)),
+            last_insert_ts: ts(s.last_insert_ts.load(Relaxed)),
+            last_reconnect_ts: ts(s.last_reconnect_ts.load(Relaxed)),
+            started_at: ts(s.started_at.load(Relaxed)),
+            messages_received: s.messages_received.load(Relaxed),
+            parse_errors: s.parse_errors.load(Relaxed),
+            invalid_trades: s.invalid_trades.load(Relaxed),
+            unknown_events: s.unknown_events.load(Relaxed),
+            oversized_frames: s.oversized_frames.load(Relaxed),
+            duplicates_skipped: s.duplicates_skipped.load(Relaxed),
+            rows_rejected: s.rows_rejected.load(Relaxed),
+            db_errors: s.db_errors.load(Relaxed),
+            send_blocked_ms: s.send_blocked_us.load(Relaxed) / 1000,
+            db_lost_since,
+            connections,
+        }
+    }
+
+    /// Registers a connection; its status appears in every later snapshot.
+    pub fn add_connection(&self, id: usize, tokens: usize) -> Arc<ConnectionHealth> {
+        let c = Arc::new(ConnectionHealth {
+            id,
+            tokens: AtomicU64::new(tokens as u64),
+            state: AtomicU8::new(ConnectionState::Connecting as u8),
+            last_message_ts: AtomicI64::new(0),
+            reconnects: AtomicU64::new(0),
+            health: self.clone(),
+        });
+        self.shared.state.lock().connections.push(Arc::clone(&c));
+        c
+    }
+
+    pub(crate) fn mark_started(&self) {
+        self.shared.started_at.store(now_ms(), Relaxed);
+    }
+
+    pub(crate) fn frame(&self, summary: &crate::feed::FrameSummary) {
+        let s = &self.shared;
+        s.messages_received.fetch_add(1, Relaxed);
+        if summary.invalid_trades > 0 {
+            s.invalid_trades
+                .fetch_add(summary.invalid_trades as u64, Relaxed);
+            s.parse_errors
+                .fetch_add(summary.invalid_trades as u64, Relaxed);
+        }
+        if summary.unknown_events > 0 {
+            s.unknown_events
+                .fetch_add(summary.unknown_events as u64, Relaxed);
+        }
+    }
+
+    pub(crate) fn malformed_frame(&self) {
+        self.shared.messages_received.fetch_add(1, Relaxed);
+        self.shared.parse_errors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn oversized_frame(&self) {
+        self.shared.oversized_frames.fetch_add(1, Relaxed);
+        self.shared.parse_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A trade was handed to the channel.
+    pub(crate) fn trade_queued(&self, timestamp_ms: i64) {
+        self.shared.trades_received.fetch_add(1, Relaxed);
+        self.shared.queue_depth.fetch_add(1, Relaxed);
+        self.shared.last_trade_ts.fetch_max(timestamp_ms, Relaxed);
+    }
+
+    pub(crate) fn send_blocked(&self, micros: u64) {
+        self.shared.send_blocked_us.fetch_add(micros, Relaxed);
+    }
+
+    /// The writer took `n` trades off the channel.
+    pub(crate) fn dequeued(&self, n: usize) {
+        self.shared.queue_depth.fetch_sub(n as i64, Relaxed);
+    }
+
+    pub(crate) fn batch_inserted(&self, inserted: u64, duplicates: u64) {
+        let s = &self.shared;
+        s.trades_inserted.fetch_add(inserted, Relaxed);
+        s.duplicates_skipped.fetch_add(duplicates, Relaxed);
+        s.batches_inserted.fetch_add(1, Relaxed);
+        s.last_insert_ts.store(now_ms(), Relaxed);
+    }
+
+    pub(crate) fn row_rejected(&self) {
+        self.shared.rows_rejected.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn db_error(&self) {
+        self.shared.db_errors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn db_state(&self, connected: bool) {
+        let mut state = self.shared.state.lock();
+        if connected {
+            state.db_lost_since = 0;
+        } else if state.db_lost_since == 0 {
+            state.db_lost_since = now_ms();
+        }
+    }
+}

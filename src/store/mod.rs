@@ -1,0 +1,123 @@
+//! The PostgreSQL side: connections, migrations, markets and the trade writer.
+
+pub mod markets;
+pub mod trades;
+
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+use crate::error::{Error, Result};
+
+/// Migrations, embedded at build time: (version, name, SQL). Append only.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/V1__initial.sql"),
+)];
+
+/// Key of the advisory lock held while migrating, so that two processes starting together do
+/// not both apply the same migration.
+const MIGRATION_LOCK: i64 = 0x706f_6c79_7461_7065; // "polytape"
+
+/// Opens a connection with timeouts and keepalives set, so a vanished server is noticed
+/// instead of hanging the caller forever.
+pub fn connect(url: &str, statement_timeout: Duration) -> Result<Client> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| Error::config(format!("invalid database URL: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
+    if config.get_application_name().is_none() {
+        config.application_name("polytape");
+    }
+    let mut client = match config.get_ssl_mode() {
+        postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer => {
+            config.connect(NoTls)?
+        }
+        _ => config.connect(tls::connector()?)?,
+    };
+    client.batch_execute(&format!(
+        "SET statement_timeout = {}; SET TIME ZONE 'UTC'",
+        statement_timeout.as_millis()
+    ))?;
+    Ok(client)
+}
+
+mod tls {
+    use crate::error::{Error, Result};
+
+    /// TLS to PostgreSQL is not wired yet: refuse clearly rather than fall back to plain text.
+    pub(super) fn connector() -> Result<postgres::NoTls> {
+        Err(Error::config(
+            "sslmode=require/verify-full is not supported yet; use sslmode=disable or prefer",
+        ))
+    }
+}
+
+/// Applies every migration not yet applied. Safe to run twice, and from two processes at
+/// once (the second waits on an advisory lock). Returns how many it applied.
+pub fn migrate(client: &mut Client) -> Result<usize> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+    let result = apply_migrations(client);
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+fn apply_migrations(client: &mut Client) -> Result<usize> {
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS polytape_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )?;
+    let mut applied = 0;
+    for &(version, name, sql) in MIGRATIONS {
+        let done = client
+            .query_opt(
+                "SELECT 1 FROM polytape_migrations WHERE version = $1",
+                &[&version],
+            )?
+            .is_some();
+        if done {
+            continue;
+        }
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO polytape_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )?;
+        tx.commit()?;
+        log::info!("applied migration V{version}__{name}");
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// Whether an error means the connection is gone (as opposed to the server refusing a
+/// statement): closed client, I/O error, server shutting down or crashed.
+pub(crate) fn is_connection_error(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+            // class 08 connection exceptions, 57014 query_canceled (statement timeout).
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "57014")
+        }
+        // No SQLSTATE: the error did not come from the server (I/O, protocol, timeout).
+        None => e.as_db_error().is_none(),
+    }
+}

@@ -1,0 +1,6 @@
+//! polytape's integration tests: one binary, real PostgreSQL, real sockets, the simulator.
+
+mod support;
+
+mod db;
+mod sim;

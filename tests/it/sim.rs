@@ -1,0 +1,1 @@
+//! polytape-sim on its own: the protocol rules, the listing, each fault, determinism.

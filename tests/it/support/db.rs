@@ -1,0 +1,289 @@
+//! A real PostgreSQL database per test.
+//!
+//! The server is found once per test process, in this order:
+//! 1. `TEST_DATABASE_URL`, when set (any database there; tests create their own beside it);
+//! 2. `postgres://postgres@127.0.0.1:5432`, when it answers;
+//! 3. otherwise a throwaway cluster: `initdb` + `postgres` (from PATH or the distribution's
+//!    PostgreSQL bin directory) in a temporary directory, on a free port. A small shell
+//!    guardian stops it and removes the directory when the test process exits, however it
+//!    exits.
+//!
+//! Each [`TestDb`] is a fresh database with migrations applied, dropped when the value is
+//! dropped, which happens when the test fails too. Names are unique per process and test, so
+//! tests run in parallel safely.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use postgres::{Client, NoTls};
+
+/// How to reach the server: a parsed config, to derive per-test connection strings from.
+struct Server {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    admin_db: String,
+}
+
+impl Server {
+    fn url(&self, db: &str) -> String {
+        let mut s = format!(
+            "host={} port={} user={} dbname={db} connect_timeout=10",
+            self.host, self.port, self.user
+        );
+        if let Some(p) = &self.password {
+            s.push_str(&format!(" password={p}"));
+        }
+        s
+    }
+
+    fn admin(&self) -> Client {
+        Client::connect(&self.url(&self.admin_db), NoTls).expect("connect to the test server")
+    }
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+            return from_url(&url);
+        }
+        let local = from_url("postgres://postgres@127.0.0.1:5432/postgres");
+        if answers(&local.url(&local.admin_db)) {
+            return local;
+        }
+        eprintln!("test db: nothing answers on 127.0.0.1:5432; starting a throwaway cluster");
+        start_throwaway_cluster()
+    })
+}
+
+fn from_url(url: &str) -> Server {
+    let config: postgres::Config = url.parse().expect("TEST_DATABASE_URL parses");
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "127.0.0.1".to_owned(),
+    };
+    Server {
+        host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        user: config.get_user().unwrap_or("postgres").to_owned(),
+        password: config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        admin_db: config.get_dbname().unwrap_or("postgres").to_owned(),
+    }
+}
+
+fn answers(url: &str) -> bool {
+    let Ok(mut config) = url.parse::<postgres::Config>() else {
+        return false;
+    };
+    config.connect_timeout(Duration::from_secs(2));
+    config.connect(NoTls).is_ok()
+}
+
+/// `initdb` and `postgres`, from PATH or the newest `/usr/lib/postgresql/*/bin`.
+fn pg_bin_dir() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+                return Some(dir);
+            }
+        }
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a command as the `postgres` user when we are root (PostgreSQL refuses to run as
+/// root), as ourselves otherwise.
+fn as_pg_user(program: &Path, root: bool) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_throwaway_cluster() -> Server {
+    let bin = pg_bin_dir().expect(
+        "no PostgreSQL answers on 127.0.0.1:5432, TEST_DATABASE_URL is unset, and initdb was \
+         not found on PATH or in /usr/lib/postgresql/*/bin",
+    );
+    let root = is_root();
+    let dir = std::env::temp_dir().join(format!("polytape-test-pg-{}", std::process::id()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&dir).expect("create the cluster directory");
+    if root {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown of {} failed", dir.display());
+    }
+    let out = as_pg_user(&bin.join("initdb"), root)
+        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+        .arg(&data)
+        .output()
+        .expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let log = dir.join("server.log");
+    // The guardian: starts the server, waits for this process to end, then stops the server
+    // and removes the directory. It outlives us on purpose.
+    let script = format!(
+        r#"{postgres} -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 >'{log}' 2>&1 &
+pg=$!
+while kill -0 {parent} 2>/dev/null; do sleep 1; done
+kill -INT $pg 2>/dev/null
+wait $pg 2>/dev/null
+rm -rf '{dir}'"#,
+        postgres = bin.join("postgres").display(),
+        data = data.display(),
+        dir = dir.display(),
+        log = log.display(),
+        parent = std::process::id(),
+    );
+    let mut guardian = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", &script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    };
+    guardian
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the cluster guardian");
+    let server = Server {
+        host: "127.0.0.1".into(),
+        port,
+        user: "postgres".into(),
+        password: None,
+        admin_db: "postgres".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers(&server.url("postgres")) {
+        assert!(
+            Instant::now() < deadline,
+            "the throwaway cluster did not start; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "test db: throwaway cluster on port {port} in {}",
+        dir.display()
+    );
+    server
+}
+
+/// A fresh, migrated database, dropped with this value.
+pub struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    /// A new database with polytape's migrations applied.
+    pub fn new() -> TestDb {
+        let db = Self::empty();
+        let mut client = db.client();
+        polytape::store::migrate(&mut client).expect("migrations apply");
+        db
+    }
+
+    /// A new database with nothing in it.
+    pub fn empty() -> TestDb {
+        let server = server();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!(
+            "polytape_test_{}_{}_{}",
+            std::process::id(),
+            n,
+            fastrand::u32(..)
+        );
+        server
+            .admin()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create the test database");
+        let url = server.url(&name);
+        TestDb { name, url }
+    }
+
+    /// A connection string for this database (key=value form).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.url, NoTls).expect("connect to the test database")
+    }
+
+    /// `SELECT count(*) FROM <table>`.
+    pub fn count(&self, table: &str) -> i64 {
+        self.client()
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .expect("count")
+            .get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let server = server();
+        let dropped = Client::connect(&server.url(&server.admin_db), NoTls).and_then(|mut c| {
+            c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+        });
+        if let Err(e) = dropped {
+            eprintln!("test db: could not drop {}: {e}", self.name);
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Test helpers: real databases, a real simulator, real sockets, and a watchdog so that no
+//! network test can hang CI.
+
+pub mod db;
+pub mod watchdog;
+pub mod ws;
+
+use std::time::{Duration, Instant};
+
+pub use db::TestDb;
+pub use watchdog::Watchdog;
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held. Use this instead
+/// of sleeping: it returns as soon as the condition is true.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends log output to the test harness's captured output, once.
+pub fn init_logs() {
+    let _ = env_logger::builder()
+        .is_test(true)
+        .filter_level(log::LevelFilter::Info)
+        .parse_default_env()
+        .try_init();
+}
