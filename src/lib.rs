@@ -13,7 +13,9 @@ pub mod error;
 pub mod feed;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod sim;
+pub mod stop;
 pub mod store;
 
 pub use error::Error;

@@ -1,1 +1,559 @@
-//! placeholder
+//! One socket's life: connect, subscribe, read, ping, notice death, reconnect.
+//!
+//! Each [`Connection`] runs on its own OS thread with a blocking `tungstenite` socket. Reads
+//! time out every [`TICK`] so the thread can send its `PING`s and check its deadlines; a stop
+//! is noticed within a tick, and [`Unblock`] shuts the socket down for a thread that is stuck
+//! anywhere else.
+
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Connector, HandshakeError, Message, WebSocket};
+
+use super::event::{Trade, parse_frame, preview};
+use crate::config::Config;
+use crate::health::{ConnectionHealth, ConnectionState, Health, now_ms, now_us};
+use crate::stop::StopSignal;
+
+/// How often a blocked read wakes to check timers and the stop flag.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A socket that lived this long before dying resets the backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// A change to a connection's subscription while it runs.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+}
+
+/// Shuts down a connection's current socket from another thread, which unblocks its reader at
+/// once.
+#[derive(Clone, Default)]
+pub struct Unblock(Arc<Mutex<Option<TcpStream>>>);
+
+impl Unblock {
+    fn set(&self, stream: Option<TcpStream>) {
+        *self.0.lock() = stream;
+    }
+
+    pub fn shutdown(&self) {
+        if let Some(s) = self.0.lock().as_ref() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Spaces socket opens over all connections: the live service answers bursts of upgrades
+/// with 429.
+pub struct OpenGate {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl OpenGate {
+    pub fn new(interval: Duration) -> Self {
+        OpenGate {
+            interval,
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this caller's turn; false when stopped meanwhile.
+    fn wait_turn(&self, stop: &StopSignal) -> bool {
+        let slot = {
+            let mut next = self.next.lock();
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        let wait = slot.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            !stop.is_stopped()
+        } else {
+            !stop.wait_timeout(wait)
+        }
+    }
+}
+
+/// Logs at most one line per interval, counting what it held back.
+struct LogLimiter {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl LogLimiter {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        LogLimiter {
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    fn log(&mut self, f: impl FnOnce(u64)) {
+        if self.last.is_none_or(|t| t.elapsed() >= Self::INTERVAL) {
+            f(self.held_back);
+            self.held_back = 0;
+            self.last = Some(Instant::now());
+        } else {
+            self.held_back += 1;
+        }
+    }
+}
+
+/// Why a session ended.
+enum End {
+    Stopped,
+    /// The writer is gone: nothing more can be stored.
+    WriterGone,
+    Failed(String),
+    RateLimited(Option<Duration>),
+}
+
+/// One connection: a chunk of tokens, held on one socket for as long as the listener runs.
+pub struct Connection {
+    id: usize,
+    tokens: Arc<Mutex<Vec<String>>>,
+    commands: Receiver<Command>,
+    config: Arc<Config>,
+    trades: Sender<Trade>,
+    health: Health,
+    status: Arc<ConnectionHealth>,
+    stop: StopSignal,
+    gate: Arc<OpenGate>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    unblock: Unblock,
+    parsed: Vec<Trade>,
+    bad_frames: LogLimiter,
+    invalid_trades: LogLimiter,
+}
+
+/// What a listener keeps of a connection it started.
+pub(crate) struct ConnectionParts {
+    pub tokens: Arc<Mutex<Vec<String>>>,
+    pub commands: Sender<Command>,
+    pub unblock: Unblock,
+}
+
+impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: usize,
+        tokens: Vec<String>,
+        config: Arc<Config>,
+        trades: Sender<Trade>,
+        health: Health,
+        stop: StopSignal,
+        gate: Arc<OpenGate>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> (Connection, ConnectionParts) {
+        let status = health.add_connection(id, tokens.len());
+        let tokens = Arc::new(Mutex::new(tokens));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let unblock = Unblock::default();
+        let parts = ConnectionParts {
+            tokens: Arc::clone(&tokens),
+            commands: tx,
+            unblock: unblock.clone(),
+        };
+        let conn = Connection {
+            id,
+            tokens,
+            commands: rx,
+            config,
+            trades,
+            health,
+            status,
+            stop,
+            gate,
+            tls,
+            unblock,
+            parsed: Vec::new(),
+            bad_frames: LogLimiter::new(),
+            invalid_trades: LogLimiter::new(),
+        };
+        (conn, parts)
+    }
+
+    /// Runs until stopped (or until the writer is gone).
+    pub fn run(mut self) {
+        let mut attempt: u32 = 0;
+        loop {
+            if self.stop.is_stopped() {
+                break;
+            }
+            self.apply_commands_offline();
+            if self.tokens.lock().is_empty() {
+                // Nothing to hold: wait for a subscription instead of opening an empty socket.
+                self.status.set_state(ConnectionState::Backoff);
+                if self.stop.wait_timeout(TICK) {
+                    break;
+                }
+                continue;
+            }
+            self.status.set_state(ConnectionState::Connecting);
+            if !self.gate.wait_turn(&self.stop) {
+                break;
+            }
+            let started = Instant::now();
+            let end = self.session();
+            self.unblock.set(None);
+            let delay = match end {
+                End::Stopped => break,
+                End::WriterGone => {
+                    log::error!("connection {}: the writer is gone; stopping", self.id);
+                    break;
+                }
+                End::Failed(reason) => {
+                    if started.elapsed() >= HEALTHY_SESSION {
+                        attempt = 0;
+                    }
+                    let d = self.backoff(attempt);
+                    log::warn!(
+                        "connection {}: {reason}; reconnecting in {} ms",
+                        self.id,
+                        d.as_millis()
+                    );
+                    d
+                }
+                End::RateLimited(retry_after) => {
+                    let d = self.backoff(attempt).max(retry_after.unwrap_or_default());
+                    log::warn!(
+                        "connection {}: upgrade answered 429; retrying in {} ms",
+                        self.id,
+                        d.as_millis()
+                    );
+                    d
+                }
+            };
+            attempt = attempt.saturating_add(1);
+            self.status.set_state(ConnectionState::Backoff);
+            self.status.reconnected();
+            if self.stop.wait_timeout(delay) {
+                break;
+            }
+        }
+        self.status.set_state(ConnectionState::Stopped);
+    }
+
+    /// Exponential backoff with jitter: half the step fixed, half random, so a fleet of
+    /// sockets dropped together does not come back together.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let min = self.config.backoff_min.as_millis() as u64;
+        let max = self.config.backoff_max.as_millis() as u64;
+        let step = min.saturating_mul(1u64 << attempt.min(20)).min(max);
+        Duration::from_millis(step / 2 + fastrand::u64(0..=step / 2))
+    }
+
+    /// Commands that arrive while no socket is open only change the token list.
+    fn apply_commands_offline(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            let mut tokens = self.tokens.lock();
+            match cmd {
+                Command::Subscribe(add) => {
+                    for t in add {
+                        if !tokens.contains(&t) {
+                            tokens.push(t);
+                        }
+                    }
+                }
+                Command::Unsubscribe(remove) => tokens.retain(|t| !remove.contains(t)),
+            }
+            self.status.set_tokens(tokens.len());
+        }
+    }
+
+    fn open(&mut self) -> Result<Socket, End> {
+        let url = self.config.ws_url.as_str();
+        let request = url
+            .into_client_request()
+            .map_err(|e| End::Failed(format!("bad url {url}: {e}")))?;
+        let uri = request.uri();
+        let tls = uri.scheme_str() == Some("wss");
+        let host = uri.host().unwrap_or("").trim_matches(['[', ']']).to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let timeout = self.config.connect_timeout;
+        let addrs: Vec<_> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| End::Failed(format!("resolve {host}: {e}")))?
+            .collect();
+        let mut last_err = None;
+        let stream = addrs
+            .iter()
+            .find_map(|a| match TcpStream::connect_timeout(a, timeout) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    last_err = Some(e);
+                    None
+                }
+            })
+            .ok_or_else(|| {
+                End::Failed(format!(
+                    "connect {host}:{port}: {}",
+                    last_err.map_or("no address".to_owned(), |e| e.to_string())
+                ))
+            })?;
+        let io = |e: std::io::Error| End::Failed(format!("socket setup: {e}"));
+        stream.set_nodelay(true).map_err(io)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        self.unblock.set(Some(stream.try_clone().map_err(io)?));
+        // Small read buffers: dozens of sockets, most of them quiet.
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .max_message_size(Some(self.config.max_message_size))
+            .max_frame_size(Some(self.config.max_message_size));
+        let connector = match (&self.tls, tls) {
+            (Some(cfg), true) => Connector::Rustls(Arc::clone(cfg)),
+            (None, true) => return Err(End::Failed("wss:// without a TLS config".into())),
+            (_, false) => Connector::Plain,
+        };
+        let (ws, _response) =
+            tungstenite::client_tls_with_config(request, stream, Some(ws_config), Some(connector))
+                .map_err(|e| match e {
+                    HandshakeError::Failure(tungstenite::Error::Http(resp))
+                        if resp.status().as_u16() == 429 =>
+                    {
+                        let retry = resp
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .map(|s| Duration::from_secs(s.min(300)));
+                        End::RateLimited(retry)
+                    }
+                    HandshakeError::Failure(e) => End::Failed(format!("handshake: {e}")),
+                    HandshakeError::Interrupted(_) => End::Failed("handshake timed out".into()),
+                })?;
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(TICK)).map_err(io)?;
+        } else if let MaybeTlsStream::Rustls(s) = ws.get_ref() {
+            s.get_ref().set_read_timeout(Some(TICK)).map_err(io)?;
+        }
+        Ok(ws)
+    }
+
+    /// One socket, from open to death.
+    fn session(&mut self) -> End {
+        let mut ws = match self.open() {
+            Ok(ws) => ws,
+            Err(end) => return end,
+        };
+        // The subscription must be the first frame. No initial dump: we only want trades, and
+        // the dump of 500 books on every reconnect is megabytes of nothing.
+        let tokens = self.tokens.lock().clone();
+        let subscribe = serde_json::json!({
+            "type": "market",
+            "assets_ids": tokens,
+            "initial_dump": false,
+        });
+        if let Err(e) = ws.send(Message::text(subscribe.to_string())) {
+            return End::Failed(format!("subscribe: {e}"));
+        }
+        self.status.set_tokens(tokens.len());
+        self.status.set_state(ConnectionState::Connected);
+        log::info!(
+            "connection {}: subscribed {} tokens",
+            self.id,
+            tokens.len()
+        );
+        let end = self.read_loop(&mut ws);
+        if matches!(end, End::Stopped) {
+            self.close(&mut ws);
+        }
+        end
+    }
+
+    fn read_loop(&mut self, ws: &mut Socket) -> End {
+        let config = Arc::clone(&self.config);
+        let mut last_data = Instant::now();
+        let mut last_ping = Instant::now();
+        let mut pong_due: Option<Instant> = None;
+        loop {
+            if self.stop.is_stopped() {
+                return End::Stopped;
+            }
+            if let Err(end) = self.apply_commands(ws) {
+                return end;
+            }
+            match ws.read() {
+                Ok(Message::Text(text)) => {
+                    let text = text.as_str();
+                    match text {
+                        "PONG" => pong_due = None,
+                        "INVALID OPERATION" => {
+                            log::warn!("connection {}: server said INVALID OPERATION", self.id)
+                        }
+                        _ => {
+                            last_data = Instant::now();
+                            if let Err(end) = self.on_frame(text) {
+                                return end;
+                            }
+                        }
+                    }
+                }
+                Ok(Message::Binary(_)) => {
+                    self.health.malformed_frame();
+                    self.bad_frames.log(|held| {
+                        log::warn!("connection {}: unexpected binary frame (+{held} held back)", self.id)
+                    });
+                }
+                Ok(Message::Close(frame)) => {
+                    // Keep reading: tungstenite answers the close and ends with ConnectionClosed.
+                    log::info!("connection {}: server closed: {frame:?}", self.id);
+                }
+                Ok(_) => {} // protocol ping/pong: tungstenite answers pings itself
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(tungstenite::Error::Capacity(e)) => {
+                    self.health.oversized_frame();
+                    return End::Failed(format!("oversized frame ({e})"));
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return End::Failed("closed".into());
+                }
+                Err(e) => return End::Failed(format!("read: {e}")),
+            }
+            let now = Instant::now();
+            if now.duration_since(last_ping) >= config.ping_interval {
+                if let Err(e) = ws.send(Message::text("PING")) {
+                    return End::Failed(format!("ping: {e}"));
+                }
+                last_ping = now;
+                pong_due.get_or_insert(now + config.pong_timeout);
+            }
+            if pong_due.is_some_and(|due| now > due) {
+                return End::Failed("no PONG in time".into());
+            }
+            if now.duration_since(last_data) > config.stale_timeout {
+                return End::Failed(format!(
+                    "no data for {} s (stale socket)",
+                    config.stale_timeout.as_secs()
+                ));
+            }
+        }
+    }
+
+    fn apply_commands(&mut self, ws: &mut Socket) -> Result<(), End> {
+        while let Ok(cmd) = self.commands.try_recv() {
+            let (op, ids) = match &cmd {
+                Command::Subscribe(ids) => ("subscribe", ids),
+                Command::Unsubscribe(ids) => ("unsubscribe", ids),
+            };
+            {
+                let mut tokens = self.tokens.lock();
+                match &cmd {
+                    Command::Subscribe(add) => {
+                        for t in add {
+                            if !tokens.contains(t) {
+                                tokens.push(t.clone());
+                            }
+                        }
+                    }
+                    Command::Unsubscribe(remove) => tokens.retain(|t| !remove.contains(t)),
+                }
+                self.status.set_tokens(tokens.len());
+            }
+            let msg = serde_json::json!({"operation": op, "assets_ids": ids});
+            if let Err(e) = ws.send(Message::text(msg.to_string())) {
+                return Err(End::Failed(format!("{op}: {e}")));
+            }
+            log::info!("connection {}: {op} {} tokens", self.id, ids.len());
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, text: &str) -> Result<(), End> {
+        self.status.message(now_ms());
+        match parse_frame(text, now_us(), &mut self.parsed) {
+            Ok(summary) => {
+                self.health.frame(&summary);
+                if let Some(reason) = summary.last_invalid {
+                    self.invalid_trades.log(|held| {
+                        log::warn!(
+                            "connection {}: refused a trade: {reason}: {} (+{held} held back)",
+                            self.id,
+                            preview(text)
+                        )
+                    });
+                }
+            }
+            Err(e) => {
+                self.health.malformed_frame();
+                self.bad_frames.log(|held| {
+                    log::warn!("connection {}: {e} (+{held} held back)", self.id)
+                });
+            }
+        }
+        for trade in self.parsed.drain(..) {
+            let ts = trade.timestamp_ms;
+            // A full channel blocks this reader (and so the socket): received trades are never
+            // dropped. The time spent blocked is counted.
+            match self.trades.try_send(trade) {
+                Ok(()) => {}
+                Err(TrySendError::Full(trade)) => {
+                    let start = Instant::now();
+                    if self.trades.send(trade).is_err() {
+                        return Err(End::WriterGone);
+                    }
+                    self.health.send_blocked(start.elapsed().as_micros() as u64);
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(End::WriterGone),
+            }
+            self.health.trade_queued(ts);
+        }
+        Ok(())
+    }
+
+    /// Closes politely: sends a close frame and keeps reading until the server's reply, so
+    /// trades already on the wire are still stored.
+    fn close(&mut self, ws: &mut Socket) {
+        let _ = ws.close(None);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            match ws.read() {
+                Ok(Message::Text(text)) if text.as_str() != "PONG" => {
+                    if self.on_frame(text.as_str()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The rustls client configuration shared by every socket: webpki roots built in, and the
+/// `ring` provider chosen explicitly (rustls panics when none or two are enabled).
+pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, crate::Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| crate::Error::config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

@@ -1,1 +1,245 @@
-//! placeholder
+//! The trade writer: drains the channel, writes batches with `COPY`, idempotently, and never
+//! drops a trade it has taken off the channel.
+//!
+//! A batch is `COPY`ed into a temporary staging table (created once per database connection,
+//! emptied on commit) and moved with `INSERT … SELECT … ON CONFLICT DO NOTHING` in the same
+//! transaction, so a retried batch, or a trade the feed sent twice, is stored once.
+//!
+//! When the database goes away the writer keeps the batch, reconnects with backoff and
+//! retries it: meanwhile the channel fills and the sockets wait. When the database refuses a
+//! batch for its data, the batch is split in halves until the refused row is alone; that row
+//! is counted, logged and skipped, and every other row is stored.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use postgres::Client;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::feed::Trade;
+use crate::health::Health;
+use crate::stop::StopSignal;
+
+const CREATE_STAGING: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS trades_staging (
+        asset_id         text NOT NULL,
+        market           text NOT NULL,
+        price            numeric NOT NULL,
+        size             numeric NOT NULL,
+        side             text NOT NULL,
+        fee_rate_bps     integer,
+        ts_ms            bigint NOT NULL,
+        transaction_hash text,
+        received_us      bigint NOT NULL
+    ) ON COMMIT DELETE ROWS";
+
+const COPY_STAGING: &str = "COPY trades_staging (asset_id, market, price, size, side, \
+     fee_rate_bps, ts_ms, transaction_hash, received_us) FROM STDIN";
+
+// Epoch arithmetic in integers: exact to the millisecond (a float `to_timestamp` is not).
+const MOVE_STAGING: &str = "
+    INSERT INTO trades (asset_id, market, price, size, side, fee_rate_bps, traded_at,
+                        transaction_hash, received_at)
+    SELECT asset_id, market, price, size, side, fee_rate_bps,
+           'epoch'::timestamptz + ts_ms * interval '1 millisecond',
+           transaction_hash,
+           'epoch'::timestamptz + received_us * interval '1 microsecond'
+    FROM trades_staging
+    ON CONFLICT DO NOTHING";
+
+/// Writes batches of trades to PostgreSQL. One per writer thread: a `postgres::Client` owns a
+/// small runtime of its own and must not be shared.
+pub struct TradeWriter {
+    url: String,
+    statement_timeout: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    client: Option<Client>,
+    health: Health,
+    /// The COPY payload, reused between batches.
+    buf: Vec<u8>,
+    /// Set when the owner gives up on a database that stays away (see [`TradeWriter::run`]).
+    abandon: Option<StopSignal>,
+}
+
+impl TradeWriter {
+    pub fn new(config: &Config, health: Health) -> TradeWriter {
+        TradeWriter {
+            url: config.database_url.clone(),
+            statement_timeout: config.statement_timeout,
+            backoff_min: config.backoff_min,
+            backoff_max: config.backoff_max,
+            client: None,
+            health,
+            buf: Vec::with_capacity(256 * 1024),
+            abandon: None,
+        }
+    }
+
+    /// Gives up retrying when `signal` fires: for an owner that must exit even with the
+    /// database gone (the daemon's second signal). Unset, the writer retries for ever.
+    pub fn abandon_on(&mut self, signal: StopSignal) {
+        self.abandon = Some(signal);
+    }
+
+    /// Connects now, so a wrong URL fails at start rather than at the first batch.
+    pub fn connect(&mut self) -> Result<()> {
+        self.client()?;
+        Ok(())
+    }
+
+    /// The open connection, or a new one with its staging table.
+    fn client(&mut self) -> Result<&mut Client> {
+        let client = match self.client.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => {
+                let mut c = crate::store::connect(&self.url, self.statement_timeout)?;
+                c.batch_execute(CREATE_STAGING)?;
+                c
+            }
+        };
+        Ok(self.client.insert(client))
+    }
+
+    /// Drains `trades` in batches of up to `batch_size`, each written once it is full or its
+    /// first trade has waited `max_age`. Returns when every sender is gone and everything
+    /// received is written.
+    pub fn run(mut self, trades: Receiver<Trade>, batch_size: usize, max_age: Duration) {
+        let mut batch = Vec::with_capacity(batch_size);
+        while let Ok(first) = trades.recv() {
+            batch.push(first);
+            let deadline = Instant::now() + max_age;
+            while batch.len() < batch_size {
+                match trades.recv_deadline(deadline) {
+                    Ok(t) => batch.push(t),
+                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            self.health.dequeued(batch.len());
+            self.write_all(&batch);
+            batch.clear();
+        }
+        log::info!("writer: channel closed and drained");
+    }
+
+    /// Writes `batch`, retrying on connection loss until it is stored (or abandoned), and
+    /// isolating rows the database refuses.
+    pub fn write_all(&mut self, batch: &[Trade]) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut attempt: u32 = 0;
+        loop {
+            match self.write(batch) {
+                Ok(inserted) => {
+                    self.health
+                        .batch_inserted(inserted, batch.len() as u64 - inserted);
+                    self.health.db_state(true);
+                    if attempt > 0 {
+                        log::info!("writer: database back; batch of {} written", batch.len());
+                    }
+                    return;
+                }
+                Err(e) if e.is_closed() => {
+                    self.health.db_error();
+                    self.health.db_state(false);
+                    self.client = None;
+                    let step = self
+                        .backoff_min
+                        .saturating_mul(1 << attempt.min(16))
+                        .min(self.backoff_max);
+                    let delay = step / 2 + step.mul_f64(fastrand::f64() / 2.0);
+                    log::warn!(
+                        "writer: database unavailable ({e}); keeping {} trades, retry in {} ms",
+                        batch.len(),
+                        delay.as_millis()
+                    );
+                    attempt = attempt.saturating_add(1);
+                    let abandoned = match &self.abandon {
+                        Some(signal) => signal.wait_timeout(delay),
+                        None => {
+                            std::thread::sleep(delay);
+                            false
+                        }
+                    };
+                    if abandoned {
+                        log::error!(
+                            "writer: abandoning {} trades: the database stayed away",
+                            batch.len()
+                        );
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.health.db_error();
+                    if let [trade] = batch {
+                        self.health.row_rejected();
+                        log::error!("writer: the database refused a trade ({e}): {trade:?}");
+                        return;
+                    }
+                    log::warn!(
+                        "writer: the database refused a batch of {} ({e}); isolating the row",
+                        batch.len()
+                    );
+                    let (left, right) = batch.split_at(batch.len() / 2);
+                    self.write_all(left);
+                    self.write_all(right);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One attempt at one batch, in one transaction. Returns how many rows were new.
+    pub fn write(&mut self, batch: &[Trade]) -> Result<u64> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        for t in batch {
+            encode_row(&mut buf, t);
+        }
+        let result = self.copy_and_move(&buf);
+        self.buf = buf;
+        result
+    }
+
+    fn copy_and_move(&mut self, rows: &[u8]) -> Result<u64> {
+        let client = self.client()?;
+        let mut tx = client.transaction()?;
+        let mut copy = tx.copy_in(COPY_STAGING)?;
+        copy.write_all(rows)?;
+        copy.finish()?;
+        let inserted = tx.execute(MOVE_STAGING, &[])?;
+        tx.commit()?;
+        Ok(inserted)
+    }
+}
+
+/// One COPY text row. Every field was validated by the parser to hold no tab, newline or
+/// backslash, so nothing needs escaping.
+fn encode_row(buf: &mut Vec<u8>, t: &Trade) {
+    let _ = write!(
+        buf,
+        "{}\t{}\t{}\t{}\t{}\t",
+        t.asset_id,
+        t.market,
+        t.price,
+        t.size,
+        t.side.as_str()
+    );
+    match t.fee_rate_bps {
+        Some(f) => {
+            let _ = write!(buf, "{f}\t");
+        }
+        None => buf.extend_from_slice(b"\\N\t"),
+    }
+    let _ = write!(buf, "{}\t", t.timestamp_ms);
+    match &t.transaction_hash {
+        Some(h) => {
+            let _ = write!(buf, "{h}\t");
+        }
+        None => buf.extend_from_slice(b"\\N\t"),
+    }
+    let _ = writeln!(buf, "{}", t.received_at_us);
+}

@@ -1,0 +1,386 @@
+//! The listener: tokens split into chunks, one connection thread per chunk, one bounded
+//! channel, one writer thread; `run` until `stop`.
+//!
+//! ```text
+//! Connection #1..#N ──trades──▶ bounded channel ──▶ TradeWriter ──COPY──▶ trades
+//! ```
+//!
+//! **A full channel blocks the connection threads** that try to send (they stop reading
+//! their sockets until the writer catches up): a trade that was received is never dropped.
+//! The time readers spend blocked is counted in `send_blocked_ms`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::feed::Trade;
+use crate::feed::connection::{Command, Connection, ConnectionParts, OpenGate, tls_config};
+use crate::health::{Health, HealthSnapshot};
+use crate::stop::StopSignal;
+use crate::store::trades::TradeWriter;
+
+/// How long a stop waits for connections to close politely before shutting their sockets.
+const POLITE_CLOSE: Duration = Duration::from_secs(2);
+
+/// Splits market token groups into chunks of at most `max` tokens, keeping each market's
+/// tokens together (a group larger than `max` is split, as nothing else can hold it).
+/// Tokens seen before are skipped.
+pub fn plan_chunks(groups: &[Vec<String>], max: usize) -> Vec<Vec<String>> {
+    let max = max.max(1);
+    let mut seen = HashSet::new();
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    for group in groups {
+        let group: Vec<String> = group
+            .iter()
+            .filter(|t| seen.insert(t.as_str()))
+            .cloned()
+            .collect();
+        for part in group.chunks(max) {
+            if current.len() + part.len() > max {
+                chunks.push(std::mem::take(&mut current));
+            }
+            current.extend_from_slice(part);
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+enum Control {
+    Stop,
+    SetMarkets(Vec<Vec<String>>),
+}
+
+enum RunState {
+    NotStarted,
+    Running,
+    Done(Box<HealthSnapshot>),
+}
+
+struct Shared {
+    state: Mutex<RunState>,
+    done: Condvar,
+}
+
+/// Controls a [`Listener`] from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct ListenerHandle {
+    control: Sender<Control>,
+    shared: Arc<Shared>,
+    health: Health,
+}
+
+impl ListenerHandle {
+    /// Stops the listener: closes every socket, joins every thread, writes every received
+    /// trade, and returns the final health. Safe to call more than once, and before `run`.
+    pub fn stop(&self) -> HealthSnapshot {
+        let _ = self.control.send(Control::Stop);
+        let mut state = self.shared.state.lock();
+        loop {
+            match &*state {
+                RunState::Done(snapshot) => return (**snapshot).clone(),
+                RunState::NotStarted => {
+                    let snapshot = self.health.snapshot();
+                    *state = RunState::Done(Box::new(snapshot.clone()));
+                    return snapshot;
+                }
+                RunState::Running => self.shared.done.wait(&mut state),
+            }
+        }
+    }
+
+    /// Replaces the set of markets to hold (token groups, one per market): tokens no longer
+    /// wanted are unsubscribed, new ones are subscribed on connections with room or on new
+    /// connections. No socket is reopened.
+    pub fn set_markets(&self, groups: Vec<Vec<String>>) {
+        let _ = self.control.send(Control::SetMarkets(groups));
+    }
+
+    pub fn health(&self) -> HealthSnapshot {
+        self.health.snapshot()
+    }
+}
+
+/// A running connection, as the listener keeps it.
+struct Slot {
+    parts: ConnectionParts,
+    thread: JoinHandle<()>,
+}
+
+/// The trade listener. Build it, take a [`ListenerHandle`], call [`Listener::run`].
+pub struct Listener {
+    config: Arc<Config>,
+    groups: Vec<Vec<String>>,
+    health: Health,
+    control: Receiver<Control>,
+    handle: ListenerHandle,
+}
+
+impl Listener {
+    /// A listener for these token groups (one per market, both tokens together).
+    pub fn new(config: Config, groups: Vec<Vec<String>>) -> Result<Listener> {
+        config.validate()?;
+        let health = Health::new();
+        let (tx, rx) = unbounded();
+        let handle = ListenerHandle {
+            control: tx,
+            shared: Arc::new(Shared {
+                state: Mutex::new(RunState::NotStarted),
+                done: Condvar::new(),
+            }),
+            health: health.clone(),
+        };
+        Ok(Listener {
+            config: Arc::new(config),
+            groups,
+            health,
+            control: rx,
+            handle,
+        })
+    }
+
+    /// A listener for every open market in the `markets` table.
+    pub fn from_database(config: Config) -> Result<Listener> {
+        let mut client = crate::store::connect(&config.database_url, config.statement_timeout)?;
+        let groups = crate::store::markets::active_token_groups(&mut client)?;
+        Listener::new(config, groups)
+    }
+
+    pub fn handle(&self) -> ListenerHandle {
+        self.handle.clone()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// The chunks the listener will open connections for.
+    pub fn chunks(&self) -> Vec<Vec<String>> {
+        plan_chunks(&self.groups, self.config.max_tokens_per_conn)
+    }
+
+    /// Runs until [`ListenerHandle::stop`]; returns the final health. Returns at once, with a
+    /// warning and without starting a thread, when there are no tokens.
+    pub fn run(self) -> Result<HealthSnapshot> {
+        {
+            let mut state = self.handle.shared.state.lock();
+            match &*state {
+                RunState::NotStarted => *state = RunState::Running,
+                RunState::Running => return Err(Error::config("listener already running")),
+                RunState::Done(s) => return Ok((**s).clone()),
+            }
+        }
+        let result = self.run_inner();
+        let snapshot = self.health.snapshot();
+        *self.handle.shared.state.lock() = RunState::Done(Box::new(snapshot.clone()));
+        self.handle.shared.done.notify_all();
+        result.map(|()| snapshot)
+    }
+
+    fn run_inner(&self) -> Result<()> {
+        let chunks = self.chunks();
+        if chunks.is_empty() {
+            log::warn!("no tokens to subscribe: the listener has nothing to do");
+            return Ok(());
+        }
+        let tls = if self.config.ws_url.starts_with("wss://") {
+            Some(tls_config()?)
+        } else {
+            None
+        };
+        self.health.mark_started();
+        let (tx, rx) = bounded::<Trade>(self.config.channel_capacity);
+        let mut writer = TradeWriter::new(&self.config, self.health.clone());
+        if let Err(e) = writer.connect() {
+            log::warn!("writer: cannot reach the database yet ({e}); will keep retrying");
+        }
+        let (batch_size, max_age) = (self.config.batch_size, self.config.batch_max_age);
+        let writer_thread = std::thread::Builder::new()
+            .name("polytape-writer".into())
+            .spawn(move || writer.run(rx, batch_size, max_age))?;
+        let conn_stop = StopSignal::new();
+        let gate = Arc::new(OpenGate::new(self.config.open_interval));
+        let spawner = Spawner {
+            config: Arc::clone(&self.config),
+            trades: tx,
+            health: self.health.clone(),
+            stop: conn_stop.clone(),
+            gate,
+            tls,
+        };
+        let mut slots = Vec::new();
+        for chunk in chunks {
+            slots.push(spawner.spawn(slots.len(), chunk)?);
+        }
+        log::info!(
+            "listener: {} connections started for {} tokens",
+            slots.len(),
+            self.groups.iter().map(Vec::len).sum::<usize>()
+        );
+        loop {
+            match self.control.recv() {
+                Ok(Control::SetMarkets(groups)) => {
+                    if let Err(e) = self.apply(&spawner, &mut slots, &groups) {
+                        log::error!("listener: cannot apply the new market set: {e}");
+                    }
+                }
+                Ok(Control::Stop) | Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        log::info!("listener: stopping {} connections", slots.len());
+        conn_stop.stop();
+        let deadline = Instant::now() + POLITE_CLOSE;
+        while slots.iter().any(|s| !s.thread.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for slot in &slots {
+            if !slot.thread.is_finished() {
+                slot.parts.unblock.shutdown();
+            }
+        }
+        for slot in slots {
+            let _ = slot.thread.join();
+        }
+        // The last sender: once dropped, the writer drains what is left and returns.
+        drop(spawner);
+        if writer_thread.join().is_err() {
+            return Err(Error::data("the writer thread panicked"));
+        }
+        let s = self.health.snapshot();
+        log::info!(
+            "listener: stopped in {} ms; received {} trades, inserted {}, duplicates {}, \
+             rejected {}, parse errors {}, reconnections {}",
+            started.elapsed().as_millis(),
+            s.trades_received,
+            s.trades_inserted,
+            s.duplicates_skipped,
+            s.rows_rejected,
+            s.parse_errors,
+            s.reconnections
+        );
+        Ok(())
+    }
+
+    /// Moves the running connections to a new market set without reopening sockets.
+    fn apply(&self, spawner: &Spawner, slots: &mut Vec<Slot>, groups: &[Vec<String>]) -> Result<()> {
+        let max = self.config.max_tokens_per_conn;
+        let desired: HashSet<&str> = groups.iter().flatten().map(String::as_str).collect();
+        let mut held: HashSet<String> = HashSet::new();
+        let mut loads = Vec::with_capacity(slots.len());
+        let mut removed_total = 0;
+        for slot in slots.iter() {
+            let tokens = slot.parts.tokens.lock().clone();
+            let (keep, drop): (Vec<String>, Vec<String>) =
+                tokens.into_iter().partition(|t| desired.contains(t.as_str()));
+            if !drop.is_empty() {
+                removed_total += drop.len();
+                let _ = slot.parts.commands.send(Command::Unsubscribe(drop));
+            }
+            loads.push(keep.len());
+            held.extend(keep);
+        }
+        let mut fresh: Vec<Vec<String>> = Vec::new();
+        let mut added_total = 0;
+        for group in groups {
+            let group: Vec<String> = group.iter().filter(|t| !held.contains(*t)).cloned().collect();
+            if group.is_empty() {
+                continue;
+            }
+            held.extend(group.iter().cloned());
+            added_total += group.len();
+            match loads.iter().position(|&n| n + group.len() <= max) {
+                Some(i) => {
+                    loads[i] += group.len();
+                    let _ = slots[i].parts.commands.send(Command::Subscribe(group));
+                }
+                None => fresh.push(group),
+            }
+        }
+        for chunk in plan_chunks(&fresh, max) {
+            let id = slots.len();
+            slots.push(spawner.spawn(id, chunk)?);
+        }
+        log::info!(
+            "listener: market set updated: {added_total} tokens added, {removed_total} removed, \
+             {} connections",
+            slots.len()
+        );
+        Ok(())
+    }
+}
+
+/// What starting a connection thread needs.
+struct Spawner {
+    config: Arc<Config>,
+    trades: Sender<Trade>,
+    health: Health,
+    stop: StopSignal,
+    gate: Arc<OpenGate>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Spawner {
+    fn spawn(&self, id: usize, tokens: Vec<String>) -> Result<Slot> {
+        let (conn, parts) = Connection::new(
+            id,
+            tokens,
+            Arc::clone(&self.config),
+            self.trades.clone(),
+            self.health.clone(),
+            self.stop.clone(),
+            Arc::clone(&self.gate),
+            self.tls.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("polytape-conn-{id}"))
+            .spawn(move || conn.run())?;
+        Ok(Slot { parts, thread })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn chunks_of_two_from_five_tokens() {
+        let groups: Vec<Vec<String>> = ["t1", "t2", "t3", "t4", "t5"]
+            .iter()
+            .map(|t| toks(&[t]))
+            .collect();
+        assert_eq!(
+            plan_chunks(&groups, 2),
+            vec![toks(&["t1", "t2"]), toks(&["t3", "t4"]), toks(&["t5"])]
+        );
+    }
+
+    #[test]
+    fn a_market_never_straddles_two_chunks() {
+        let groups = vec![toks(&["a1", "a2"]), toks(&["b1", "b2"]), toks(&["c1", "c2"])];
+        let chunks = plan_chunks(&groups, 3);
+        assert_eq!(chunks, vec![toks(&["a1", "a2"]), toks(&["b1", "b2"]), toks(&["c1", "c2"])]);
+        let chunks = plan_chunks(&groups, 4);
+        assert_eq!(chunks, vec![toks(&["a1", "a2", "b1", "b2"]), toks(&["c1", "c2"])]);
+    }
+
+    #[test]
+    fn repeated_tokens_are_held_once() {
+        let groups = vec![toks(&["a", "b"]), toks(&["b", "c"]), toks(&["a"])];
+        assert_eq!(plan_chunks(&groups, 10), vec![toks(&["a", "b", "c"])]);
+        assert!(plan_chunks(&[], 10).is_empty());
+    }
+}
