@@ -11,6 +11,8 @@ pub struct Error {
 #[derive(Debug)]
 enum Kind {
     Db(postgres::Error),
+    /// Connecting (or setting up a new session) failed.
+    Unavailable(postgres::Error),
     Io(std::io::Error),
     Http(String),
     Config(String),
@@ -21,6 +23,13 @@ impl Error {
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Error {
             kind: Kind::Config(msg.into()),
+        }
+    }
+
+    /// A failure to connect: whatever the server said, retrying later may succeed.
+    pub(crate) fn unavailable(e: postgres::Error) -> Self {
+        Error {
+            kind: Kind::Unavailable(e),
         }
     }
 
@@ -39,7 +48,7 @@ impl Error {
     /// The SQLSTATE code, when the database refused something.
     pub fn code(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Db(e) => e.code().map(|c| c.code()),
+            Kind::Db(e) | Kind::Unavailable(e) => e.code().map(|c| c.code()),
             _ => None,
         }
     }
@@ -49,7 +58,7 @@ impl Error {
     pub fn is_closed(&self) -> bool {
         match &self.kind {
             Kind::Db(e) => crate::store::is_connection_error(e),
-            Kind::Io(_) => true,
+            Kind::Io(_) | Kind::Unavailable(_) => true,
             _ => false,
         }
     }
@@ -67,6 +76,10 @@ impl fmt::Display for Error {
                 Some(db) => write!(f, "database: {} ({})", db.message(), db.code().code()),
                 None => write!(f, "database: {e}"),
             },
+            Kind::Unavailable(e) => match e.as_db_error() {
+                Some(db) => write!(f, "cannot connect: {} ({})", db.message(), db.code().code()),
+                None => write!(f, "cannot connect: {e}"),
+            },
             Kind::Io(e) => write!(f, "i/o: {e}"),
             Kind::Http(m) => write!(f, "http: {m}"),
             Kind::Config(m) => write!(f, "configuration: {m}"),
@@ -78,7 +91,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            Kind::Db(e) => Some(e),
+            Kind::Db(e) | Kind::Unavailable(e) => Some(e),
             Kind::Io(e) => Some(e),
             _ => None,
         }

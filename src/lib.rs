@@ -18,4 +18,4 @@ pub mod sim;
 pub mod stop;
 pub mod store;
 
-pub use error::Error;
+pub use error::{Error, Result};

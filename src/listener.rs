@@ -272,7 +272,12 @@ impl Listener {
     }
 
     /// Moves the running connections to a new market set without reopening sockets.
-    fn apply(&self, spawner: &Spawner, slots: &mut Vec<Slot>, groups: &[Vec<String>]) -> Result<()> {
+    fn apply(
+        &self,
+        spawner: &Spawner,
+        slots: &mut Vec<Slot>,
+        groups: &[Vec<String>],
+    ) -> Result<()> {
         let max = self.config.max_tokens_per_conn;
         let desired: HashSet<&str> = groups.iter().flatten().map(String::as_str).collect();
         let mut held: HashSet<String> = HashSet::new();
@@ -280,8 +285,9 @@ impl Listener {
         let mut removed_total = 0;
         for slot in slots.iter() {
             let tokens = slot.parts.tokens.lock().clone();
-            let (keep, drop): (Vec<String>, Vec<String>) =
-                tokens.into_iter().partition(|t| desired.contains(t.as_str()));
+            let (keep, drop): (Vec<String>, Vec<String>) = tokens
+                .into_iter()
+                .partition(|t| desired.contains(t.as_str()));
             if !drop.is_empty() {
                 removed_total += drop.len();
                 let _ = slot.parts.commands.send(Command::Unsubscribe(drop));
@@ -292,7 +298,11 @@ impl Listener {
         let mut fresh: Vec<Vec<String>> = Vec::new();
         let mut added_total = 0;
         for group in groups {
-            let group: Vec<String> = group.iter().filter(|t| !held.contains(*t)).cloned().collect();
+            let group: Vec<String> = group
+                .iter()
+                .filter(|t| !held.contains(*t))
+                .cloned()
+                .collect();
             if group.is_empty() {
                 continue;
             }
@@ -370,11 +380,25 @@ mod tests {
 
     #[test]
     fn a_market_never_straddles_two_chunks() {
-        let groups = vec![toks(&["a1", "a2"]), toks(&["b1", "b2"]), toks(&["c1", "c2"])];
+        let groups = vec![
+            toks(&["a1", "a2"]),
+            toks(&["b1", "b2"]),
+            toks(&["c1", "c2"]),
+        ];
         let chunks = plan_chunks(&groups, 3);
-        assert_eq!(chunks, vec![toks(&["a1", "a2"]), toks(&["b1", "b2"]), toks(&["c1", "c2"])]);
+        assert_eq!(
+            chunks,
+            vec![
+                toks(&["a1", "a2"]),
+                toks(&["b1", "b2"]),
+                toks(&["c1", "c2"])
+            ]
+        );
         let chunks = plan_chunks(&groups, 4);
-        assert_eq!(chunks, vec![toks(&["a1", "a2", "b1", "b2"]), toks(&["c1", "c2"])]);
+        assert_eq!(
+            chunks,
+            vec![toks(&["a1", "a2", "b1", "b2"]), toks(&["c1", "c2"])]
+        );
     }
 
     #[test]

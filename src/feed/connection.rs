@@ -363,11 +363,7 @@ impl Connection {
         }
         self.status.set_tokens(tokens.len());
         self.status.set_state(ConnectionState::Connected);
-        log::info!(
-            "connection {}: subscribed {} tokens",
-            self.id,
-            tokens.len()
-        );
+        log::info!("connection {}: subscribed {} tokens", self.id, tokens.len());
         let end = self.read_loop(&mut ws);
         if matches!(end, End::Stopped) {
             self.close(&mut ws);
@@ -406,7 +402,10 @@ impl Connection {
                 Ok(Message::Binary(_)) => {
                     self.health.malformed_frame();
                     self.bad_frames.log(|held| {
-                        log::warn!("connection {}: unexpected binary frame (+{held} held back)", self.id)
+                        log::warn!(
+                            "connection {}: unexpected binary frame (+{held} held back)",
+                            self.id
+                        )
                     });
                 }
                 Ok(Message::Close(frame)) => {
@@ -494,9 +493,8 @@ impl Connection {
             }
             Err(e) => {
                 self.health.malformed_frame();
-                self.bad_frames.log(|held| {
-                    log::warn!("connection {}: {e} (+{held} held back)", self.id)
-                });
+                self.bad_frames
+                    .log(|held| log::warn!("connection {}: {e} (+{held} held back)", self.id));
             }
         }
         for trade in self.parsed.drain(..) {

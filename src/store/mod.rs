@@ -39,14 +39,17 @@ pub fn connect(url: &str, statement_timeout: Duration) -> Result<Client> {
     }
     let mut client = match config.get_ssl_mode() {
         postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer => {
-            config.connect(NoTls)?
+            config.connect(NoTls)
         }
-        _ => config.connect(tls::connector()?)?,
-    };
-    client.batch_execute(&format!(
-        "SET statement_timeout = {}; SET TIME ZONE 'UTC'",
-        statement_timeout.as_millis()
-    ))?;
+        _ => config.connect(tls::connector()?),
+    }
+    .map_err(Error::unavailable)?;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}; SET TIME ZONE 'UTC'",
+            statement_timeout.as_millis()
+        ))
+        .map_err(Error::unavailable)?;
     Ok(client)
 }
 

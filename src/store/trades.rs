@@ -96,7 +96,8 @@ impl TradeWriter {
             Some(c) if !c.is_closed() => c,
             _ => {
                 let mut c = crate::store::connect(&self.url, self.statement_timeout)?;
-                c.batch_execute(CREATE_STAGING)?;
+                c.batch_execute(CREATE_STAGING)
+                    .map_err(crate::Error::unavailable)?;
                 c
             }
         };

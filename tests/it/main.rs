@@ -3,4 +3,6 @@
 mod support;
 
 mod db;
+mod faults;
+mod listener;
 mod sim;

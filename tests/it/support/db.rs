@@ -170,35 +170,24 @@ fn start_throwaway_cluster() -> Server {
     let port = free_port();
     let log = dir.join("server.log");
     // The guardian: starts the server, waits for this process to end, then stops the server
-    // and removes the directory. It outlives us on purpose.
+    // and removes the directory. It outlives us on purpose, and runs as ourselves (a
+    // `postgres`-user shell could not watch a root process).
     let script = format!(
-        r#"{postgres} -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 >'{log}' 2>&1 &
+        r#"{as_pg}{postgres} -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 >'{log}' 2>&1 &
 pg=$!
 while kill -0 {parent} 2>/dev/null; do sleep 1; done
-kill -INT $pg 2>/dev/null
+{as_pg}{pg_ctl} -D '{data}' -m immediate -w stop >/dev/null 2>&1
 wait $pg 2>/dev/null
 rm -rf '{dir}'"#,
+        pg_ctl = bin.join("pg_ctl").display(),
+        as_pg = if root { "runuser -u postgres -- " } else { "" },
         postgres = bin.join("postgres").display(),
         data = data.display(),
         dir = dir.display(),
         log = log.display(),
         parent = std::process::id(),
     );
-    let mut guardian = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c", &script]);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.args(["-c", &script]);
-        c
-    };
-    guardian
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the cluster guardian");
+    spawn_guardian(&script);
     let server = Server {
         host: "127.0.0.1".into(),
         port,
@@ -220,6 +209,138 @@ rm -rf '{dir}'"#,
         dir.display()
     );
     server
+}
+
+/// Starts `script` in a shell of its own, detached from our standard streams.
+fn spawn_guardian(script: &str) {
+    Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the cluster guardian");
+}
+
+/// A PostgreSQL cluster of a test's own, for tests that stop and start the server (which
+/// the shared server must never be). Stopped and removed when dropped, or by its guardian
+/// when the test process dies first.
+pub struct PrivateCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    data: PathBuf,
+    port: u16,
+    root: bool,
+}
+
+impl PrivateCluster {
+    /// `initdb` and start a new cluster on a free port. `None` when no `initdb` is installed.
+    pub fn start() -> Option<PrivateCluster> {
+        let bin = pg_bin_dir()?;
+        let root = is_root();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("polytape-pg-{}-{n}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).expect("create the cluster directory");
+        if root {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown of {} failed", dir.display());
+        }
+        let out = as_pg_user(&bin.join("initdb"), root)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = PrivateCluster {
+            bin,
+            dir,
+            data,
+            port: free_port(),
+            root,
+        };
+        cluster.pg_ctl_start();
+        // The guardian stops the server if this process dies without dropping us.
+        spawn_guardian(&format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; {as_pg}{pg_ctl} -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
+            parent = std::process::id(),
+            as_pg = if root { "runuser -u postgres -- " } else { "" },
+            pg_ctl = cluster.bin.join("pg_ctl").display(),
+            data = cluster.data.display(),
+            dir = cluster.dir.display(),
+        ));
+        Some(cluster)
+    }
+
+    fn pg_ctl_start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let out = as_pg_user(&self.bin.join("pg_ctl"), self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "30", "-o", &opts, "-l"])
+            .arg(self.dir.join("server.log"))
+            .arg("start")
+            .output()
+            .expect("run pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended with 57P01).
+    pub fn stop(&self) {
+        let out = as_pg_user(&self.bin.join("pg_ctl"), self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-m", "fast", "stop"])
+            .output()
+            .expect("run pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start_again(&self) {
+        self.pg_ctl_start();
+    }
+
+    /// A migrated database on this cluster; its connection string.
+    pub fn database_url(&self) -> String {
+        let url = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        );
+        let mut client = Client::connect(&url, NoTls).expect("connect to the private cluster");
+        polytape::store::migrate(&mut client).expect("migrate");
+        url
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = as_pg_user(&self.bin.join("pg_ctl"), self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A fresh, migrated database, dropped with this value.
@@ -262,6 +383,28 @@ impl TestDb {
 
     pub fn client(&self) -> Client {
         Client::connect(&self.url, NoTls).expect("connect to the test database")
+    }
+
+    /// Makes the database unreachable (`false`: new connections refused, open ones ended)
+    /// or reachable again: to polytape, the database went away. Other tests' databases on
+    /// the same server are not touched.
+    pub fn set_reachable(&self, reachable: bool) {
+        let server = server();
+        let mut admin = server.admin();
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS {reachable}",
+                self.name
+            ))
+            .expect("alter database");
+        if !reachable {
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    &[&self.name],
+                )
+                .expect("terminate backends");
+        }
     }
 
     /// `SELECT count(*) FROM <table>`.

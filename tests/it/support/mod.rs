@@ -2,6 +2,7 @@
 //! network test can hang CI.
 
 pub mod db;
+pub mod pipeline;
 pub mod watchdog;
 pub mod ws;
 
