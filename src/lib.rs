@@ -11,6 +11,7 @@
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod gamma;
 pub mod health;
 pub mod http;
 pub mod listener;

@@ -226,14 +226,10 @@ impl Listener {
             slots.len(),
             self.groups.iter().map(Vec::len).sum::<usize>()
         );
-        loop {
-            match self.control.recv() {
-                Ok(Control::SetMarkets(groups)) => {
-                    if let Err(e) = self.apply(&spawner, &mut slots, &groups) {
-                        log::error!("listener: cannot apply the new market set: {e}");
-                    }
-                }
-                Ok(Control::Stop) | Err(_) => break,
+        // Until a stop (or every handle is gone), apply market-set updates.
+        while let Ok(Control::SetMarkets(groups)) = self.control.recv() {
+            if let Err(e) = self.apply(&spawner, &mut slots, &groups) {
+                log::error!("listener: cannot apply the new market set: {e}");
             }
         }
         let started = Instant::now();

@@ -133,6 +133,8 @@ impl Outgoing {
 /// Per-socket fault switches.
 #[derive(Default)]
 pub(crate) struct SocketControl {
+    /// Asset ids the client asked for, known or not (what the ~500 limit counts).
+    requested: AtomicUsize,
     frozen: AtomicBool,
     drop: AtomicBool,
     poisoned: AtomicBool,
@@ -228,6 +230,10 @@ impl SimState {
                 }
             }
         }
+        entry
+            .control
+            .requested
+            .store(entry.requested.len(), Relaxed);
         for key in &added {
             hub.subscribers.entry(*key).or_default().push(id);
         }
@@ -248,6 +254,10 @@ impl SimState {
                     }
                 }
             }
+            entry
+                .control
+                .requested
+                .store(entry.requested.len(), Relaxed);
         }
         for key in removed {
             if let Some(subs) = hub.subscribers.get_mut(&key) {

@@ -259,7 +259,12 @@ impl Session {
         }
         let injections: Vec<Outgoing> = std::mem::take(&mut *control.inject.lock());
         self.waiting.extend(injections);
-        let silent = || control.frozen.load(Relaxed) || control.poisoned.load(Relaxed);
+        let max_assets = self.state.max_assets_per_socket.load(Relaxed);
+        let silent = || {
+            control.frozen.load(Relaxed)
+                || control.poisoned.load(Relaxed)
+                || control.requested.load(Relaxed) > max_assets
+        };
         if self.waiting.is_empty()
             && self.subscribed
             && !silent()

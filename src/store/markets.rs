@@ -81,3 +81,14 @@ pub fn upsert_markets(client: &mut Client, markets: &[MarketRow]) -> Result<u64>
     )?;
     Ok(n)
 }
+
+/// Condition ids of the markets we hold as open.
+pub fn open_condition_ids(client: &mut Client) -> Result<Vec<String>> {
+    let rows = client.query(
+        "SELECT condition_id FROM markets WHERE NOT closed ORDER BY condition_id",
+        &[],
+    )?;
+    rows.iter()
+        .map(|r| r.try_get(0).map_err(crate::Error::from))
+        .collect()
+}

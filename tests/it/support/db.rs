@@ -211,7 +211,9 @@ rm -rf '{dir}'"#,
     server
 }
 
-/// Starts `script` in a shell of its own, detached from our standard streams.
+/// Starts `script` in a shell of its own, detached from our standard streams. It is never
+/// waited for on purpose: it must outlive this process.
+#[allow(clippy::zombie_processes)]
 fn spawn_guardian(script: &str) {
     Command::new("sh")
         .args(["-c", script])

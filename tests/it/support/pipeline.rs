@@ -187,3 +187,8 @@ pub fn open_tokens(sim: &Sim) -> usize {
         .count()
         * 2
 }
+
+/// Waits (up to 10 s) until the simulator's stats satisfy `cond`.
+pub fn wait_stats(sim: &Sim, mut cond: impl FnMut(&polytape::sim::SimStats) -> bool) -> bool {
+    super::wait_until(Duration::from_secs(10), || cond(&sim.stats()))
+}

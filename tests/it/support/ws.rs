@@ -31,7 +31,8 @@ pub fn subscribe(ws: &mut Socket, assets: &[String]) {
 #[derive(Debug)]
 pub enum Read {
     Text(String),
-    Other(Message),
+    /// Binary, ping or pong.
+    Other,
     Closed(Option<u16>),
     Error(String),
     Timeout,
@@ -44,7 +45,7 @@ pub fn read(ws: &mut Socket, timeout: Duration) -> Read {
         match ws.read() {
             Ok(Message::Text(t)) => return Read::Text(t.to_string()),
             Ok(Message::Close(frame)) => return Read::Closed(frame.map(|f| u16::from(f.code))),
-            Ok(other) => return Read::Other(other),
+            Ok(_) => return Read::Other,
             Err(tungstenite::Error::Io(e))
                 if matches!(
                     e.kind(),
@@ -73,7 +74,7 @@ pub fn read_until(
     while Instant::now() < deadline {
         match read(ws, deadline.saturating_duration_since(Instant::now())) {
             Read::Text(t) if pred(&t) => return Some(t),
-            Read::Text(_) | Read::Other(_) | Read::Timeout => {}
+            Read::Text(_) | Read::Other | Read::Timeout => {}
             Read::Closed(_) | Read::Error(_) => return None,
         }
     }

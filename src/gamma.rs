@@ -1,0 +1,359 @@
+//! The Gamma market listing client, and the market sync that fills the `markets` table.
+//!
+//! Gamma's quirks, as `polymarket-feed.md` lists them: `outcomes`, `outcomePrices` and
+//! `clobTokenIds` are JSON encoded inside strings; v2 markets carry their feed ids in a real
+//! `positionIds` array; keyset paging ends when `next_cursor` is absent. Requests that are
+//! throttled (429) or fail on the server's side (5xx) are retried with backoff, honouring
+//! `Retry-After`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::store::markets::MarketRow;
+
+/// Most markets per listing page (the endpoint's limit).
+pub const PAGE_LIMIT: usize = 100;
+
+/// A blocking Gamma client.
+pub struct GammaClient {
+    base: String,
+    agent: ureq::Agent,
+    max_attempts: u32,
+    backoff_min: Duration,
+}
+
+/// One market as Gamma lists it. Every field is optional: a missing field makes a market
+/// unusable, not the page.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GammaMarket {
+    pub id: Option<String>,
+    pub condition_id: Option<String>,
+    pub question: Option<String>,
+    pub slug: Option<String>,
+    pub outcomes: Option<String>,
+    pub outcome_prices: Option<String>,
+    pub clob_token_ids: Option<String>,
+    pub position_ids: Option<Vec<String>>,
+    pub version: Option<String>,
+    pub active: Option<bool>,
+    pub closed: Option<bool>,
+    pub accepting_orders: Option<bool>,
+    pub enable_order_book: Option<bool>,
+    pub neg_risk: Option<bool>,
+    pub end_date: Option<String>,
+    pub uma_resolution_status: Option<String>,
+}
+
+/// Why a listed market was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    UnknownVersion,
+    Malformed,
+}
+
+impl GammaMarket {
+    /// The feed's asset ids, chosen by `version`: v1 from the JSON-encoded `clobTokenIds`,
+    /// v2 from `positionIds`. An absent version is a market from before versions: v1.
+    pub fn token_ids(&self) -> std::result::Result<Vec<String>, Skip> {
+        match self.version.as_deref() {
+            None | Some("v1") => {
+                decode_string_list(self.clob_token_ids.as_deref()).ok_or(Skip::Malformed)
+            }
+            Some("v2") => self.position_ids.clone().ok_or(Skip::Malformed),
+            Some(_) => Err(Skip::UnknownVersion),
+        }
+    }
+
+    pub fn outcome_list(&self) -> Option<Vec<String>> {
+        decode_string_list(self.outcomes.as_deref())
+    }
+
+    /// The `markets` row for this market.
+    pub fn to_row(&self) -> std::result::Result<MarketRow, Skip> {
+        let condition_id = self
+            .condition_id
+            .clone()
+            .filter(|c| !c.is_empty())
+            .ok_or(Skip::Malformed)?;
+        let token_ids = self.token_ids()?;
+        let outcomes = self.outcome_list().ok_or(Skip::Malformed)?;
+        if outcomes.len() != token_ids.len() || token_ids.iter().any(|t| t.is_empty()) {
+            return Err(Skip::Malformed);
+        }
+        Ok(MarketRow {
+            condition_id,
+            gamma_id: self.id.clone(),
+            question: self.question.clone(),
+            slug: self.slug.clone(),
+            outcomes,
+            token_ids,
+            active: self.active.unwrap_or(false),
+            closed: self.closed.unwrap_or(false),
+            accepting_orders: self.accepting_orders.unwrap_or(false),
+            enable_order_book: self.enable_order_book.unwrap_or(false),
+            neg_risk: self.neg_risk.unwrap_or(false),
+            end_date: self
+                .end_date
+                .as_deref()
+                .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+                .map(|d| d.with_timezone(&Utc)),
+            version: self.version.clone(),
+        })
+    }
+}
+
+/// Decodes a JSON array of strings that Gamma sends inside a string (`"[\"Yes\", \"No\"]"`).
+pub fn decode_string_list(s: Option<&str>) -> Option<Vec<String>> {
+    serde_json::from_str::<Vec<String>>(s?).ok()
+}
+
+/// One page of the keyset listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub markets: Vec<GammaMarket>,
+    /// Entries that were not market objects at all.
+    pub unreadable: usize,
+    pub next_cursor: Option<String>,
+}
+
+impl GammaClient {
+    pub fn new(base: &str) -> GammaClient {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .user_agent(concat!("polytape/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        GammaClient {
+            base: base.trim_end_matches('/').to_owned(),
+            agent,
+            max_attempts: 6,
+            backoff_min: Duration::from_millis(500),
+        }
+    }
+
+    /// GET `path` (with its query) and parse the JSON body, retrying throttling and server
+    /// errors.
+    fn get_json(&self, path_and_query: &str) -> Result<Value> {
+        let url = format!("{}{path_and_query}", self.base);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let wait = match self.agent.get(&url).call() {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    if status == 200 {
+                        let body = resp
+                            .body_mut()
+                            .with_config()
+                            .limit(64 << 20)
+                            .read_to_string()
+                            .map_err(|e| Error::http(format!("{url}: reading body: {e}")))?;
+                        return serde_json::from_str(&body)
+                            .map_err(|e| Error::http(format!("{url}: invalid JSON: {e}")));
+                    }
+                    if status != 429 && status < 500 {
+                        return Err(Error::http(format!("{url}: HTTP {status}")));
+                    }
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(120)));
+                    log::warn!("gamma: {url}: HTTP {status} (attempt {attempt})");
+                    retry_after.unwrap_or_else(|| self.backoff(attempt))
+                }
+                Err(e) => {
+                    log::warn!("gamma: {url}: {e} (attempt {attempt})");
+                    self.backoff(attempt)
+                }
+            };
+            if attempt >= self.max_attempts {
+                return Err(Error::http(format!(
+                    "{url}: giving up after {attempt} attempts"
+                )));
+            }
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let step = self.backoff_min.saturating_mul(1 << attempt.min(6));
+        step / 2 + step.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    /// One page of `/markets/keyset`.
+    pub fn page(&self, query: &str, after_cursor: Option<&str>) -> Result<Page> {
+        let mut path = format!("/markets/keyset?{query}&limit={PAGE_LIMIT}");
+        if let Some(c) = after_cursor {
+            path.push_str("&after_cursor=");
+            path.push_str(c);
+        }
+        let v = self.get_json(&path)?;
+        let mut page = Page {
+            next_cursor: v
+                .get("next_cursor")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+            ..Page::default()
+        };
+        let Some(items) = v.get("markets").and_then(Value::as_array) else {
+            return Err(Error::http(format!("{path}: no `markets` array")));
+        };
+        for item in items {
+            match GammaMarket::deserialize(item) {
+                Ok(m) => page.markets.push(m),
+                Err(_) => page.unreadable += 1,
+            }
+        }
+        Ok(page)
+    }
+
+    /// Every market for `query` (for example `closed=false`), page by page; `each` sees
+    /// every page as it arrives.
+    pub fn for_each_page(
+        &self,
+        query: &str,
+        mut each: impl FnMut(Page) -> Result<()>,
+    ) -> Result<usize> {
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        let mut seen_cursors = HashSet::new();
+        loop {
+            let page = self.page(query, cursor.as_deref())?;
+            pages += 1;
+            let next = page.next_cursor.clone();
+            each(page)?;
+            match next {
+                // A cursor seen before would loop for ever: a broken server, not more data.
+                Some(c) if seen_cursors.insert(c.clone()) => cursor = Some(c),
+                Some(c) => return Err(Error::http(format!("cursor {c} repeated"))),
+                None => return Ok(pages),
+            }
+        }
+    }
+
+    /// The markets with these condition ids (asked in batches of at most 100).
+    pub fn markets_by_condition_ids(&self, ids: &[String]) -> Result<Vec<GammaMarket>> {
+        let mut out = Vec::new();
+        for batch in ids.chunks(PAGE_LIMIT) {
+            let query: Vec<String> = batch
+                .iter()
+                .map(|id| format!("condition_ids={id}"))
+                .collect();
+            let page = self.page(&query.join("&"), None)?;
+            out.extend(page.markets);
+        }
+        Ok(out)
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    pub pages: usize,
+    pub listed: usize,
+    pub upserted: u64,
+    pub open_markets: usize,
+    pub skipped_unknown_version: usize,
+    pub skipped_malformed: usize,
+    /// Markets we held as open that the open listing no longer shows, refreshed by id.
+    pub refreshed: usize,
+}
+
+/// Pages through the open listing, upserts every usable market, then refreshes markets we
+/// hold as open that have left the listing (usually: closed since).
+pub fn sync_markets(db: &mut postgres::Client, gamma: &GammaClient) -> Result<SyncReport> {
+    let mut report = SyncReport::default();
+    let mut open_ids = HashSet::new();
+    report.pages = gamma.for_each_page("closed=false", |page| {
+        report.listed += page.markets.len();
+        report.skipped_malformed += page.unreadable;
+        store_markets(db, &page.markets, &mut report, Some(&mut open_ids))
+    })?;
+    report.open_markets = open_ids.len();
+    let held: Vec<String> = crate::store::markets::open_condition_ids(db)?
+        .into_iter()
+        .filter(|id| !open_ids.contains(id))
+        .collect();
+    if !held.is_empty() {
+        let refreshed = gamma.markets_by_condition_ids(&held)?;
+        report.refreshed = refreshed.len();
+        store_markets(db, &refreshed, &mut report, None)?;
+    }
+    if report.skipped_unknown_version + report.skipped_malformed > 0 {
+        log::warn!(
+            "gamma: skipped {} markets of unknown version and {} malformed ones",
+            report.skipped_unknown_version,
+            report.skipped_malformed
+        );
+    }
+    Ok(report)
+}
+
+/// Upserts the usable markets of one page, counting the others; records open ids.
+fn store_markets(
+    db: &mut postgres::Client,
+    markets: &[GammaMarket],
+    report: &mut SyncReport,
+    open: Option<&mut HashSet<String>>,
+) -> Result<()> {
+    let mut rows = Vec::with_capacity(markets.len());
+    for m in markets {
+        match m.to_row() {
+            Ok(row) => rows.push(row),
+            Err(Skip::UnknownVersion) => report.skipped_unknown_version += 1,
+            Err(Skip::Malformed) => report.skipped_malformed += 1,
+        }
+    }
+    if let Some(open) = open {
+        open.extend(
+            rows.iter()
+                .filter(|r| !r.closed)
+                .map(|r| r.condition_id.clone()),
+        );
+    }
+    report.upserted += crate::store::markets::upsert_markets(db, &rows)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn market(json: &str) -> GammaMarket {
+        serde_json::from_str(json).expect("market json")
+    }
+
+    #[test]
+    fn token_ids_follow_the_version() {
+        let v1 = market(
+            r#"{"conditionId":"0x1","outcomes":"[\"Yes\", \"No\"]","clobTokenIds":"[\"11\", \"22\"]","version":"v1"}"#,
+        );
+        assert_eq!(v1.to_row().expect("v1").token_ids, vec!["11", "22"]);
+        let v2 = market(
+            r#"{"conditionId":"0x2","outcomes":"[\"Yes\",\"No\"]","clobTokenIds":"[\"old1\",\"old2\"]","positionIds":["33","44"],"version":"v2"}"#,
+        );
+        assert_eq!(v2.to_row().expect("v2").token_ids, vec!["33", "44"]);
+        let v3 = market(
+            r#"{"conditionId":"0x3","outcomes":"[\"Yes\",\"No\"]","clobTokenIds":"[\"1\",\"2\"]","version":"v3"}"#,
+        );
+        assert_eq!(v3.to_row(), Err(Skip::UnknownVersion));
+        let bad = market(
+            r#"{"conditionId":"0x4","outcomes":"[\"Yes\"]","clobTokenIds":"[\"1\",\"2\"]"}"#,
+        );
+        assert_eq!(bad.to_row(), Err(Skip::Malformed), "mismatched lengths");
+        let bad = market(
+            r#"{"conditionId":"0x5","outcomes":"[\"Yes\",\"No\"]","clobTokenIds":"not json"}"#,
+        );
+        assert_eq!(bad.to_row(), Err(Skip::Malformed));
+    }
+}
