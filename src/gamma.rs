@@ -241,15 +241,17 @@ impl GammaClient {
         }
     }
 
-    /// The markets with these condition ids (asked in batches of at most 100).
-    pub fn markets_by_condition_ids(&self, ids: &[String]) -> Result<Vec<GammaMarket>> {
+    /// The closed markets among these condition ids (asked in batches of at most 100, with
+    /// `closed` sent explicitly as the listing wants).
+    pub fn closed_markets_by_condition_ids(&self, ids: &[String]) -> Result<Vec<GammaMarket>> {
         let mut out = Vec::new();
         for batch in ids.chunks(PAGE_LIMIT) {
-            let query: Vec<String> = batch
-                .iter()
-                .map(|id| format!("condition_ids={id}"))
-                .collect();
-            let page = self.page(&query.join("&"), None)?;
+            let mut query = String::from("closed=true");
+            for id in batch {
+                query.push_str("&condition_ids=");
+                query.push_str(id);
+            }
+            let page = self.page(&query, None)?;
             out.extend(page.markets);
         }
         Ok(out)
@@ -265,7 +267,8 @@ pub struct SyncReport {
     pub open_markets: usize,
     pub skipped_unknown_version: usize,
     pub skipped_malformed: usize,
-    /// Markets we held as open that the open listing no longer shows, refreshed by id.
+    /// Markets we held as open that the open listing no longer shows and Gamma lists as
+    /// closed, refreshed by id.
     pub refreshed: usize,
 }
 
@@ -285,7 +288,7 @@ pub fn sync_markets(db: &mut postgres::Client, gamma: &GammaClient) -> Result<Sy
         .filter(|id| !open_ids.contains(id))
         .collect();
     if !held.is_empty() {
-        let refreshed = gamma.markets_by_condition_ids(&held)?;
+        let refreshed = gamma.closed_markets_by_condition_ids(&held)?;
         report.refreshed = refreshed.len();
         store_markets(db, &refreshed, &mut report, None)?;
     }

@@ -15,6 +15,7 @@ pub mod gamma;
 pub mod health;
 pub mod http;
 pub mod listener;
+pub mod resolution;
 pub mod sim;
 pub mod stop;
 pub mod store;

@@ -120,6 +120,8 @@ struct Slot {
 pub struct Listener {
     config: Arc<Config>,
     groups: Vec<Vec<String>>,
+    /// Run even with no tokens, waiting for [`ListenerHandle::set_markets`] (the daemon).
+    wait_for_markets: bool,
     health: Health,
     control: Receiver<Control>,
     handle: ListenerHandle,
@@ -142,6 +144,7 @@ impl Listener {
         Ok(Listener {
             config: Arc::new(config),
             groups,
+            wait_for_markets: false,
             health,
             control: rx,
             handle,
@@ -153,6 +156,13 @@ impl Listener {
         let mut client = crate::store::connect(&config.database_url, config.statement_timeout)?;
         let groups = crate::store::markets::active_token_groups(&mut client)?;
         Listener::new(config, groups)
+    }
+
+    /// With no tokens, keep running (writer up, no sockets) until markets arrive through
+    /// [`ListenerHandle::set_markets`], instead of returning at once.
+    pub fn wait_for_markets(mut self) -> Self {
+        self.wait_for_markets = true;
+        self
     }
 
     pub fn handle(&self) -> ListenerHandle {
@@ -189,8 +199,11 @@ impl Listener {
     fn run_inner(&self) -> Result<()> {
         let chunks = self.chunks();
         if chunks.is_empty() {
-            log::warn!("no tokens to subscribe: the listener has nothing to do");
-            return Ok(());
+            if !self.wait_for_markets {
+                log::warn!("no tokens to subscribe: the listener has nothing to do");
+                return Ok(());
+            }
+            log::warn!("no tokens to subscribe yet: waiting for markets");
         }
         let tls = if self.config.ws_url.starts_with("wss://") {
             Some(tls_config()?)

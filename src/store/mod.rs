@@ -1,6 +1,7 @@
 //! The PostgreSQL side: connections, migrations, markets and the trade writer.
 
 pub mod markets;
+pub mod tls;
 pub mod trades;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ const MIGRATION_LOCK: i64 = 0x706f_6c79_7461_7065; // "polytape"
 /// Opens a connection with timeouts and keepalives set, so a vanished server is noticed
 /// instead of hanging the caller forever.
 pub fn connect(url: &str, statement_timeout: Duration) -> Result<Client> {
+    let (url, tls) = tls::split_tls_options(url)?;
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e| Error::config(format!("invalid database URL: {e}")))?;
@@ -37,11 +39,9 @@ pub fn connect(url: &str, statement_timeout: Duration) -> Result<Client> {
     if config.get_application_name().is_none() {
         config.application_name("polytape");
     }
-    let mut client = match config.get_ssl_mode() {
-        postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer => {
-            config.connect(NoTls)
-        }
-        _ => config.connect(tls::connector()?),
+    let mut client = match tls.mode {
+        tls::SslMode::Disable | tls::SslMode::Prefer => config.connect(NoTls),
+        _ => config.connect(tls::connector(&tls)?),
     }
     .map_err(Error::unavailable)?;
     client
@@ -51,17 +51,6 @@ pub fn connect(url: &str, statement_timeout: Duration) -> Result<Client> {
         ))
         .map_err(Error::unavailable)?;
     Ok(client)
-}
-
-mod tls {
-    use crate::error::{Error, Result};
-
-    /// TLS to PostgreSQL is not wired yet: refuse clearly rather than fall back to plain text.
-    pub(super) fn connector() -> Result<postgres::NoTls> {
-        Err(Error::config(
-            "sslmode=require/verify-full is not supported yet; use sslmode=disable or prefer",
-        ))
-    }
 }
 
 /// Applies every migration not yet applied. Safe to run twice, and from two processes at
