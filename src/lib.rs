@@ -9,6 +9,7 @@
 //! it.
 
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod feed;
 pub mod gamma;

@@ -174,7 +174,8 @@ pub fn generate_market(seed: u64, index: u64) -> SimMarket {
         // A few open markets have no order book: nothing to subscribe to.
         enable_order_book: index % 50 != 11,
         neg_risk: index % 8 == 2,
-        end_date_ms: 1_790_000_000_000 + (index as i64 % 1000) * 86_400_000,
+        // End dates from 2028 on, so open markets are not past their end.
+        end_date_ms: 1_830_000_000_000 + (index as i64 % 1000) * 86_400_000,
         resolution,
         mid_milli: 50 + rng.u16(0..900),
     }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod daemon;
 mod db;
 mod faults;
 mod listener;
