@@ -138,6 +138,13 @@ impl GammaClient {
         }
     }
 
+    /// Retries at most `attempts - 1` times, waiting from `backoff_min` up, doubling.
+    pub fn with_retry(mut self, attempts: u32, backoff_min: Duration) -> Self {
+        self.max_attempts = attempts.max(1);
+        self.backoff_min = backoff_min;
+        self
+    }
+
     /// GET `path` (with its query) and parse the JSON body, retrying throttling and server
     /// errors.
     fn get_json(&self, path_and_query: &str) -> Result<Value> {

@@ -164,6 +164,12 @@ impl ResolutionTracker {
         }
     }
 
+    /// Uses this Gamma client (its retry policy) instead of the default one.
+    pub fn with_gamma(mut self, gamma: GammaClient) -> Self {
+        self.gamma = gamma;
+        self
+    }
+
     pub fn handle(&self) -> TrackerHandle {
         TrackerHandle {
             health: Arc::clone(&self.health),

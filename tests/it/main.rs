@@ -6,4 +6,6 @@ mod daemon;
 mod db;
 mod faults;
 mod listener;
+mod resolution;
 mod sim;
+mod tls;
