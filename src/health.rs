@@ -61,8 +61,20 @@ struct Shared {
 #[derive(Default)]
 struct State {
     connections: Vec<Arc<ConnectionHealth>>,
+    /// Per-trade latencies, kept only when asked for (benchmarks): see
+    /// [`Health::record_latencies`].
+    latencies: Option<Latencies>,
     /// Since when the writer has had no working database connection (0: it has one).
     db_lost_since: i64,
+}
+
+/// Per-trade latencies in microseconds (see [`Health::record_latencies`]).
+#[derive(Debug, Default, Clone)]
+pub struct Latencies {
+    /// Commit time − the time polytape read the frame.
+    pub since_receive_us: Vec<u64>,
+    /// Commit time − the event's own timestamp (the sim stamps it when it sends).
+    pub since_event_us: Vec<u64>,
 }
 
 /// A connection's state, as the health snapshot shows it.
@@ -223,7 +235,8 @@ impl Health {
         self.shared.started_at.store(now_ms(), Relaxed);
     }
 
-    pub(crate) fn frame(&self, summary: &crate::feed::FrameSummary) {
+    /// Counts one data frame (called by connection threads, once per frame).
+    pub fn frame(&self, summary: &crate::feed::FrameSummary) {
         let s = &self.shared;
         s.messages_received.fetch_add(1, Relaxed);
         if summary.invalid_trades > 0 {
@@ -248,8 +261,8 @@ impl Health {
         self.shared.parse_errors.fetch_add(1, Relaxed);
     }
 
-    /// A trade was handed to the channel.
-    pub(crate) fn trade_queued(&self, timestamp_ms: i64) {
+    /// A trade was handed to the channel (called by connection threads, once per trade).
+    pub fn trade_queued(&self, timestamp_ms: i64) {
         self.shared.trades_received.fetch_add(1, Relaxed);
         self.shared.queue_depth.fetch_add(1, Relaxed);
         self.shared.last_trade_ts.fetch_max(timestamp_ms, Relaxed);
@@ -270,6 +283,34 @@ impl Health {
         s.duplicates_skipped.fetch_add(duplicates, Relaxed);
         s.batches_inserted.fetch_add(1, Relaxed);
         s.last_insert_ts.store(now_ms(), Relaxed);
+    }
+
+    /// Starts keeping, for every stored trade, (commit − receive) and (commit − event time).
+    /// One lock per batch, none per frame; memory grows with the trades, so this is for
+    /// benchmarks and tests, not for a daemon.
+    pub fn record_latencies(&self) {
+        self.shared.state.lock().latencies = Some(Latencies::default());
+    }
+
+    /// The latencies kept since [`Health::record_latencies`], emptied.
+    pub fn take_latencies(&self) -> Latencies {
+        let mut state = self.shared.state.lock();
+        match state.latencies.as_mut() {
+            Some(l) => std::mem::take(l),
+            None => Latencies::default(),
+        }
+    }
+
+    /// Called by the writer after a commit.
+    pub(crate) fn committed(&self, trades: &[crate::feed::Trade]) {
+        let mut state = self.shared.state.lock();
+        if let Some(l) = state.latencies.as_mut() {
+            let now = now_us();
+            for t in trades {
+                l.since_receive_us.push((now - t.received_at_us).max(0) as u64);
+                l.since_event_us.push((now - t.timestamp_ms * 1000).max(0) as u64);
+            }
+        }
     }
 
     pub(crate) fn row_rejected(&self) {

@@ -7,7 +7,7 @@
 //! "stored == delivered" exactly. Faults can be switched on at start and at run time, through
 //! the methods of [`Sim`] or `POST /sim/...`.
 
-mod frames;
+pub mod frames;
 mod gamma;
 mod socket;
 pub mod universe;

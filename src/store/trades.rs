@@ -137,6 +137,7 @@ impl TradeWriter {
                 Ok(inserted) => {
                     self.health
                         .batch_inserted(inserted, batch.len() as u64 - inserted);
+                    self.health.committed(batch);
                     self.health.db_state(true);
                     if attempt > 0 {
                         log::info!("writer: database back; batch of {} written", batch.len());
