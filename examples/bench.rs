@@ -27,7 +27,10 @@ use polytape::sim::universe::generate_market;
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Result {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let only: Option<String> = std::env::args().nth(2);
     let server = std::env::var("BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".to_owned());
@@ -96,9 +99,14 @@ struct BenchDb {
 
 impl BenchDb {
     fn new(server: &str, name: &str) -> Result<BenchDb> {
-        let mut admin = postgres::Client::connect(&format!("{server} dbname=postgres"), postgres::NoTls)?;
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"))?;
-        let db = BenchDb { server: server.to_owned(), name: name.to_owned() };
+        let mut admin =
+            postgres::Client::connect(&format!("{server} dbname=postgres"), postgres::NoTls)?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let db = BenchDb {
+            server: server.to_owned(),
+            name: name.to_owned(),
+        };
         polytape::store::migrate(&mut db.client()?)?;
         Ok(db)
     }
@@ -114,8 +122,13 @@ impl BenchDb {
 
 impl Drop for BenchDb {
     fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&format!("{} dbname=postgres", self.server), postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        if let Ok(mut admin) =
+            postgres::Client::connect(&format!("{} dbname=postgres", self.server), postgres::NoTls)
+        {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }
@@ -143,12 +156,20 @@ impl SimProcess {
         let out = child.stdout.take().ok_or("no stdout")?;
         let mut line = String::new();
         BufReader::new(out).read_line(&mut line)?;
-        let addr = line.trim().rsplit(' ').next().ok_or("no address")?.to_owned();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .ok_or("no address")?
+            .to_owned();
         Ok(SimProcess { child, addr })
     }
 
     fn stats(&self) -> Result<serde_json::Value> {
-        let body = ureq::get(&format!("http://{}/sim/stats", self.addr)).call()?.body_mut().read_to_string()?;
+        let body = ureq::get(&format!("http://{}/sim/stats", self.addr))
+            .call()?
+            .body_mut()
+            .read_to_string()?;
         Ok(serde_json::from_str(&body)?)
     }
 }
@@ -179,9 +200,23 @@ fn prepare(db: &BenchDb, sim: &SimProcess) -> Result<Config> {
 fn end_to_end(server: &str, n: u64) -> Result {
     // 32 connections of 500 tokens: 8,000 open markets (about 88% of the universe is open
     // and of a known version).
-    let sim = SimProcess::start(&["--markets", "9000", "--trade-rate", "100000000", "--max-trades", &n.to_string(), "--idle-noise-ms", "1000"])?;
+    let sim = SimProcess::start(&[
+        "--markets",
+        "9000",
+        "--trade-rate",
+        "100000000",
+        "--max-trades",
+        &n.to_string(),
+        "--idle-noise-ms",
+        "1000",
+        "--block-on-slow-sockets",
+    ])?;
     let db = BenchDb::new(server, "polytape_bench_e2e")?;
-    let config = prepare(&db, &sim)?;
+    let mut config = prepare(&db, &sim)?;
+    if let Some(b) = std::env::var("BENCH_BATCH_SIZE").ok().and_then(|v| v.parse().ok()) {
+        config.batch_size = b;
+    }
+    println!("batch size {}", config.batch_size);
     let listener = Listener::from_database(config)?;
     let conns = listener.chunks().len();
     let health = listener.health();
@@ -190,27 +225,60 @@ fn end_to_end(server: &str, n: u64) -> Result {
     let worker = std::thread::spawn(move || listener.run());
     let started = Instant::now();
     let mut first_insert: Option<Instant> = None;
-    while health.snapshot().trades_inserted < n && started.elapsed() < Duration::from_secs(600) {
-        if first_insert.is_none() && health.snapshot().trades_inserted > 0 {
-            first_insert = Some(Instant::now());
+    let mut last_insert = Instant::now();
+    // Until the sim has generated all N and everything it delivered is stored.
+    loop {
+        let inserted = health.snapshot().trades_inserted;
+        if inserted > 0 {
+            first_insert.get_or_insert_with(Instant::now);
+        }
+        let stats = sim.stats()?;
+        let generated = stats["trades_generated"].as_u64().unwrap_or(0);
+        let delivered = stats["trades_delivered"].as_u64().unwrap_or(0);
+        if generated >= n && inserted >= delivered {
+            last_insert = Instant::now();
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            println!("timed out");
+            break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let elapsed = first_insert.map_or(started.elapsed(), |t| t.elapsed());
+    let elapsed = first_insert.map_or(started.elapsed(), |t| last_insert - t);
     let cpu = cpu_seconds() - cpu0;
     let final_health = handle.stop();
     let _ = worker.join();
     let stats = sim.stats()?;
     let delivered = stats["trades_delivered"].as_u64().unwrap_or(0);
-    let stored: i64 = db.client()?.query_one("SELECT count(*) FROM trades", &[])?.get(0);
+    let stored: i64 = db
+        .client()?
+        .query_one("SELECT count(*) FROM trades", &[])?
+        .get(0);
     let rate = final_health.trades_inserted as f64 / elapsed.as_secs_f64();
     println!("\n## end to end (sim process → {conns} connections → writer → trades)");
-    println!("trades: delivered {delivered}, received {}, stored {stored}, duplicates {}, parse errors {}",
-        final_health.trades_received, final_health.duplicates_skipped, final_health.parse_errors);
-    println!("stored == delivered: {}", stored as u64 == delivered && final_health.trades_received == delivered);
-    println!("committed: {rate:.0} trades/s over {:.2} s (first commit to last)", elapsed.as_secs_f64());
-    println!("cpu: {:.2} s for the listener+writer process = {:.2} CPU s per million trades", cpu, cpu / final_health.trades_inserted.max(1) as f64 * 1e6);
-    println!("peak RSS: {}; channel blocked readers for {} ms in all", proc_status("VmHWM:"), final_health.send_blocked_ms);
+    println!(
+        "trades: delivered {delivered}, received {}, stored {stored}, duplicates {}, parse errors {}",
+        final_health.trades_received, final_health.duplicates_skipped, final_health.parse_errors
+    );
+    println!(
+        "stored == delivered: {}",
+        stored as u64 == delivered && final_health.trades_received == delivered
+    );
+    println!(
+        "committed: {rate:.0} trades/s over {:.2} s (first commit to last)",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "cpu: {:.2} s for the listener+writer process = {:.2} CPU s per million trades",
+        cpu,
+        cpu / final_health.trades_inserted.max(1) as f64 * 1e6
+    );
+    println!(
+        "peak RSS: {}; channel blocked readers for {} ms in all",
+        proc_status("VmHWM:"),
+        final_health.send_blocked_ms
+    );
     println!("E2E_RATE {rate:.0}");
     Ok(())
 }
@@ -224,7 +292,16 @@ fn ceiling(server: &str, n: u64) -> Result {
         let base_ms: i64 = 1_780_000_000_000;
         for seq in 0..n {
             let m = &markets[(seq % 2000) as usize];
-            let t = TradeRecord { seq, market: 0, outcome: (seq % 2) as u8, timestamp_ms: base_ms + (seq / 30) as i64, price_milli: (seq % 999 + 1) as u16, buy: seq % 2 == 0, has_tx: seq % 10 != 9, short_price: false };
+            let t = TradeRecord {
+                seq,
+                market: 0,
+                outcome: (seq % 2) as u8,
+                timestamp_ms: base_ms + (seq / 30) as i64,
+                price_milli: (seq % 999 + 1) as u16,
+                buy: seq % 2 == 0,
+                has_tx: seq % 10 != 9,
+                short_price: false,
+            };
             let ts = chrono::DateTime::from_timestamp_millis(t.timestamp_ms).unwrap_or_default();
             writeln!(
                 out,
@@ -241,10 +318,20 @@ fn ceiling(server: &str, n: u64) -> Result {
         }
     }
     println!("\n## ceiling: psql \\copy of {n} rows into an empty trades table");
-    let variants: [(&str, &str); 3] = [
+    let variants: [(&str, &str); 4] = [
         ("natural key only", "DROP INDEX trades_asset_time"),
-        ("natural key + (asset_id, traded_at) [shipped schema]", ""),
-        ("natural key + (asset_id, traded_at) + (market, traded_at)", "CREATE INDEX trades_market_time ON trades (market, traded_at)"),
+        (
+            "natural key + hash (asset_id)",
+            "DROP INDEX trades_asset_time; CREATE INDEX trades_asset_hash ON trades USING hash (asset_id)",
+        ),
+        (
+            "natural key + btree (asset_id, traded_at) [shipped schema]",
+            "",
+        ),
+        (
+            "natural key + btree (asset_id, traded_at) + btree (market, traded_at)",
+            "CREATE INDEX trades_market_time ON trades (market, traded_at)",
+        ),
     ];
     for (name, ddl) in variants {
         let db = BenchDb::new(server, "polytape_bench_ceiling")?;
@@ -256,7 +343,10 @@ fn ceiling(server: &str, n: u64) -> Result {
             path.display()
         );
         let started = Instant::now();
-        let status = Command::new("psql").arg(db.url()).args(["-q", "-v", "ON_ERROR_STOP=1", "-c", &copy]).status()?;
+        let status = Command::new("psql")
+            .arg(db.url())
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", &copy])
+            .status()?;
         let secs = started.elapsed().as_secs_f64();
         if !status.success() {
             return Err("psql \\copy failed".into());
@@ -280,7 +370,14 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn latency(server: &str) -> Result {
     let secs = 20;
-    let sim = SimProcess::start(&["--markets", "2300", "--trade-rate", "1000", "--idle-noise-ms", "1000"])?;
+    let sim = SimProcess::start(&[
+        "--markets",
+        "2300",
+        "--trade-rate",
+        "1000",
+        "--idle-noise-ms",
+        "1000",
+    ])?;
     let db = BenchDb::new(server, "polytape_bench_latency")?;
     let config = prepare(&db, &sim)?;
     let listener = Listener::from_database(config)?;
@@ -298,7 +395,10 @@ fn latency(server: &str) -> Result {
     let _ = worker.join();
     l.since_receive_us.sort_unstable();
     l.since_event_us.sort_unstable();
-    println!("\n## latency at 1,000 trades/s over {conns} connections ({} trades in {secs} s)", l.since_receive_us.len());
+    println!(
+        "\n## latency at 1,000 trades/s over {conns} connections ({} trades in {secs} s)",
+        l.since_receive_us.len()
+    );
     println!(
         "commit − receive: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(&l.since_receive_us, 0.5),
@@ -315,8 +415,18 @@ fn latency(server: &str) -> Result {
 }
 
 fn footprint(server: &str) -> Result {
-    let idle = std::env::var("BENCH_IDLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
-    let sim = SimProcess::start(&["--markets", "22800", "--trade-rate", "0", "--idle-noise-ms", "1000"])?;
+    let idle = std::env::var("BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let sim = SimProcess::start(&[
+        "--markets",
+        "22800",
+        "--trade-rate",
+        "0",
+        "--idle-noise-ms",
+        "1000",
+    ])?;
     let db = BenchDb::new(server, "polytape_bench_footprint")?;
     let config = prepare(&db, &sim)?;
     let listener = Listener::from_database(config)?;
@@ -333,9 +443,16 @@ fn footprint(server: &str) -> Result {
     let cpu0 = cpu_seconds();
     std::thread::sleep(Duration::from_secs(idle));
     let cpu = cpu_seconds() - cpu0;
-    println!("\n## footprint: {tokens} tokens over {} connections, idle {idle} s", chunks.len());
+    println!(
+        "\n## footprint: {tokens} tokens over {} connections, idle {idle} s",
+        chunks.len()
+    );
     println!("connections up: {}", health.snapshot().connections_active);
-    println!("RSS: {} (before the listener: {rss_before}); threads: {}", proc_status("VmRSS:"), proc_status("Threads:"));
+    println!(
+        "RSS: {} (before the listener: {rss_before}); threads: {}",
+        proc_status("VmRSS:"),
+        proc_status("Threads:")
+    );
     println!("CPU: {:.2}% of one core", cpu / idle as f64 * 100.0);
     handle.stop();
     let _ = worker.join();
@@ -357,7 +474,16 @@ fn parser() {
             corpus.push(f);
         }
         // One array mixing a trade, a price change and a tick size change.
-        let t = TradeRecord { seq, market: 0, outcome: 0, timestamp_ms: now, price_milli: 480, buy: true, has_tx: true, short_price: seq % 7 == 3 };
+        let t = TradeRecord {
+            seq,
+            market: 0,
+            outcome: 0,
+            timestamp_ms: now,
+            price_milli: 480,
+            buy: true,
+            has_tx: true,
+            short_price: seq % 7 == 3,
+        };
         seq += 1;
         let mut f = String::from("[");
         frames::trade_event(&mut f, &t, m);
@@ -396,15 +522,27 @@ fn parser() {
         bytes_done += bytes as u64;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("\n## parser ({} frames, {:.1} KB per pass, 1 trade per ~50 price_change)", corpus.len(), bytes as f64 / 1024.0);
-    println!("{:.0} frames/s, {:.0} MB/s, {:.0} trades/s extracted (one core)", frames_done as f64 / secs, bytes_done as f64 / secs / 1e6, trades_done as f64 / secs);
+    println!(
+        "\n## parser ({} frames, {:.1} KB per pass, 1 trade per ~50 price_change)",
+        corpus.len(),
+        bytes as f64 / 1024.0
+    );
+    println!(
+        "{:.0} frames/s, {:.0} MB/s, {:.0} trades/s extracted (one core)",
+        frames_done as f64 / secs,
+        bytes_done as f64 / secs / 1e6,
+        trades_done as f64 / secs
+    );
 }
 
 fn health_contention() {
     let threads = 32;
     let per_thread = 500_000u64;
     let health = Health::new();
-    let summary = polytape::feed::FrameSummary { events: 1, ..Default::default() };
+    let summary = polytape::feed::FrameSummary {
+        events: 1,
+        ..Default::default()
+    };
     let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -435,6 +573,10 @@ fn health_contention() {
     let mutex = started.elapsed().as_secs_f64();
     let ops = (threads as u64 * per_thread) as f64;
     println!("\n## health counters, {threads} threads × {per_thread} frames");
-    println!("atomics (shipped): {:.0} ns per frame; one parking_lot mutex per frame: {:.0} ns per frame ({:.1}×)",
-        atomics / ops * 1e9 * cores() as f64, mutex / ops * 1e9 * cores() as f64, mutex / atomics);
+    println!(
+        "atomics (shipped): {:.0} ns per frame; one parking_lot mutex per frame: {:.0} ns per frame ({:.1}×)",
+        atomics / ops * 1e9 * cores() as f64,
+        mutex / ops * 1e9 * cores() as f64,
+        mutex / atomics
+    );
 }

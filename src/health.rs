@@ -307,8 +307,10 @@ impl Health {
         if let Some(l) = state.latencies.as_mut() {
             let now = now_us();
             for t in trades {
-                l.since_receive_us.push((now - t.received_at_us).max(0) as u64);
-                l.since_event_us.push((now - t.timestamp_ms * 1000).max(0) as u64);
+                l.since_receive_us
+                    .push((now - t.received_at_us).max(0) as u64);
+                l.since_event_us
+                    .push((now - t.timestamp_ms * 1000).max(0) as u64);
             }
         }
     }

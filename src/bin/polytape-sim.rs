@@ -45,6 +45,10 @@ struct Args {
     /// Start with every socket frozen (PONG answered, no data).
     #[arg(long)]
     freeze: bool,
+    /// Wait for slow sockets instead of skipping their trades after 2 s, so every generated
+    /// trade is delivered (full-speed benchmarks).
+    #[arg(long)]
+    block_on_slow_sockets: bool,
 }
 
 fn main() {
@@ -62,6 +66,7 @@ fn main() {
         max_assets_per_socket: args.max_assets_per_socket,
         upgrades_per_sec: args.upgrades_per_sec,
         freeze: args.freeze,
+        block_on_slow_sockets: args.block_on_slow_sockets,
     };
     let sim = match Sim::start(config) {
         Ok(sim) => sim,

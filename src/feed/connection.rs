@@ -393,6 +393,10 @@ impl Connection {
                         }
                         _ => {
                             last_data = Instant::now();
+                            // Data proves the socket alive as well as a PONG does; the PONG
+                            // may sit behind a backlog while this thread waits on a full
+                            // channel, and must not get a busy socket torn down.
+                            pong_due = None;
                             if let Err(end) = self.on_frame(text) {
                                 return end;
                             }

@@ -56,6 +56,10 @@ pub struct SimConfig {
     pub upgrades_per_sec: u32,
     /// Every socket starts frozen: PONG answered, no data.
     pub freeze: bool,
+    /// A socket whose queue stays full: `false` (default) skips its trades after two
+    /// seconds, as a server drops a slow consumer's data; `true` waits for it, so every
+    /// generated trade is delivered (benchmarks at full speed).
+    pub block_on_slow_sockets: bool,
 }
 
 impl Default for SimConfig {
@@ -72,6 +76,7 @@ impl Default for SimConfig {
             max_assets_per_socket: 500,
             upgrades_per_sec: 0,
             freeze: false,
+            block_on_slow_sockets: false,
         }
     }
 }
@@ -853,9 +858,13 @@ fn generate(state: &Arc<SimState>) {
         }
         // Send outside the lock: a slow socket applies backpressure to the generator (which
         // is what a full-speed benchmark wants) without blocking subscriptions. A socket that
-        // takes no frame for long is skipped: its trades are simply not delivered.
+        // takes no frame for two seconds is skipped: its trades are simply not delivered.
         for (tx, item) in sends {
-            let _ = tx.send_timeout(item, Duration::from_millis(200));
+            if config.block_on_slow_sockets {
+                let _ = tx.send(item); // fails only when the socket is gone
+            } else {
+                let _ = tx.send_timeout(item, Duration::from_secs(2));
+            }
         }
     }
 }

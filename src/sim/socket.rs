@@ -288,6 +288,11 @@ impl Session {
             self.unflushed_bytes += item.message.len();
             match self.ws.write(item.message) {
                 Ok(()) => self.unflushed.extend_from_slice(&item.trades),
+                // The frame is in tungstenite's write buffer; the socket is just full.
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.unflushed.extend_from_slice(&item.trades);
+                    break;
+                }
                 Err(tungstenite::Error::WriteBufferFull(msg)) => {
                     self.unflushed_bytes -= msg.len();
                     self.waiting.push_front(Outgoing {

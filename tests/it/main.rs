@@ -9,3 +9,4 @@ mod listener;
 mod resolution;
 mod sim;
 mod tls;
+mod writer;
