@@ -465,8 +465,8 @@ fn parser() {
     let markets: Vec<_> = (0..200).map(|i| generate_market(3, i)).collect();
     let mut corpus: Vec<String> = Vec::new();
     let now = 1_780_000_000_000;
-    let mut seq = 0;
     for round in 0..200u64 {
+        let seq = round;
         let m = &markets[(round % 200) as usize];
         for k in 0..48 {
             let mut f = String::new();
@@ -484,7 +484,6 @@ fn parser() {
             has_tx: true,
             short_price: seq % 7 == 3,
         };
-        seq += 1;
         let mut f = String::from("[");
         frames::trade_event(&mut f, &t, m);
         f.push(',');
