@@ -39,7 +39,8 @@ pub struct Config {
     pub channel_capacity: usize,
     /// A batch is written when it holds this many trades...
     pub batch_size: usize,
-    /// ...or when its oldest trade has waited this long.
+    /// ...or when its oldest trade has waited this long (100 ms: a p99 of commit − receive
+    /// well under 250 ms at live rates, at ~10 commits a second).
     pub batch_max_age: Duration,
     /// Server-side limit on each statement of the writer, so a vanished server cannot hang
     /// it forever.
@@ -62,7 +63,7 @@ impl Default for Config {
             max_message_size: 16 << 20,
             channel_capacity: 10_000,
             batch_size: 1_000,
-            batch_max_age: Duration::from_millis(250),
+            batch_max_age: Duration::from_millis(100),
             statement_timeout: Duration::from_secs(30),
         }
     }

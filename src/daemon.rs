@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub summary_interval: Duration,
     /// `/readyz` fails once the writer has been without the database this long.
     pub readiness_grace: Duration,
+    /// Hold only this shard of the markets.
+    pub shard: Option<crate::store::markets::Shard>,
 }
 
 /// A running daemon's moving parts, for the HTTP handlers.
@@ -63,7 +65,7 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
         // Without Gamma we can still hold what the table has; the next sync tries again.
         Err(e) => log::error!("market sync failed, using the markets already stored: {e}"),
     }
-    let groups = crate::store::markets::active_token_groups(&mut db)?;
+    let groups = crate::store::markets::active_token_groups_in(&mut db, config.shard)?;
     drop(db);
     let listener = Listener::new(lc.clone(), groups)?.wait_for_markets();
     let handle = listener.handle();
@@ -75,15 +77,9 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
     let resolve_interval = config.resolve_interval;
     let tracker_thread = spawn("polytape-resolver", move || tracker.run(resolve_interval))?;
     let sync_thread = {
-        let (stop, handle, lc, gamma_url, every) = (
-            aux_stop.clone(),
-            handle.clone(),
-            lc.clone(),
-            config.gamma_url.clone(),
-            config.sync_interval,
-        );
+        let (stop, handle, config) = (aux_stop.clone(), handle.clone(), config.clone());
         spawn("polytape-sync", move || {
-            resync_loop(&stop, &handle, &lc, &gamma_url, every)
+            resync_loop(&stop, &handle, &config)
         })?
     };
     let summary_thread = {
@@ -146,15 +142,10 @@ fn spawn<T: Send + 'static>(
 }
 
 /// Every `every`: sync markets from Gamma, then hand the listener the new open set.
-fn resync_loop(
-    stop: &StopSignal,
-    handle: &ListenerHandle,
-    lc: &Config,
-    gamma_url: &str,
-    every: Duration,
-) {
-    let gamma = GammaClient::new(gamma_url);
-    while !stop.wait_timeout(every) {
+fn resync_loop(stop: &StopSignal, handle: &ListenerHandle, config: &DaemonConfig) {
+    let lc = &config.listener;
+    let gamma = GammaClient::new(&config.gamma_url);
+    while !stop.wait_timeout(config.sync_interval) {
         let result =
             crate::store::connect(&lc.database_url, lc.statement_timeout).and_then(|mut db| {
                 let report = sync_markets(&mut db, &gamma)?;

@@ -68,6 +68,41 @@ struct State {
     db_lost_since: i64,
 }
 
+/// What a connection thread counted since it last published to [`Health`]: the data path
+/// adds to these plain integers and publishes them every few dozen frames, so thirty-odd
+/// threads do not bounce shared cache lines (or queue on a lock) once per frame.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub frames: u64,
+    pub trades: u64,
+    pub newest_trade_ms: i64,
+    pub invalid_trades: u64,
+    pub unknown_events: u64,
+    pub malformed_frames: u64,
+}
+
+impl FrameCounts {
+    pub fn add_frame(&mut self, summary: &crate::feed::FrameSummary) {
+        self.frames += 1;
+        self.invalid_trades += summary.invalid_trades as u64;
+        self.unknown_events += summary.unknown_events as u64;
+    }
+
+    pub fn add_malformed(&mut self) {
+        self.frames += 1;
+        self.malformed_frames += 1;
+    }
+
+    pub fn add_trades(&mut self, n: u64, newest_ms: i64) {
+        self.trades += n;
+        self.newest_trade_ms = self.newest_trade_ms.max(newest_ms);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0 && self.trades == 0
+    }
+}
+
 /// Per-trade latencies in microseconds (see [`Health::record_latencies`]).
 #[derive(Debug, Default, Clone)]
 pub struct Latencies {
@@ -235,7 +270,30 @@ impl Health {
         self.shared.started_at.store(now_ms(), Relaxed);
     }
 
-    /// Counts one data frame (called by connection threads, once per frame).
+    /// Adds a connection thread's local counts, and empties them.
+    pub fn publish(&self, counts: &mut FrameCounts) {
+        let c = std::mem::take(counts);
+        let s = &self.shared;
+        if c.frames > 0 {
+            s.messages_received.fetch_add(c.frames, Relaxed);
+        }
+        let errors = c.invalid_trades + c.malformed_frames;
+        if errors > 0 {
+            s.parse_errors.fetch_add(errors, Relaxed);
+        }
+        if c.invalid_trades > 0 {
+            s.invalid_trades.fetch_add(c.invalid_trades, Relaxed);
+        }
+        if c.unknown_events > 0 {
+            s.unknown_events.fetch_add(c.unknown_events, Relaxed);
+        }
+        if c.trades > 0 {
+            self.trades_queued(c.trades, c.newest_trade_ms);
+        }
+    }
+
+    /// Counts one data frame at once (for callers that do not batch; connection threads use
+    /// [`FrameCounts`] and [`Health::publish`]).
     pub fn frame(&self, summary: &crate::feed::FrameSummary) {
         let s = &self.shared;
         s.messages_received.fetch_add(1, Relaxed);
@@ -251,21 +309,22 @@ impl Health {
         }
     }
 
-    pub(crate) fn malformed_frame(&self) {
-        self.shared.messages_received.fetch_add(1, Relaxed);
-        self.shared.parse_errors.fetch_add(1, Relaxed);
-    }
-
     pub(crate) fn oversized_frame(&self) {
         self.shared.oversized_frames.fetch_add(1, Relaxed);
         self.shared.parse_errors.fetch_add(1, Relaxed);
     }
 
-    /// A trade was handed to the channel (called by connection threads, once per trade).
-    pub fn trade_queued(&self, timestamp_ms: i64) {
-        self.shared.trades_received.fetch_add(1, Relaxed);
-        self.shared.queue_depth.fetch_add(1, Relaxed);
-        self.shared.last_trade_ts.fetch_max(timestamp_ms, Relaxed);
+    /// `n` trades of one frame were handed to the channel, the newest stamped `newest_ms`
+    /// (called by connection threads once per frame with trades, not once per trade).
+    pub fn trades_queued(&self, n: u64, newest_ms: i64) {
+        let s = &self.shared;
+        s.trades_received.fetch_add(n, Relaxed);
+        s.queue_depth.fetch_add(n as i64, Relaxed);
+        // A plain load first: most frames are not newer than what another thread stored, and
+        // a load of a shared line costs far less than a read-modify-write on it.
+        if newest_ms > s.last_trade_ts.load(Relaxed) {
+            s.last_trade_ts.fetch_max(newest_ms, Relaxed);
+        }
     }
 
     pub(crate) fn send_blocked(&self, micros: u64) {

@@ -85,7 +85,7 @@ struct RunArgs {
     #[arg(long, env = "POLYTAPE_BATCH_SIZE", default_value_t = 1000)]
     batch_size: usize,
     /// Longest a trade waits for its batch, in milliseconds.
-    #[arg(long, env = "POLYTAPE_BATCH_MAX_AGE_MS", default_value_t = 250)]
+    #[arg(long, env = "POLYTAPE_BATCH_MAX_AGE_MS", default_value_t = 100)]
     batch_max_age_ms: u64,
     /// Capacity of the channel between sockets and writer (a full channel blocks readers).
     #[arg(long, env = "POLYTAPE_CHANNEL_CAPACITY", default_value_t = 10_000)]
@@ -93,6 +93,9 @@ struct RunArgs {
     /// Seconds between summary log lines.
     #[arg(long, env = "POLYTAPE_SUMMARY_INTERVAL_SECS", default_value_t = 60)]
     summary_interval_secs: u64,
+    /// Hold only shard I of N of the markets (`I/N`), to split the load over N instances.
+    #[arg(long, env = "POLYTAPE_SHARD")]
+    shard: Option<polytape::store::markets::Shard>,
 }
 
 fn main() -> ExitCode {
@@ -182,6 +185,7 @@ fn run(common: &Common, args: &RunArgs) -> Result {
         resolve_interval: Duration::from_secs(args.resolve_interval_secs.max(1)),
         summary_interval: Duration::from_secs(args.summary_interval_secs.max(1)),
         readiness_grace: Duration::from_secs(30),
+        shard: args.shard,
     };
     config.listener.validate()?;
     let shutdown = StopSignal::new();

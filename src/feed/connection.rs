@@ -18,11 +18,17 @@ use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
 use super::event::{Trade, parse_frame, preview};
 use crate::config::Config;
-use crate::health::{ConnectionHealth, ConnectionState, Health, now_ms, now_us};
+use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms, now_us};
 use crate::stop::StopSignal;
 
 /// How often a blocked read wakes to check timers and the stop flag.
 const TICK: Duration = Duration::from_millis(250);
+
+/// Counts of frames without trades are published to the shared health after this many
+/// frames...
+const PUBLISH_EVERY_FRAMES: u64 = 64;
+/// ...or this long, whichever comes first.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
 /// A socket that lived this long before dying resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
@@ -135,6 +141,8 @@ pub struct Connection {
     tls: Option<Arc<rustls::ClientConfig>>,
     unblock: Unblock,
     parsed: Vec<Trade>,
+    counts: FrameCounts,
+    last_publish: Instant,
     bad_frames: LogLimiter,
     invalid_trades: LogLimiter,
 }
@@ -180,6 +188,8 @@ impl Connection {
             tls,
             unblock,
             parsed: Vec::new(),
+            counts: FrameCounts::default(),
+            last_publish: Instant::now(),
             bad_frames: LogLimiter::new(),
             invalid_trades: LogLimiter::new(),
         };
@@ -368,6 +378,7 @@ impl Connection {
         if matches!(end, End::Stopped) {
             self.close(&mut ws);
         }
+        self.publish();
         end
     }
 
@@ -404,7 +415,7 @@ impl Connection {
                     }
                 }
                 Ok(Message::Binary(_)) => {
-                    self.health.malformed_frame();
+                    self.counts.add_malformed();
                     self.bad_frames.log(|held| {
                         log::warn!(
                             "connection {}: unexpected binary frame (+{held} held back)",
@@ -421,7 +432,10 @@ impl Connection {
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                    ) =>
+                {
+                    self.publish(); // a quiet socket: nothing left to batch with
+                }
                 Err(tungstenite::Error::Capacity(e)) => {
                     self.health.oversized_frame();
                     return End::Failed(format!("oversized frame ({e})"));
@@ -484,7 +498,7 @@ impl Connection {
         self.status.message(now_ms());
         match parse_frame(text, now_us(), &mut self.parsed) {
             Ok(summary) => {
-                self.health.frame(&summary);
+                self.counts.add_frame(&summary);
                 if let Some(reason) = summary.last_invalid {
                     self.invalid_trades.log(|held| {
                         log::warn!(
@@ -496,13 +510,25 @@ impl Connection {
                 }
             }
             Err(e) => {
-                self.health.malformed_frame();
+                self.counts.add_malformed();
                 self.bad_frames
                     .log(|held| log::warn!("connection {}: {e} (+{held} held back)", self.id));
             }
         }
+        if !self.parsed.is_empty() {
+            // Trades are published before they enter the channel, so a snapshot never shows
+            // more trades inserted than received. Frames without trades (some fifty book
+            // updates for every trade on the live feed) are only counted locally.
+            let newest = self
+                .parsed
+                .iter()
+                .map(|t| t.timestamp_ms)
+                .max()
+                .unwrap_or(0);
+            self.counts.add_trades(self.parsed.len() as u64, newest);
+            self.publish();
+        }
         for trade in self.parsed.drain(..) {
-            let ts = trade.timestamp_ms;
             // A full channel blocks this reader (and so the socket): received trades are never
             // dropped. The time spent blocked is counted.
             match self.trades.try_send(trade) {
@@ -516,9 +542,20 @@ impl Connection {
                 }
                 Err(TrySendError::Disconnected(_)) => return Err(End::WriterGone),
             }
-            self.health.trade_queued(ts);
+        }
+        if self.counts.frames >= PUBLISH_EVERY_FRAMES
+            || self.last_publish.elapsed() >= PUBLISH_EVERY
+        {
+            self.publish();
         }
         Ok(())
+    }
+
+    fn publish(&mut self) {
+        if !self.counts.is_empty() {
+            self.health.publish(&mut self.counts);
+        }
+        self.last_publish = Instant::now();
     }
 
     /// Closes politely: sends a close frame and keeps reading until the server's reply, so

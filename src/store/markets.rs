@@ -25,14 +25,50 @@ pub struct MarketRow {
     pub version: Option<String>,
 }
 
+/// One of N disjoint parts of the markets, so N instances can share the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = crate::Error;
+
+    /// `I/N`, with I < N.
+    fn from_str(s: &str) -> Result<Shard> {
+        let bad = || crate::Error::config(format!("shard {s:?}: expected I/N with I < N"));
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let shard = Shard {
+            index: i.trim().parse().map_err(|_| bad())?,
+            count: n.trim().parse().map_err(|_| bad())?,
+        };
+        if shard.count == 0 || shard.index >= shard.count {
+            return Err(bad());
+        }
+        Ok(shard)
+    }
+}
+
 /// The tokens of every open order-book market, grouped by market, in a stable order
 /// (by condition id), each token once.
 pub fn active_token_groups(client: &mut Client) -> Result<Vec<Vec<String>>> {
+    active_token_groups_in(client, None)
+}
+
+/// [`active_token_groups`], restricted to the markets of `shard` (by a hash of the condition
+/// id, computed by the server so every instance agrees).
+pub fn active_token_groups_in(
+    client: &mut Client,
+    shard: Option<Shard>,
+) -> Result<Vec<Vec<String>>> {
+    let (index, count) = shard.map_or((0i64, 1i64), |s| (s.index as i64, s.count as i64));
     let rows = client.query(
         "SELECT token_ids FROM markets
          WHERE active AND NOT closed AND enable_order_book AND cardinality(token_ids) > 0
+           AND (hashtext(condition_id)::bigint & 2147483647) % $2 = $1
          ORDER BY condition_id",
-        &[],
+        &[&index, &count],
     )?;
     let mut seen = std::collections::HashSet::new();
     let mut groups = Vec::with_capacity(rows.len());
