@@ -83,12 +83,33 @@ fn mem_total() -> String {
 
 /// CPU seconds (user + system) this process has used.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// CPU seconds (user + system) of process `pid` ("self" for this one).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // Fields 14 and 15 of /proc/PID/stat; index 11 and 12 after the comm field.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of every `postgres` process on this machine (the server is local).
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|pid| cpu_seconds_of(&pid))
+        .sum()
 }
 
 /// A database of our own on the server, dropped by the returned guard.
@@ -225,6 +246,9 @@ fn end_to_end(server: &str, n: u64) -> Result {
     let health = listener.health();
     let handle = listener.handle();
     let cpu0 = cpu_seconds();
+    let sim_pid = sim.child.id().to_string();
+    let sim_cpu0 = cpu_seconds_of(&sim_pid);
+    let pg_cpu0 = postgres_cpu_seconds();
     let worker = std::thread::spawn(move || listener.run());
     let started = Instant::now();
     let mut first_insert: Option<Instant> = None;
@@ -250,6 +274,8 @@ fn end_to_end(server: &str, n: u64) -> Result {
     }
     let elapsed = first_insert.map_or(started.elapsed(), |t| last_insert - t);
     let cpu = cpu_seconds() - cpu0;
+    let sim_cpu = cpu_seconds_of(&sim_pid) - sim_cpu0;
+    let pg_cpu = postgres_cpu_seconds() - pg_cpu0;
     let final_health = handle.stop();
     let _ = worker.join();
     let stats = sim.stats()?;
@@ -281,6 +307,11 @@ fn end_to_end(server: &str, n: u64) -> Result {
         "peak RSS: {}; channel blocked readers for {} ms in all",
         proc_status("VmHWM:"),
         final_health.send_blocked_ms
+    );
+    println!(
+        "CPU over the run: polytape {cpu:.1} s, polytape-sim {sim_cpu:.1} s, PostgreSQL (all backends) {pg_cpu:.1} s, wall {:.1} s on {} cores",
+        elapsed.as_secs_f64(),
+        cores()
     );
     println!("E2E_RATE {rate:.0}");
     Ok(())
@@ -346,15 +377,20 @@ fn ceiling(server: &str, n: u64) -> Result {
             path.display()
         );
         let started = Instant::now();
+        let pg0 = postgres_cpu_seconds();
         let status = Command::new("psql")
             .arg(db.url())
             .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", &copy])
             .status()?;
         let secs = started.elapsed().as_secs_f64();
+        let pg = postgres_cpu_seconds() - pg0;
         if !status.success() {
             return Err("psql \\copy failed".into());
         }
-        println!("{name}: {:.0} rows/s ({secs:.2} s)", n as f64 / secs);
+        println!(
+            "{name}: {:.0} rows/s ({secs:.2} s; PostgreSQL CPU {pg:.1} s)",
+            n as f64 / secs
+        );
         if ddl.is_empty() {
             println!("CEILING_RATE {:.0}", n as f64 / secs);
         }
