@@ -35,9 +35,11 @@ fn main() -> Result {
     let server = std::env::var("BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".to_owned());
     let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    println!("# polytape benchmarks, N = {n}");
-    println!("machine: {} cores, {}", cores(), mem_total());
-    println!("date: {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    if only.as_deref().is_none_or(|o| o == "e2e") {
+        println!("# polytape benchmarks, N = {n}");
+        println!("machine: {} cores, {}", cores(), mem_total());
+        println!("date: {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    }
     if want("e2e") {
         end_to_end(&server, n)?;
     }
@@ -49,6 +51,9 @@ fn main() -> Result {
     }
     if want("footprint") {
         footprint(&server)?;
+    }
+    if want("writer") {
+        writer_paths(&server, n.min(300_000))?;
     }
     if want("parser") {
         parser();
@@ -495,6 +500,70 @@ fn footprint(server: &str) -> Result {
     println!("CPU: {:.2}% of one core", cpu / idle as f64 * 100.0);
     handle.stop();
     let _ = worker.join();
+    Ok(())
+}
+
+/// The writer alone: the same trades in batches of 1,000, straight COPY (shipped) against
+/// COPY into staging + INSERT … ON CONFLICT.
+fn writer_paths(server: &str, n: u64) -> Result {
+    let markets: Vec<_> = (0..2000).map(|i| generate_market(11, i)).collect();
+    let trades: Vec<polytape::feed::Trade> = (0..n)
+        .map(|seq| {
+            let m = &markets[(seq % 2000) as usize];
+            let t = TradeRecord {
+                seq,
+                market: 0,
+                outcome: (seq % 2) as u8,
+                timestamp_ms: 1_780_000_000_000 + (seq / 30) as i64,
+                price_milli: (seq % 999 + 1) as u16,
+                buy: seq % 2 == 0,
+                has_tx: seq % 10 != 9,
+                short_price: false,
+            };
+            polytape::feed::Trade {
+                asset_id: m.token_ids[t.outcome as usize].clone(),
+                market: m.condition_id.clone(),
+                price: polytape::feed::Decimal::parse(&t.price())
+                    .expect("the sim's decimals parse"),
+                size: polytape::feed::Decimal::parse(&t.size()).expect("the sim's decimals parse"),
+                side: if t.buy {
+                    polytape::feed::Side::Buy
+                } else {
+                    polytape::feed::Side::Sell
+                },
+                fee_rate_bps: Some(0),
+                timestamp_ms: t.timestamp_ms,
+                transaction_hash: t.transaction_hash(),
+                received_at_us: t.timestamp_ms * 1000 + 500,
+            }
+        })
+        .collect();
+    println!("\n## writer alone: {n} trades in batches of 1,000 into an empty trades table");
+    for staging in [false, true] {
+        let db = BenchDb::new(server, "polytape_bench_writer")?;
+        let config = Config {
+            database_url: db.url(),
+            ..Config::default()
+        };
+        let health = Health::new();
+        let mut writer = polytape::store::trades::TradeWriter::new(&config, health.clone());
+        writer.set_staging_only(staging);
+        let started = Instant::now();
+        for batch in trades.chunks(1000) {
+            writer.write_all(batch);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let name = if staging {
+            "COPY to staging + INSERT … ON CONFLICT"
+        } else {
+            "COPY straight into trades (shipped)"
+        };
+        println!(
+            "{name}: {:.0} trades/s ({} stored)",
+            n as f64 / secs,
+            health.snapshot().trades_inserted
+        );
+    }
     Ok(())
 }
 

@@ -329,19 +329,55 @@ impl Session {
     fn flush(&mut self) -> Result<(), String> {
         match self.ws.flush() {
             Ok(()) => {
-                if !self.unflushed.is_empty() {
-                    self.state.delivered(&self.unflushed);
-                    self.unflushed.clear();
-                }
-                self.unflushed_bytes = 0;
+                self.flushed();
                 Ok(())
             }
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(1));
+                self.flush_waiting()
+            }
+            Err(e) => Err(format!("flush: {e}")),
+        }
+    }
+
+    /// The client's receive window is full: wait for room in the kernel (blocking, up to a
+    /// tick) instead of spinning on a non-blocking socket, which with dozens of slow sockets
+    /// burns the CPU the client under test needs.
+    fn flush_waiting(&mut self) -> Result<(), String> {
+        let stream = self.ws.get_mut();
+        let blocking = stream.set_nonblocking(false).is_ok()
+            && stream
+                .set_write_timeout(Some(Duration::from_millis(20)))
+                .is_ok();
+        if !blocking {
+            std::thread::sleep(Duration::from_millis(1));
+            return Ok(());
+        }
+        let result = self.ws.flush();
+        let _ = self.ws.get_mut().set_nonblocking(true);
+        match result {
+            Ok(()) => {
+                self.flushed();
+                Ok(())
+            }
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(format!("flush: {e}")),
         }
+    }
+
+    /// Everything written is in the kernel: the trades in it are delivered.
+    fn flushed(&mut self) {
+        if !self.unflushed.is_empty() {
+            self.state.delivered(&self.unflushed);
+            self.unflushed.clear();
+        }
+        self.unflushed_bytes = 0;
     }
 
     fn flush_until_done(&mut self) {
@@ -349,8 +385,7 @@ impl Session {
         while Instant::now() < deadline {
             match self.ws.flush() {
                 Ok(()) => {
-                    self.state.delivered(&self.unflushed);
-                    self.unflushed.clear();
+                    self.flushed();
                     return;
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -44,6 +44,9 @@ const COLUMNS: &str =
 
 const UNIQUE_VIOLATION: &str = "23505";
 
+/// How much larger than `batch_size` a batch may grow while the channel holds a backlog.
+const BACKLOG_FACTOR: usize = 10;
+
 /// Writes batches of trades to PostgreSQL. One per writer thread: a `postgres::Client` owns a
 /// small runtime of its own and must not be shared.
 pub struct TradeWriter {
@@ -57,6 +60,8 @@ pub struct TradeWriter {
     buf: Vec<u8>,
     /// Set when the owner gives up on a database that stays away (see [`TradeWriter::run`]).
     abandon: Option<StopSignal>,
+    /// Skip the direct COPY and always go through staging (to measure the two paths).
+    staging_only: bool,
 }
 
 impl TradeWriter {
@@ -70,6 +75,7 @@ impl TradeWriter {
             health,
             buf: Vec::with_capacity(256 * 1024),
             abandon: None,
+            staging_only: false,
         }
     }
 
@@ -77,6 +83,12 @@ impl TradeWriter {
     /// database gone (the daemon's second signal). Unset, the writer retries for ever.
     pub fn abandon_on(&mut self, signal: StopSignal) {
         self.abandon = Some(signal);
+    }
+
+    /// Always write through the staging table, never straight into `trades`. Both paths
+    /// store the same rows; this exists so benchmarks can measure what the fast path saves.
+    pub fn set_staging_only(&mut self, on: bool) {
+        self.staging_only = on;
     }
 
     /// Connects now, so a wrong URL fails at start rather than at the first batch.
@@ -111,6 +123,17 @@ impl TradeWriter {
                 match trades.recv_deadline(deadline) {
                     Ok(t) => batch.push(t),
                     Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            // Behind (a full batch and as much again waiting): grow the batch, up to
+            // `BACKLOG_FACTOR` times, so a backlog costs fewer commits (each one waits for a
+            // WAL flush). At live rates batches never fill and this never runs.
+            if batch.len() >= batch_size && trades.len() >= batch_size {
+                while batch.len() < batch_size * BACKLOG_FACTOR {
+                    match trades.try_recv() {
+                        Ok(t) => batch.push(t),
+                        Err(_) => break,
+                    }
                 }
             }
             self.health.dequeued(batch.len());
@@ -202,6 +225,9 @@ impl TradeWriter {
     }
 
     fn copy_and_move(&mut self, rows: &[u8]) -> Result<u64> {
+        if self.staging_only {
+            return self.copy_staged(rows);
+        }
         match self.copy_direct(rows) {
             Err(e) if e.code() == Some(UNIQUE_VIOLATION) => {
                 log::debug!("writer: batch holds stored trades; deduplicating through staging");
