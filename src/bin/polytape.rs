@@ -204,6 +204,9 @@ fn run(common: &Common, args: &RunArgs) -> Result {
 }
 
 fn status(common: &Common) -> Result {
+    if common.health_addr.trim().is_empty() {
+        return Err("the health endpoint is turned off (POLYTAPE_HEALTH_ADDR is empty)".into());
+    }
     let url = format!("http://{}/health", common.health_addr);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))

@@ -174,6 +174,9 @@ pub(crate) struct SimState {
     upgrades_per_sec: AtomicU32,
     upgrade_window: Mutex<(Instant, u32)>,
     freeze_new: AtomicBool,
+    /// The next this-many listing requests fail with `gamma_fail_status`.
+    gamma_failures: AtomicU32,
+    gamma_fail_status: AtomicU32,
     delivered: Mutex<Vec<TradeRecord>>,
     next_socket: AtomicU64,
     trades_generated: AtomicU64,
@@ -477,6 +480,8 @@ impl Sim {
             upgrades_per_sec: AtomicU32::new(config.upgrades_per_sec),
             upgrade_window: Mutex::new((Instant::now(), 0)),
             freeze_new: AtomicBool::new(config.freeze),
+            gamma_failures: AtomicU32::new(0),
+            gamma_fail_status: AtomicU32::new(429),
             delivered: Mutex::new(Vec::new()),
             next_socket: AtomicU64::new(1),
             trades_generated: AtomicU64::new(0),
@@ -582,6 +587,12 @@ impl Sim {
         self.state.send_malformed()
     }
 
+    /// The next `n` listing requests fail with `status` (429 comes with `Retry-After: 1`).
+    pub fn fail_gamma(&self, n: u32, status: u16) {
+        self.state.gamma_fail_status.store(status as u32, SeqCst);
+        self.state.gamma_failures.store(n, SeqCst);
+    }
+
     /// Sends every open socket one text frame of `bytes` bytes; after it that socket delivers
     /// nothing more, as a client must drop it anyway.
     pub fn send_oversized(&self, bytes: usize) -> usize {
@@ -639,7 +650,22 @@ fn handle_connection(state: &Arc<SimState>, mut stream: TcpStream) {
         upgrade(state, stream, req);
         return;
     }
+    let listing = matches!(req.path.as_str(), "/markets/keyset" | "/markets");
+    let failing = listing
+        && state
+            .gamma_failures
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
     let response = match req.path.as_str() {
+        _ if failing => {
+            let status = state.gamma_fail_status.load(SeqCst) as u16;
+            let r = Response::json(status, &serde_json::json!({"error": "simulated failure"}));
+            if status == 429 {
+                r.with_header("Retry-After", "1")
+            } else {
+                r
+            }
+        }
         "/markets/keyset" => gamma::keyset(state, &req),
         "/markets" => gamma::legacy(state, &req),
         p if p.starts_with("/sim/") => control(state, &req),
@@ -727,6 +753,13 @@ fn control(state: &Arc<SimState>, req: &Request) -> Response {
             }
             None => Response::text(400, "per_sec= is required\n"),
         },
+        "/sim/faults/gamma" => {
+            let n = num("n").unwrap_or(1) as u32;
+            let status = num("status").unwrap_or(429) as u32;
+            state.gamma_fail_status.store(status, SeqCst);
+            state.gamma_failures.store(n, SeqCst);
+            Response::json(200, &n)
+        }
         "/sim/faults/malformed" => Response::json(200, &state.send_malformed()),
         "/sim/faults/oversized" => {
             let bytes = num("bytes").unwrap_or(32 << 20) as usize;

@@ -354,3 +354,31 @@ fn markets_added_and_closed_during_a_run_are_followed_without_a_restart() {
     assert!(exit.is_some_and(|s| s.success()));
     assert_stored_equals_delivered(&db, &sim);
 }
+
+#[test]
+fn sync_waits_out_throttling_and_server_errors() {
+    let _w = Watchdog::new("sync_waits_out_throttling", Duration::from_secs(60));
+    let db = TestDb::new();
+    let sim = pipeline::sim(250, 0.0);
+    sim.fail_gamma(2, 429);
+    let gamma = polytape::gamma::GammaClient::new(&sim.gamma_url());
+    let started = Instant::now();
+    let report = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect("sync succeeds");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 1 honoured twice"
+    );
+    let open = sim
+        .markets()
+        .iter()
+        .filter(|m| !m.closed && m.version != "v3")
+        .count();
+    assert_eq!(report.open_markets, open);
+    sim.fail_gamma(2, 503);
+    let report = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect("sync succeeds");
+    assert_eq!(report.open_markets, open);
+    // A client error is not retried: it fails at once, clearly.
+    sim.fail_gamma(1, 404);
+    let err = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect_err("404 fails");
+    assert!(err.to_string().contains("404"), "{err}");
+}
