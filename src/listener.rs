@@ -20,7 +20,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::Trade;
-use crate::feed::connection::{Command, Connection, ConnectionParts, OpenGate, tls_config};
+use crate::feed::connection::{
+    Command, Connection, ConnectionParts, OpenGate, Shared as ConnectionShared, tls_config,
+};
 use crate::health::{Health, HealthSnapshot};
 use crate::stop::StopSignal;
 use crate::store::trades::TradeWriter;
@@ -222,14 +224,14 @@ impl Listener {
             .spawn(move || writer.run(rx, batch_size, max_age))?;
         let conn_stop = StopSignal::new();
         let gate = Arc::new(OpenGate::new(self.config.open_interval));
-        let spawner = Spawner {
+        let spawner = Spawner(ConnectionShared {
             config: Arc::clone(&self.config),
             trades: tx,
             health: self.health.clone(),
             stop: conn_stop.clone(),
             gate,
             tls,
-        };
+        });
         let mut slots = Vec::new();
         for chunk in chunks {
             slots.push(spawner.spawn(slots.len(), chunk)?);
@@ -338,28 +340,12 @@ impl Listener {
     }
 }
 
-/// What starting a connection thread needs.
-struct Spawner {
-    config: Arc<Config>,
-    trades: Sender<Trade>,
-    health: Health,
-    stop: StopSignal,
-    gate: Arc<OpenGate>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-}
+/// Starts connection threads, all sharing the listener's channel, health, stop and gate.
+struct Spawner(ConnectionShared);
 
 impl Spawner {
     fn spawn(&self, id: usize, tokens: Vec<String>) -> Result<Slot> {
-        let (conn, parts) = Connection::new(
-            id,
-            tokens,
-            Arc::clone(&self.config),
-            self.trades.clone(),
-            self.health.clone(),
-            self.stop.clone(),
-            Arc::clone(&self.gate),
-            self.tls.clone(),
-        );
+        let (conn, parts) = Connection::new(id, tokens, self.0.clone());
         let thread = std::thread::Builder::new()
             .name(format!("polytape-conn-{id}"))
             .spawn(move || conn.run())?;

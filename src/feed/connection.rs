@@ -127,6 +127,17 @@ enum End {
     RateLimited(Option<Duration>),
 }
 
+/// What every connection of a listener shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub config: Arc<Config>,
+    pub trades: Sender<Trade>,
+    pub health: Health,
+    pub stop: StopSignal,
+    pub gate: Arc<OpenGate>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// One connection: a chunk of tokens, held on one socket for as long as the listener runs.
 pub struct Connection {
     id: usize,
@@ -155,17 +166,19 @@ pub(crate) struct ConnectionParts {
 }
 
 impl Connection {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: usize,
         tokens: Vec<String>,
-        config: Arc<Config>,
-        trades: Sender<Trade>,
-        health: Health,
-        stop: StopSignal,
-        gate: Arc<OpenGate>,
-        tls: Option<Arc<rustls::ClientConfig>>,
+        shared: Shared,
     ) -> (Connection, ConnectionParts) {
+        let Shared {
+            config,
+            trades,
+            health,
+            stop,
+            gate,
+            tls,
+        } = shared;
         let status = health.add_connection(id, tokens.len());
         let tokens = Arc::new(Mutex::new(tokens));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -269,19 +282,24 @@ impl Connection {
     /// Commands that arrive while no socket is open only change the token list.
     fn apply_commands_offline(&mut self) {
         while let Ok(cmd) = self.commands.try_recv() {
-            let mut tokens = self.tokens.lock();
-            match cmd {
-                Command::Subscribe(add) => {
-                    for t in add {
-                        if !tokens.contains(&t) {
-                            tokens.push(t);
-                        }
+            self.update_tokens(&cmd);
+        }
+    }
+
+    /// Changes the token list the next (re)subscription uses.
+    fn update_tokens(&self, cmd: &Command) {
+        let mut tokens = self.tokens.lock();
+        match cmd {
+            Command::Subscribe(add) => {
+                for t in add {
+                    if !tokens.contains(t) {
+                        tokens.push(t.clone());
                     }
                 }
-                Command::Unsubscribe(remove) => tokens.retain(|t| !remove.contains(t)),
             }
-            self.status.set_tokens(tokens.len());
+            Command::Unsubscribe(remove) => tokens.retain(|t| !remove.contains(t)),
         }
+        self.status.set_tokens(tokens.len());
     }
 
     fn open(&mut self) -> Result<Socket, End> {
@@ -471,20 +489,7 @@ impl Connection {
                 Command::Subscribe(ids) => ("subscribe", ids),
                 Command::Unsubscribe(ids) => ("unsubscribe", ids),
             };
-            {
-                let mut tokens = self.tokens.lock();
-                match &cmd {
-                    Command::Subscribe(add) => {
-                        for t in add {
-                            if !tokens.contains(t) {
-                                tokens.push(t.clone());
-                            }
-                        }
-                    }
-                    Command::Unsubscribe(remove) => tokens.retain(|t| !remove.contains(t)),
-                }
-                self.status.set_tokens(tokens.len());
-            }
+            self.update_tokens(&cmd);
             let msg = serde_json::json!({"operation": op, "assets_ids": ids});
             if let Err(e) = ws.send(Message::text(msg.to_string())) {
                 return Err(End::Failed(format!("{op}: {e}")));

@@ -282,40 +282,35 @@ impl PrivateCluster {
         Some(cluster)
     }
 
+    /// Runs `pg_ctl -D <data> ARGS` as the cluster's owner; panics with its stderr on failure.
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = as_pg_user(&self.bin.join("pg_ctl"), self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn pg_ctl_start(&self) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir.display()
         );
-        let out = as_pg_user(&self.bin.join("pg_ctl"), self.root)
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-w", "-t", "30", "-o", &opts, "-l"])
-            .arg(self.dir.join("server.log"))
-            .arg("start")
-            .output()
-            .expect("run pg_ctl start");
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let log = self.dir.join("server.log");
+        let log = log.to_string_lossy();
+        self.pg_ctl(&["-w", "-t", "30", "-o", &opts, "-l", &log, "start"]);
     }
 
     /// Stops the server (fast shutdown: sessions are ended with 57P01).
     pub fn stop(&self) {
-        let out = as_pg_user(&self.bin.join("pg_ctl"), self.root)
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-w", "-m", "fast", "stop"])
-            .output()
-            .expect("run pg_ctl stop");
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.pg_ctl(&["-w", "-m", "fast", "stop"]);
     }
 
     pub fn start_again(&self) {
