@@ -45,6 +45,9 @@ pub struct Config {
     /// Server-side limit on each statement of the writer, so a vanished server cannot hang
     /// it forever.
     pub statement_timeout: Duration,
+    /// PEM file of extra roots to trust for `wss://` (a TLS-intercepting proxy's CA, say),
+    /// beside the built-in web roots.
+    pub ws_ca_file: Option<String>,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             batch_size: 1_000,
             batch_max_age: Duration::from_millis(100),
             statement_timeout: Duration::from_secs(30),
+            ws_ca_file: None,
         }
     }
 }

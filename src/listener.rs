@@ -208,7 +208,7 @@ impl Listener {
             log::warn!("no tokens to subscribe yet: waiting for markets");
         }
         let tls = if self.config.ws_url.starts_with("wss://") {
-            Some(tls_config()?)
+            Some(tls_config(self.config.ws_ca_file.as_deref())?)
         } else {
             None
         };

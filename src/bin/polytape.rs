@@ -69,6 +69,9 @@ struct RunArgs {
     /// Market channel URL.
     #[arg(long, env = "POLYTAPE_WS_URL", default_value = LIVE_WS_URL)]
     ws_url: String,
+    /// PEM file of extra roots to trust for wss:// (beside the built-in web roots).
+    #[arg(long, env = "POLYTAPE_WS_CA_FILE")]
+    ws_ca_file: Option<String>,
     /// Most tokens on one socket (the live feed goes silent past ~500).
     #[arg(long, env = "POLYTAPE_MAX_TOKENS_PER_CONN", default_value_t = 500)]
     max_tokens_per_conn: usize,
@@ -177,6 +180,7 @@ fn run(common: &Common, args: &RunArgs) -> Result {
             batch_size: args.batch_size,
             batch_max_age: Duration::from_millis(args.batch_max_age_ms),
             channel_capacity: args.channel_capacity,
+            ws_ca_file: args.ws_ca_file.clone(),
             ..Config::default()
         },
         gamma_url: common.gamma_url.clone(),

@@ -587,12 +587,22 @@ impl Connection {
     }
 }
 
-/// The rustls client configuration shared by every socket: webpki roots built in, and the
-/// `ring` provider chosen explicitly (rustls panics when none or two are enabled).
-pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, crate::Error> {
-    let roots = rustls::RootCertStore {
+/// The rustls client configuration shared by every socket: webpki roots built in (plus the
+/// PEM roots of `extra_roots`, when given), and the `ring` provider chosen explicitly
+/// (rustls panics when none or two are enabled).
+pub fn tls_config(extra_roots: Option<&str>) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if let Some(path) = extra_roots {
+        let bad =
+            |e: &dyn std::fmt::Display| crate::Error::config(format!("ws CA file {path}: {e}"));
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod pipeline;
+pub mod tls_proxy;
 pub mod watchdog;
 pub mod ws;
 
