@@ -104,10 +104,13 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
         None => None,
     };
 
-    // Wait for the signal, or for the listener to end on its own (it should not).
+    // Wait for the signal, or for the listener to end on its own (it should not: that is a
+    // failure, and the process exits non-zero so a supervisor restarts it).
+    let mut failed = false;
     while !shutdown.wait_timeout(Duration::from_millis(200)) {
         if listener_thread.is_finished() {
             log::error!("the listener ended on its own");
+            failed = true;
             break;
         }
     }
@@ -116,7 +119,7 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
     aux_stop.stop();
     tracker_handle.stop();
     let snapshot = handle.stop();
-    let _ = listener_thread.join();
+    let listener_result = listener_thread.join();
     for t in [sync_thread, summary_thread, tracker_thread] {
         let _ = t.join();
     }
@@ -131,7 +134,12 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
         snapshot.duplicates_skipped,
         snapshot.rows_rejected
     );
-    Ok(snapshot)
+    match listener_result {
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::data("the listener thread panicked")),
+        Ok(Ok(_)) if failed => Err(Error::data("the listener ended on its own")),
+        Ok(Ok(_)) => Ok(snapshot),
+    }
 }
 
 fn spawn<T: Send + 'static>(

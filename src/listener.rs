@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
@@ -241,10 +241,24 @@ impl Listener {
             slots.len(),
             self.groups.iter().map(Vec::len).sum::<usize>()
         );
-        // Until a stop (or every handle is gone), apply market-set updates.
-        while let Ok(Control::SetMarkets(groups)) = self.control.recv() {
-            if let Err(e) = self.apply(&spawner, &mut slots, &groups) {
-                log::error!("listener: cannot apply the new market set: {e}");
+        // Until a stop (or every handle is gone), apply market-set updates. A writer that
+        // ended on its own (it should not) ends the listener: nothing could be stored.
+        let mut writer_died = false;
+        loop {
+            match self.control.recv_timeout(Duration::from_secs(1)) {
+                Ok(Control::SetMarkets(groups)) => {
+                    if let Err(e) = self.apply(&spawner, &mut slots, &groups) {
+                        log::error!("listener: cannot apply the new market set: {e}");
+                    }
+                }
+                Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    if writer_thread.is_finished() {
+                        log::error!("listener: the writer thread ended; stopping");
+                        writer_died = true;
+                        break;
+                    }
+                }
             }
         }
         let started = Instant::now();
@@ -264,8 +278,8 @@ impl Listener {
         }
         // The last sender: once dropped, the writer drains what is left and returns.
         drop(spawner);
-        if writer_thread.join().is_err() {
-            return Err(Error::data("the writer thread panicked"));
+        if writer_thread.join().is_err() || writer_died {
+            return Err(Error::data("the writer thread ended before the listener"));
         }
         let s = self.health.snapshot();
         log::info!(
