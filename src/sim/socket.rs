@@ -22,8 +22,9 @@ use tungstenite::{Message, WebSocket};
 use super::frames::{self, TradeRecord};
 use super::{Outgoing, SimState, SocketControl};
 
-/// How long the thread waits for outgoing frames before it looks at the client's side.
-const TICK: Duration = Duration::from_millis(5);
+/// How long the thread waits for outgoing frames before it looks at the client's side
+/// (new frames wake it at once; this only paces PONGs and idle checks).
+const TICK: Duration = Duration::from_millis(25);
 
 /// Most bytes written but not yet flushed before the thread stops taking new frames.
 const MAX_UNFLUSHED: usize = 4 * 1024 * 1024;
