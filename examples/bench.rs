@@ -539,7 +539,21 @@ fn writer_paths(server: &str, n: u64) -> Result {
         })
         .collect();
     println!("\n## writer alone: {n} trades in batches of 1,000 into an empty trades table");
-    for staging in [false, true] {
+    use polytape::store::trades::CopyFormat;
+    let paths = [
+        (
+            false,
+            CopyFormat::Binary,
+            "binary COPY straight into trades (shipped)",
+        ),
+        (false, CopyFormat::Text, "text COPY straight into trades"),
+        (
+            true,
+            CopyFormat::Binary,
+            "binary COPY to staging + INSERT … ON CONFLICT",
+        ),
+    ];
+    for (staging, format, name) in paths {
         let db = BenchDb::new(server, "polytape_bench_writer")?;
         let config = Config {
             database_url: db.url(),
@@ -548,18 +562,16 @@ fn writer_paths(server: &str, n: u64) -> Result {
         let health = Health::new();
         let mut writer = polytape::store::trades::TradeWriter::new(&config, health.clone());
         writer.set_staging_only(staging);
+        writer.set_copy_format(format);
+        let pg0 = postgres_cpu_seconds();
         let started = Instant::now();
         for batch in trades.chunks(1000) {
             writer.write_all(batch);
         }
         let secs = started.elapsed().as_secs_f64();
-        let name = if staging {
-            "COPY to staging + INSERT … ON CONFLICT"
-        } else {
-            "COPY straight into trades (shipped)"
-        };
+        let pg = postgres_cpu_seconds() - pg0;
         println!(
-            "{name}: {:.0} trades/s ({} stored)",
+            "{name}: {:.0} trades/s ({} stored; PostgreSQL CPU {pg:.1} s)",
             n as f64 / secs,
             health.snapshot().trades_inserted
         );

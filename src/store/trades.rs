@@ -47,6 +47,16 @@ const UNIQUE_VIOLATION: &str = "23505";
 /// How much larger than `batch_size` a batch may grow while the channel holds a backlog.
 const BACKLOG_FACTOR: usize = 10;
 
+/// How the writer encodes COPY rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    /// PostgreSQL's binary COPY format: numbers and times arrive ready-made, so the server
+    /// parses no decimal or date text (the default; BENCHMARKS.md compares the two).
+    Binary,
+    /// Tab-separated text, as `psql \copy` sends it.
+    Text,
+}
+
 /// Writes batches of trades to PostgreSQL. One per writer thread: a `postgres::Client` owns a
 /// small runtime of its own and must not be shared.
 pub struct TradeWriter {
@@ -62,6 +72,7 @@ pub struct TradeWriter {
     abandon: Option<StopSignal>,
     /// Skip the direct COPY and always go through staging (to measure the two paths).
     staging_only: bool,
+    format: CopyFormat,
 }
 
 impl TradeWriter {
@@ -76,6 +87,7 @@ impl TradeWriter {
             buf: Vec::with_capacity(256 * 1024),
             abandon: None,
             staging_only: false,
+            format: CopyFormat::Binary,
         }
     }
 
@@ -89,6 +101,11 @@ impl TradeWriter {
     /// store the same rows; this exists so benchmarks can measure what the fast path saves.
     pub fn set_staging_only(&mut self, on: bool) {
         self.staging_only = on;
+    }
+
+    /// Encodes COPY rows as `format` (binary by default; text exists to be measured).
+    pub fn set_copy_format(&mut self, format: CopyFormat) {
+        self.format = format;
     }
 
     /// Connects now, so a wrong URL fails at start rather than at the first batch.
@@ -216,8 +233,19 @@ impl TradeWriter {
     pub fn write(&mut self, batch: &[Trade]) -> Result<u64> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        for t in batch {
-            encode_row(&mut buf, t);
+        match self.format {
+            CopyFormat::Binary => {
+                buf.extend_from_slice(BINARY_HEADER);
+                for t in batch {
+                    encode_binary_row(&mut buf, t);
+                }
+                buf.extend_from_slice(&(-1i16).to_be_bytes());
+            }
+            CopyFormat::Text => {
+                for t in batch {
+                    encode_row(&mut buf, t);
+                }
+            }
         }
         let result = self.copy_and_move(&buf);
         self.buf = buf;
@@ -239,9 +267,10 @@ impl TradeWriter {
 
     /// The fast path: every row is new, so COPY straight into `trades`.
     fn copy_direct(&mut self, rows: &[u8]) -> Result<u64> {
+        let option = self.format.option();
         let client = self.client()?;
         let mut tx = client.transaction()?;
-        let mut copy = tx.copy_in(&format!("COPY trades ({COLUMNS}) FROM STDIN"))?;
+        let mut copy = tx.copy_in(&format!("COPY trades ({COLUMNS}) FROM STDIN{option}"))?;
         copy.write_all(rows)?;
         let n = copy.finish()?;
         tx.commit()?;
@@ -250,9 +279,12 @@ impl TradeWriter {
 
     /// The idempotent path: COPY into staging, then insert what is not stored yet.
     fn copy_staged(&mut self, rows: &[u8]) -> Result<u64> {
+        let option = self.format.option();
         let client = self.client()?;
         let mut tx = client.transaction()?;
-        let mut copy = tx.copy_in(&format!("COPY trades_staging ({COLUMNS}) FROM STDIN"))?;
+        let mut copy = tx.copy_in(&format!(
+            "COPY trades_staging ({COLUMNS}) FROM STDIN{option}"
+        ))?;
         copy.write_all(rows)?;
         copy.finish()?;
         let inserted = tx.execute(
@@ -265,6 +297,98 @@ impl TradeWriter {
         tx.commit()?;
         Ok(inserted)
     }
+}
+
+impl CopyFormat {
+    fn option(self) -> &'static str {
+        match self {
+            CopyFormat::Binary => " (FORMAT binary)",
+            CopyFormat::Text => "",
+        }
+    }
+}
+
+/// The binary COPY signature, flags and header-extension length.
+const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// One binary COPY row: a field count, then each field as a length and its bytes (-1: NULL).
+fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade) {
+    buf.extend_from_slice(&9i16.to_be_bytes());
+    binary_text(buf, &t.asset_id);
+    binary_text(buf, &t.market);
+    binary_numeric(buf, t.price.as_str());
+    binary_numeric(buf, t.size.as_str());
+    binary_text(buf, t.side.as_str());
+    match t.fee_rate_bps {
+        Some(f) => {
+            buf.extend_from_slice(&4i32.to_be_bytes());
+            buf.extend_from_slice(&f.to_be_bytes());
+        }
+        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    binary_timestamp(buf, t.timestamp_ms.saturating_mul(1000));
+    match &t.transaction_hash {
+        Some(h) => binary_text(buf, h),
+        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    binary_timestamp(buf, t.received_at_us);
+}
+
+fn binary_text(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn binary_timestamp(buf: &mut Vec<u8>, unix_us: i64) {
+    buf.extend_from_slice(&8i32.to_be_bytes());
+    buf.extend_from_slice(&unix_us.saturating_sub(PG_EPOCH_US).to_be_bytes());
+}
+
+/// A non-negative decimal in PostgreSQL's binary `numeric`: base-10000 digits aligned on the
+/// decimal point, a weight (the power of 10000 of the first digit), and the display scale
+/// (digits after the point, so `0.480` comes back as `0.480`). The server strips leading and
+/// trailing zero digits itself. `text` is a validated [`crate::feed::Decimal`]: ASCII digits
+/// with at most one point.
+fn binary_numeric(buf: &mut Vec<u8>, text: &str) {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let mut digits: Vec<i16> = Vec::with_capacity((int.len() + frac.len()) / 4 + 2);
+    // Integer part: groups of four from the right, the first one possibly shorter.
+    let int = int.as_bytes();
+    let first = int.len() % 4;
+    if first > 0 {
+        digits.push(group(&int[..first]));
+    }
+    for chunk in int[first..].chunks(4) {
+        digits.push(group(chunk));
+    }
+    let weight = digits.len() as i16 - 1;
+    // Fraction: groups of four from the left, the last one padded with zeros.
+    for chunk in frac.as_bytes().chunks(4) {
+        let mut g = group(chunk);
+        for _ in chunk.len()..4 {
+            g *= 10;
+        }
+        digits.push(g);
+    }
+    let len = 8 + 2 * digits.len();
+    buf.extend_from_slice(&(len as i32).to_be_bytes());
+    buf.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+    buf.extend_from_slice(&weight.to_be_bytes());
+    buf.extend_from_slice(&0u16.to_be_bytes()); // positive
+    buf.extend_from_slice(&(frac.len() as u16).to_be_bytes());
+    for d in digits {
+        buf.extend_from_slice(&d.to_be_bytes());
+    }
+}
+
+/// Up to four ASCII digits as a number.
+fn group(ascii: &[u8]) -> i16 {
+    ascii
+        .iter()
+        .fold(0i16, |acc, b| acc * 10 + i16::from(b.wrapping_sub(b'0')))
 }
 
 /// One COPY text row. Every field was validated by the parser to hold no tab, newline or

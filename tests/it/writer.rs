@@ -79,11 +79,74 @@ fn a_refused_row_is_isolated_and_the_rest_stored() {
     let db = TestDb::new();
     let (mut w, health) = writer(&db);
     let mut batch: Vec<Trade> = (0..64).map(trade).collect();
-    // A library caller can build any Trade: this one breaks the COPY row.
-    batch[37].asset_id = "12\t34".into();
+    // A library caller can build any Trade: PostgreSQL text holds no NUL byte.
+    batch[37].asset_id = "12\u{0}34".into();
     w.write_all(&batch);
     let s = health.snapshot();
     assert_eq!(db.count("trades"), 63);
     assert_eq!((s.trades_inserted, s.rows_rejected), (63, 1));
     assert!(s.db_errors >= 1);
+}
+
+/// Exact decimals of every shape survive both COPY formats unchanged.
+#[test]
+fn decimals_round_trip_exactly_in_both_copy_formats() {
+    use polytape::store::trades::CopyFormat;
+    let _w = Watchdog::new("decimals_round_trip_exactly", Duration::from_secs(30));
+    let sizes = [
+        "1",
+        "10",
+        "9999",
+        "10000",
+        "12345",
+        "123456789.123456789",
+        "0.1",
+        "0.0001",
+        "0.00001",
+        "0.000000000000000001",
+        "100000000.5",
+        "219.217767",
+        "0.480",
+        "7.50",
+        "100000000000000000000.000000000000000001",
+    ];
+    for format in [CopyFormat::Binary, CopyFormat::Text] {
+        let db = TestDb::new();
+        let (mut w, health) = writer(&db);
+        w.set_copy_format(format);
+        let batch: Vec<Trade> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Trade {
+                size: Decimal::parse(s).expect("decimal"),
+                price: Decimal::parse(if i % 2 == 0 { ".48" } else { "1" }).expect("decimal"),
+                ..trade(i as u64)
+            })
+            .collect();
+        w.write_all(&batch);
+        assert_eq!(
+            health.snapshot().trades_inserted,
+            sizes.len() as u64,
+            "{format:?}"
+        );
+        let mut stored: Vec<(i64, String, String, Option<i64>)> = db
+            .client()
+            .query(
+                "SELECT (extract(epoch FROM traded_at) * 1000)::bigint, size::text, price::text,
+                        (extract(epoch FROM received_at) * 1000000)::bigint
+                 FROM trades ORDER BY traded_at",
+                &[],
+            )
+            .expect("select")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        stored.sort();
+        for (i, (ts, size, price, received)) in stored.iter().enumerate() {
+            assert_eq!(*ts, batch[i].timestamp_ms, "{format:?}");
+            assert_eq!(size, batch[i].size.as_str(), "{format:?}");
+            assert_eq!(price, batch[i].price.as_str(), "{format:?}");
+            assert_eq!(*received, Some(batch[i].received_at_us), "{format:?}");
+        }
+    }
 }
