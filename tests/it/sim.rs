@@ -370,27 +370,16 @@ fn keyset_paging_covers_every_market_once() {
 
 #[test]
 fn the_same_seed_gives_the_same_universe() {
-    let a = pipeline::sim_with(SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 300,
-        seed: 42,
-        trade_rate: 0.0,
-        ..SimConfig::default()
-    });
-    let b = pipeline::sim_with(SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 300,
-        seed: 42,
-        trade_rate: 0.0,
-        ..SimConfig::default()
-    });
-    let c = pipeline::sim_with(SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 300,
-        seed: 43,
-        trade_rate: 0.0,
-        ..SimConfig::default()
-    });
+    let seeded = |seed| {
+        pipeline::sim_with(SimConfig {
+            listen: "127.0.0.1:0".into(),
+            markets: 300,
+            seed,
+            trade_rate: 0.0,
+            ..SimConfig::default()
+        })
+    };
+    let (a, b, c) = (seeded(42), seeded(42), seeded(43));
     let page = |s: &Sim| get(&format!("{}/markets/keyset?limit=100", s.gamma_url())).1;
     assert_eq!(page(&a), page(&b));
     assert_ne!(page(&a), page(&c));

@@ -140,22 +140,18 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start_throwaway_cluster() -> Server {
-    let bin = pg_bin_dir().expect(
-        "no PostgreSQL answers on 127.0.0.1:5432, TEST_DATABASE_URL is unset, and initdb was \
-         not found on PATH or in /usr/lib/postgresql/*/bin",
-    );
-    let root = is_root();
-    let dir = std::env::temp_dir().join(format!("polytape-test-pg-{}", std::process::id()));
+/// Creates `dir` (owned by `postgres` when we are root) and runs `initdb` in `dir/data`,
+/// which it returns.
+fn init_cluster(bin: &Path, dir: &Path, root: bool) -> PathBuf {
     let data = dir.join("data");
-    std::fs::create_dir_all(&dir).expect("create the cluster directory");
+    std::fs::create_dir_all(dir).expect("create the cluster directory");
     if root {
-        let status = Command::new("chown")
+        let ok = Command::new("chown")
             .args(["-R", "postgres:postgres"])
-            .arg(&dir)
+            .arg(dir)
             .status()
-            .expect("chown");
-        assert!(status.success(), "chown of {} failed", dir.display());
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown of {} failed", dir.display());
     }
     let out = as_pg_user(&bin.join("initdb"), root)
         .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
@@ -167,6 +163,17 @@ fn start_throwaway_cluster() -> Server {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    data
+}
+
+fn start_throwaway_cluster() -> Server {
+    let bin = pg_bin_dir().expect(
+        "no PostgreSQL answers on 127.0.0.1:5432, TEST_DATABASE_URL is unset, and initdb was \
+         not found on PATH or in /usr/lib/postgresql/*/bin",
+    );
+    let root = is_root();
+    let dir = std::env::temp_dir().join(format!("polytape-test-pg-{}", std::process::id()));
+    let data = init_cluster(&bin, &dir, root);
     let port = free_port();
     let log = dir.join("server.log");
     // The guardian: starts the server, waits for this process to end, then stops the server
@@ -242,26 +249,7 @@ impl PrivateCluster {
         let root = is_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("polytape-pg-{}-{n}", std::process::id()));
-        let data = dir.join("data");
-        std::fs::create_dir_all(&dir).expect("create the cluster directory");
-        if root {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chown of {} failed", dir.display());
-        }
-        let out = as_pg_user(&bin.join("initdb"), root)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let data = init_cluster(&bin, &dir, root);
         let cluster = PrivateCluster {
             bin,
             dir,
