@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use crate::config::{Config, redact_url};
 use crate::error::{Error, Result};
 use crate::gamma::{GammaClient, sync_markets};
@@ -88,11 +86,11 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
             summary_loop(&stop, &handle, every)
         })?
     };
-    let state = Arc::new(Mutex::new(State {
+    let state = Arc::new(State {
         listener: handle.clone(),
         tracker: tracker_handle.clone(),
         readiness_grace: config.readiness_grace,
-    }));
+    });
     let mut server = match config.health_addr.as_deref() {
         Some(addr) => {
             let state = Arc::clone(&state);
@@ -196,11 +194,10 @@ fn summary_loop(stop: &StopSignal, handle: &ListenerHandle, every: Duration) {
     }
 }
 
-fn handle_http(state: &Mutex<State>, req: &Request) -> Response {
+fn handle_http(state: &State, req: &Request) -> Response {
     if req.method != "GET" {
         return Response::text(405, "only GET\n");
     }
-    let state = state.lock();
     match req.path.as_str() {
         "/livez" => Response::text(200, "ok\n"),
         "/health" => {

@@ -55,6 +55,8 @@ struct Shared {
     last_insert_ts: AtomicI64,
     last_reconnect_ts: AtomicI64,
     started_at: AtomicI64,
+    /// Whether `State::latencies` is kept: checked without the lock after every commit.
+    recording_latencies: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
 }
 
@@ -349,6 +351,7 @@ impl Health {
     /// benchmarks and tests, not for a daemon.
     pub fn record_latencies(&self) {
         self.shared.state.lock().latencies = Some(Latencies::default());
+        self.shared.recording_latencies.store(true, Relaxed);
     }
 
     /// The latencies kept since [`Health::record_latencies`], emptied.
@@ -362,6 +365,9 @@ impl Health {
 
     /// Called by the writer after a commit.
     pub(crate) fn committed(&self, trades: &[crate::feed::Trade]) {
+        if !self.shared.recording_latencies.load(Relaxed) {
+            return;
+        }
         let mut state = self.shared.state.lock();
         if let Some(l) = state.latencies.as_mut() {
             let now = now_us();
