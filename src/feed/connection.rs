@@ -1,7 +1,7 @@
 //! One socket's life: connect, subscribe, read, ping, notice death, reconnect.
 //!
 //! Each [`Connection`] runs on its own OS thread with a blocking `tungstenite` socket. Reads
-//! time out every [`TICK`] so the thread can send its `PING`s and check its deadlines; a stop
+//! time out every 250 ms so the thread can send its `PING`s and check its deadlines; a stop
 //! is noticed within a tick, and [`Unblock`] shuts the socket down for a thread that is stuck
 //! anywhere else.
 
