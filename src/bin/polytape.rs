@@ -96,6 +96,9 @@ struct RunArgs {
     /// Seconds between summary log lines.
     #[arg(long, env = "POLYTAPE_SUMMARY_INTERVAL_SECS", default_value_t = 60)]
     summary_interval_secs: u64,
+    /// Seconds without the database after which /readyz answers 503.
+    #[arg(long, env = "POLYTAPE_READINESS_GRACE_SECS", default_value_t = 30)]
+    readiness_grace_secs: u64,
     /// Hold only shard I of N of the markets (`I/N`), to split the load over N instances.
     #[arg(long, env = "POLYTAPE_SHARD")]
     shard: Option<polytape::store::markets::Shard>,
@@ -188,7 +191,7 @@ fn run(common: &Common, args: &RunArgs) -> Result {
         sync_interval: Duration::from_secs(args.sync_interval_secs.max(1)),
         resolve_interval: Duration::from_secs(args.resolve_interval_secs.max(1)),
         summary_interval: Duration::from_secs(args.summary_interval_secs.max(1)),
-        readiness_grace: Duration::from_secs(30),
+        readiness_grace: Duration::from_secs(args.readiness_grace_secs),
         shard: args.shard,
     };
     config.listener.validate()?;

@@ -67,15 +67,20 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Forwards the child's stderr to ours (the test's captured output) on a thread.
-fn forward_stderr(child: &mut Child) {
+/// Forwards the child's stderr to ours (the test's captured output) on a thread, and keeps
+/// every line for the test to read.
+fn forward_stderr(child: &mut Child) -> std::sync::Arc<parking_lot::Mutex<Vec<String>>> {
+    let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     if let Some(err) = child.stderr.take() {
+        let kept = std::sync::Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 eprintln!("[polytape] {line}");
+                kept.lock().push(line);
             }
         });
     }
+    lines
 }
 
 #[test]
@@ -381,4 +386,54 @@ fn sync_waits_out_throttling_and_server_errors() {
     sim.fail_gamma(1, 404);
     let err = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect_err("404 fails");
     assert!(err.to_string().contains("404"), "{err}");
+}
+
+#[test]
+fn readyz_follows_the_database_and_the_password_is_never_logged() {
+    let _w = Watchdog::new("readyz_follows_the_database", Duration::from_secs(90));
+    let db = TestDb::new();
+    let sim = pipeline::sim(50, 200.0);
+    let addr = free_addr();
+    let secret = "s3cr3t-never-logged";
+    let mut c = polytape(&db, &sim);
+    // Trust authentication ignores the password; the daemon must still never print it.
+    c.env("DATABASE_URL", format!("{} password={secret}", db.url()))
+        .env("POLYTAPE_HEALTH_ADDR", &addr)
+        .env("RUST_LOG", "debug")
+        .args(["run", "--readiness-grace-secs", "1"])
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn"));
+    let log = forward_stderr(&mut child.0);
+    let status = |path: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .get(&format!("http://{addr}{path}"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .ok()
+    };
+    assert!(wait_until(Duration::from_secs(30), || status("/readyz") == Some(200)));
+    db.set_reachable(false);
+    assert!(
+        wait_until(Duration::from_secs(20), || status("/readyz") == Some(503)),
+        "not ready once the database is gone past the grace"
+    );
+    assert_eq!(status("/livez"), Some(200), "alive all the same");
+    db.set_reachable(true);
+    assert!(wait_until(Duration::from_secs(30), || status("/readyz") == Some(200)));
+    signal(&child.0, "TERM");
+    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(5));
+    assert!(exit.is_some_and(|s| s.success()));
+    let log = log.lock();
+    assert!(
+        log.iter().any(|l| l.contains("***")),
+        "the URL is logged, redacted"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains(secret)),
+        "the password never appears"
+    );
 }
