@@ -47,6 +47,7 @@ struct Shared {
     oversized_frames: AtomicU64,
     duplicates_skipped: AtomicU64,
     rows_rejected: AtomicU64,
+    gaps_recorded: AtomicU64,
     db_errors: AtomicU64,
     reconnections: AtomicU64,
     send_blocked_us: AtomicU64,
@@ -188,6 +189,8 @@ pub struct HealthSnapshot {
     pub oversized_frames: u64,
     pub duplicates_skipped: u64,
     pub rows_rejected: u64,
+    /// Socket losses recorded in the `gaps` table.
+    pub gaps_recorded: u64,
     pub db_errors: u64,
     /// Total time connection threads spent waiting on a full channel, in milliseconds.
     pub send_blocked_ms: u64,
@@ -247,6 +250,7 @@ impl Health {
             oversized_frames: s.oversized_frames.load(Relaxed),
             duplicates_skipped: s.duplicates_skipped.load(Relaxed),
             rows_rejected: s.rows_rejected.load(Relaxed),
+            gaps_recorded: s.gaps_recorded.load(Relaxed),
             db_errors: s.db_errors.load(Relaxed),
             send_blocked_ms: s.send_blocked_us.load(Relaxed) / 1000,
             db_lost_since,
@@ -380,6 +384,10 @@ impl Health {
         }
     }
 
+    pub(crate) fn gap_recorded(&self) {
+        self.shared.gaps_recorded.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn row_rejected(&self) {
         self.shared.rows_rejected.fetch_add(1, Relaxed);
     }
@@ -408,7 +416,12 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 13] = [
+        let counters: [(&str, &str, f64); 14] = [
+            (
+                "gaps_recorded_total",
+                "Socket losses recorded in the gaps table (trades may be missing there).",
+                self.gaps_recorded as f64,
+            ),
             (
                 "trades_received_total",
                 "Trades parsed from the feed and queued for writing.",

@@ -19,7 +19,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::feed::Trade;
+use crate::feed::Record;
 use crate::feed::connection::{
     Command, Connection, ConnectionParts, OpenGate, Shared as ConnectionShared, tls_config,
 };
@@ -213,7 +213,7 @@ impl Listener {
             None
         };
         self.health.mark_started();
-        let (tx, rx) = bounded::<Trade>(self.config.channel_capacity);
+        let (tx, rx) = bounded::<Record>(self.config.channel_capacity);
         let mut writer = TradeWriter::new(&self.config, self.health.clone());
         if let Err(e) = writer.connect() {
             log::warn!("writer: cannot reach the database yet ({e}); will keep retrying");

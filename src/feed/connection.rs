@@ -16,7 +16,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
-use super::event::{Trade, parse_frame, preview};
+use super::event::{Gap, Record, Trade, parse_frame, preview};
 use crate::config::Config;
 use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms, now_us};
 use crate::stop::StopSignal;
@@ -131,7 +131,7 @@ enum End {
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub config: Arc<Config>,
-    pub trades: Sender<Trade>,
+    pub trades: Sender<Record>,
     pub health: Health,
     pub stop: StopSignal,
     pub gate: Arc<OpenGate>,
@@ -144,7 +144,7 @@ pub struct Connection {
     tokens: Arc<Mutex<Vec<String>>>,
     commands: Receiver<Command>,
     config: Arc<Config>,
-    trades: Sender<Trade>,
+    trades: Sender<Record>,
     health: Health,
     status: Arc<ConnectionHealth>,
     stop: StopSignal,
@@ -154,6 +154,10 @@ pub struct Connection {
     parsed: Vec<Trade>,
     counts: FrameCounts,
     last_publish: Instant,
+    /// When the last data frame arrived (Unix ms), and, while the tokens have no socket,
+    /// since when and why: reported as a [`Gap`] once they are subscribed again.
+    last_data_ms: i64,
+    lost: Option<(i64, String)>,
     bad_frames: LogLimiter,
     invalid_trades: LogLimiter,
 }
@@ -203,6 +207,8 @@ impl Connection {
             parsed: Vec::new(),
             counts: FrameCounts::default(),
             last_publish: Instant::now(),
+            last_data_ms: 0,
+            lost: None,
             bad_frames: LogLimiter::new(),
             invalid_trades: LogLimiter::new(),
         };
@@ -242,6 +248,7 @@ impl Connection {
                     if started.elapsed() >= HEALTHY_SESSION {
                         attempt = 0;
                     }
+                    self.note_loss(&reason);
                     let d = self.backoff(attempt);
                     log::warn!(
                         "connection {}: {reason}; reconnecting in {} ms",
@@ -251,6 +258,7 @@ impl Connection {
                     d
                 }
                 End::RateLimited(retry_after) => {
+                    self.note_loss("upgrade answered 429");
                     let d = self.backoff(attempt).max(retry_after.unwrap_or_default());
                     log::warn!(
                         "connection {}: upgrade answered 429; retrying in {} ms",
@@ -268,6 +276,15 @@ impl Connection {
             }
         }
         self.status.set_state(ConnectionState::Stopped);
+    }
+
+    /// The tokens just lost their socket (or failed to get one back): the gap starts at the
+    /// last data frame, unless it started earlier already. Before the first subscription
+    /// there is nothing to lose.
+    fn note_loss(&mut self, reason: &str) {
+        if self.lost.is_none() && self.last_data_ms > 0 {
+            self.lost = Some((self.last_data_ms, reason.to_owned()));
+        }
     }
 
     /// Exponential backoff with jitter: half the step fixed, half random, so a fleet of
@@ -391,6 +408,26 @@ impl Connection {
         }
         self.status.set_tokens(tokens.len());
         self.status.set_state(ConnectionState::Connected);
+        if let Some((from_ms, reason)) = self.lost.take() {
+            let gap = Gap {
+                connection: self.id,
+                from_ms,
+                to_ms: now_ms(),
+                reason,
+                asset_ids: tokens.clone(),
+            };
+            log::warn!(
+                "connection {}: {} tokens had no socket for {} ms; recording the gap",
+                self.id,
+                gap.asset_ids.len(),
+                gap.to_ms - gap.from_ms
+            );
+            if self.trades.send(Record::Gap(gap)).is_err() {
+                return End::WriterGone;
+            }
+        }
+        // From now on these tokens are covered: a loss is measured from here at the latest.
+        self.last_data_ms = now_ms();
         log::info!("connection {}: subscribed {} tokens", self.id, tokens.len());
         let end = self.read_loop(&mut ws);
         if matches!(end, End::Stopped) {
@@ -500,7 +537,9 @@ impl Connection {
     }
 
     fn on_frame(&mut self, text: &str) -> Result<(), End> {
-        self.status.message(now_ms());
+        let now = now_ms();
+        self.status.message(now);
+        self.last_data_ms = now;
         match parse_frame(text, now_us(), &mut self.parsed) {
             Ok(summary) => {
                 self.counts.add_frame(&summary);
@@ -536,11 +575,11 @@ impl Connection {
         for trade in self.parsed.drain(..) {
             // A full channel blocks this reader (and so the socket): received trades are never
             // dropped. The time spent blocked is counted.
-            match self.trades.try_send(trade) {
+            match self.trades.try_send(Record::Trade(trade)) {
                 Ok(()) => {}
-                Err(TrySendError::Full(trade)) => {
+                Err(TrySendError::Full(record)) => {
                     let start = Instant::now();
-                    if self.trades.send(trade).is_err() {
+                    if self.trades.send(record).is_err() {
                         return Err(End::WriterGone);
                     }
                     self.health.send_blocked(start.elapsed().as_micros() as u64);

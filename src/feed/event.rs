@@ -124,6 +124,25 @@ pub struct Trade {
     pub received_at_us: i64,
 }
 
+/// A window in which a connection's tokens had no socket: trades in it may be missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub connection: usize,
+    /// The last data frame before the socket was lost (Unix epoch milliseconds).
+    pub from_ms: i64,
+    /// When the tokens were subscribed again.
+    pub to_ms: i64,
+    pub reason: String,
+    pub asset_ids: Vec<String>,
+}
+
+/// What connection threads hand the writer, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Trade(Trade),
+    Gap(Gap),
+}
+
 /// Why a `last_trade_price` event was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvalidTrade {

@@ -3,4 +3,6 @@
 pub mod connection;
 pub mod event;
 
-pub use event::{Decimal, FrameSummary, InvalidTrade, MalformedFrame, Side, Trade, parse_frame};
+pub use event::{
+    Decimal, FrameSummary, Gap, InvalidTrade, MalformedFrame, Record, Side, Trade, parse_frame,
+};

@@ -11,11 +11,14 @@ use postgres::{Client, NoTls};
 use crate::error::{Error, Result};
 
 /// Migrations, embedded at build time: (version, name, SQL). Append only.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/V1__initial.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/V1__initial.sql"),
+    ),
+    (2, "gaps", include_str!("../../migrations/V2__gaps.sql")),
+];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do
 /// not both apply the same migration.

@@ -22,7 +22,7 @@ use postgres::Client;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::feed::Trade;
+use crate::feed::{Gap, Record, Trade};
 use crate::health::Health;
 use crate::stop::StopSignal;
 
@@ -128,27 +128,32 @@ impl TradeWriter {
         Ok(self.client.insert(client))
     }
 
-    /// Drains `trades` in batches of up to `batch_size`, each written once it is full or its
-    /// first trade has waited `max_age`. Returns when every sender is gone and everything
-    /// received is written.
-    pub fn run(mut self, trades: Receiver<Trade>, batch_size: usize, max_age: Duration) {
+    /// Drains `records` in batches of up to `batch_size` trades, each written once it is full
+    /// or its first record has waited `max_age`; gaps are written after the trades that came
+    /// before them. Returns when every sender is gone and everything received is written.
+    pub fn run(mut self, records: Receiver<Record>, batch_size: usize, max_age: Duration) {
         let mut batch = Vec::with_capacity(batch_size);
-        while let Ok(first) = trades.recv() {
-            batch.push(first);
+        let mut gaps = Vec::new();
+        let take = |record, batch: &mut Vec<Trade>, gaps: &mut Vec<Gap>| match record {
+            Record::Trade(t) => batch.push(t),
+            Record::Gap(g) => gaps.push(g),
+        };
+        while let Ok(first) = records.recv() {
+            take(first, &mut batch, &mut gaps);
             let deadline = Instant::now() + max_age;
             while batch.len() < batch_size {
-                match trades.recv_deadline(deadline) {
-                    Ok(t) => batch.push(t),
+                match records.recv_deadline(deadline) {
+                    Ok(r) => take(r, &mut batch, &mut gaps),
                     Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             // Behind (a full batch and as much again waiting): grow the batch, up to
             // `BACKLOG_FACTOR` times, so a backlog costs fewer commits (each one waits for a
             // WAL flush). At live rates batches never fill and this never runs.
-            if batch.len() >= batch_size && trades.len() >= batch_size {
+            if batch.len() >= batch_size && records.len() >= batch_size {
                 while batch.len() < batch_size * BACKLOG_FACTOR {
-                    match trades.try_recv() {
-                        Ok(t) => batch.push(t),
+                    match records.try_recv() {
+                        Ok(r) => take(r, &mut batch, &mut gaps),
                         Err(_) => break,
                     }
                 }
@@ -156,8 +161,57 @@ impl TradeWriter {
             self.health.dequeued(batch.len());
             self.write_all(&batch);
             batch.clear();
+            for gap in gaps.drain(..) {
+                self.write_gap(&gap);
+            }
         }
         log::info!("writer: channel closed and drained");
+    }
+
+    /// Records a gap, retrying while the database is away (a gap is as much a part of the
+    /// tape as a trade); a refused one is logged and counted.
+    pub fn write_gap(&mut self, gap: &Gap) {
+        let mut attempt: u32 = 0;
+        loop {
+            let result = self.client().and_then(|client| {
+                client
+                    .execute(
+                        // Whole milliseconds as float8 are exact (< 2^53).
+                        "INSERT INTO gaps (connection, from_ts, to_ts, reason, asset_ids)
+                         VALUES ($1, 'epoch'::timestamptz + $2 * interval '1 millisecond',
+                                 'epoch'::timestamptz + $3 * interval '1 millisecond', $4, $5)",
+                        &[
+                            &(gap.connection as i32),
+                            &(gap.from_ms as f64),
+                            &(gap.to_ms as f64),
+                            &gap.reason,
+                            &gap.asset_ids,
+                        ],
+                    )
+                    .map_err(crate::Error::from)
+            });
+            match result {
+                Ok(_) => {
+                    self.health.gap_recorded();
+                    return;
+                }
+                Err(e) if e.is_closed() => {
+                    self.health.db_error();
+                    self.health.db_state(false);
+                    self.client = None;
+                    attempt = attempt.saturating_add(1);
+                    if self.wait_before_retry(attempt, &e) {
+                        log::error!("writer: abandoning a gap record: the database stayed away");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.health.db_error();
+                    log::error!("writer: the database refused a gap record ({e}): {gap:?}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Writes `batch`, retrying on connection loss until it is stored (or abandoned), and
@@ -183,31 +237,18 @@ impl TradeWriter {
                     self.health.db_error();
                     self.health.db_state(false);
                     self.client = None;
-                    let step = self
-                        .backoff_min
-                        .saturating_mul(1 << attempt.min(16))
-                        .min(self.backoff_max);
-                    let delay = step / 2 + step.mul_f64(fastrand::f64() / 2.0);
-                    log::warn!(
-                        "writer: database unavailable ({e}); keeping {} trades, retry in {} ms",
-                        batch.len(),
-                        delay.as_millis()
-                    );
                     attempt = attempt.saturating_add(1);
-                    let abandoned = match &self.abandon {
-                        Some(signal) => signal.wait_timeout(delay),
-                        None => {
-                            std::thread::sleep(delay);
-                            false
-                        }
-                    };
-                    if abandoned {
+                    if self.wait_before_retry(attempt, &e) {
                         log::error!(
                             "writer: abandoning {} trades: the database stayed away",
                             batch.len()
                         );
                         return;
                     }
+                    log::warn!(
+                        "writer: database unavailable ({e}); keeping {} trades and retrying",
+                        batch.len()
+                    );
                 }
                 Err(e) => {
                     self.health.db_error();
@@ -225,6 +266,24 @@ impl TradeWriter {
                     self.write_all(right);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Sleeps the backoff for `attempt` (exponential with jitter); true when the owner
+    /// abandoned the writer meanwhile.
+    fn wait_before_retry(&self, attempt: u32, error: &crate::Error) -> bool {
+        let step = self
+            .backoff_min
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.backoff_max);
+        let delay = step / 2 + step.mul_f64(fastrand::f64() / 2.0);
+        log::debug!("writer: {error}; retry in {} ms", delay.as_millis());
+        match &self.abandon {
+            Some(signal) => signal.wait_timeout(delay),
+            None => {
+                std::thread::sleep(delay);
+                false
             }
         }
     }

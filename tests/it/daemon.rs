@@ -94,7 +94,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 1");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 2");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);

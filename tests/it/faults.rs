@@ -60,6 +60,26 @@ fn dropped_sockets_reconnect_and_resubscribe() {
     assert!(h.last_reconnect_ts.is_some());
     assert!(h.connections.iter().all(|c| c.reconnects >= 1));
     assert_stored_equals_delivered(&db, &sim);
+    // Each loss is on record: which tokens, from when to when.
+    assert_eq!(h.gaps_recorded, conns as u64);
+    let rows = db
+        .client()
+        .query(
+            "SELECT connection, from_ts <= to_ts, to_ts - from_ts < interval '10 seconds',
+                    cardinality(asset_ids), reason FROM gaps ORDER BY connection",
+            &[],
+        )
+        .expect("gaps");
+    assert_eq!(rows.len(), conns);
+    let tokens: i32 = rows.iter().map(|r| r.get::<_, i32>(3)).sum();
+    assert_eq!(tokens as usize, pipeline::open_tokens(&sim));
+    for r in &rows {
+        assert!(
+            r.get::<_, bool>(1) && r.get::<_, bool>(2),
+            "a short, ordered window"
+        );
+        assert!(!r.get::<_, String>(4).is_empty());
+    }
 }
 
 #[test]

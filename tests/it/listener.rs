@@ -216,6 +216,8 @@ fn end_to_end_stored_equals_delivered() {
     assert!(n >= 3000);
     assert_eq!(final_health.rows_rejected, 0);
     assert_eq!(final_health.parse_errors, 0);
+    // Starting and stopping are not gaps.
+    assert_eq!((final_health.gaps_recorded, db.count("gaps")), (0, 0));
 }
 
 #[test]
