@@ -196,11 +196,7 @@ impl TradeWriter {
                     return;
                 }
                 Err(e) if e.is_closed() => {
-                    self.health.db_error();
-                    self.health.db_state(false);
-                    self.client = None;
-                    attempt = attempt.saturating_add(1);
-                    if self.wait_before_retry(attempt, &e) {
+                    if self.database_lost(&mut attempt, &e) {
                         log::error!("writer: abandoning a gap record: the database stayed away");
                         return;
                     }
@@ -234,11 +230,7 @@ impl TradeWriter {
                     return;
                 }
                 Err(e) if e.is_closed() => {
-                    self.health.db_error();
-                    self.health.db_state(false);
-                    self.client = None;
-                    attempt = attempt.saturating_add(1);
-                    if self.wait_before_retry(attempt, &e) {
+                    if self.database_lost(&mut attempt, &e) {
                         log::error!(
                             "writer: abandoning {} trades: the database stayed away",
                             batch.len()
@@ -270,9 +262,15 @@ impl TradeWriter {
         }
     }
 
-    /// Sleeps the backoff for `attempt` (exponential with jitter); true when the owner
-    /// abandoned the writer meanwhile.
-    fn wait_before_retry(&self, attempt: u32, error: &crate::Error) -> bool {
+    /// The connection is gone: counts it, drops the client, and sleeps the backoff for the
+    /// next `attempt` (exponential with jitter). True when the owner abandoned the writer
+    /// meanwhile.
+    fn database_lost(&mut self, attempt: &mut u32, error: &crate::Error) -> bool {
+        self.health.db_error();
+        self.health.db_state(false);
+        self.client = None;
+        *attempt = attempt.saturating_add(1);
+        let attempt = *attempt;
         let step = self
             .backoff_min
             .saturating_mul(1 << attempt.min(16))
