@@ -155,7 +155,7 @@ fn resync_loop(stop: &StopSignal, handle: &ListenerHandle, config: &DaemonConfig
         let result =
             crate::store::connect(&lc.database_url, lc.statement_timeout).and_then(|mut db| {
                 let report = sync_markets(&mut db, &gamma)?;
-                let groups = crate::store::markets::active_token_groups(&mut db)?;
+                let groups = crate::store::markets::active_token_groups_in(&mut db, config.shard)?;
                 Ok((report, groups))
             });
         match result {

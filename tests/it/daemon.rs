@@ -437,3 +437,44 @@ fn readyz_follows_the_database_and_the_password_is_never_logged() {
         "the password never appears"
     );
 }
+
+#[test]
+fn a_shard_holds_its_markets_across_resyncs() {
+    let _w = Watchdog::new(
+        "a_shard_holds_its_markets_across_resyncs",
+        Duration::from_secs(90),
+    );
+    let db = TestDb::new();
+    let sim = pipeline::sim(200, 100.0);
+    let mut c = polytape(&db, &sim);
+    c.args(["run", "--shard", "1/2", "--sync-interval-secs", "1"])
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn"));
+    let log = forward_stderr(&mut child.0);
+    let resyncs = || {
+        log.lock()
+            .iter()
+            .filter(|l| l.contains("market re-sync"))
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(30), || resyncs() >= 1));
+    let shard = "1/2".parse().expect("shard");
+    let expected: usize =
+        polytape::store::markets::active_token_groups_in(&mut db.client(), Some(shard))
+            .expect("groups")
+            .iter()
+            .map(Vec::len)
+            .sum();
+    let all = pipeline::open_tokens(&sim);
+    assert!(expected > 0 && expected < all, "{expected} of {all}");
+    let before = resyncs();
+    assert!(wait_until(Duration::from_secs(30), || resyncs() >= before + 2));
+    assert_eq!(
+        sim.stats().subscribed_assets,
+        expected,
+        "still only its shard"
+    );
+    signal(&child.0, "TERM");
+    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(5));
+    assert!(exit.is_some_and(|s| s.success()));
+}
