@@ -193,6 +193,7 @@ impl TradeWriter {
             match result {
                 Ok(_) => {
                     self.health.gap_recorded();
+                    self.health.db_state(true);
                     return;
                 }
                 Err(e) if e.is_closed() => {
