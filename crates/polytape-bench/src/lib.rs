@@ -1,0 +1,1 @@
+//! polytape's benchmark programs live in `examples/`; see BENCHMARKS.md.

@@ -1,0 +1,235 @@
+//! `polytape run`: migrations, market sync, the listener, periodic re-sync, the resolution
+//! tracker, a one-line summary a minute, and health over HTTP, until told to stop.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use polytape::config::{Config, redact_url};
+use polytape::gamma::{GammaClient, sync_markets};
+use polytape::health::{HealthSnapshot, now_ms};
+use polytape::listener::{Listener, ListenerHandle};
+use polytape::resolution::{ResolutionTracker, TrackerHandle};
+use polytape::stop::StopSignal;
+use polytape_http::{Request, Response, serve_requests};
+
+/// Everything `polytape run` needs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub listener: Config,
+    pub gamma_url: String,
+    /// Where to serve `/health`, `/livez`, `/readyz`, `/metrics`; `None` turns it off.
+    pub health_addr: Option<String>,
+    pub sync_interval: Duration,
+    pub resolve_interval: Duration,
+    pub summary_interval: Duration,
+    /// `/readyz` fails once the writer has been without the database this long.
+    pub readiness_grace: Duration,
+    /// Hold only this shard of the markets.
+    pub shard: Option<polytape::store::markets::Shard>,
+}
+
+/// The daemon's failures: the library's errors, and its own (a listener that ended on its
+/// own, a health address it cannot serve on).
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A running daemon's moving parts, for the HTTP handlers.
+struct State {
+    listener: ListenerHandle,
+    tracker: TrackerHandle,
+    readiness_grace: Duration,
+}
+
+/// Runs until `shutdown` fires; returns the listener's final health.
+pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot> {
+    let lc = &config.listener;
+    log::info!(
+        "polytape {}: database {}, feed {}, gamma {}",
+        env!("CARGO_PKG_VERSION"),
+        redact_url(&lc.database_url),
+        lc.ws_url,
+        config.gamma_url
+    );
+    let mut db = polytape::store::connect(&lc.database_url, lc.statement_timeout)?;
+    let applied = polytape::store::migrate(&mut db)?;
+    log::info!("migrations: {applied} applied");
+    let gamma = GammaClient::new(&config.gamma_url);
+    match sync_markets(&mut db, &gamma) {
+        Ok(r) => log::info!(
+            "market sync: {} open markets over {} pages, {} skipped (unknown version {}, malformed {})",
+            r.open_markets,
+            r.pages,
+            r.skipped_unknown_version + r.skipped_malformed,
+            r.skipped_unknown_version,
+            r.skipped_malformed
+        ),
+        // Without Gamma we can still hold what the table has; the next sync tries again.
+        Err(e) => log::error!("market sync failed, using the markets already stored: {e}"),
+    }
+    let groups = polytape::store::markets::active_token_groups_in(&mut db, config.shard)?;
+    drop(db);
+    let listener = Listener::new(lc.clone(), groups)?.wait_for_markets();
+    let handle = listener.handle();
+    let listener_thread = spawn("polytape-listener", move || listener.run())?;
+
+    let aux_stop = StopSignal::new();
+    let tracker = ResolutionTracker::new(&lc.database_url, &config.gamma_url);
+    let tracker_handle = tracker.handle();
+    let resolve_interval = config.resolve_interval;
+    let tracker_thread = spawn("polytape-resolver", move || tracker.run(resolve_interval))?;
+    let sync_thread = {
+        let (stop, handle, config) = (aux_stop.clone(), handle.clone(), config.clone());
+        spawn("polytape-sync", move || {
+            resync_loop(&stop, &handle, &config)
+        })?
+    };
+    let summary_thread = {
+        let (stop, handle, every) = (aux_stop.clone(), handle.clone(), config.summary_interval);
+        spawn("polytape-summary", move || {
+            summary_loop(&stop, &handle, every)
+        })?
+    };
+    let state = Arc::new(State {
+        listener: handle.clone(),
+        tracker: tracker_handle.clone(),
+        readiness_grace: config.readiness_grace,
+    });
+    let mut server = match config.health_addr.as_deref() {
+        Some(addr) => {
+            let state = Arc::clone(&state);
+            let server = serve_requests(addr, "polytape-http", move |req| handle_http(&state, req))
+                .map_err(|e| format!("cannot serve health on {addr}: {e}"))?;
+            log::info!("health on http://{}", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
+
+    // Wait for the signal, or for the listener to end on its own (it should not: that is a
+    // failure, and the process exits non-zero so a supervisor restarts it).
+    let mut failed = false;
+    while !shutdown.wait_timeout(Duration::from_millis(200)) {
+        if listener_thread.is_finished() {
+            log::error!("the listener ended on its own");
+            failed = true;
+            break;
+        }
+    }
+    let started = Instant::now();
+    log::info!("stopping: closing sockets, draining the channel, writing every trade");
+    aux_stop.stop();
+    tracker_handle.stop();
+    let snapshot = handle.stop();
+    let listener_result = listener_thread.join();
+    for t in [sync_thread, summary_thread, tracker_thread] {
+        let _ = t.join();
+    }
+    if let Some(s) = server.as_mut() {
+        s.shutdown();
+    }
+    log::info!(
+        "stopped in {} ms: {} trades received, {} inserted, {} duplicates, {} rejected",
+        started.elapsed().as_millis(),
+        snapshot.trades_received,
+        snapshot.trades_inserted,
+        snapshot.duplicates_skipped,
+        snapshot.rows_rejected
+    );
+    match listener_result {
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err("the listener thread panicked".into()),
+        Ok(Ok(_)) if failed => Err("the listener ended on its own".into()),
+        Ok(Ok(_)) => Ok(snapshot),
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    Ok(std::thread::Builder::new().name(name.into()).spawn(f)?)
+}
+
+/// Every `every`: sync markets from Gamma, then hand the listener the new open set.
+fn resync_loop(stop: &StopSignal, handle: &ListenerHandle, config: &DaemonConfig) {
+    let lc = &config.listener;
+    let gamma = GammaClient::new(&config.gamma_url);
+    while !stop.wait_timeout(config.sync_interval) {
+        let result =
+            polytape::store::connect(&lc.database_url, lc.statement_timeout).and_then(|mut db| {
+                let report = sync_markets(&mut db, &gamma)?;
+                let groups =
+                    polytape::store::markets::active_token_groups_in(&mut db, config.shard)?;
+                Ok((report, groups))
+            });
+        match result {
+            Ok((report, groups)) => {
+                log::info!(
+                    "market re-sync: {} open markets, {} refreshed as closed",
+                    report.open_markets,
+                    report.refreshed
+                );
+                handle.set_markets(groups);
+            }
+            Err(e) => log::warn!("market re-sync failed, will retry: {e}"),
+        }
+    }
+}
+
+/// One line every `every`: trades/s, connections, queue depth, reconnects.
+fn summary_loop(stop: &StopSignal, handle: &ListenerHandle, every: Duration) {
+    let mut last = handle.health();
+    let mut at = Instant::now();
+    while !stop.wait_timeout(every) {
+        let now = handle.health();
+        let secs = at.elapsed().as_secs_f64().max(0.001);
+        log::info!(
+            "summary: {:.1} trades/s inserted, {} connections up of {}, queue {}, {} reconnects, {} parse errors, {} db errors",
+            (now.trades_inserted - last.trades_inserted) as f64 / secs,
+            now.connections_active,
+            now.connections.len(),
+            now.queue_depth,
+            now.reconnections - last.reconnections,
+            now.parse_errors,
+            now.db_errors
+        );
+        last = now;
+        at = Instant::now();
+    }
+}
+
+fn handle_http(state: &State, req: &Request) -> Response {
+    if req.method != "GET" {
+        return Response::text(405, "only GET\n");
+    }
+    match req.path.as_str() {
+        "/livez" => Response::text(200, "ok\n"),
+        "/health" => {
+            let mut body = match serde_json::to_value(state.listener.health()) {
+                Ok(v) => v,
+                Err(e) => return Response::text(500, format!("{e}\n")),
+            };
+            body["resolution"] = serde_json::to_value(state.tracker.health()).unwrap_or_default();
+            Response::json(200, &body)
+        }
+        "/readyz" => {
+            let h = state.listener.health();
+            let db_lost = h.db_lost_since.is_some_and(|t| {
+                now_ms() - t.timestamp_millis() > state.readiness_grace.as_millis() as i64
+            });
+            if db_lost {
+                Response::text(503, "not ready: the writer has lost the database\n")
+            } else if h.connections_active == 0 {
+                Response::text(503, "not ready: no socket connected\n")
+            } else {
+                Response::text(200, "ready\n")
+            }
+        }
+        "/metrics" => Response::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.listener.health().to_prometheus(),
+        ),
+        _ => Response::text(404, "not found\n"),
+    }
+}

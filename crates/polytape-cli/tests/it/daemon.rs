@@ -1,0 +1,501 @@
+//! The `polytape` binary as a user runs it: a subprocess against the simulator and a real
+//! PostgreSQL.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use polytape_sim::Sim;
+use polytape_sim::universe::SimResolution;
+
+use polytape_testkit::pipeline::{self, assert_stored_equals_delivered};
+use polytape_testkit::{TestDb, Watchdog, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_polytape");
+
+fn polytape(db: &TestDb, sim: &Sim) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("DATABASE_URL", db.url())
+        .env("POLYTAPE_WS_URL", sim.ws_url())
+        .env("POLYTAPE_GAMMA_URL", sim.gamma_url())
+        .env("POLYTAPE_HEALTH_ADDR", "")
+        .env("RUST_LOG", "info");
+    c
+}
+
+fn output(mut c: Command) -> Output {
+    c.output().expect("polytape runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig}");
+}
+
+/// Waits for the child to exit, up to `limit`; returns its status (None: still running) and
+/// how long it waited.
+fn wait_exit(child: &mut Child, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (Some(status), started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (None, started.elapsed())
+}
+
+/// Kills the daemon if a test fails while it runs.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Forwards the child's stderr to ours (the test's captured output) on a thread, and keeps
+/// every line for the test to read.
+fn forward_stderr(child: &mut Child) -> std::sync::Arc<parking_lot::Mutex<Vec<String>>> {
+    let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    if let Some(err) = child.stderr.take() {
+        let kept = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[polytape] {line}");
+                kept.lock().push(line);
+            }
+        });
+    }
+    lines
+}
+
+#[test]
+fn migrate_twice() {
+    let _w = Watchdog::new("migrate_twice", Duration::from_secs(60));
+    let db = TestDb::empty();
+    let sim = pipeline::sim(1, 0.0);
+    let first = output({
+        let mut c = polytape(&db, &sim);
+        c.arg("migrate");
+        c
+    });
+    assert!(first.status.success());
+    assert_eq!(stdout(&first).trim(), "migrations applied: 2");
+    let mut c = polytape(&db, &sim);
+    c.arg("migrate");
+    let second = output(c);
+    assert!(second.status.success());
+    assert_eq!(stdout(&second).trim(), "migrations applied: 0");
+}
+
+#[test]
+fn sync_markets_stores_the_right_token_ids() {
+    let _w = Watchdog::new(
+        "sync_markets_stores_the_right_token_ids",
+        Duration::from_secs(90),
+    );
+    let db = TestDb::empty();
+    let sim = pipeline::sim(2600, 0.0);
+    let mut c = polytape(&db, &sim);
+    c.arg("sync-markets");
+    let out = output(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let markets = sim.markets();
+    let expected: Vec<_> = markets
+        .iter()
+        .filter(|m| !m.closed && m.version != "v3")
+        .collect();
+    assert!(expected.len() >= 2300);
+    assert!(
+        stdout(&out).contains(&format!("synced {} open markets", expected.len())),
+        "{}",
+        stdout(&out)
+    );
+    let mut client = db.client();
+    let rows = client
+        .query(
+            "SELECT condition_id, token_ids, closed, version FROM markets",
+            &[],
+        )
+        .expect("select");
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "no closed market, no unknown version"
+    );
+    let by_id: std::collections::HashMap<String, Vec<String>> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, Vec<String>>(1)))
+        .collect();
+    let mut v2 = 0;
+    for m in expected {
+        assert_eq!(
+            by_id.get(&m.condition_id),
+            Some(&m.token_ids.to_vec()),
+            "{}",
+            m.version
+        );
+        v2 += usize::from(m.version == "v2");
+    }
+    assert!(v2 > 100, "v2 markets were covered");
+    assert!(rows.iter().all(|r| !r.get::<_, bool>(2)));
+}
+
+/// `run` under load, then a signal: exit 0 within 5 s, stored == delivered.
+fn run_then_signal(sig: &str) {
+    let db = TestDb::new();
+    let sim = pipeline::sim(800, 1500.0);
+    let addr = free_addr();
+    let mut c = polytape(&db, &sim);
+    c.args(["run", "--max-tokens-per-conn", "300"])
+        .env("POLYTAPE_HEALTH_ADDR", &addr)
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn"));
+    forward_stderr(&mut child.0);
+    let health_url = format!("http://{addr}/health");
+    let fetch = || -> Option<serde_json::Value> {
+        let mut resp = ureq::get(&health_url).call().ok()?;
+        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || fetch()
+            .is_some_and(|h| h["trades_inserted"].as_u64() > Some(2000))),
+        "trades flow"
+    );
+    let h = fetch().expect("health");
+    for key in [
+        "trades_received",
+        "trades_inserted",
+        "batches_inserted",
+        "connections_active",
+        "reconnections",
+        "queue_depth",
+        "last_trade_ts",
+        "last_insert_ts",
+        "last_reconnect_ts",
+        "started_at",
+        "messages_received",
+        "parse_errors",
+        "duplicates_skipped",
+        "db_errors",
+        "connections",
+    ] {
+        assert!(h.get(key).is_some(), "/health has {key}");
+    }
+    assert!(h["connections"][0]["tokens"].as_u64() > Some(0));
+    assert_eq!(
+        ureq::get(&format!("http://{addr}/livez"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .ok(),
+        Some(200)
+    );
+    assert_eq!(
+        ureq::get(&format!("http://{addr}/readyz"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .ok(),
+        Some(200)
+    );
+    let metrics = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    assert!(metrics.contains("# TYPE polytape_trades_inserted_total counter"));
+    assert!(metrics.contains("# HELP polytape_trades_inserted_total"));
+    let status = Command::new(BIN)
+        .arg("status")
+        .env("POLYTAPE_HEALTH_ADDR", &addr)
+        .output()
+        .expect("status");
+    assert!(status.status.success());
+    assert!(stdout(&status).contains("trades_inserted"));
+
+    signal(&child.0, sig);
+    let (exit, took) = wait_exit(&mut child.0, Duration::from_secs(5));
+    eprintln!("SIG{sig}: exited {exit:?} after {} ms", took.as_millis());
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "exit 0 within 5 s: {exit:?}"
+    );
+    let n = assert_stored_equals_delivered(&db, &sim);
+    assert!(n > 2000);
+}
+
+#[test]
+fn run_then_sigterm_stores_everything_and_exits_zero() {
+    let _w = Watchdog::new("run_then_sigterm", Duration::from_secs(90));
+    run_then_signal("TERM");
+}
+
+#[test]
+fn run_then_sigint_stores_everything_and_exits_zero() {
+    let _w = Watchdog::new("run_then_sigint", Duration::from_secs(90));
+    run_then_signal("INT");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let _w = Watchdog::new("a_second_signal_exits_at_once", Duration::from_secs(90));
+    let db = TestDb::new();
+    let sim = pipeline::sim(50, 500.0);
+    let mut c = polytape(&db, &sim);
+    c.arg("run").stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn"));
+    forward_stderr(&mut child.0);
+    assert!(wait_until(Duration::from_secs(30), || db.count("trades") > 100));
+    // With the database gone, a graceful stop cannot finish: the writer keeps its batch.
+    db.set_reachable(false);
+    signal(&child.0, "TERM");
+    let (first, _) = wait_exit(&mut child.0, Duration::from_millis(1500));
+    assert!(
+        first.is_none(),
+        "still flushing after the first signal: {first:?}"
+    );
+    signal(&child.0, "TERM");
+    let (second, took) = wait_exit(&mut child.0, Duration::from_secs(2));
+    eprintln!(
+        "second signal: exited {second:?} after {} ms",
+        took.as_millis()
+    );
+    assert_eq!(second.and_then(|s| s.code()), Some(2), "non-zero at once");
+    db.set_reachable(true);
+}
+
+#[test]
+fn markets_added_and_closed_during_a_run_are_followed_without_a_restart() {
+    let _w = Watchdog::new(
+        "markets_added_and_closed_during_a_run",
+        Duration::from_secs(90),
+    );
+    let db = TestDb::new();
+    let sim = pipeline::sim(100, 300.0);
+    let mut c = polytape(&db, &sim);
+    c.args([
+        "run",
+        "--sync-interval-secs",
+        "1",
+        "--resolve-interval-secs",
+        "1",
+    ])
+    .stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn"));
+    forward_stderr(&mut child.0);
+    let initial = pipeline::open_tokens(&sim);
+    assert!(
+        pipeline::wait_stats(&sim, |s| s.subscribed_assets == initial),
+        "{:?}",
+        sim.stats()
+    );
+    let added = sim.add_market();
+    assert!(
+        wait_until(Duration::from_secs(15), || sim.stats().subscribed_assets
+            == initial + 2),
+        "the new market is subscribed: {:?}",
+        sim.stats()
+    );
+    assert_eq!(sim.stats().sockets_opened, 1, "on the socket already open");
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            db.client()
+                .query_one(
+                    "SELECT count(*) FROM trades WHERE market = $1",
+                    &[&added.condition_id],
+                )
+                .map(|r| r.get::<_, i64>(0) > 0)
+                .unwrap_or(false)
+        }),
+        "its trades are stored"
+    );
+    let victim = sim
+        .markets()
+        .into_iter()
+        .find(|m| m.is_open() && m.version == "v1")
+        .expect("an open market");
+    assert!(sim.close_market(&victim.condition_id, SimResolution::Winner(1)));
+    assert!(
+        wait_until(Duration::from_secs(15), || sim.stats().subscribed_assets
+            == initial),
+        "the closed market is unsubscribed: {:?}",
+        sim.stats()
+    );
+    // The tracker records its winner.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            db.client()
+                .query_opt(
+                    "SELECT winning_token_id FROM resolutions WHERE condition_id = $1",
+                    &[&victim.condition_id],
+                )
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, Option<String>>(0))
+                == Some(Some(victim.token_ids[1].clone()))
+        }),
+        "winner recorded"
+    );
+    signal(&child.0, "TERM");
+    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(5));
+    assert!(exit.is_some_and(|s| s.success()));
+    assert_stored_equals_delivered(&db, &sim);
+}
+
+#[test]
+fn sync_waits_out_throttling_and_server_errors() {
+    let _w = Watchdog::new("sync_waits_out_throttling", Duration::from_secs(60));
+    let db = TestDb::new();
+    let sim = pipeline::sim(250, 0.0);
+    sim.fail_gamma(2, 429);
+    let gamma = polytape::gamma::GammaClient::new(&sim.gamma_url());
+    let started = Instant::now();
+    let report = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect("sync succeeds");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 1 honoured twice"
+    );
+    let open = sim
+        .markets()
+        .iter()
+        .filter(|m| !m.closed && m.version != "v3")
+        .count();
+    assert_eq!(report.open_markets, open);
+    sim.fail_gamma(2, 503);
+    let report = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect("sync succeeds");
+    assert_eq!(report.open_markets, open);
+    // A client error is not retried: it fails at once, clearly.
+    sim.fail_gamma(1, 404);
+    let err = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect_err("404 fails");
+    assert!(err.to_string().contains("404"), "{err}");
+}
+
+#[test]
+fn readyz_follows_the_database_and_the_password_is_never_logged() {
+    let _w = Watchdog::new("readyz_follows_the_database", Duration::from_secs(90));
+    let db = TestDb::new();
+    let sim = pipeline::sim(50, 200.0);
+    let addr = free_addr();
+    let secret = "s3cr3t-never-logged";
+    let mut c = polytape(&db, &sim);
+    // Trust authentication ignores the password; the daemon must still never print it.
+    c.env("DATABASE_URL", format!("{} password={secret}", db.url()))
+        .env("POLYTAPE_HEALTH_ADDR", &addr)
+        .env("RUST_LOG", "debug")
+        .args(["run", "--readiness-grace-secs", "1"])
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn"));
+    let log = forward_stderr(&mut child.0);
+    let status = |path: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .get(&format!("http://{addr}{path}"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .ok()
+    };
+    assert!(wait_until(Duration::from_secs(30), || status("/readyz") == Some(200)));
+    db.set_reachable(false);
+    assert!(
+        wait_until(Duration::from_secs(20), || status("/readyz") == Some(503)),
+        "not ready once the database is gone past the grace"
+    );
+    assert_eq!(status("/livez"), Some(200), "alive all the same");
+    db.set_reachable(true);
+    assert!(wait_until(Duration::from_secs(30), || status("/readyz") == Some(200)));
+    signal(&child.0, "TERM");
+    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(5));
+    assert!(exit.is_some_and(|s| s.success()));
+    let log = log.lock();
+    assert!(
+        log.iter().any(|l| l.contains("***")),
+        "the URL is logged, redacted"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains(secret)),
+        "the password never appears"
+    );
+}
+
+#[test]
+fn a_shard_holds_its_markets_across_resyncs() {
+    let _w = Watchdog::new(
+        "a_shard_holds_its_markets_across_resyncs",
+        Duration::from_secs(90),
+    );
+    let db = TestDb::new();
+    let sim = pipeline::sim(200, 100.0);
+    let mut c = polytape(&db, &sim);
+    c.args(["run", "--shard", "1/2", "--sync-interval-secs", "1"])
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn"));
+    let log = forward_stderr(&mut child.0);
+    let resyncs = || {
+        log.lock()
+            .iter()
+            .filter(|l| l.contains("market re-sync"))
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(30), || resyncs() >= 1));
+    let shard = "1/2".parse().expect("shard");
+    let expected: usize =
+        polytape::store::markets::active_token_groups_in(&mut db.client(), Some(shard))
+            .expect("groups")
+            .iter()
+            .map(Vec::len)
+            .sum();
+    let all = pipeline::open_tokens(&sim);
+    assert!(expected > 0 && expected < all, "{expected} of {all}");
+    let before = resyncs();
+    assert!(wait_until(Duration::from_secs(30), || resyncs() >= before + 2));
+    assert_eq!(
+        sim.stats().subscribed_assets,
+        expected,
+        "still only its shard"
+    );
+    signal(&child.0, "TERM");
+    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(5));
+    assert!(exit.is_some_and(|s| s.success()));
+}
+
+#[test]
+fn polytape_resolve_prints_what_it_found() {
+    let _w = Watchdog::new("polytape_resolve_prints", Duration::from_secs(60));
+    let db = TestDb::new();
+    let sim = pipeline::sim(300, 0.0);
+    pipeline::load_markets(&db, &sim);
+    let out = std::process::Command::new(BIN)
+        .arg("resolve")
+        .env("DATABASE_URL", db.url())
+        .env("POLYTAPE_GAMMA_URL", sim.gamma_url())
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("asked about ") && text.contains("winners"),
+        "{text}"
+    );
+    assert!(db.count("resolutions") > 0);
+}

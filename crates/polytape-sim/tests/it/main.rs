@@ -1,0 +1,3 @@
+//! polytape-sim's integration tests: real sockets and HTTP against a running simulator.
+
+mod sim;

@@ -1,0 +1,545 @@
+//! polytape-sim on its own: the protocol rules, the listing, each fault, determinism, and
+//! its ground truth against a bare client.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use polytape_sim::universe::SimResolution;
+use polytape_sim::{Sim, SimConfig};
+use serde_json::Value;
+
+use polytape_testkit::Watchdog;
+use polytape_testkit::pipeline;
+use polytape_testkit::ws::{self, Read};
+
+fn open_tokens(sim: &Sim, markets: usize) -> Vec<String> {
+    sim.markets()
+        .iter()
+        .filter(|m| m.is_open())
+        .take(markets)
+        .flat_map(|m| m.token_ids.clone())
+        .collect()
+}
+
+fn events(text: &str) -> Vec<Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(a)) => a,
+        Ok(v) => vec![v],
+        Err(_) => Vec::new(),
+    }
+}
+
+fn get(url: &str) -> (u16, String, Option<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().expect("http get");
+    let deprecation = resp
+        .headers()
+        .get("deprecation")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().expect("body");
+    (status, body, deprecation)
+}
+
+#[test]
+fn the_subscription_must_come_first() {
+    let _w = Watchdog::new("the_subscription_must_come_first", Duration::from_secs(30));
+    let sim = pipeline::sim(10, 0.0);
+    let mut c = ws::connect(&sim.ws_url());
+    ws::send(&mut c, "PING");
+    match ws::read(&mut c, Duration::from_secs(5)) {
+        Read::Closed(code) => assert_eq!(code, Some(1008)),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+}
+
+#[test]
+fn ping_pong_initial_dump_and_operations() {
+    let _w = Watchdog::new(
+        "ping_pong_initial_dump_and_operations",
+        Duration::from_secs(30),
+    );
+    let sim = pipeline::sim(20, 0.0);
+    let tokens = open_tokens(&sim, 6);
+    let mut c = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut c, &tokens[..6]);
+    // The initial dump: one array of `book` snapshots, some without `event_type`.
+    let dump =
+        ws::read_until(&mut c, Duration::from_secs(5), |t| t.starts_with('[')).expect("dump");
+    let books = events(&dump);
+    assert_eq!(books.len(), 6);
+    assert!(
+        books
+            .iter()
+            .all(|b| b["bids"].is_array() && b["asks"].is_array())
+    );
+    assert!(books.iter().any(|b| b.get("event_type").is_none()));
+    assert!(books.iter().any(|b| b["event_type"] == "book"));
+    ws::send(&mut c, "PING");
+    assert!(ws::read_until(&mut c, Duration::from_secs(5), |t| t == "PONG").is_some());
+    assert!(pipeline::wait_stats(&sim, |s| s.subscribed_assets == 6));
+    ws::send(
+        &mut c,
+        &format!(
+            r#"{{"operation":"subscribe","assets_ids":["{}","{}"]}}"#,
+            tokens[6], tokens[7]
+        ),
+    );
+    assert!(pipeline::wait_stats(&sim, |s| s.subscribed_assets == 8));
+    ws::send(
+        &mut c,
+        &format!(
+            r#"{{"operation":"unsubscribe","assets_ids":["{}"]}}"#,
+            tokens[0]
+        ),
+    );
+    assert!(pipeline::wait_stats(&sim, |s| s.subscribed_assets == 7));
+    // A second `type` message is refused.
+    ws::subscribe(&mut c, &tokens[..2]);
+    assert!(ws::read_until(&mut c, Duration::from_secs(5), |t| t == "INVALID OPERATION").is_some());
+}
+
+#[test]
+fn a_silent_client_is_closed() {
+    let _w = Watchdog::new("a_silent_client_is_closed", Duration::from_secs(30));
+    let sim = pipeline::sim_with(SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 10,
+        client_idle_timeout: Duration::from_millis(800),
+        ..SimConfig::default()
+    });
+    let tokens = open_tokens(&sim, 2);
+    let mut c = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut c, &tokens);
+    let started = Instant::now();
+    let closed = loop {
+        match ws::read(&mut c, Duration::from_secs(5)) {
+            Read::Closed(_) | Read::Error(_) => break true,
+            Read::Timeout => break false,
+            _ => {}
+        }
+    };
+    assert!(closed, "the socket was closed");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+}
+
+/// Trades in the wire form, and the ground truth: every trade the sim says it delivered was
+/// received by the client, and nothing else.
+#[test]
+fn trades_flow_in_wire_form_and_delivered_is_exact() {
+    let _w = Watchdog::new("trades_flow_in_wire_form", Duration::from_secs(60));
+    let sim = pipeline::sim_with(SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 50,
+        trade_rate: 3000.0,
+        noise_per_trade: 3,
+        ..SimConfig::default()
+    });
+    let tokens = open_tokens(&sim, 20);
+    let mut c = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut c, &tokens);
+    let mut received = Vec::new();
+    let (mut arrays_mixing, mut short_prices, mut with_hash, mut without_hash) = (0, 0, 0, 0);
+    let mut kinds = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.len() < 2000 && Instant::now() < deadline {
+        let Read::Text(t) = ws::read(&mut c, Duration::from_secs(1)) else {
+            continue;
+        };
+        let evs = events(&t);
+        let trades = evs
+            .iter()
+            .filter(|e| e["event_type"] == "last_trade_price")
+            .count();
+        if trades > 0 && trades < evs.len() {
+            arrays_mixing += 1;
+        }
+        for e in &evs {
+            kinds.insert(e["event_type"].as_str().unwrap_or("none").to_owned());
+            if e["event_type"] == "last_trade_price" {
+                let price = e["price"].as_str().expect("price is a string");
+                short_prices += usize::from(price.starts_with('.'));
+                if e.get("transaction_hash").is_some() {
+                    with_hash += 1
+                } else {
+                    without_hash += 1
+                }
+                assert!(e["timestamp"].as_str().is_some_and(|t| t.len() == 13));
+                assert!(tokens.contains(&e["asset_id"].as_str().unwrap_or_default().to_owned()));
+                received.push(e.clone());
+            }
+        }
+    }
+    assert!(received.len() >= 2000, "received {}", received.len());
+    assert!(
+        arrays_mixing > 0 && short_prices > 0 && without_hash > 0 && with_hash > without_hash * 5
+    );
+    assert!(
+        kinds.contains("price_change") && kinds.contains("tick_size_change"),
+        "{kinds:?}"
+    );
+    // Close politely and read to the end: then delivered must equal received.
+    c.close(None).expect("close");
+    loop {
+        match ws::read(&mut c, Duration::from_secs(5)) {
+            Read::Text(t) => received.extend(
+                events(&t)
+                    .into_iter()
+                    .filter(|e| e["event_type"] == "last_trade_price"),
+            ),
+            Read::Other | Read::Timeout => {}
+            Read::Closed(_) | Read::Error(_) => break,
+        }
+    }
+    let got: HashSet<(String, String)> = received
+        .iter()
+        .map(|e| {
+            (
+                e["asset_id"].as_str().unwrap_or_default().to_owned(),
+                e["size"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), received.len(), "no trade twice");
+    assert!(pipeline::wait_stats(&sim, |s| s.sockets_open == 0));
+    let delivered: HashSet<(String, String)> = sim
+        .delivered()
+        .into_iter()
+        .map(|t| (t.asset_id, t.size))
+        .collect();
+    assert_eq!(delivered, got);
+}
+
+#[test]
+fn custom_features_add_and_close_markets() {
+    let _w = Watchdog::new(
+        "custom_features_add_and_close_markets",
+        Duration::from_secs(30),
+    );
+    let sim = pipeline::sim(20, 500.0);
+    let tokens = open_tokens(&sim, 5);
+    let mut c = ws::connect(&sim.ws_url());
+    let sub = serde_json::json!({"type":"market","assets_ids":tokens,"custom_feature_enabled":true,"initial_dump":false});
+    ws::send(&mut c, &sub.to_string());
+    assert!(
+        ws::read_until(&mut c, Duration::from_secs(5), |t| t
+            .contains("\"best_bid_ask\""))
+        .is_some()
+    );
+    let added = sim.add_market();
+    let announced = ws::read_until(&mut c, Duration::from_secs(5), |t| {
+        t.contains("\"new_market\"")
+    })
+    .expect("new_market");
+    assert!(announced.contains(&added.condition_id));
+    let (_, body, _) = get(&format!(
+        "{}/markets/keyset?closed=false&limit=100",
+        sim.gamma_url()
+    ));
+    assert!(
+        body.contains(&added.condition_id),
+        "the listing shows the new market"
+    );
+    let target = sim
+        .markets()
+        .into_iter()
+        .find(|m| m.token_ids[0] == tokens[0])
+        .expect("market");
+    let closed_at = polytape_sim::now_ms();
+    assert!(sim.close_market(&target.condition_id, SimResolution::Winner(1)));
+    let resolved = ws::read_until(&mut c, Duration::from_secs(5), |t| {
+        t.contains("\"market_resolved\"")
+    })
+    .expect("market_resolved");
+    assert!(resolved.contains(&target.token_ids[1]));
+    let (_, body, _) = get(&format!(
+        "{}/markets/keyset?closed=true&condition_ids={}",
+        sim.gamma_url(),
+        target.condition_id
+    ));
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["markets"][0]["closed"], true);
+    assert_eq!(v["markets"][0]["outcomePrices"], "[\"0\",\"1\"]");
+    // No trade for the closed market is generated from now on (trades are stamped when
+    // generated; allow one generator tick).
+    let before = sim.delivered_count();
+    assert!(pipeline::wait_stats(&sim, |s| s.trades_delivered as usize > before + 100));
+    let late = sim
+        .delivered()
+        .into_iter()
+        .filter(|t| t.market == target.condition_id && t.timestamp_ms > closed_at + 50)
+        .count();
+    assert_eq!(late, 0, "trades after the close");
+}
+
+#[test]
+fn keyset_paging_covers_every_market_once() {
+    let _w = Watchdog::new(
+        "keyset_paging_covers_every_market_once",
+        Duration::from_secs(60),
+    );
+    let sim = pipeline::sim(2500, 0.0);
+    let base = sim.gamma_url();
+    let mut seen = HashSet::new();
+    let mut url = format!("{base}/markets/keyset?closed=false&limit=100");
+    let mut pages = 0;
+    loop {
+        let (status, body, _) = get(&url);
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).expect("json");
+        for m in v["markets"].as_array().expect("markets") {
+            assert_eq!(m["closed"], false);
+            assert!(m["outcomes"].is_string() && m["clobTokenIds"].is_string());
+            assert!(
+                seen.insert(m["conditionId"].as_str().expect("cid").to_owned()),
+                "no market twice"
+            );
+        }
+        pages += 1;
+        match v.get("next_cursor").and_then(Value::as_str) {
+            Some(c) => {
+                url = format!("{base}/markets/keyset?closed=false&limit=100&after_cursor={c}")
+            }
+            None => break,
+        }
+    }
+    let open = sim.markets().iter().filter(|m| !m.closed).count();
+    assert_eq!(seen.len(), open);
+    assert_eq!(pages, open.div_ceil(100));
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "offset=100",
+        "closed=maybe",
+        "after_cursor=12",
+    ] {
+        assert_eq!(get(&format!("{base}/markets/keyset?{bad}")).0, 422, "{bad}");
+    }
+    // `cursor=` is silently ignored: page 1 again.
+    let first = get(&format!("{base}/markets/keyset?closed=false&limit=5")).1;
+    assert_eq!(
+        get(&format!(
+            "{base}/markets/keyset?closed=false&limit=5&cursor=sim64"
+        ))
+        .1,
+        first
+    );
+    // The legacy offset listing still answers, with deprecation headers.
+    let (status, body, deprecation) =
+        get(&format!("{base}/markets?closed=true&limit=100&offset=100"));
+    assert_eq!(status, 200);
+    assert_eq!(deprecation.as_deref(), Some("true"));
+    let closed: Vec<Value> = serde_json::from_str(&body).expect("array");
+    assert_eq!(closed.len(), 100);
+    assert!(
+        closed
+            .iter()
+            .all(|m| m["closed"] == true && m["umaResolutionStatus"].is_string())
+    );
+    let statuses: HashSet<&str> = closed
+        .iter()
+        .filter_map(|m| m["umaResolutionStatus"].as_str())
+        .collect();
+    assert_eq!(
+        statuses,
+        HashSet::from(["resolved", "proposed", "disputed"])
+    );
+    assert!(
+        closed
+            .iter()
+            .any(|m| m["outcomePrices"] == "[\"0.5\",\"0.5\"]"),
+        "a split"
+    );
+    let v2 = sim
+        .markets()
+        .into_iter()
+        .find(|m| m.version == "v2")
+        .expect("a v2 market");
+    let (_, body, _) = get(&format!(
+        "{base}/markets/keyset?condition_ids={}",
+        v2.condition_id
+    ));
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["markets"][0]["version"], "v2");
+    assert_eq!(v["markets"][0]["positionIds"][0], v2.token_ids[0].as_str());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_universe() {
+    let seeded = |seed| {
+        pipeline::sim_with(SimConfig {
+            listen: "127.0.0.1:0".into(),
+            markets: 300,
+            seed,
+            trade_rate: 0.0,
+            ..SimConfig::default()
+        })
+    };
+    let (a, b, c) = (seeded(42), seeded(42), seeded(43));
+    let page = |s: &Sim| get(&format!("{}/markets/keyset?limit=100", s.gamma_url())).1;
+    assert_eq!(page(&a), page(&b));
+    assert_ne!(page(&a), page(&c));
+    assert_eq!(a.markets(), b.markets());
+}
+
+#[test]
+fn faults_drop_freeze_stall_and_oversized() {
+    let _w = Watchdog::new(
+        "faults_drop_freeze_stall_and_oversized",
+        Duration::from_secs(60),
+    );
+    let sim = pipeline::sim(30, 2000.0);
+    let tokens = open_tokens(&sim, 10);
+    // Drop: the stream ends without a close frame.
+    let mut c = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut c, &tokens);
+    assert!(
+        ws::read_until(&mut c, Duration::from_secs(5), |t| t
+            .contains("last_trade_price"))
+        .is_some()
+    );
+    assert_eq!(sim.drop_sockets(), 1);
+    let ended = loop {
+        match ws::read(&mut c, Duration::from_secs(5)) {
+            Read::Error(e) => break e,
+            Read::Closed(code) => panic!("a close frame ({code:?}) came with a drop"),
+            Read::Timeout => panic!("the dropped socket stayed open"),
+            _ => {}
+        }
+    };
+    assert!(
+        ended.contains("closing handshake") || ended.contains("reset"),
+        "{ended}"
+    );
+
+    // Freeze: PONG answered, no data.
+    let mut c = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut c, &tokens);
+    assert!(
+        ws::read_until(&mut c, Duration::from_secs(5), |t| t
+            .contains("last_trade_price"))
+        .is_some()
+    );
+    sim.freeze(true);
+    // Drain what was already on the wire, then expect silence but PONGs.
+    let drain_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < drain_until {
+        ws::read(&mut c, Duration::from_millis(50));
+    }
+    ws::send(&mut c, "PING");
+    assert!(ws::read_until(&mut c, Duration::from_secs(5), |t| t == "PONG").is_some());
+    assert!(
+        ws::read_until(&mut c, Duration::from_millis(1500), |t| t != "PONG").is_none(),
+        "no data while frozen"
+    );
+    sim.freeze(false);
+    assert!(
+        ws::read_until(&mut c, Duration::from_secs(5), |t| t
+            .contains("last_trade_price"))
+        .is_some()
+    );
+
+    // Stall one asset: its sibling keeps trading, it does not. Trades are stamped when they
+    // are generated, so anything stamped after the stall must be for other assets.
+    let stalled = &tokens[0];
+    let stalled_at = polytape_sim::now_ms();
+    assert!(sim.stall_asset(stalled, true));
+    let mut late_stalled = 0;
+    let mut late_other = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Read::Text(t) = ws::read(&mut c, Duration::from_millis(200)) {
+            for e in events(&t)
+                .iter()
+                .filter(|e| e["event_type"] == "last_trade_price")
+            {
+                let ts: i64 = e["timestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .expect("ts");
+                if ts > stalled_at + 50 {
+                    if e["asset_id"] == stalled.as_str() {
+                        late_stalled += 1
+                    } else {
+                        late_other += 1
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        late_other > 0 && late_stalled == 0,
+        "{late_other} {late_stalled}"
+    );
+
+    // Oversized: one frame of the asked size, then nothing more on that socket.
+    assert_eq!(sim.send_oversized(3 << 20), 1);
+    let big = ws::read_until(&mut c, Duration::from_secs(5), |t| t.len() >= 3 << 20);
+    assert!(big.is_some());
+    assert!(
+        ws::read_until(&mut c, Duration::from_millis(800), |t| t
+            .contains("last_trade_price"))
+        .is_none()
+    );
+}
+
+#[test]
+fn past_the_asset_limit_a_socket_is_silent() {
+    let _w = Watchdog::new(
+        "past_the_asset_limit_a_socket_is_silent",
+        Duration::from_secs(30),
+    );
+    let sim = pipeline::sim(300, 2000.0);
+    sim.set_max_assets_per_socket(100);
+    let tokens = open_tokens(&sim, 100);
+    let mut small = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut small, &tokens[..100]);
+    let mut big = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut big, &tokens[..101]);
+    let _dump = ws::read_until(&mut big, Duration::from_secs(2), |t| t.starts_with('['));
+    assert!(
+        ws::read_until(&mut small, Duration::from_secs(5), |t| t
+            .contains("last_trade_price"))
+        .is_some()
+    );
+    assert!(
+        ws::read_until(&mut big, Duration::from_millis(1500), |_| true).is_none(),
+        "silent, no error"
+    );
+    ws::send(&mut big, "PING");
+    assert!(
+        ws::read_until(&mut big, Duration::from_secs(2), |t| t == "PONG").is_some(),
+        "yet alive"
+    );
+}
+
+#[test]
+fn upgrades_too_fast_get_429_and_control_endpoints_work() {
+    let _w = Watchdog::new("upgrades_too_fast_get_429", Duration::from_secs(30));
+    let sim = pipeline::sim(10, 0.0);
+    let base = sim.gamma_url();
+    assert_eq!(
+        get(&format!("{base}/sim/faults/upgrade-limit?per_sec=1")).0,
+        200
+    );
+    // Four opens in a row: at most one per second gets through, the rest get 429 with a
+    // Retry-After (the window could roll over once mid-burst on a slow machine, never twice).
+    let statuses: Vec<Option<u16>> = (0..4)
+        .map(|_| match tungstenite::connect(sim.ws_url()) {
+            Ok(_) => None,
+            Err(tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+            Err(other) => panic!("unexpected: {other}"),
+        })
+        .collect();
+    let rejected = statuses.iter().filter(|s| **s == Some(429)).count();
+    assert!(rejected >= 2, "{statuses:?}");
+    let (_, stats, _) = get(&format!("{base}/sim/stats"));
+    let stats: Value = serde_json::from_str(&stats).expect("stats");
+    assert_eq!(stats["upgrades_rejected"].as_u64(), Some(rejected as u64));
+    assert_eq!(get(&format!("{base}/sim/faults/nonsense")).0, 404);
+    assert_eq!(get(&format!("{base}/sim/delivered")).0, 200);
+}

@@ -1,0 +1,194 @@
+//! Helpers that put the simulator, the markets table and a listener together.
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use polytape::config::Config;
+use polytape::health::HealthSnapshot;
+use polytape::listener::{Listener, ListenerHandle};
+use polytape::store::markets::MarketRow;
+use polytape_sim::universe::SimMarket;
+use polytape_sim::{Sim, SimConfig, SimTrade};
+
+use super::TestDb;
+
+/// A simulator on a free loopback port.
+pub fn sim(markets: u64, trade_rate: f64) -> Sim {
+    sim_with(SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets,
+        trade_rate,
+        idle_noise: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+}
+
+pub fn sim_with(config: SimConfig) -> Sim {
+    Sim::start(config).expect("the simulator starts")
+}
+
+/// The `markets` row a correct Gamma sync would write for a simulated market.
+pub fn market_row(m: &SimMarket) -> MarketRow {
+    MarketRow {
+        condition_id: m.condition_id.clone(),
+        gamma_id: Some(m.gamma_id.to_string()),
+        question: Some(m.question.clone()),
+        slug: Some(m.slug.clone()),
+        outcomes: m.outcomes.to_vec(),
+        token_ids: m.token_ids.to_vec(),
+        active: true,
+        closed: m.closed,
+        accepting_orders: !m.closed,
+        enable_order_book: m.enable_order_book,
+        neg_risk: m.neg_risk,
+        end_date: None,
+        version: Some(m.version.to_owned()),
+    }
+}
+
+/// Writes the simulator's known-version markets into `db`; returns how many are open.
+pub fn load_markets(db: &TestDb, sim: &Sim) -> usize {
+    let rows: Vec<MarketRow> = sim
+        .markets()
+        .iter()
+        .filter(|m| m.version != "v3")
+        .map(market_row)
+        .collect();
+    let mut client = db.client();
+    polytape::store::markets::upsert_markets(&mut client, &rows).expect("upsert markets");
+    rows.iter()
+        .filter(|r| !r.closed && r.enable_order_book)
+        .count()
+}
+
+/// A listener configuration for tests: the sim's URL, short timeouts, quick backoff.
+pub fn config(db: &TestDb, sim: &Sim) -> Config {
+    config_for(db.url(), sim)
+}
+
+/// [`config`] for a database given by URL.
+pub fn config_for(url: &str, sim: &Sim) -> Config {
+    Config {
+        database_url: url.to_owned(),
+        ws_url: sim.ws_url(),
+        ping_interval: Duration::from_millis(500),
+        pong_timeout: Duration::from_secs(2),
+        stale_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(2),
+        open_interval: Duration::from_millis(5),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        ..Config::default()
+    }
+}
+
+/// A listener running on its own thread.
+pub struct Running {
+    pub handle: ListenerHandle,
+    thread: Option<JoinHandle<polytape::Result<HealthSnapshot>>>,
+}
+
+impl Running {
+    pub fn start(listener: Listener) -> Running {
+        let handle = listener.handle();
+        let thread = std::thread::spawn(move || listener.run());
+        Running {
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the listener and returns the final health from both `stop()` and `run()`.
+    pub fn stop(mut self) -> (HealthSnapshot, HealthSnapshot) {
+        let from_stop = self.handle.stop();
+        let from_run = self
+            .thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("run() did not panic")
+            .expect("run() succeeded");
+        (from_stop, from_run)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.handle.stop();
+        }
+    }
+}
+
+/// Every stored trade, in the simulator's terms, sorted.
+pub fn stored(url: &str) -> Vec<SimTrade> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let rows = client
+        .query(
+            "SELECT (extract(epoch FROM traded_at) * 1000)::bigint, asset_id, market,
+                    price::text, size::text, side, transaction_hash
+             FROM trades",
+            &[],
+        )
+        .expect("select trades");
+    let mut out: Vec<SimTrade> = rows
+        .iter()
+        .map(|r| SimTrade {
+            timestamp_ms: r.get(0),
+            asset_id: r.get(1),
+            market: r.get(2),
+            price: r.get(3),
+            size: r.get(4),
+            side: r.get(5),
+            transaction_hash: r.get(6),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Asserts that the trades table holds exactly what the simulator delivered: nothing
+/// missing, nothing twice, nothing extra. Returns the count.
+pub fn assert_stored_equals_delivered(db: &TestDb, sim: &Sim) -> usize {
+    assert_stored_at_equals_delivered(db.url(), sim)
+}
+
+/// [`assert_stored_equals_delivered`] for a database given by URL.
+pub fn assert_stored_at_equals_delivered(url: &str, sim: &Sim) -> usize {
+    let mut delivered = sim.delivered();
+    delivered.sort();
+    let before = delivered.len();
+    delivered.dedup();
+    assert_eq!(
+        before,
+        delivered.len(),
+        "the simulator delivered a trade twice"
+    );
+    let stored = stored(url);
+    if stored != delivered {
+        let s: std::collections::BTreeSet<_> = stored.iter().collect();
+        let d: std::collections::BTreeSet<_> = delivered.iter().collect();
+        let missing: Vec<_> = d.difference(&s).take(3).collect();
+        let extra: Vec<_> = s.difference(&d).take(3).collect();
+        panic!(
+            "stored {} != delivered {}; missing (first 3): {missing:?}; extra (first 3): {extra:?}",
+            stored.len(),
+            delivered.len()
+        );
+    }
+    stored.len()
+}
+
+/// Tokens of the simulator's open, known-version markets.
+pub fn open_tokens(sim: &Sim) -> usize {
+    sim.markets()
+        .iter()
+        .filter(|m| m.is_open() && m.version != "v3")
+        .count()
+        * 2
+}
+
+/// Waits (up to 10 s) until the simulator's stats satisfy `cond`.
+pub fn wait_stats(sim: &Sim, mut cond: impl FnMut(&polytape_sim::SimStats) -> bool) -> bool {
+    super::wait_until(Duration::from_secs(10), || cond(&sim.stats()))
+}

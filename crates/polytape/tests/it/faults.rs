@@ -1,0 +1,240 @@
+//! The listener under the live feed's known failures, and a database that goes away. After
+//! each, the trades table must equal the simulator's delivered set exactly.
+
+use std::time::{Duration, Instant};
+
+use polytape::listener::Listener;
+
+use polytape_testkit::db::PrivateCluster;
+use polytape_testkit::pipeline::{self, Running, assert_stored_equals_delivered};
+use polytape_testkit::{TestDb, Watchdog, init_logs, wait_until};
+
+/// Waits until `n` more trades than now are inserted.
+fn wait_for_more_trades(health: &polytape::health::Health, n: u64) {
+    let start = health.snapshot().trades_inserted;
+    assert!(
+        wait_until(Duration::from_secs(30), || health
+            .snapshot()
+            .trades_inserted
+            >= start + n),
+        "trades flow again: {:?}",
+        health.snapshot()
+    );
+}
+
+#[test]
+fn dropped_sockets_reconnect_and_resubscribe() {
+    let _w = Watchdog::new(
+        "dropped_sockets_reconnect_and_resubscribe",
+        Duration::from_secs(90),
+    );
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(300, 1000.0);
+    pipeline::load_markets(&db, &sim);
+    let mut config = pipeline::config(&db, &sim);
+    config.max_tokens_per_conn = 200;
+    let listener = Listener::from_database(config).expect("listener");
+    let conns = listener.chunks().len();
+    let health = listener.health();
+    let running = Running::start(listener);
+    wait_for_more_trades(&health, 500);
+    assert_eq!(sim.drop_sockets(), conns);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let s = health.snapshot();
+            s.reconnections >= conns as u64 && s.connections_active == conns
+        }),
+        "{:?}",
+        health.snapshot()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            sim.stats().subscribed_assets == pipeline::open_tokens(&sim)
+        }),
+        "every token resubscribed: {:?}",
+        sim.stats()
+    );
+    wait_for_more_trades(&health, 500);
+    let (h, _) = running.stop();
+    assert!(h.last_reconnect_ts.is_some());
+    assert!(h.connections.iter().all(|c| c.reconnects >= 1));
+    assert_stored_equals_delivered(&db, &sim);
+    // Each loss is on record: which tokens, from when to when.
+    assert_eq!(h.gaps_recorded, conns as u64);
+    let rows = db
+        .client()
+        .query(
+            "SELECT connection, from_ts <= to_ts, to_ts - from_ts < interval '10 seconds',
+                    cardinality(asset_ids), reason FROM gaps ORDER BY connection",
+            &[],
+        )
+        .expect("gaps");
+    assert_eq!(rows.len(), conns);
+    let tokens: i32 = rows.iter().map(|r| r.get::<_, i32>(3)).sum();
+    assert_eq!(tokens as usize, pipeline::open_tokens(&sim));
+    for r in &rows {
+        assert!(
+            r.get::<_, bool>(1) && r.get::<_, bool>(2),
+            "a short, ordered window"
+        );
+        assert!(!r.get::<_, String>(4).is_empty());
+    }
+}
+
+#[test]
+fn a_frozen_socket_is_replaced_within_the_stale_timeout() {
+    let _w = Watchdog::new("a_frozen_socket_is_replaced", Duration::from_secs(90));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(60, 300.0);
+    pipeline::load_markets(&db, &sim);
+    let config = pipeline::config(&db, &sim);
+    let stale = config.stale_timeout;
+    let listener = Listener::from_database(config).expect("listener");
+    let health = listener.health();
+    let running = Running::start(listener);
+    wait_for_more_trades(&health, 100);
+    // Frozen: PONG still answered, no data. Sockets opened afterwards work.
+    let frozen_at = Instant::now();
+    assert_eq!(sim.freeze_open_sockets(), 1);
+    assert!(wait_until(stale + Duration::from_secs(5), || health
+        .snapshot()
+        .reconnections
+        >= 1));
+    let replaced_after = frozen_at.elapsed();
+    eprintln!(
+        "frozen socket replaced after {} ms (stale_timeout {} ms)",
+        replaced_after.as_millis(),
+        stale.as_millis()
+    );
+    assert!(replaced_after >= stale, "not before the stale timeout");
+    wait_for_more_trades(&health, 100);
+    running.stop();
+    assert_stored_equals_delivered(&db, &sim);
+}
+
+#[test]
+fn malformed_and_oversized_frames_are_counted_and_nothing_wrong_is_stored() {
+    let _w = Watchdog::new("malformed_and_oversized_frames", Duration::from_secs(90));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(200, 500.0);
+    pipeline::load_markets(&db, &sim);
+    let mut config = pipeline::config(&db, &sim);
+    config.max_tokens_per_conn = 200;
+    config.max_message_size = 256 * 1024;
+    let listener = Listener::from_database(config).expect("listener");
+    let conns = listener.chunks().len() as u64;
+    let health = listener.health();
+    let running = Running::start(listener);
+    wait_for_more_trades(&health, 200);
+    assert_eq!(sim.send_malformed() as u64, conns);
+    // Per socket: 10 bad text frames or refused trades, 1 binary frame; 1 unknown event.
+    assert!(
+        wait_until(Duration::from_secs(10), || health.snapshot().parse_errors
+            >= 11 * conns),
+        "{:?}",
+        health.snapshot()
+    );
+    let s = health.snapshot();
+    assert_eq!(s.parse_errors, 11 * conns);
+    assert_eq!(s.invalid_trades, 7 * conns);
+    assert_eq!(s.unknown_events, conns);
+    assert_eq!(s.reconnections, 0, "bad frames do not cost the socket");
+    assert_eq!(sim.send_oversized(300 * 1024) as u64, conns);
+    assert!(wait_until(Duration::from_secs(10), || health
+        .snapshot()
+        .oversized_frames
+        == conns));
+    assert!(wait_until(Duration::from_secs(10), || health
+        .snapshot()
+        .reconnections
+        >= conns));
+    wait_for_more_trades(&health, 200);
+    let (h, _) = running.stop();
+    assert_eq!(h.rows_rejected, 0);
+    assert_stored_equals_delivered(&db, &sim);
+}
+
+#[test]
+fn upgrades_answered_429_are_retried_until_every_socket_is_open() {
+    let _w = Watchdog::new("upgrades_answered_429", Duration::from_secs(90));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(300, 50.0);
+    sim.set_upgrades_per_sec(2);
+    pipeline::load_markets(&db, &sim);
+    let mut config = pipeline::config(&db, &sim);
+    config.max_tokens_per_conn = 100;
+    let listener = Listener::from_database(config).expect("listener");
+    let conns = listener.chunks().len();
+    assert!(conns >= 5);
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(
+        wait_until(Duration::from_secs(30), || health
+            .snapshot()
+            .connections_active
+            == conns),
+        "{:?}",
+        health.snapshot()
+    );
+    assert!(sim.stats().upgrades_rejected > 0, "the burst was throttled");
+    running.stop();
+    assert_stored_equals_delivered(&db, &sim);
+}
+
+#[test]
+fn a_postgresql_restart_mid_run_loses_nothing() {
+    let _w = Watchdog::new(
+        "a_postgresql_restart_mid_run_loses_nothing",
+        Duration::from_secs(120),
+    );
+    init_logs();
+    let Some(cluster) = PrivateCluster::start() else {
+        panic!("initdb is needed for this test (PostgreSQL server binaries)");
+    };
+    let url = cluster.database_url();
+    let sim = pipeline::sim(100, 500.0);
+    {
+        let rows: Vec<_> = sim
+            .markets()
+            .iter()
+            .filter(|m| m.version != "v3")
+            .map(pipeline::market_row)
+            .collect();
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        polytape::store::markets::upsert_markets(&mut c, &rows).expect("markets");
+    }
+    let mut config = pipeline::config_for(&url, &sim);
+    config.stale_timeout = Duration::from_secs(30);
+    let listener = Listener::from_database(config).expect("listener");
+    let health = listener.health();
+    let running = Running::start(listener);
+    wait_for_more_trades(&health, 300);
+    cluster.stop();
+    assert!(wait_until(Duration::from_secs(10), || health
+        .snapshot()
+        .db_lost_since
+        .is_some()));
+    // Trades keep arriving while the server is down; they wait in the channel.
+    let received = health.snapshot().trades_received;
+    assert!(wait_until(Duration::from_secs(10), || health
+        .snapshot()
+        .trades_received
+        > received + 300));
+    cluster.start_again();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let s = health.snapshot();
+            s.db_lost_since.is_none() && s.queue_depth < 100
+        }),
+        "{:?}",
+        health.snapshot()
+    );
+    let (h, _) = running.stop();
+    assert!(h.db_errors > 0);
+    assert_eq!(h.rows_rejected, 0);
+    pipeline::assert_stored_at_equals_delivered(&url, &sim);
+}

@@ -1,0 +1,264 @@
+//! The listener end to end: simulator → sockets → channel → writer → PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use polytape::listener::Listener;
+use polytape::store::markets::{MarketRow, active_token_groups, upsert_markets};
+
+use polytape_testkit::pipeline::{self, Running, assert_stored_equals_delivered};
+use polytape_testkit::{TestDb, Watchdog, init_logs, wait_until};
+
+fn row(cid: &str, tokens: &[&str], closed: bool) -> MarketRow {
+    MarketRow {
+        condition_id: cid.into(),
+        gamma_id: None,
+        question: None,
+        slug: None,
+        outcomes: tokens.iter().map(|_| "x".to_owned()).collect(),
+        token_ids: tokens.iter().map(|t| t.to_string()).collect(),
+        active: true,
+        closed,
+        accepting_orders: !closed,
+        enable_order_book: true,
+        neg_risk: false,
+        end_date: None,
+        version: Some("v1".into()),
+    }
+}
+
+#[test]
+fn active_tokens_are_flattened_and_deduplicated() {
+    let _w = Watchdog::new(
+        "active_tokens_are_flattened_and_deduplicated",
+        Duration::from_secs(60),
+    );
+    let db = TestDb::new();
+    let mut c = db.client();
+    assert!(
+        active_token_groups(&mut c).expect("query").is_empty(),
+        "empty table, no tokens"
+    );
+    upsert_markets(
+        &mut c,
+        &[
+            row("0xb", &["t3", "t4"], false),
+            row("0xa", &["t1", "t2"], false),
+            row("0xc", &["t2", "t5"], false),
+            row("0xd", &["t8", "t9"], true),
+        ],
+    )
+    .expect("upsert");
+    let groups = active_token_groups(&mut c).expect("query");
+    let as_str: Vec<Vec<&str>> = groups
+        .iter()
+        .map(|g| g.iter().map(String::as_str).collect())
+        .collect();
+    // Ordered by condition id; t2 once; the closed market left out.
+    assert_eq!(as_str, vec![vec!["t1", "t2"], vec!["t3", "t4"], vec!["t5"]]);
+}
+
+#[test]
+fn no_tokens_returns_at_once() {
+    let _w = Watchdog::new("no_tokens_returns_at_once", Duration::from_secs(30));
+    let db = TestDb::new();
+    let config = polytape::config::Config {
+        database_url: db.url().to_owned(),
+        ws_url: "ws://127.0.0.1:9/ws/market".into(),
+        ..Default::default()
+    };
+    let listener = Listener::from_database(config).expect("listener");
+    assert!(listener.chunks().is_empty());
+    let handle = listener.handle();
+    let started = Instant::now();
+    let snapshot = listener.run().expect("run");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(snapshot.connections.is_empty(), "no connection was started");
+    assert_eq!(snapshot.started_at, None, "nothing started");
+    assert_eq!(
+        handle.stop(),
+        snapshot,
+        "stop after run returns the same final health"
+    );
+}
+
+#[test]
+fn health_counts_what_happens() {
+    let _w = Watchdog::new("health_counts_what_happens", Duration::from_secs(60));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(40, 200.0);
+    pipeline::load_markets(&db, &sim);
+    let listener = Listener::from_database(pipeline::config(&db, &sim)).expect("listener");
+    let health = listener.health();
+    let zero = health.snapshot();
+    assert_eq!(
+        (
+            zero.trades_received,
+            zero.trades_inserted,
+            zero.batches_inserted,
+            zero.queue_depth
+        ),
+        (0, 0, 0, 0)
+    );
+    assert!(
+        zero.connections.is_empty()
+            && zero.last_insert_ts.is_none()
+            && zero.last_trade_ts.is_none()
+    );
+    let running = Running::start(listener);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let s = health.snapshot();
+            s.trades_inserted > 0 && s.last_insert_ts.is_some()
+        }),
+        "trades were inserted: {:?}",
+        health.snapshot()
+    );
+    let s = health.snapshot();
+    assert!(s.trades_received >= s.trades_inserted);
+    assert!(s.batches_inserted > 0 && s.messages_received > 0 && s.last_trade_ts.is_some());
+    assert_eq!(s.connections_active, 1);
+    assert_eq!(
+        s.connections[0].tokens as usize,
+        pipeline::open_tokens(&sim)
+    );
+    let (from_stop, from_run) = running.stop();
+    assert_eq!(from_stop, from_run);
+    assert_eq!(from_stop.queue_depth, 0, "drained");
+    assert_eq!(
+        from_stop.trades_received,
+        from_stop.trades_inserted + from_stop.duplicates_skipped
+    );
+    assert_eq!(from_stop.connections_active, 0);
+    assert_stored_equals_delivered(&db, &sim);
+}
+
+#[test]
+fn queue_depth_reflects_queued_trades_while_the_database_is_away() {
+    let _w = Watchdog::new(
+        "queue_depth_reflects_queued_trades",
+        Duration::from_secs(90),
+    );
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(40, 300.0);
+    pipeline::load_markets(&db, &sim);
+    let listener = Listener::from_database(pipeline::config(&db, &sim)).expect("listener");
+    let health = listener.health();
+    // Take the database away first, so the writer cannot store anything.
+    db.set_reachable(false);
+    let running = Running::start(listener);
+    assert!(
+        wait_until(Duration::from_secs(20), || health.snapshot().queue_depth
+            >= 20),
+        "trades queue up: {:?}",
+        health.snapshot()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let s = health.snapshot();
+            s.db_lost_since.is_some() && s.db_errors > 0
+        }),
+        "the writer noticed: {:?}",
+        health.snapshot()
+    );
+    let s = health.snapshot();
+    assert_eq!((s.trades_inserted, s.rows_rejected), (0, 0));
+    db.set_reachable(true);
+    assert!(wait_until(Duration::from_secs(20), || health
+        .snapshot()
+        .trades_inserted
+        > 0));
+    let (final_health, _) = running.stop();
+    assert_eq!(final_health.queue_depth, 0);
+    assert_stored_equals_delivered(&db, &sim);
+}
+
+/// At least 2,000 tokens over at least 5 connections, trades flowing; then every fault in
+/// turn. After each, the table must equal the simulator's delivered set.
+#[test]
+fn end_to_end_stored_equals_delivered() {
+    let _w = Watchdog::new(
+        "end_to_end_stored_equals_delivered",
+        Duration::from_secs(120),
+    );
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(1200, 1500.0);
+    let open = pipeline::load_markets(&db, &sim);
+    assert!(open * 2 >= 2000, "{open} open markets");
+    let mut config = pipeline::config(&db, &sim);
+    config.max_tokens_per_conn = 400;
+    let listener = Listener::from_database(config).expect("listener");
+    let chunks = listener.chunks();
+    assert!(chunks.len() >= 5, "{} connections", chunks.len());
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(20), || health
+        .snapshot()
+        .connections_active
+        == chunks.len()));
+    let t0 = Instant::now();
+    let start_count = health.snapshot().trades_inserted;
+    assert!(wait_until(Duration::from_secs(30), || health
+        .snapshot()
+        .trades_inserted
+        >= start_count + 3000));
+    let rate =
+        (health.snapshot().trades_inserted - start_count) as f64 / t0.elapsed().as_secs_f64();
+    eprintln!(
+        "end to end: {rate:.0} trades/s inserted over {} connections",
+        chunks.len()
+    );
+
+    let (final_health, _) = running.stop();
+    let n = assert_stored_equals_delivered(&db, &sim);
+    assert!(n >= 3000);
+    assert_eq!(final_health.rows_rejected, 0);
+    assert_eq!(final_health.parse_errors, 0);
+    // Starting and stopping are not gaps.
+    assert_eq!((final_health.gaps_recorded, db.count("gaps")), (0, 0));
+}
+
+#[test]
+fn stop_writes_what_was_queued_and_ends_every_thread() {
+    let _w = Watchdog::new("stop_writes_what_was_queued", Duration::from_secs(60));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(200, 3000.0);
+    pipeline::load_markets(&db, &sim);
+    let mut config = pipeline::config(&db, &sim);
+    config.max_tokens_per_conn = 100;
+    // Large, slow batches: at the stop, thousands of trades are still in the channel.
+    config.batch_size = 50_000;
+    config.batch_max_age = Duration::from_secs(30);
+    config.channel_capacity = 100_000;
+    let listener = Listener::from_database(config).expect("listener");
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(20), || health
+        .snapshot()
+        .trades_received
+        >= 2000));
+    assert_eq!(
+        health.snapshot().trades_inserted,
+        0,
+        "nothing written before the stop"
+    );
+    let started = Instant::now();
+    let (final_health, _) = running.stop();
+    let took = started.elapsed();
+    eprintln!(
+        "stop took {} ms with {} trades queued",
+        took.as_millis(),
+        final_health.trades_received
+    );
+    assert!(
+        final_health
+            .connections
+            .iter()
+            .all(|c| c.state == polytape::health::ConnectionState::Stopped)
+    );
+    assert_eq!(final_health.trades_inserted, final_health.trades_received);
+    assert_stored_equals_delivered(&db, &sim);
+}

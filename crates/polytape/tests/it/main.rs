@@ -1,0 +1,8 @@
+//! polytape's integration tests: one binary, real PostgreSQL, real sockets, the simulator.
+
+mod db;
+mod faults;
+mod listener;
+mod resolution;
+mod tls;
+mod writer;

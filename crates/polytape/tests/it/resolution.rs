@@ -1,0 +1,111 @@
+//! The resolution tracker against the simulator's closed markets and a real database.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use polytape::resolution::ResolutionTracker;
+use polytape_sim::universe::SimResolution;
+
+use polytape_testkit::pipeline;
+use polytape_testkit::{TestDb, Watchdog, wait_until};
+
+#[test]
+fn a_round_records_winners_and_splits_and_nothing_else() {
+    let _w = Watchdog::new(
+        "a_round_records_winners_and_splits",
+        Duration::from_secs(60),
+    );
+    let db = TestDb::new();
+    let sim = pipeline::sim(1200, 0.0);
+    pipeline::load_markets(&db, &sim);
+    let closed: Vec<_> = sim
+        .markets()
+        .into_iter()
+        .filter(|m| m.closed && m.version != "v3")
+        .collect();
+    let count = |f: fn(&SimResolution) -> bool| {
+        closed
+            .iter()
+            .filter(|m| m.resolution.as_ref().is_some_and(f))
+            .count()
+    };
+    let winners = count(|r| matches!(r, SimResolution::Winner(_)));
+    let splits = count(|r| matches!(r, SimResolution::Split));
+    let others = closed.len() - winners - splits;
+    assert!(
+        winners > 10 && splits > 5 && others > 10,
+        "{winners} {splits} {others}"
+    );
+
+    let tracker = ResolutionTracker::new(db.url(), &sim.gamma_url());
+    let first = tracker.round().expect("round");
+    assert_eq!(first.asked, closed.len());
+    assert_eq!(
+        (first.winners, first.splits, first.unresolved),
+        (winners, splits, others)
+    );
+
+    let mut client = db.client();
+    let rows: HashMap<String, (String, Option<String>, Option<String>)> = client
+        .query(
+            "SELECT condition_id, kind, winning_token_id, winning_outcome FROM resolutions",
+            &[],
+        )
+        .expect("select")
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect();
+    assert_eq!(rows.len(), winners + splits);
+    for m in &closed {
+        let row = rows.get(&m.condition_id);
+        match m.resolution {
+            Some(SimResolution::Winner(i)) => assert_eq!(
+                row,
+                Some(&(
+                    "winner".to_owned(),
+                    Some(m.token_ids[i].clone()),
+                    Some(m.outcomes[i].clone())
+                )),
+                "{}",
+                m.version
+            ),
+            Some(SimResolution::Split) => assert_eq!(row.map(|r| r.0.as_str()), Some("split")),
+            _ => assert!(
+                row.is_none(),
+                "proposed, disputed or malformed: no resolution"
+            ),
+        }
+    }
+    // Twice changes nothing: only the unresolved ones are asked again.
+    let second = tracker.round().expect("round");
+    assert_eq!(
+        (second.asked, second.winners, second.splits),
+        (others, 0, 0)
+    );
+    assert_eq!(db.count("resolutions") as usize, winners + splits);
+}
+
+#[test]
+fn a_failing_round_is_counted_and_retried_not_fatal() {
+    let _w = Watchdog::new("a_failing_round_is_counted", Duration::from_secs(60));
+    let db = TestDb::new();
+    let sim = pipeline::sim(50, 0.0);
+    pipeline::load_markets(&db, &sim);
+    // Nothing listens here: every round fails to reach Gamma.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", dead.local_addr().expect("addr"));
+    drop(dead);
+    let gamma = polytape::gamma::GammaClient::new(&url).with_retry(2, Duration::from_millis(10));
+    let tracker = ResolutionTracker::new(db.url(), &url).with_gamma(gamma);
+    let handle = tracker.handle();
+    let thread = std::thread::spawn(move || tracker.run(Duration::from_millis(50)));
+    assert!(
+        wait_until(Duration::from_secs(40), || handle.health().errors >= 1),
+        "{:?}",
+        handle.health()
+    );
+    assert!(handle.health().last_error.is_some());
+    handle.stop();
+    thread.join().expect("the tracker thread ends cleanly");
+    assert_eq!(db.count("resolutions"), 0);
+}

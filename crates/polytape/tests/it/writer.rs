@@ -1,0 +1,152 @@
+//! The trade writer on its own: idempotence, duplicates, a refused row.
+
+use std::time::Duration;
+
+use polytape::config::Config;
+use polytape::feed::{Decimal, Side, Trade};
+use polytape::health::Health;
+use polytape::store::trades::TradeWriter;
+
+use polytape_testkit::{TestDb, Watchdog};
+
+fn trade(i: u64) -> Trade {
+    Trade {
+        asset_id: format!("{}", 1_000_000 + i % 7),
+        market: "0xabc".into(),
+        price: Decimal::parse(".48").expect("decimal"),
+        size: Decimal::parse(&format!("10.{i:06}")).expect("decimal"),
+        side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
+        fee_rate_bps: (i % 3 != 0).then_some(0),
+        timestamp_ms: 1_750_428_146_322 + i as i64,
+        transaction_hash: (i % 5 != 0).then(|| format!("0x{i:064x}")),
+        received_at_us: 1_750_428_146_400_000 + i as i64,
+    }
+}
+
+fn writer(db: &TestDb) -> (TradeWriter, Health) {
+    let health = Health::new();
+    let config = Config {
+        database_url: db.url().to_owned(),
+        backoff_min: Duration::from_millis(10),
+        ..Config::default()
+    };
+    (TradeWriter::new(&config, health.clone()), health)
+}
+
+#[test]
+fn a_batch_written_twice_is_stored_once() {
+    let _w = Watchdog::new(
+        "a_batch_written_twice_is_stored_once",
+        Duration::from_secs(30),
+    );
+    let db = TestDb::new();
+    let (mut w, health) = writer(&db);
+    let batch: Vec<Trade> = (0..100).map(trade).collect();
+    w.write_all(&batch);
+    w.write_all(&batch);
+    // A batch that repeats a trade inside itself, plus new ones.
+    let mut mixed: Vec<Trade> = (100..150).map(trade).collect();
+    mixed.push(trade(120));
+    mixed.push(trade(5));
+    w.write_all(&mixed);
+    let s = health.snapshot();
+    assert_eq!(db.count("trades"), 150);
+    assert_eq!(s.trades_inserted, 150);
+    assert_eq!(s.duplicates_skipped, 102);
+    assert_eq!(s.rows_rejected, 0);
+    // Exact values survive the trip: no float anywhere.
+    let row = db
+        .client()
+        .query_one(
+            "SELECT price::text, size::text, (extract(epoch FROM traded_at) * 1000)::bigint,
+                    transaction_hash, fee_rate_bps FROM trades WHERE size = 10.000001",
+            &[],
+        )
+        .expect("row");
+    assert_eq!(row.get::<_, String>(0), "0.48");
+    assert_eq!(row.get::<_, String>(1), "10.000001");
+    assert_eq!(row.get::<_, i64>(2), 1_750_428_146_323);
+    assert_eq!(
+        row.get::<_, Option<String>>(3),
+        Some(format!("0x{:064x}", 1))
+    );
+    assert_eq!(row.get::<_, Option<i32>>(4), Some(0));
+}
+
+#[test]
+fn a_refused_row_is_isolated_and_the_rest_stored() {
+    let _w = Watchdog::new("a_refused_row_is_isolated", Duration::from_secs(30));
+    let db = TestDb::new();
+    let (mut w, health) = writer(&db);
+    let mut batch: Vec<Trade> = (0..64).map(trade).collect();
+    // A library caller can build any Trade: PostgreSQL text holds no NUL byte.
+    batch[37].asset_id = "12\u{0}34".into();
+    w.write_all(&batch);
+    let s = health.snapshot();
+    assert_eq!(db.count("trades"), 63);
+    assert_eq!((s.trades_inserted, s.rows_rejected), (63, 1));
+    assert!(s.db_errors >= 1);
+}
+
+/// Exact decimals of every shape survive both COPY formats unchanged.
+#[test]
+fn decimals_round_trip_exactly_in_both_copy_formats() {
+    use polytape::store::trades::CopyFormat;
+    let _w = Watchdog::new("decimals_round_trip_exactly", Duration::from_secs(30));
+    let sizes = [
+        "1",
+        "10",
+        "9999",
+        "10000",
+        "12345",
+        "123456789.123456789",
+        "0.1",
+        "0.0001",
+        "0.00001",
+        "0.000000000000000001",
+        "100000000.5",
+        "219.217767",
+        "0.480",
+        "7.50",
+        "100000000000000000000.000000000000000001",
+    ];
+    for format in [CopyFormat::Binary, CopyFormat::Text] {
+        let db = TestDb::new();
+        let (mut w, health) = writer(&db);
+        w.set_copy_format(format);
+        let batch: Vec<Trade> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Trade {
+                size: Decimal::parse(s).expect("decimal"),
+                price: Decimal::parse(if i % 2 == 0 { ".48" } else { "1" }).expect("decimal"),
+                ..trade(i as u64)
+            })
+            .collect();
+        w.write_all(&batch);
+        assert_eq!(
+            health.snapshot().trades_inserted,
+            sizes.len() as u64,
+            "{format:?}"
+        );
+        let mut stored: Vec<(i64, String, String, Option<i64>)> = db
+            .client()
+            .query(
+                "SELECT (extract(epoch FROM traded_at) * 1000)::bigint, size::text, price::text,
+                        (extract(epoch FROM received_at) * 1000000)::bigint
+                 FROM trades ORDER BY traded_at",
+                &[],
+            )
+            .expect("select")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        stored.sort();
+        for (i, (ts, size, price, received)) in stored.iter().enumerate() {
+            assert_eq!(*ts, batch[i].timestamp_ms, "{format:?}");
+            assert_eq!(size, batch[i].size.as_str(), "{format:?}");
+            assert_eq!(price, batch[i].price.as_str(), "{format:?}");
+            assert_eq!(*received, Some(batch[i].received_at_us), "{format:?}");
+        }
+    }
+}
