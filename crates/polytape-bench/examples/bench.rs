@@ -17,10 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polytape::config::Config;
-use polytape::feed::parse_frame;
-use polytape::health::Health;
-use polytape::listener::Listener;
+use polytape::bench::{Health, parse_frame};
+use polytape::{Config, Listener};
 use polytape_sim::frames::{self, TradeRecord};
 use polytape_sim::universe::generate_market;
 
@@ -133,7 +131,7 @@ impl BenchDb {
             server: server.to_owned(),
             name: name.to_owned(),
         };
-        polytape::store::migrate(&mut db.client()?)?;
+        polytape::store::migrate(&Config::builder().database_url(db.url()).build()?)?;
         Ok(db)
     }
 
@@ -210,17 +208,18 @@ impl Drop for SimProcess {
 /// Syncs the sim's markets into `db` and returns a listener config for them.
 fn prepare(db: &BenchDb, sim: &SimProcess) -> Result<Config> {
     let mut client = db.client()?;
-    let gamma = polytape::gamma::GammaClient::new(&format!("http://{}", sim.addr));
-    polytape::gamma::sync_markets(&mut client, &gamma)?;
     // The number of connections follows from the markets and `max_tokens_per_conn`: the
     // simulators below are sized so that it comes out as each benchmark wants.
-    Ok(Config {
-        database_url: db.url(),
-        ws_url: format!("ws://{}/ws/market", sim.addr),
-        max_tokens_per_conn: 500,
-        open_interval: Duration::from_millis(2),
-        ..Config::default()
-    })
+    let config = Config::builder()
+        .database_url(db.url())
+        .ws_url(format!("ws://{}/ws/market", sim.addr))
+        .gamma_url(format!("http://{}", sim.addr))
+        .max_tokens_per_conn(500)
+        .open_interval(Duration::from_millis(2))
+        .build()?;
+    let gamma = polytape::gamma::GammaClient::new(&config);
+    polytape::sync::sync_markets(&mut client, &gamma)?;
+    Ok(config)
 }
 
 fn end_to_end(server: &str, n: u64) -> Result {
@@ -243,9 +242,9 @@ fn end_to_end(server: &str, n: u64) -> Result {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        config.batch_size = b;
+        config = config.to_builder().batch_size(b).build()?;
     }
-    println!("batch size {}", config.batch_size);
+    println!("batch size {}", config.batch_size());
     let listener = Listener::from_database(config)?;
     let conns = listener.chunks().len();
     let health = listener.health();
@@ -507,7 +506,7 @@ fn footprint(server: &str) -> Result {
 /// COPY into staging + INSERT … ON CONFLICT.
 fn writer_paths(server: &str, n: u64) -> Result {
     let markets: Vec<_> = (0..2000).map(|i| generate_market(11, i)).collect();
-    let trades: Vec<polytape::feed::Trade> = (0..n)
+    let trades: Vec<polytape::Trade> = (0..n)
         .map(|seq| {
             let m = &markets[(seq % 2000) as usize];
             let t = TradeRecord {
@@ -520,16 +519,15 @@ fn writer_paths(server: &str, n: u64) -> Result {
                 has_tx: seq % 10 != 9,
                 short_price: false,
             };
-            polytape::feed::Trade {
+            polytape::Trade {
                 asset_id: m.token_ids[t.outcome as usize].clone(),
                 market: m.condition_id.clone(),
-                price: polytape::feed::Decimal::parse(&t.price())
-                    .expect("the sim's decimals parse"),
-                size: polytape::feed::Decimal::parse(&t.size()).expect("the sim's decimals parse"),
+                price: polytape::Decimal::parse(&t.price()).expect("the sim's decimals parse"),
+                size: polytape::Decimal::parse(&t.size()).expect("the sim's decimals parse"),
                 side: if t.buy {
-                    polytape::feed::Side::Buy
+                    polytape::Side::Buy
                 } else {
-                    polytape::feed::Side::Sell
+                    polytape::Side::Sell
                 },
                 fee_rate_bps: Some(0),
                 timestamp_ms: t.timestamp_ms,
@@ -539,7 +537,7 @@ fn writer_paths(server: &str, n: u64) -> Result {
         })
         .collect();
     println!("\n## writer alone: {n} trades in batches of 1,000 into an empty trades table");
-    use polytape::store::trades::CopyFormat;
+    use polytape::bench::CopyFormat;
     let paths = [
         (
             false,
@@ -555,12 +553,9 @@ fn writer_paths(server: &str, n: u64) -> Result {
     ];
     for (staging, format, name) in paths {
         let db = BenchDb::new(server, "polytape_bench_writer")?;
-        let config = Config {
-            database_url: db.url(),
-            ..Config::default()
-        };
+        let config = Config::builder().database_url(db.url()).build()?;
         let health = Health::new();
-        let mut writer = polytape::store::trades::TradeWriter::new(&config, health.clone());
+        let mut writer = polytape::bench::TradeWriter::new(&config, health.clone());
         writer.set_staging_only(staging);
         writer.set_copy_format(format);
         let pg0 = postgres_cpu_seconds();
@@ -658,7 +653,7 @@ fn health_contention() {
     let threads = 32;
     let per_thread = 500_000u64;
     let ops = (threads as u64 * per_thread) as f64;
-    let summary = polytape::feed::FrameSummary {
+    let summary = polytape::bench::FrameSummary {
         events: 1,
         trades: 1,
         ..Default::default()
@@ -677,7 +672,7 @@ fn health_contention() {
     let health = Health::new();
     let batched = run(&|i| {
         thread_local! {
-            static COUNTS: std::cell::RefCell<polytape::health::FrameCounts> = Default::default();
+            static COUNTS: std::cell::RefCell<polytape::bench::FrameCounts> = Default::default();
         }
         COUNTS.with(|c| {
             let mut c = c.borrow_mut();

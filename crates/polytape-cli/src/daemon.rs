@@ -5,28 +5,25 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use polytape::config::{Config, redact_url};
-use polytape::gamma::{GammaClient, sync_markets};
-use polytape::health::{HealthSnapshot, now_ms};
-use polytape::listener::{Listener, ListenerHandle};
+use polytape::gamma::GammaClient;
 use polytape::resolution::{ResolutionTracker, TrackerHandle};
-use polytape::stop::StopSignal;
+use polytape::sync::{Shard, open_token_groups, sync_markets};
+use polytape::{Config, HealthSnapshot, Listener, ListenerHandle, StopSignal};
 use polytape_http::{Request, Response, serve_requests};
 
 /// Everything `polytape run` needs.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
+    /// The library's configuration: database, feed, Gamma, batching, resolution.
     pub listener: Config,
-    pub gamma_url: String,
     /// Where to serve `/health`, `/livez`, `/readyz`, `/metrics`; `None` turns it off.
     pub health_addr: Option<String>,
     pub sync_interval: Duration,
-    pub resolve_interval: Duration,
     pub summary_interval: Duration,
     /// `/readyz` fails once the writer has been without the database this long.
     pub readiness_grace: Duration,
     /// Hold only this shard of the markets.
-    pub shard: Option<polytape::store::markets::Shard>,
+    pub shard: Option<Shard>,
 }
 
 /// The daemon's failures: the library's errors, and its own (a listener that ended on its
@@ -46,14 +43,14 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
     log::info!(
         "polytape {}: database {}, feed {}, gamma {}",
         env!("CARGO_PKG_VERSION"),
-        redact_url(&lc.database_url),
-        lc.ws_url,
-        config.gamma_url
+        polytape::store::redact(lc.database_url()),
+        lc.ws_url(),
+        lc.gamma_url()
     );
-    let mut db = polytape::store::connect(&lc.database_url, lc.statement_timeout)?;
-    let applied = polytape::store::migrate(&mut db)?;
+    let applied = polytape::store::migrate(lc)?;
     log::info!("migrations: {applied} applied");
-    let gamma = GammaClient::new(&config.gamma_url);
+    let mut db = polytape::store::connect(lc)?;
+    let gamma = GammaClient::new(lc);
     match sync_markets(&mut db, &gamma) {
         Ok(r) => log::info!(
             "market sync: {} open markets over {} pages, {} skipped (unknown version {}, malformed {})",
@@ -66,17 +63,16 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
         // Without Gamma we can still hold what the table has; the next sync tries again.
         Err(e) => log::error!("market sync failed, using the markets already stored: {e}"),
     }
-    let groups = polytape::store::markets::active_token_groups_in(&mut db, config.shard)?;
+    let groups = open_token_groups(&mut db, config.shard)?;
     drop(db);
     let listener = Listener::new(lc.clone(), groups)?.wait_for_markets();
     let handle = listener.handle();
     let listener_thread = spawn("polytape-listener", move || listener.run())?;
 
     let aux_stop = StopSignal::new();
-    let tracker = ResolutionTracker::new(&lc.database_url, &config.gamma_url);
+    let tracker = ResolutionTracker::new(lc);
     let tracker_handle = tracker.handle();
-    let resolve_interval = config.resolve_interval;
-    let tracker_thread = spawn("polytape-resolver", move || tracker.run(resolve_interval))?;
+    let tracker_thread = spawn("polytape-resolver", move || tracker.run())?;
     let sync_thread = {
         let (stop, handle, config) = (aux_stop.clone(), handle.clone(), config.clone());
         spawn("polytape-sync", move || {
@@ -153,15 +149,13 @@ fn spawn<T: Send + 'static>(
 /// Every `every`: sync markets from Gamma, then hand the listener the new open set.
 fn resync_loop(stop: &StopSignal, handle: &ListenerHandle, config: &DaemonConfig) {
     let lc = &config.listener;
-    let gamma = GammaClient::new(&config.gamma_url);
+    let gamma = GammaClient::new(lc);
     while !stop.wait_timeout(config.sync_interval) {
-        let result =
-            polytape::store::connect(&lc.database_url, lc.statement_timeout).and_then(|mut db| {
-                let report = sync_markets(&mut db, &gamma)?;
-                let groups =
-                    polytape::store::markets::active_token_groups_in(&mut db, config.shard)?;
-                Ok((report, groups))
-            });
+        let result = polytape::store::connect(lc).and_then(|mut db| {
+            let report = sync_markets(&mut db, &gamma)?;
+            let groups = open_token_groups(&mut db, config.shard)?;
+            Ok((report, groups))
+        });
         match result {
             Ok((report, groups)) => {
                 log::info!(
@@ -215,7 +209,8 @@ fn handle_http(state: &State, req: &Request) -> Response {
         "/readyz" => {
             let h = state.listener.health();
             let db_lost = h.db_lost_since.is_some_and(|t| {
-                now_ms() - t.timestamp_millis() > state.readiness_grace.as_millis() as i64
+                chrono::Utc::now().timestamp_millis() - t.timestamp_millis()
+                    > state.readiness_grace.as_millis() as i64
             });
             if db_lost {
                 Response::text(503, "not ready: the writer has lost the database\n")

@@ -166,6 +166,31 @@ fn init_cluster(bin: &Path, dir: &Path, root: bool) -> PathBuf {
     data
 }
 
+/// Puts `cert` into the cluster at `data` as its server certificate (owned by the server's
+/// user, the key readable by it alone, as PostgreSQL insists) and turns `ssl` on.
+fn enable_tls(data: &Path, cert: &crate::tls_proxy::TestCert, root: bool) {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let crt = data.join("server.crt");
+    let key = data.join("server.key");
+    std::fs::copy(cert.cert_path(), &crt).expect("copy the server certificate");
+    std::fs::copy(cert.key_path(), &key).expect("copy the server key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    if root {
+        let ok = Command::new("chown")
+            .arg("postgres:postgres")
+            .args([&crt, &key])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown of the server certificate failed");
+    }
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .expect("open postgresql.conf");
+    writeln!(conf, "ssl = on").expect("write postgresql.conf");
+}
+
 fn start_throwaway_cluster() -> Server {
     let bin = pg_bin_dir().expect(
         "no PostgreSQL answers on 127.0.0.1:5432, TEST_DATABASE_URL is unset, and initdb was \
@@ -245,11 +270,24 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// `initdb` and start a new cluster on a free port. `None` when no `initdb` is installed.
     pub fn start() -> Option<PrivateCluster> {
+        Self::start_with(None)
+    }
+
+    /// [`PrivateCluster::start`], with TLS on (`ssl = on`), serving `cert`'s certificate for
+    /// `localhost` and 127.0.0.1.
+    pub fn start_with_tls(cert: &crate::tls_proxy::TestCert) -> Option<PrivateCluster> {
+        Self::start_with(Some(cert))
+    }
+
+    fn start_with(tls: Option<&crate::tls_proxy::TestCert>) -> Option<PrivateCluster> {
         let bin = pg_bin_dir()?;
         let root = is_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("polytape-pg-{}-{n}", std::process::id()));
         let data = init_cluster(&bin, &dir, root);
+        if let Some(cert) = tls {
+            enable_tls(&data, cert, root);
+        }
         let cluster = PrivateCluster {
             bin,
             dir,
@@ -311,8 +349,7 @@ impl PrivateCluster {
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
         );
-        let mut client = Client::connect(&url, NoTls).expect("connect to the private cluster");
-        polytape::store::migrate(&mut client).expect("migrate");
+        migrate(&url);
         url
     }
 }
@@ -338,9 +375,16 @@ impl TestDb {
     /// A new database with polytape's migrations applied.
     pub fn new() -> TestDb {
         let db = Self::empty();
-        let mut client = db.client();
-        polytape::store::migrate(&mut client).expect("migrations apply");
+        migrate(db.url());
         db
+    }
+
+    /// A polytape configuration for this database (every other setting at its default).
+    pub fn config(&self) -> polytape::Config {
+        polytape::Config::builder()
+            .database_url(self.url())
+            .build()
+            .expect("a valid database URL")
     }
 
     /// A new database with nothing in it.
@@ -414,4 +458,13 @@ impl Drop for TestDb {
             eprintln!("test db: could not drop {}: {e}", self.name);
         }
     }
+}
+
+/// Applies polytape's migrations to the database at `url`, as `polytape migrate` would.
+pub fn migrate(url: &str) {
+    let config = polytape::Config::builder()
+        .database_url(url)
+        .build()
+        .expect("a valid database URL");
+    polytape::store::migrate(&config).expect("migrations apply");
 }

@@ -3,10 +3,8 @@
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use polytape::config::Config;
-use polytape::health::HealthSnapshot;
-use polytape::listener::{Listener, ListenerHandle};
-use polytape::store::markets::MarketRow;
+use polytape::bench::MarketRow;
+use polytape::{Config, HealthSnapshot, Listener, ListenerHandle};
 use polytape_sim::universe::SimMarket;
 use polytape_sim::{Sim, SimConfig, SimTrade};
 
@@ -55,7 +53,7 @@ pub fn load_markets(db: &TestDb, sim: &Sim) -> usize {
         .map(market_row)
         .collect();
     let mut client = db.client();
-    polytape::store::markets::upsert_markets(&mut client, &rows).expect("upsert markets");
+    polytape::bench::upsert_markets(&mut client, &rows).expect("upsert markets");
     rows.iter()
         .filter(|r| !r.closed && r.enable_order_book)
         .count()
@@ -68,18 +66,21 @@ pub fn config(db: &TestDb, sim: &Sim) -> Config {
 
 /// [`config`] for a database given by URL.
 pub fn config_for(url: &str, sim: &Sim) -> Config {
-    Config {
-        database_url: url.to_owned(),
-        ws_url: sim.ws_url(),
-        ping_interval: Duration::from_millis(500),
-        pong_timeout: Duration::from_secs(2),
-        stale_timeout: Duration::from_secs(3),
-        connect_timeout: Duration::from_secs(2),
-        open_interval: Duration::from_millis(5),
-        backoff_min: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-        ..Config::default()
-    }
+    Config::builder()
+        .database_url(url)
+        .ws_url(sim.ws_url())
+        .gamma_url(sim.gamma_url())
+        .ping_interval(Duration::from_millis(500))
+        .pong_timeout(Duration::from_secs(2))
+        .stale_timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(2))
+        .open_interval(Duration::from_millis(5))
+        .backoff_min(Duration::from_millis(50))
+        .backoff_max(Duration::from_millis(500))
+        .gamma_backoff_min(Duration::from_millis(10))
+        .gamma_backoff_max(Duration::from_millis(200))
+        .build()
+        .expect("a valid test configuration")
 }
 
 /// A listener running on its own thread.

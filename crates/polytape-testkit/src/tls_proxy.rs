@@ -94,6 +94,16 @@ impl TestCert {
         TestCert { dir }
     }
 
+    /// The server's certificate (for `localhost` and 127.0.0.1), PEM.
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    /// The server certificate's private key, PEM.
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+
     /// The CA that signed the server's certificate: what a client must trust.
     pub fn ca_path(&self) -> String {
         self.dir.join("ca.pem").to_string_lossy().into_owned()

@@ -1,85 +1,185 @@
-//! Every tunable of the listener and writer, with its default, validated once.
+//! Every tunable of polytape in one place: the defaults (as constants the command line
+//! reuses), and a [`Config`] that is valid by construction.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! let config = polytape::Config::builder()
+//!     .database_url("postgres://postgres@127.0.0.1:5432/tape")
+//!     .batch_size(500)
+//!     .stale_timeout(Duration::from_secs(90))
+//!     .build()?;
+//! assert_eq!(config.batch_size(), 500);
+//! // Nonsense is refused when the Config is built, not when the listener runs:
+//! assert!(polytape::Config::builder().max_tokens_per_conn(1).build().is_err());
+//! # Ok::<(), polytape::Error>(())
+//! ```
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// The live market channel.
-pub const LIVE_WS_URL: &str = "wss://ws-subscriptions-clob.polymarket.com/ws/market";
-/// The live Gamma listing.
-pub const LIVE_GAMMA_URL: &str = "https://gamma-api.polymarket.com";
+/// The defaults, one constant per tunable that the command line offers as a flag.
+pub mod defaults {
+    use std::time::Duration;
 
-/// How the listener connects, batches and writes.
-#[derive(Debug, Clone)]
+    /// The local server, as `psql` would reach it.
+    pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+    /// The live market channel.
+    pub const WS_URL: &str = "wss://ws-subscriptions-clob.polymarket.com/ws/market";
+    /// The live Gamma listing.
+    pub const GAMMA_URL: &str = "https://gamma-api.polymarket.com";
+    /// Tokens per socket: the live feed silently stops delivering past ~500.
+    pub const MAX_TOKENS_PER_CONN: usize = 500;
+    /// A socket without a data frame this long is replaced.
+    pub const STALE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Trades per database batch.
+    pub const BATCH_SIZE: usize = 1_000;
+    /// Longest a trade waits for its batch (a p99 of commit − receive well under 250 ms at
+    /// live rates, about ten commits a second).
+    pub const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
+    /// Trades between the sockets and the writer.
+    pub const CHANNEL_CAPACITY: usize = 10_000;
+    /// Period of the resolution tracker's rounds.
+    pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(600);
+}
+
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const OPEN_INTERVAL: Duration = Duration::from_millis(50);
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const MAX_MESSAGE_SIZE: usize = 16 << 20;
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
+const GAMMA_TIMEOUT: Duration = Duration::from_secs(30);
+const GAMMA_ATTEMPTS: u32 = 6;
+const GAMMA_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const GAMMA_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How polytape connects, listens, batches, writes and asks Gamma. Build one with
+/// [`Config::builder`] (or take [`Config::default`]): a `Config` that exists has been
+/// validated.
+#[derive(Clone)]
 pub struct Config {
-    /// PostgreSQL connection string (URL or key=value form).
-    pub database_url: String,
-    /// The market channel's URL (`ws://` or `wss://`).
-    pub ws_url: String,
-    /// Most tokens on one socket. The live feed silently stops delivering past ~500.
-    pub max_tokens_per_conn: usize,
-    /// Text `PING` interval.
-    pub ping_interval: Duration,
-    /// A socket whose `PONG` is this late is dead.
-    pub pong_timeout: Duration,
-    /// A socket with no data frame for this long is dead (the live feed freezes while still
-    /// answering `PONG`).
-    pub stale_timeout: Duration,
-    /// TCP connect, TLS and WebSocket handshake, each.
-    pub connect_timeout: Duration,
-    /// Least time between two socket opens, over all connections (the live service answers
-    /// bursts with 429).
-    pub open_interval: Duration,
-    /// Reconnect backoff: first delay and cap (full jitter in between).
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// Largest WebSocket message accepted (initial dumps reach ~2 MiB).
-    pub max_message_size: usize,
-    /// Capacity of the channel between the sockets and the writer.
-    pub channel_capacity: usize,
-    /// A batch is written when it holds this many trades...
-    pub batch_size: usize,
-    /// ...or when its oldest trade has waited this long (100 ms: a p99 of commit − receive
-    /// well under 250 ms at live rates, at ~10 commits a second).
-    pub batch_max_age: Duration,
-    /// Server-side limit on each statement of the writer, so a vanished server cannot hang
-    /// it forever.
-    pub statement_timeout: Duration,
-    /// PEM file of extra roots to trust for `wss://` (a TLS-intercepting proxy's CA, say),
-    /// beside the built-in web roots.
-    pub ws_ca_file: Option<String>,
+    pub(crate) database_url: String,
+    pub(crate) ws_url: String,
+    pub(crate) ws_ca_file: Option<String>,
+    pub(crate) gamma_url: String,
+    pub(crate) max_tokens_per_conn: usize,
+    pub(crate) ping_interval: Duration,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) stale_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) open_interval: Duration,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) channel_capacity: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) batch_max_age: Duration,
+    pub(crate) statement_timeout: Duration,
+    pub(crate) migration_timeout: Duration,
+    pub(crate) gamma_timeout: Duration,
+    pub(crate) gamma_attempts: u32,
+    pub(crate) gamma_backoff_min: Duration,
+    pub(crate) gamma_backoff_max: Duration,
+    pub(crate) resolve_interval: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
-            ws_url: LIVE_WS_URL.into(),
-            max_tokens_per_conn: 500,
-            ping_interval: Duration::from_secs(10),
-            pong_timeout: Duration::from_secs(10),
-            stale_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
-            open_interval: Duration::from_millis(50),
-            backoff_min: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(30),
-            max_message_size: 16 << 20,
-            channel_capacity: 10_000,
-            batch_size: 1_000,
-            batch_max_age: Duration::from_millis(100),
-            statement_timeout: Duration::from_secs(30),
+            database_url: defaults::DATABASE_URL.into(),
+            ws_url: defaults::WS_URL.into(),
             ws_ca_file: None,
+            gamma_url: defaults::GAMMA_URL.into(),
+            max_tokens_per_conn: defaults::MAX_TOKENS_PER_CONN,
+            ping_interval: PING_INTERVAL,
+            pong_timeout: PONG_TIMEOUT,
+            stale_timeout: defaults::STALE_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            open_interval: OPEN_INTERVAL,
+            backoff_min: BACKOFF_MIN,
+            backoff_max: BACKOFF_MAX,
+            max_message_size: MAX_MESSAGE_SIZE,
+            channel_capacity: defaults::CHANNEL_CAPACITY,
+            batch_size: defaults::BATCH_SIZE,
+            batch_max_age: defaults::BATCH_MAX_AGE,
+            statement_timeout: STATEMENT_TIMEOUT,
+            migration_timeout: MIGRATION_TIMEOUT,
+            gamma_timeout: GAMMA_TIMEOUT,
+            gamma_attempts: GAMMA_ATTEMPTS,
+            gamma_backoff_min: GAMMA_BACKOFF_MIN,
+            gamma_backoff_max: GAMMA_BACKOFF_MAX,
+            resolve_interval: defaults::RESOLVE_INTERVAL,
         }
     }
 }
 
+/// The password never shows, even in `{:?}`.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &crate::store::redact(&self.database_url))
+            .field("ws_url", &self.ws_url)
+            .field("gamma_url", &self.gamma_url)
+            .field("max_tokens_per_conn", &self.max_tokens_per_conn)
+            .field("stale_timeout", &self.stale_timeout)
+            .field("channel_capacity", &self.channel_capacity)
+            .field("batch_size", &self.batch_size)
+            .field("batch_max_age", &self.batch_max_age)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Config {
-    /// Checks that the values make sense together.
-    pub fn validate(&self) -> Result<()> {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Config::default())
+    }
+
+    /// A builder starting from this configuration, to change some of it.
+    pub fn to_builder(&self) -> ConfigBuilder {
+        ConfigBuilder(self.clone())
+    }
+
+    /// The PostgreSQL connection string (log [`crate::store::redact`] of it, never this).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The market channel's URL.
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    /// The Gamma listing's base URL.
+    pub fn gamma_url(&self) -> &str {
+        &self.gamma_url
+    }
+
+    /// Trades per database batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Period of the resolution tracker's rounds.
+    pub fn resolve_interval(&self) -> Duration {
+        self.resolve_interval
+    }
+
+    fn validate(&self) -> Result<()> {
         let fail = |m: &str| Err(Error::config(m));
         if !(self.ws_url.starts_with("ws://") || self.ws_url.starts_with("wss://")) {
             return fail("ws_url must start with ws:// or wss://");
         }
+        if !(self.gamma_url.starts_with("http://") || self.gamma_url.starts_with("https://")) {
+            return fail("gamma_url must start with http:// or https://");
+        }
+        crate::store::connstr::ConnString::parse(&self.database_url)?;
         if self.max_tokens_per_conn < 2 {
             return fail("max_tokens_per_conn must be at least 2 (both tokens of a market)");
         }
@@ -92,37 +192,120 @@ impl Config {
         if self.stale_timeout <= self.ping_interval {
             return fail("stale_timeout must be longer than ping_interval");
         }
+        if self.pong_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return fail("pong_timeout and connect_timeout must be positive");
+        }
         if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
             return fail("backoff_min must be positive and at most backoff_max");
         }
+        if self.gamma_backoff_min.is_zero() || self.gamma_backoff_max < self.gamma_backoff_min {
+            return fail("gamma_backoff_min must be positive and at most gamma_backoff_max");
+        }
+        if self.gamma_attempts == 0 {
+            return fail("gamma_attempts must be at least 1");
+        }
         if self.max_message_size < 64 * 1024 {
             return fail("max_message_size must be at least 64 KiB");
+        }
+        if self.statement_timeout.is_zero() || self.resolve_interval.is_zero() {
+            return fail("statement_timeout and resolve_interval must be positive");
         }
         Ok(())
     }
 }
 
-/// A connection string with any password replaced by `***`, for logs.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.rsplit_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
+/// Builds a [`Config`]; [`ConfigBuilder::build`] validates it.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder(Config);
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.0.$name = value;
+                self
             }
-        }
-        return url.to_owned();
+        )*
+    };
+}
+
+impl ConfigBuilder {
+    /// PostgreSQL connection string, URL or key=value form; `sslmode` `require`,
+    /// `verify-ca` and `verify-full` (with `sslrootcert`) use TLS through rustls.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.0.database_url = url.into();
+        self
     }
-    // key=value form
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***".to_owned()
-            } else {
-                kv.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+
+    /// The market channel's URL (`ws://` or `wss://`).
+    pub fn ws_url(mut self, url: impl Into<String>) -> Self {
+        self.0.ws_url = url.into();
+        self
+    }
+
+    /// A PEM file of extra roots to trust for `wss://` (a TLS-intercepting proxy's CA),
+    /// beside the built-in web roots.
+    pub fn ws_ca_file(mut self, path: Option<String>) -> Self {
+        self.0.ws_ca_file = path;
+        self
+    }
+
+    /// The Gamma listing's base URL.
+    pub fn gamma_url(mut self, url: impl Into<String>) -> Self {
+        self.0.gamma_url = url.into();
+        self
+    }
+
+    setters! {
+        /// Most tokens on one socket (at least 2: both tokens of a market share one).
+        max_tokens_per_conn: usize,
+        /// Text `PING` interval (10 s).
+        ping_interval: Duration,
+        /// A socket whose `PONG` is this late is dead (10 s).
+        pong_timeout: Duration,
+        /// A socket with no data frame this long is replaced (the live feed can freeze while
+        /// still answering `PONG`); longer than the ping interval.
+        stale_timeout: Duration,
+        /// TCP connect, TLS and WebSocket handshake, each (10 s).
+        connect_timeout: Duration,
+        /// Least time between two socket opens over all connections (50 ms; the live
+        /// service answers bursts of upgrades with 429).
+        open_interval: Duration,
+        /// First reconnect delay of sockets and of the writer (250 ms).
+        backoff_min: Duration,
+        /// Longest reconnect delay of sockets and of the writer (30 s).
+        backoff_max: Duration,
+        /// Largest WebSocket message accepted (16 MiB; initial dumps reach ~2 MiB).
+        max_message_size: usize,
+        /// Trades between the sockets and the writer; a full channel makes readers wait.
+        channel_capacity: usize,
+        /// Trades per database batch.
+        batch_size: usize,
+        /// Longest a trade waits for its batch.
+        batch_max_age: Duration,
+        /// Server-side limit on each statement (30 s), so a vanished server cannot hang a
+        /// caller forever.
+        statement_timeout: Duration,
+        /// Statement limit while migrating (1 h: a migration may rewrite a large table).
+        migration_timeout: Duration,
+        /// Whole-request limit of a Gamma request (30 s).
+        gamma_timeout: Duration,
+        /// Tries of a Gamma request that is throttled or fails on the server's side (6).
+        gamma_attempts: u32,
+        /// First delay between Gamma tries, unless `Retry-After` says otherwise (500 ms).
+        gamma_backoff_min: Duration,
+        /// Longest delay between Gamma tries (30 s).
+        gamma_backoff_max: Duration,
+        /// Period of the resolution tracker's rounds.
+        resolve_interval: Duration,
+    }
+
+    /// The configuration, if its values make sense together.
+    pub fn build(self) -> Result<Config> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
 }
 
 #[cfg(test)]
@@ -130,25 +313,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid() {
+    fn defaults_are_valid_and_nonsense_is_refused() {
         Config::default().validate().expect("defaults validate");
-        let bad = Config {
-            max_tokens_per_conn: 1,
-            ..Config::default()
-        };
-        assert!(bad.validate().is_err_and(|e| e.is_config()));
+        type Change = fn(ConfigBuilder) -> ConfigBuilder;
+        let bad: &[(&str, Change)] = &[
+            ("max_tokens_per_conn", |b| b.max_tokens_per_conn(1)),
+            ("ws_url", |b| b.ws_url("http://x")),
+            ("gamma_url", |b| b.gamma_url("ftp://x")),
+            ("connection string", |b| b.database_url("host='open")),
+            ("batch_size", |b| b.batch_size(0)),
+            ("channel_capacity", |b| b.channel_capacity(0)),
+            ("stale_timeout", |b| b.stale_timeout(Duration::from_secs(5))),
+            ("backoff_min", |b| b.backoff_min(Duration::ZERO)),
+            ("backoff_min", |b| b.backoff_max(Duration::from_millis(1))),
+            ("gamma_attempts", |b| b.gamma_attempts(0)),
+            ("max_message_size", |b| b.max_message_size(1024)),
+        ];
+        for (what, change) in bad {
+            let err = change(Config::builder()).build().expect_err(what);
+            assert!(err.is_config(), "{what}: {err}");
+        }
+        let ok = Config::builder().batch_size(7).build().expect("valid");
+        assert_eq!(
+            ok.to_builder().build().expect("still valid").batch_size(),
+            7
+        );
     }
 
     #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("host=h password=secret user=u"),
-            "host=h password=*** user=u"
+    fn debug_never_shows_the_password() {
+        let c = Config::builder()
+            .database_url("postgres://u:hunter2@h/db?password=swordfish")
+            .build()
+            .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
         );
     }
 }

@@ -1,4 +1,5 @@
-//! polytape's error type: opaque, with methods that say what kind of failure it was.
+//! polytape's error type: opaque, with a public [`ErrorKind`] that says what failed and
+//! [`Error::is_transient`] that says whether trying again may help.
 
 use std::fmt;
 
@@ -6,6 +7,24 @@ use std::fmt;
 #[derive(Debug)]
 pub struct Error {
     kind: Kind,
+}
+
+/// What kind of failure an [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The database refused a statement (its SQLSTATE is in [`Error::code`]).
+    Database,
+    /// The database could not be reached, or the connection was lost.
+    Unavailable,
+    /// A local I/O failure (a socket, a file, a thread that could not start).
+    Io,
+    /// An HTTP service (Gamma) failed or answered something unusable.
+    Http,
+    /// A configuration value is wrong.
+    Config,
+    /// Data that cannot be used as it is (a listener that ended on its own, say).
+    Data,
 }
 
 #[derive(Debug)]
@@ -53,19 +72,30 @@ impl Error {
         }
     }
 
-    /// True when the database connection is gone (closed, I/O error, server shutting down):
-    /// reconnecting and retrying may succeed.
-    pub fn is_closed(&self) -> bool {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match &self.kind {
-            Kind::Db(e) => crate::store::is_connection_error(e),
-            Kind::Io(_) | Kind::Unavailable(_) => true,
-            _ => false,
+            Kind::Db(e) if crate::store::is_connection_error(e) => ErrorKind::Unavailable,
+            Kind::Db(_) => ErrorKind::Database,
+            Kind::Unavailable(_) => ErrorKind::Unavailable,
+            Kind::Io(_) => ErrorKind::Io,
+            Kind::Http(_) => ErrorKind::Http,
+            Kind::Config(_) => ErrorKind::Config,
+            Kind::Data(_) => ErrorKind::Data,
         }
     }
 
+    /// True when the same call may succeed later unchanged: the database or the network went
+    /// away, or the server cancelled the statement (a timeout). False for a refused
+    /// statement, a bad configuration value, or unusable data.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Unavailable | ErrorKind::Io)
+    }
+
     /// True for a bad configuration value.
-    pub fn is_config(&self) -> bool {
-        matches!(self.kind, Kind::Config(_))
+    #[cfg(test)]
+    pub(crate) fn is_config(&self) -> bool {
+        self.kind() == ErrorKind::Config
     }
 }
 
@@ -110,4 +140,24 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// `Result` with polytape's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_transience() {
+        let io = Error::from(std::io::Error::other("reset"));
+        let cases = [
+            (Error::config("x"), ErrorKind::Config, false),
+            (Error::http("x"), ErrorKind::Http, false),
+            (Error::data("x"), ErrorKind::Data, false),
+            (io, ErrorKind::Io, true),
+        ];
+        for (e, kind, transient) in cases {
+            assert_eq!((e.kind(), e.is_transient()), (kind, transient), "{e}");
+        }
+    }
+}

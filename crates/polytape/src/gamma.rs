@@ -1,4 +1,5 @@
-//! The Gamma market listing client, and the market sync that fills the `markets` table.
+//! The Gamma market listing: a blocking client that speaks HTTP and JSON only (the sync in
+//! [`crate::sync`] is what writes the `markets` table).
 //!
 //! Gamma's quirks, as `polymarket-feed.md` lists them: `outcomes`, `outcomePrices` and
 //! `clobTokenIds` are JSON encoded inside strings; v2 markets carry their feed ids in a real
@@ -7,24 +8,30 @@
 //! `Retry-After`.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::backoff::Backoff;
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::http::retry_after;
 use crate::store::markets::MarketRow;
 
 /// Most markets per listing page (the endpoint's limit).
-pub const PAGE_LIMIT: usize = 100;
+pub(crate) const PAGE_LIMIT: usize = 100;
+
+/// Longest wait a throttled request's `Retry-After` may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 /// A blocking Gamma client.
 pub struct GammaClient {
     base: String,
     agent: ureq::Agent,
     max_attempts: u32,
-    backoff_min: Duration,
+    backoff: Backoff,
 }
 
 /// One market as Gamma lists it. Every field is optional: a missing field makes a market
@@ -32,27 +39,43 @@ pub struct GammaClient {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GammaMarket {
+    /// Gamma's own id.
     pub id: Option<String>,
+    /// The market's condition id (the feed's `market`).
     pub condition_id: Option<String>,
+    /// The question, as listed.
     pub question: Option<String>,
+    /// The URL slug.
     pub slug: Option<String>,
+    /// Outcome names, a JSON array inside a string.
     pub outcomes: Option<String>,
+    /// Outcome prices, a JSON array of decimal strings inside a string.
     pub outcome_prices: Option<String>,
+    /// v1 token ids, a JSON array inside a string (stale on v2 markets).
     pub clob_token_ids: Option<String>,
+    /// v2 token ids, a real array.
     pub position_ids: Option<Vec<String>>,
+    /// `v1`, `v2`, or absent (a market from before versions: v1).
     pub version: Option<String>,
+    /// Listed as active.
     pub active: Option<bool>,
+    /// Closed for trading.
     pub closed: Option<bool>,
+    /// Accepting orders now.
     pub accepting_orders: Option<bool>,
+    /// Traded on the order book (the feed carries it).
     pub enable_order_book: Option<bool>,
+    /// Part of a negative-risk group.
     pub neg_risk: Option<bool>,
+    /// Scheduled end, RFC 3339.
     pub end_date: Option<String>,
+    /// The oracle's status: `resolved`, `proposed`, `disputed`, …
     pub uma_resolution_status: Option<String>,
 }
 
 /// Why a listed market was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
+pub(crate) enum Skip {
     UnknownVersion,
     Malformed,
 }
@@ -60,7 +83,7 @@ pub enum Skip {
 impl GammaMarket {
     /// The feed's asset ids, chosen by `version`: v1 from the JSON-encoded `clobTokenIds`,
     /// v2 from `positionIds`. An absent version is a market from before versions: v1.
-    pub fn token_ids(&self) -> std::result::Result<Vec<String>, Skip> {
+    pub(crate) fn token_ids(&self) -> std::result::Result<Vec<String>, Skip> {
         match self.version.as_deref() {
             None | Some("v1") => {
                 decode_string_list(self.clob_token_ids.as_deref()).ok_or(Skip::Malformed)
@@ -70,12 +93,12 @@ impl GammaMarket {
         }
     }
 
-    pub fn outcome_list(&self) -> Option<Vec<String>> {
+    pub(crate) fn outcome_list(&self) -> Option<Vec<String>> {
         decode_string_list(self.outcomes.as_deref())
     }
 
     /// The `markets` row for this market.
-    pub fn to_row(&self) -> std::result::Result<MarketRow, Skip> {
+    pub(crate) fn to_row(&self) -> std::result::Result<MarketRow, Skip> {
         let condition_id = self
             .condition_id
             .clone()
@@ -109,40 +132,34 @@ impl GammaMarket {
 }
 
 /// Decodes a JSON array of strings that Gamma sends inside a string (`"[\"Yes\", \"No\"]"`).
-pub fn decode_string_list(s: Option<&str>) -> Option<Vec<String>> {
+pub(crate) fn decode_string_list(s: Option<&str>) -> Option<Vec<String>> {
     serde_json::from_str::<Vec<String>>(s?).ok()
 }
 
 /// One page of the keyset listing.
 #[derive(Debug, Default)]
-pub struct Page {
-    pub markets: Vec<GammaMarket>,
+pub(crate) struct Page {
+    pub(crate) markets: Vec<GammaMarket>,
     /// Entries that were not market objects at all.
-    pub unreadable: usize,
-    pub next_cursor: Option<String>,
+    pub(crate) unreadable: usize,
+    pub(crate) next_cursor: Option<String>,
 }
 
 impl GammaClient {
-    pub fn new(base: &str) -> GammaClient {
+    /// A client for `config`'s Gamma URL, with its timeout and retry policy.
+    pub fn new(config: &Config) -> GammaClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
+            .timeout_global(Some(config.gamma_timeout))
             .http_status_as_error(false)
             .user_agent(concat!("polytape/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
         GammaClient {
-            base: base.trim_end_matches('/').to_owned(),
+            base: config.gamma_url.trim_end_matches('/').to_owned(),
             agent,
-            max_attempts: 6,
-            backoff_min: Duration::from_millis(500),
+            max_attempts: config.gamma_attempts,
+            backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
         }
-    }
-
-    /// Retries at most `attempts - 1` times, waiting from `backoff_min` up, doubling.
-    pub fn with_retry(mut self, attempts: u32, backoff_min: Duration) -> Self {
-        self.max_attempts = attempts.max(1);
-        self.backoff_min = backoff_min;
-        self
     }
 
     /// GET `path` (with its query) and parse the JSON body, retrying throttling and server
@@ -172,8 +189,7 @@ impl GammaClient {
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(120)));
+                        .and_then(|v| retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
                     log::warn!("gamma: {url}: HTTP {status} (attempt {attempt})");
                     retry_after.unwrap_or_else(|| self.backoff(attempt))
                 }
@@ -192,12 +208,11 @@ impl GammaClient {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let step = self.backoff_min.saturating_mul(1 << attempt.min(6));
-        step / 2 + step.mul_f64(fastrand::f64() / 2.0)
+        self.backoff.delay(attempt.saturating_sub(1))
     }
 
     /// One page of `/markets/keyset`.
-    pub fn page(&self, query: &str, after_cursor: Option<&str>) -> Result<Page> {
+    pub(crate) fn page(&self, query: &str, after_cursor: Option<&str>) -> Result<Page> {
         let mut path = format!("/markets/keyset?{query}&limit={PAGE_LIMIT}");
         if let Some(c) = after_cursor {
             path.push_str("&after_cursor=");
@@ -226,7 +241,7 @@ impl GammaClient {
 
     /// Every market for `query` (for example `closed=false`), page by page; `each` sees
     /// every page as it arrives.
-    pub fn for_each_page(
+    pub(crate) fn for_each_page(
         &self,
         query: &str,
         mut each: impl FnMut(Page) -> Result<()>,
@@ -250,7 +265,10 @@ impl GammaClient {
 
     /// The closed markets among these condition ids (asked in batches of at most 100, with
     /// `closed` sent explicitly as the listing wants).
-    pub fn closed_markets_by_condition_ids(&self, ids: &[String]) -> Result<Vec<GammaMarket>> {
+    pub(crate) fn closed_markets_by_condition_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<GammaMarket>> {
         let mut out = Vec::new();
         for batch in ids.chunks(PAGE_LIMIT) {
             let mut query = String::from("closed=true");
@@ -263,76 +281,6 @@ impl GammaClient {
         }
         Ok(out)
     }
-}
-
-/// What a sync did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SyncReport {
-    pub pages: usize,
-    pub listed: usize,
-    pub upserted: u64,
-    pub open_markets: usize,
-    pub skipped_unknown_version: usize,
-    pub skipped_malformed: usize,
-    /// Markets we held as open that the open listing no longer shows and Gamma lists as
-    /// closed, refreshed by id.
-    pub refreshed: usize,
-}
-
-/// Pages through the open listing, upserts every usable market, then refreshes markets we
-/// hold as open that have left the listing (usually: closed since).
-pub fn sync_markets(db: &mut postgres::Client, gamma: &GammaClient) -> Result<SyncReport> {
-    let mut report = SyncReport::default();
-    let mut open_ids = HashSet::new();
-    report.pages = gamma.for_each_page("closed=false", |page| {
-        report.listed += page.markets.len();
-        report.skipped_malformed += page.unreadable;
-        store_markets(db, &page.markets, &mut report, Some(&mut open_ids))
-    })?;
-    report.open_markets = open_ids.len();
-    let held: Vec<String> = crate::store::markets::open_condition_ids(db)?
-        .into_iter()
-        .filter(|id| !open_ids.contains(id))
-        .collect();
-    if !held.is_empty() {
-        let refreshed = gamma.closed_markets_by_condition_ids(&held)?;
-        report.refreshed = refreshed.len();
-        store_markets(db, &refreshed, &mut report, None)?;
-    }
-    if report.skipped_unknown_version + report.skipped_malformed > 0 {
-        log::warn!(
-            "gamma: skipped {} markets of unknown version and {} malformed ones",
-            report.skipped_unknown_version,
-            report.skipped_malformed
-        );
-    }
-    Ok(report)
-}
-
-/// Upserts the usable markets of one page, counting the others; records open ids.
-fn store_markets(
-    db: &mut postgres::Client,
-    markets: &[GammaMarket],
-    report: &mut SyncReport,
-    open: Option<&mut HashSet<String>>,
-) -> Result<()> {
-    let mut rows = Vec::with_capacity(markets.len());
-    for m in markets {
-        match m.to_row() {
-            Ok(row) => rows.push(row),
-            Err(Skip::UnknownVersion) => report.skipped_unknown_version += 1,
-            Err(Skip::Malformed) => report.skipped_malformed += 1,
-        }
-    }
-    if let Some(open) = open {
-        open.extend(
-            rows.iter()
-                .filter(|r| !r.closed)
-                .map(|r| r.condition_id.clone()),
-        );
-    }
-    report.upserted += crate::store::markets::upsert_markets(db, &rows)?;
-    Ok(())
 }
 
 #[cfg(test)]

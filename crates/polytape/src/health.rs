@@ -79,7 +79,9 @@ pub struct FrameCounts {
     pub frames: u64,
     pub trades: u64,
     pub newest_trade_ms: i64,
+    /// Trade events refused by validation.
     pub invalid_trades: u64,
+    /// Events of a type polytape does not know.
     pub unknown_events: u64,
     pub malformed_frames: u64,
 }
@@ -119,9 +121,13 @@ pub struct Latencies {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
+    /// Opening a socket.
     Connecting,
+    /// Subscribed and reading.
     Connected,
+    /// Waiting before the next try (or for tokens to hold).
     Backoff,
+    /// Stopped for good.
     Stopped,
 }
 
@@ -137,7 +143,7 @@ impl ConnectionState {
 }
 
 /// Live status of one connection, updated by its own thread without a lock.
-pub struct ConnectionHealth {
+pub(crate) struct ConnectionHealth {
     id: usize,
     tokens: AtomicU64,
     state: AtomicU8,
@@ -171,40 +177,64 @@ impl ConnectionHealth {
 /// A point-in-time copy of [`Health`], serialisable as the daemon's `/health` body.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HealthSnapshot {
+    /// Trades parsed from the feed and queued for writing.
     pub trades_received: u64,
+    /// Trades stored (new rows).
     pub trades_inserted: u64,
+    /// Batches committed.
     pub batches_inserted: u64,
+    /// Sockets connected now.
     pub connections_active: usize,
+    /// Socket reconnections, over all connections.
     pub reconnections: u64,
+    /// Trades waiting in the channel.
     pub queue_depth: u64,
+    /// Event time of the newest trade received.
     pub last_trade_ts: Option<DateTime<Utc>>,
+    /// When the last batch was committed.
     pub last_insert_ts: Option<DateTime<Utc>>,
+    /// When a socket last reconnected.
     pub last_reconnect_ts: Option<DateTime<Utc>>,
+    /// When the listener started.
     pub started_at: Option<DateTime<Utc>>,
+    /// Data frames received.
     pub messages_received: u64,
     /// Malformed frames plus trades refused by validation.
     pub parse_errors: u64,
+    /// Trade events refused by validation.
     pub invalid_trades: u64,
+    /// Events of a type polytape does not know.
     pub unknown_events: u64,
+    /// Frames over the size limit.
     pub oversized_frames: u64,
+    /// Trades already stored, skipped by the natural key.
     pub duplicates_skipped: u64,
+    /// Trades the database refused, isolated and skipped.
     pub rows_rejected: u64,
     /// Socket losses recorded in the `gaps` table.
     pub gaps_recorded: u64,
+    /// Failed database writes (each retried or isolated).
     pub db_errors: u64,
     /// Total time connection threads spent waiting on a full channel, in milliseconds.
     pub send_blocked_ms: u64,
     /// Since when the writer has had no database connection, if it has none now.
     pub db_lost_since: Option<DateTime<Utc>>,
+    /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }
 
+/// One connection's status.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ConnectionSnapshot {
+    /// The connection's id (stable for the listener's life).
     pub id: usize,
+    /// Tokens it holds.
     pub tokens: u64,
+    /// What it is doing.
     pub state: ConnectionState,
+    /// When its last data frame arrived.
     pub last_message_ts: Option<DateTime<Utc>>,
+    /// Its reconnections.
     pub reconnects: u64,
 }
 
@@ -259,7 +289,7 @@ impl Health {
     }
 
     /// Registers a connection; its status appears in every later snapshot.
-    pub fn add_connection(&self, id: usize, tokens: usize) -> Arc<ConnectionHealth> {
+    pub(crate) fn add_connection(&self, id: usize, tokens: usize) -> Arc<ConnectionHealth> {
         let c = Arc::new(ConnectionHealth {
             id,
             tokens: AtomicU64::new(tokens as u64),
@@ -300,6 +330,7 @@ impl Health {
 
     /// Counts one data frame at once (for callers that do not batch; connection threads use
     /// [`FrameCounts`] and [`Health::publish`]).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub fn frame(&self, summary: &crate::feed::FrameSummary) {
         let s = &self.shared;
         s.messages_received.fetch_add(1, Relaxed);
@@ -353,12 +384,14 @@ impl Health {
     /// Starts keeping, for every stored trade, (commit − receive) and (commit − event time).
     /// One lock per batch, none per frame; memory grows with the trades, so this is for
     /// benchmarks and tests, not for a daemon.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub fn record_latencies(&self) {
         self.shared.state.lock().latencies = Some(Latencies::default());
         self.shared.recording_latencies.store(true, Relaxed);
     }
 
     /// The latencies kept since [`Health::record_latencies`], emptied.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub fn take_latencies(&self) -> Latencies {
         let mut state = self.shared.state.lock();
         match state.latencies.as_mut() {

@@ -1,30 +1,43 @@
 //! polytape records every trade on Polymarket into PostgreSQL, live, without losing any.
 //!
-//! The pipeline reads like the modules: [`feed`] (sockets to the market channel, frame
-//! parsing) → one bounded channel → [`store`] (a single writer thread, batched idempotent
-//! `COPY`). [`listener::Listener`] wires them together; [`health::Health`] counts what
-//! happened; [`gamma`] fills the `markets` table; [`resolution`] records outcomes;
-//! [`daemon`] is `polytape run`; [`sim`] is a local Polymarket for tests and benchmarks.
-//!
 //! No async runtime: threads, channels and blocking I/O, so a program without one can embed
-//! it.
+//! it. The `polytape` command (crate `polytape-cli`) is this library plus a command line,
+//! signals and an HTTP health endpoint.
+//!
+//! # The pieces
+//!
+//! - [`Config`]: every tunable, with its default ([`config::defaults`]); valid by
+//!   construction ([`Config::builder`]).
+//! - [`store::connect`], [`store::migrate`]: the database and its schema.
+//! - [`sync::sync_markets`]: Gamma's open listing ([`gamma::GammaClient`]) into the
+//!   `markets` table; [`sync::open_token_groups`] is what to hold afterwards.
+//! - [`Listener`]: one OS thread per socket of at most 500 tokens (both tokens of a market
+//!   together), one bounded channel, one writer thread that `COPY`s batches idempotently into
+//!   `trades`. A received trade is never dropped: a full channel makes the sockets wait.
+//!   [`ListenerHandle`] stops it from any thread; [`HealthSnapshot`] says what it did.
+//! - [`Trade`], [`Gap`], [`Decimal`]: what is stored. Prices and sizes stay exact decimal
+//!   text from the wire to `numeric` columns; no float is ever involved.
+//! - [`resolution`]: closed markets' winners, inferred strictly ([`resolution::infer_winner`]),
+//!   recorded by a [`resolution::ResolutionTracker`].
+//! - [`Error`]: opaque, with [`Error::kind`] and [`Error::is_transient`].
 //!
 //! # Embedding the listener
 //!
 //! ```no_run
-//! use polytape::config::Config;
-//! use polytape::listener::Listener;
+//! use polytape::{Config, Listener};
+//! use polytape::gamma::GammaClient;
 //!
 //! # fn main() -> polytape::Result<()> {
-//! let config = Config {
-//!     database_url: "postgres://postgres@127.0.0.1:5432/tape".into(),
-//!     ..Config::default()
-//! };
-//! let mut db = polytape::store::connect(&config.database_url, config.statement_timeout)?;
-//! polytape::store::migrate(&mut db)?;
-//! // Every open market in the `markets` table (fill it with `polytape sync-markets`).
+//! let config = Config::builder()
+//!     .database_url("postgres://postgres@127.0.0.1:5432/tape")
+//!     .build()?;
+//! polytape::store::migrate(&config)?;
+//! // The open markets, from Gamma into the `markets` table.
+//! let mut db = polytape::store::connect(&config)?;
+//! polytape::sync::sync_markets(&mut db, &GammaClient::new(&config))?;
+//!
 //! let listener = Listener::from_database(config)?;
-//! let handle = listener.handle();
+//! let handle = listener.handle(); // cloneable: stop() from any thread
 //! let worker = std::thread::spawn(move || listener.run());
 //! std::thread::sleep(std::time::Duration::from_secs(60));
 //! // Closes every socket, writes every received trade, returns the final health.
@@ -41,7 +54,7 @@
 //! `max_tokens_per_conn`:
 //!
 //! ```
-//! use polytape::listener::plan_chunks;
+//! use polytape::plan_chunks;
 //!
 //! let markets = vec![
 //!     vec!["a-yes".to_string(), "a-no".to_string()],
@@ -55,24 +68,57 @@
 //!
 //! # Exact numbers
 //!
-//! Prices and sizes stay decimal text from the wire to `numeric` columns; no float is ever
-//! involved:
-//!
 //! ```
-//! use polytape::feed::Decimal;
+//! use polytape::Decimal;
 //!
 //! assert_eq!(Decimal::parse(".48").map(|d| d.to_string()), Some("0.48".to_string()));
 //! assert!(Decimal::parse("1e3").is_none());
 //! ```
+//!
+//! # Passwords
+//!
+//! A connection string is logged only through [`store::redact`]:
+//!
+//! ```
+//! assert_eq!(
+//!     polytape::store::redact("postgres://u:secret@db/tape?password=secret"),
+//!     "postgres://u:***@db/tape?password=***"
+//! );
+//! ```
 
+// Every public item is documented; the `bench` hooks are for our own programs only.
+#![cfg_attr(not(feature = "bench"), warn(missing_docs))]
+#![forbid(unsafe_code)]
+
+mod backoff;
 pub mod config;
-pub mod error;
-pub mod feed;
+mod error;
+mod feed;
 pub mod gamma;
-pub mod health;
-pub mod listener;
+mod health;
+mod http;
+mod listener;
 pub mod resolution;
-pub mod stop;
+mod stop;
 pub mod store;
+pub mod sync;
+mod tls;
 
-pub use error::{Error, Result};
+pub use config::{Config, ConfigBuilder};
+pub use error::{Error, ErrorKind, Result};
+pub use feed::{Decimal, Gap, Side, Trade};
+pub use health::{ConnectionSnapshot, ConnectionState, HealthSnapshot};
+pub use listener::{Listener, ListenerHandle, plan_chunks};
+pub use stop::StopSignal;
+
+/// Hooks for polytape's own benchmarks and integration tests (the `bench` feature): the
+/// writer on its own, the frame parser, the live health counters, market rows loaded
+/// directly. Not a stable API.
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::feed::{FrameSummary, Record, parse_frame};
+    pub use crate::health::{FrameCounts, Health, Latencies, now_ms};
+    pub use crate::store::markets::{MarketRow, active_token_groups, upsert_markets};
+    pub use crate::store::trades::{CopyFormat, TradeWriter};
+}

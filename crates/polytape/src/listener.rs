@@ -107,6 +107,7 @@ impl ListenerHandle {
         let _ = self.control.send(Control::SetMarkets(groups));
     }
 
+    /// The listener's health now.
     pub fn health(&self) -> HealthSnapshot {
         self.health.snapshot()
     }
@@ -132,7 +133,6 @@ pub struct Listener {
 impl Listener {
     /// A listener for these token groups (one per market, both tokens together).
     pub fn new(config: Config, groups: Vec<Vec<String>>) -> Result<Listener> {
-        config.validate()?;
         let health = Health::new();
         let (tx, rx) = unbounded();
         let handle = ListenerHandle {
@@ -155,7 +155,7 @@ impl Listener {
 
     /// A listener for every open market in the `markets` table.
     pub fn from_database(config: Config) -> Result<Listener> {
-        let mut client = crate::store::connect(&config.database_url, config.statement_timeout)?;
+        let mut client = crate::store::connect(&config)?;
         let groups = crate::store::markets::active_token_groups(&mut client)?;
         Listener::new(config, groups)
     }
@@ -167,10 +167,13 @@ impl Listener {
         self
     }
 
+    /// A handle to stop the listener or change its markets from another thread.
     pub fn handle(&self) -> ListenerHandle {
         self.handle.clone()
     }
 
+    /// The live health counters (benchmarks record latencies through them).
+    #[cfg(feature = "bench")]
     pub fn health(&self) -> Health {
         self.health.clone()
     }

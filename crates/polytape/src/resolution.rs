@@ -5,11 +5,11 @@
 //! infer in `resolutions`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::error::Result;
 use crate::feed::Decimal;
 use crate::gamma::{GammaClient, GammaMarket, decode_string_list};
@@ -21,14 +21,23 @@ use crate::stop::StopSignal;
 pub enum Inference {
     /// Exactly one outcome priced "1", every other "0".
     Winner {
+        /// Position of the winner in the market's outcomes.
         index: usize,
+        /// The winning outcome's name.
         outcome: String,
+        /// The winning outcome's token id.
         token_id: String,
     },
     /// Two outcomes at "0.5" each: voided or cancelled, no winner.
-    Split { prices: Vec<String> },
+    Split {
+        /// The outcome prices, as listed.
+        prices: Vec<String>,
+    },
     /// Anything else: not resolved (yet), or not readable. Never a guess.
-    Unresolved { reason: String },
+    Unresolved {
+        /// Why no verdict.
+        reason: String,
+    },
 }
 
 fn unresolved(reason: impl Into<String>) -> Inference {
@@ -106,12 +115,16 @@ pub fn infer_winner(m: &GammaMarket) -> Inference {
 pub struct RoundReport {
     /// Markets asked about.
     pub asked: usize,
+    /// Winners recorded.
     pub winners: usize,
+    /// Splits recorded.
     pub splits: usize,
+    /// Markets without a strict verdict yet.
     pub unresolved: usize,
 }
 
 impl RoundReport {
+    /// Winners and splits.
     pub fn resolved(&self) -> usize {
         self.winners + self.splits
     }
@@ -120,17 +133,21 @@ impl RoundReport {
 /// Counters of a tracker, as its health shows them.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct TrackerHealth {
+    /// Rounds completed.
     pub rounds: u64,
+    /// Markets resolved, over all rounds.
     pub resolved: u64,
+    /// Rounds that failed (and were retried).
     pub errors: u64,
+    /// When the last round completed (Unix ms).
     pub last_round_ms: Option<i64>,
+    /// The last failure, as text.
     pub last_error: Option<String>,
 }
 
 /// Polls Gamma for the outcomes of closed markets we hold.
 pub struct ResolutionTracker {
-    database_url: String,
-    statement_timeout: Duration,
+    config: Config,
     gamma: GammaClient,
     health: Arc<Mutex<TrackerHealth>>,
     stop: StopSignal,
@@ -144,32 +161,29 @@ pub struct TrackerHandle {
 }
 
 impl TrackerHandle {
+    /// Stops the tracker after its current round.
     pub fn stop(&self) {
         self.stop.stop();
     }
 
+    /// The tracker's counters now.
     pub fn health(&self) -> TrackerHealth {
         self.health.lock().clone()
     }
 }
 
 impl ResolutionTracker {
-    pub fn new(database_url: &str, gamma_url: &str) -> Self {
+    /// A tracker for `config`'s database and Gamma listing, with its round interval.
+    pub fn new(config: &Config) -> Self {
         ResolutionTracker {
-            database_url: database_url.to_owned(),
-            statement_timeout: Duration::from_secs(30),
-            gamma: GammaClient::new(gamma_url),
+            config: config.clone(),
+            gamma: GammaClient::new(config),
             health: Arc::default(),
             stop: StopSignal::new(),
         }
     }
 
-    /// Uses this Gamma client (its retry policy) instead of the default one.
-    pub fn with_gamma(mut self, gamma: GammaClient) -> Self {
-        self.gamma = gamma;
-        self
-    }
-
+    /// A handle to stop the tracker and read its health from another thread.
     pub fn handle(&self) -> TrackerHandle {
         TrackerHandle {
             health: Arc::clone(&self.health),
@@ -180,7 +194,7 @@ impl ResolutionTracker {
     /// One round: asks Gamma about every closed (or past its end date) market we hold that
     /// has no resolution, records winners and splits, marks the markets closed.
     pub fn round(&self) -> Result<RoundReport> {
-        let mut db = crate::store::connect(&self.database_url, self.statement_timeout)?;
+        let mut db = crate::store::connect(&self.config)?;
         let ids: Vec<String> = db
             .query(
                 "SELECT m.condition_id FROM markets m
@@ -247,7 +261,10 @@ impl ResolutionTracker {
 
     /// Runs a round every `interval` until stopped. A failed round is logged, counted and
     /// tried again next time; it never ends the loop.
-    pub fn run(self, interval: Duration) {
+    /// Runs a round every configured resolve interval until [`TrackerHandle::stop`]; a failed
+    /// round is counted, logged and tried again at the next one.
+    pub fn run(self) {
+        let interval = self.config.resolve_interval;
         loop {
             match self.round() {
                 Ok(report) => {

@@ -6,22 +6,26 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+/// A stop flag threads can sleep on: [`StopSignal::stop`] wakes every waiter at once. Cheap to clone; clones share the flag.
 #[derive(Clone, Default)]
 pub struct StopSignal {
     inner: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl StopSignal {
+    /// A signal not yet given.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Gives the signal, waking every waiter.
     pub fn stop(&self) {
         let (lock, cvar) = &*self.inner;
         *lock.lock() = true;
         cvar.notify_all();
     }
 
+    /// Whether the signal was given.
     pub fn is_stopped(&self) -> bool {
         *self.inner.0.lock()
     }

@@ -366,9 +366,9 @@ fn sync_waits_out_throttling_and_server_errors() {
     let db = TestDb::new();
     let sim = pipeline::sim(250, 0.0);
     sim.fail_gamma(2, 429);
-    let gamma = polytape::gamma::GammaClient::new(&sim.gamma_url());
+    let gamma = polytape::gamma::GammaClient::new(&pipeline::config(&db, &sim));
     let started = Instant::now();
-    let report = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect("sync succeeds");
+    let report = polytape::sync::sync_markets(&mut db.client(), &gamma).expect("sync succeeds");
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "Retry-After: 1 honoured twice"
@@ -380,11 +380,11 @@ fn sync_waits_out_throttling_and_server_errors() {
         .count();
     assert_eq!(report.open_markets, open);
     sim.fail_gamma(2, 503);
-    let report = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect("sync succeeds");
+    let report = polytape::sync::sync_markets(&mut db.client(), &gamma).expect("sync succeeds");
     assert_eq!(report.open_markets, open);
     // A client error is not retried: it fails at once, clearly.
     sim.fail_gamma(1, 404);
-    let err = polytape::gamma::sync_markets(&mut db.client(), &gamma).expect_err("404 fails");
+    let err = polytape::sync::sync_markets(&mut db.client(), &gamma).expect_err("404 fails");
     assert!(err.to_string().contains("404"), "{err}");
 }
 
@@ -459,12 +459,11 @@ fn a_shard_holds_its_markets_across_resyncs() {
     };
     assert!(wait_until(Duration::from_secs(30), || resyncs() >= 1));
     let shard = "1/2".parse().expect("shard");
-    let expected: usize =
-        polytape::store::markets::active_token_groups_in(&mut db.client(), Some(shard))
-            .expect("groups")
-            .iter()
-            .map(Vec::len)
-            .sum();
+    let expected: usize = polytape::sync::open_token_groups(&mut db.client(), Some(shard))
+        .expect("groups")
+        .iter()
+        .map(Vec::len)
+        .sum();
     let all = pipeline::open_tokens(&sim);
     assert!(expected > 0 && expected < all, "{expected} of {all}");
     let before = resyncs();

@@ -7,7 +7,7 @@
 
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
@@ -17,8 +17,10 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
 use super::event::{Gap, Record, Trade, parse_frame, preview};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms, now_us};
+use crate::http::retry_after;
 use crate::stop::StopSignal;
 
 /// How often a blocked read wakes to check timers and the stop flag.
@@ -29,6 +31,9 @@ const TICK: Duration = Duration::from_millis(250);
 const PUBLISH_EVERY_FRAMES: u64 = 64;
 /// ...or this long, whichever comes first.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
+/// Longest wait a 429's `Retry-After` may ask of a socket.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// A socket that lived this long before dying resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
@@ -287,13 +292,8 @@ impl Connection {
         }
     }
 
-    /// Exponential backoff with jitter: half the step fixed, half random, so a fleet of
-    /// sockets dropped together does not come back together.
     fn backoff(&self, attempt: u32) -> Duration {
-        let min = self.config.backoff_min.as_millis() as u64;
-        let max = self.config.backoff_max.as_millis() as u64;
-        let step = min.saturating_mul(1u64 << attempt.min(20)).min(max);
-        Duration::from_millis(step / 2 + fastrand::u64(0..=step / 2))
+        Backoff::new(self.config.backoff_min, self.config.backoff_max).delay(attempt)
     }
 
     /// Commands that arrive while no socket is open only change the token list.
@@ -374,8 +374,7 @@ impl Connection {
                             .headers()
                             .get("retry-after")
                             .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .map(|s| Duration::from_secs(s.min(300)));
+                            .and_then(|v| retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
                         End::RateLimited(retry)
                     }
                     HandshakeError::Failure(e) => End::Failed(format!("handshake: {e}")),
@@ -628,24 +627,13 @@ impl Connection {
     }
 }
 
-/// The rustls client configuration shared by every socket: webpki roots built in (plus the
-/// PEM roots of `extra_roots`, when given), and the `ring` provider chosen explicitly
-/// (rustls panics when none or two are enabled).
-pub fn tls_config(extra_roots: Option<&str>) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = extra_roots {
-        let bad =
-            |e: &dyn std::fmt::Display| crate::Error::config(format!("ws CA file {path}: {e}"));
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+/// The rustls client configuration shared by every socket: webpki roots built in, plus the
+/// PEM roots of `extra_roots` when given.
+pub(crate) fn tls_config(
+    extra_roots: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
+    let roots = crate::tls::root_store(extra_roots, true, "ws CA file")?;
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| crate::Error::config(format!("TLS: {e}")))?
         .with_root_certificates(roots)

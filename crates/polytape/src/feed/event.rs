@@ -29,11 +29,14 @@ const MAX_DECIMAL_SCALE: usize = 18;
 /// The taker's side of a trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
+    /// The taker bought.
     Buy,
+    /// The taker sold.
     Sell,
 }
 
 impl Side {
+    /// `"BUY"` or `"SELL"`, as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Buy => "BUY",
@@ -79,6 +82,7 @@ impl Decimal {
         Some(Decimal(text.into_boxed_str()))
     }
 
+    /// The decimal text, as stored (`0.48`, never `.48`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -88,6 +92,7 @@ impl Decimal {
         self.0.split('.').next().unwrap_or("0")
     }
 
+    /// True for any spelling of zero (`0`, `0.00`).
     pub fn is_zero(&self) -> bool {
         self.0.bytes().all(|b| b == b'0' || b == b'.')
     }
@@ -111,14 +116,21 @@ impl fmt::Display for Decimal {
 /// One trade from the feed, validated: every field is safe to write to the database as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trade {
+    /// The feed's asset (token) id.
     pub asset_id: String,
+    /// The market's condition id.
     pub market: String,
+    /// Price per share, exact.
     pub price: Decimal,
+    /// Shares traded, exact.
     pub size: Decimal,
+    /// The taker's side.
     pub side: Side,
+    /// Fee rate in basis points, when the feed gives it.
     pub fee_rate_bps: Option<i32>,
     /// The event's own timestamp, in Unix epoch milliseconds.
     pub timestamp_ms: i64,
+    /// The settlement transaction's hash, when the feed gives it.
     pub transaction_hash: Option<String>,
     /// When polytape read the frame, in Unix epoch microseconds.
     pub received_at_us: i64,
@@ -127,12 +139,15 @@ pub struct Trade {
 /// A window in which a connection's tokens had no socket: trades in it may be missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
+    /// The listener's connection id that lost its socket.
     pub connection: usize,
     /// The last data frame before the socket was lost (Unix epoch milliseconds).
     pub from_ms: i64,
     /// When the tokens were subscribed again.
     pub to_ms: i64,
+    /// Why the socket was lost.
     pub reason: String,
+    /// The tokens that had no socket.
     pub asset_ids: Vec<String>,
 }
 

@@ -1,8 +1,8 @@
 //! The Polymarket side: wire types and one socket's life.
 
-pub mod connection;
-pub mod event;
+pub(crate) mod connection;
+pub(crate) mod event;
 
-pub use event::{
-    Decimal, FrameSummary, Gap, InvalidTrade, MalformedFrame, Record, Side, Trade, parse_frame,
-};
+#[cfg(feature = "bench")]
+pub use event::parse_frame;
+pub use event::{Decimal, FrameSummary, Gap, Record, Side, Trade};

@@ -28,7 +28,9 @@ pub struct MarketRow {
 /// One of N disjoint parts of the markets, so N instances can share the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
+    /// This shard, from 0.
     pub index: u32,
+    /// How many shards there are.
     pub count: u32,
 }
 

@@ -1,13 +1,17 @@
 //! The PostgreSQL side: connections, migrations, markets and the trade writer.
 
-pub mod markets;
-pub mod tls;
-pub mod trades;
+pub(crate) mod connstr;
+pub(crate) mod markets;
+mod tls;
+pub(crate) mod trades;
+
+pub use connstr::redact;
 
 use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Migrations, embedded at build time: (version, name, SQL). Append only.
@@ -24,9 +28,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// not both apply the same migration.
 const MIGRATION_LOCK: i64 = 0x706f_6c79_7461_7065; // "polytape"
 
-/// Opens a connection with timeouts and keepalives set, so a vanished server is noticed
-/// instead of hanging the caller forever.
-pub fn connect(url: &str, statement_timeout: Duration) -> Result<Client> {
+/// Opens a connection to `config`'s database with timeouts and keepalives set, so a vanished
+/// server is noticed instead of hanging the caller forever; statements are limited to the
+/// configured statement timeout, and the session's time zone is UTC.
+pub fn connect(config: &Config) -> Result<Client> {
+    connect_with(&config.database_url, config.statement_timeout)
+}
+
+/// [`connect`], from its parts.
+pub(crate) fn connect_with(url: &str, statement_timeout: Duration) -> Result<Client> {
     let (url, tls) = tls::split_tls_options(url)?;
     let mut config: postgres::Config = url
         .parse()
@@ -56,9 +66,16 @@ pub fn connect(url: &str, statement_timeout: Duration) -> Result<Client> {
     Ok(client)
 }
 
-/// Applies every migration not yet applied. Safe to run twice, and from two processes at
-/// once (the second waits on an advisory lock). Returns how many it applied.
-pub fn migrate(client: &mut Client) -> Result<usize> {
+/// Applies every migration not yet applied to `config`'s database, on a connection of its
+/// own whose statements may take the configured migration timeout. Safe to run twice, and
+/// from two processes at once (the second waits on an advisory lock). Returns how many it
+/// applied.
+pub fn migrate(config: &Config) -> Result<usize> {
+    let mut client = connect_with(&config.database_url, config.migration_timeout)?;
+    migrate_on(&mut client)
+}
+
+fn migrate_on(client: &mut Client) -> Result<usize> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
     let result = apply_migrations(client);
     let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);

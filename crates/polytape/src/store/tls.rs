@@ -12,16 +12,16 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::connstr::ConnString;
 use crate::error::{Error, Result};
 
 /// How much of the server's identity to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     Prefer,
     Require,
@@ -31,80 +31,36 @@ pub enum SslMode {
 
 /// The TLS part of a connection string.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsOptions {
-    pub mode: SslMode,
-    pub root_cert: Option<String>,
+pub(crate) struct TlsOptions {
+    pub(crate) mode: SslMode,
+    pub(crate) root_cert: Option<String>,
 }
 
 /// Splits `sslmode` and `sslrootcert` out of a connection string (URL or key=value form).
 /// The rest comes back with `sslmode=require` when TLS is wanted, which is all the
 /// `postgres` crate needs to know.
-pub fn split_tls_options(url: &str) -> Result<(String, TlsOptions)> {
-    let mut opts = TlsOptions {
-        mode: SslMode::Prefer,
-        root_cert: None,
+pub(crate) fn split_tls_options(url: &str) -> Result<(String, TlsOptions)> {
+    let mut conn = ConnString::parse(url)?;
+    let mode = match conn.take("sslmode").as_deref() {
+        None | Some("allow") | Some("prefer") => SslMode::Prefer,
+        Some("disable") => SslMode::Disable,
+        Some("require") => SslMode::Require,
+        Some("verify-ca") => SslMode::VerifyCa,
+        Some("verify-full") => SslMode::VerifyFull,
+        Some(other) => return Err(Error::config(format!("unknown sslmode {other:?}"))),
     };
-    let mut take = |key: &str, value: &str| -> Result<bool> {
-        match key {
-            "sslmode" => {
-                opts.mode = match value {
-                    "disable" => SslMode::Disable,
-                    "allow" | "prefer" => SslMode::Prefer,
-                    "require" => SslMode::Require,
-                    "verify-ca" => SslMode::VerifyCa,
-                    "verify-full" => SslMode::VerifyFull,
-                    other => return Err(Error::config(format!("unknown sslmode {other:?}"))),
-                };
-                Ok(true)
-            }
-            "sslrootcert" => {
-                opts.root_cert = Some(value.to_owned());
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    };
-    let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if !take(k, v)? {
-                kept.push(pair.to_owned());
-            }
-        }
-        let tls = !matches!(opts.mode, SslMode::Disable | SslMode::Prefer);
-        if tls {
-            kept.push("sslmode=require".into());
-        } else if opts.mode == SslMode::Disable {
-            kept.push("sslmode=disable".into());
-        }
-        if kept.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        }
-    } else {
-        let mut kept = Vec::new();
-        for pair in url.split_whitespace() {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if !take(k, v.trim_matches('\''))? {
-                kept.push(pair.to_owned());
-            }
-        }
-        match opts.mode {
-            SslMode::Disable => kept.push("sslmode=disable".into()),
-            SslMode::Prefer => {}
-            _ => kept.push("sslmode=require".into()),
-        }
-        kept.join(" ")
-    };
-    Ok((rest, opts))
+    let root_cert = conn.take("sslrootcert");
+    match mode {
+        SslMode::Prefer => {}
+        SslMode::Disable => conn.set("sslmode", "disable"),
+        _ => conn.set("sslmode", "require"),
+    }
+    Ok((conn.render(), TlsOptions { mode, root_cert }))
 }
 
 /// The rustls connector for `opts` (`ring` chosen explicitly, as everywhere in polytape).
-pub fn connector(opts: &TlsOptions) -> Result<MakeRustlsConnect> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+pub(crate) fn connector(opts: &TlsOptions) -> Result<MakeRustlsConnect> {
+    let provider = crate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config(format!("TLS: {e}")))?;
@@ -114,21 +70,12 @@ pub fn connector(opts: &TlsOptions) -> Result<MakeRustlsConnect> {
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
             .with_no_client_auth(),
         SslMode::VerifyCa | SslMode::VerifyFull => {
-            let mut roots = rustls::RootCertStore::empty();
-            match &opts.root_cert {
-                Some(path) => {
-                    let certs = CertificateDer::pem_file_iter(path)
-                        .map_err(|e| Error::config(format!("sslrootcert {path}: {e}")))?;
-                    for cert in certs {
-                        let cert =
-                            cert.map_err(|e| Error::config(format!("sslrootcert {path}: {e}")))?;
-                        roots
-                            .add(cert)
-                            .map_err(|e| Error::config(format!("sslrootcert {path}: {e}")))?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
+            // sslrootcert given: only those roots (as libpq); else the built-in web roots.
+            let roots = crate::tls::root_store(
+                opts.root_cert.as_deref(),
+                opts.root_cert.is_none(),
+                "sslrootcert",
+            )?;
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| Error::config(format!("TLS roots: {e}")))?;

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use postgres::Client;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::error::Result;
 use crate::feed::{Gap, Record, Trade};
 use crate::health::Health;
-use crate::stop::StopSignal;
 
 const CREATE_STAGING: &str = "
     CREATE TEMP TABLE IF NOT EXISTS trades_staging (
@@ -54,6 +54,7 @@ pub enum CopyFormat {
     /// parses no decimal or date text (the default; BENCHMARKS.md compares the two).
     Binary,
     /// Tab-separated text, as `psql \copy` sends it.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     Text,
 }
 
@@ -62,14 +63,11 @@ pub enum CopyFormat {
 pub struct TradeWriter {
     url: String,
     statement_timeout: Duration,
-    backoff_min: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     client: Option<Client>,
     health: Health,
     /// The COPY payload, reused between batches.
     buf: Vec<u8>,
-    /// Set when the owner gives up on a database that stays away (see [`TradeWriter::run`]).
-    abandon: Option<StopSignal>,
     /// Skip the direct COPY and always go through staging (to measure the two paths).
     staging_only: bool,
     format: CopyFormat,
@@ -80,30 +78,24 @@ impl TradeWriter {
         TradeWriter {
             url: config.database_url.clone(),
             statement_timeout: config.statement_timeout,
-            backoff_min: config.backoff_min,
-            backoff_max: config.backoff_max,
+            backoff: Backoff::new(config.backoff_min, config.backoff_max),
             client: None,
             health,
             buf: Vec::with_capacity(256 * 1024),
-            abandon: None,
             staging_only: false,
             format: CopyFormat::Binary,
         }
     }
 
-    /// Gives up retrying when `signal` fires: for an owner that must exit even with the
-    /// database gone (the daemon's second signal). Unset, the writer retries for ever.
-    pub fn abandon_on(&mut self, signal: StopSignal) {
-        self.abandon = Some(signal);
-    }
-
     /// Always write through the staging table, never straight into `trades`. Both paths
     /// store the same rows; this exists so benchmarks can measure what the fast path saves.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub fn set_staging_only(&mut self, on: bool) {
         self.staging_only = on;
     }
 
     /// Encodes COPY rows as `format` (binary by default; text exists to be measured).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub fn set_copy_format(&mut self, format: CopyFormat) {
         self.format = format;
     }
@@ -119,7 +111,7 @@ impl TradeWriter {
         let client = match self.client.take() {
             Some(c) if !c.is_closed() => c,
             _ => {
-                let mut c = crate::store::connect(&self.url, self.statement_timeout)?;
+                let mut c = crate::store::connect_with(&self.url, self.statement_timeout)?;
                 c.batch_execute(CREATE_STAGING)
                     .map_err(crate::Error::unavailable)?;
                 c
@@ -196,12 +188,7 @@ impl TradeWriter {
                     self.health.db_state(true);
                     return;
                 }
-                Err(e) if e.is_closed() => {
-                    if self.database_lost(&mut attempt, &e) {
-                        log::error!("writer: abandoning a gap record: the database stayed away");
-                        return;
-                    }
-                }
+                Err(e) if e.is_transient() => self.database_lost(&mut attempt, &e),
                 Err(e) => {
                     self.health.db_error();
                     log::error!("writer: the database refused a gap record ({e}): {gap:?}");
@@ -211,7 +198,7 @@ impl TradeWriter {
         }
     }
 
-    /// Writes `batch`, retrying on connection loss until it is stored (or abandoned), and
+    /// Writes `batch`, retrying on connection loss until it is stored, and
     /// isolating rows the database refuses.
     pub fn write_all(&mut self, batch: &[Trade]) {
         if batch.is_empty() {
@@ -230,14 +217,8 @@ impl TradeWriter {
                     }
                     return;
                 }
-                Err(e) if e.is_closed() => {
-                    if self.database_lost(&mut attempt, &e) {
-                        log::error!(
-                            "writer: abandoning {} trades: the database stayed away",
-                            batch.len()
-                        );
-                        return;
-                    }
+                Err(e) if e.is_transient() => {
+                    self.database_lost(&mut attempt, &e);
                     log::warn!(
                         "writer: database unavailable ({e}); keeping {} trades and retrying",
                         batch.len()
@@ -264,27 +245,16 @@ impl TradeWriter {
     }
 
     /// The connection is gone: counts it, drops the client, and sleeps the backoff for the
-    /// next `attempt` (exponential with jitter). True when the owner abandoned the writer
-    /// meanwhile.
-    fn database_lost(&mut self, attempt: &mut u32, error: &crate::Error) -> bool {
+    /// next `attempt` (exponential with jitter).
+    fn database_lost(&mut self, attempt: &mut u32, error: &crate::Error) {
         self.health.db_error();
         self.health.db_state(false);
         self.client = None;
         *attempt = attempt.saturating_add(1);
         let attempt = *attempt;
-        let step = self
-            .backoff_min
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.backoff_max);
-        let delay = step / 2 + step.mul_f64(fastrand::f64() / 2.0);
+        let delay = self.backoff.delay(attempt - 1);
         log::debug!("writer: {error}; retry in {} ms", delay.as_millis());
-        match &self.abandon {
-            Some(signal) => signal.wait_timeout(delay),
-            None => {
-                std::thread::sleep(delay);
-                false
-            }
-        }
+        std::thread::sleep(delay);
     }
 
     /// One attempt at one batch, in one transaction. Returns how many rows were new.

@@ -14,12 +14,7 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     // Four processes' worth of clients migrate at once: every migration is applied once.
     let applied: Vec<usize> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut c = db.client();
-                    polytape::store::migrate(&mut c).expect("migrate")
-                })
-            })
+            .map(|_| s.spawn(|| polytape::store::migrate(&db.config()).expect("migrate")))
             .collect();
         handles
             .into_iter()
@@ -31,8 +26,7 @@ fn migrations_are_idempotent_and_concurrent_safe() {
         2,
         "V1 and V2 once each: {applied:?}"
     );
-    let mut c = db.client();
-    assert_eq!(polytape::store::migrate(&mut c).expect("again"), 0);
+    assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in ["markets", "trades", "resolutions", "gaps"] {
         assert_eq!(db.count(table), 0);
     }

@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use polytape::listener::Listener;
+use polytape::Listener;
 
 use polytape_testkit::db::PrivateCluster;
 use polytape_testkit::pipeline::{self, Running, assert_stored_equals_delivered};
 use polytape_testkit::{TestDb, Watchdog, init_logs, wait_until};
 
 /// Waits until `n` more trades than now are inserted.
-fn wait_for_more_trades(health: &polytape::health::Health, n: u64) {
+fn wait_for_more_trades(health: &polytape::bench::Health, n: u64) {
     let start = health.snapshot().trades_inserted;
     assert!(
         wait_until(Duration::from_secs(30), || health
@@ -32,8 +32,11 @@ fn dropped_sockets_reconnect_and_resubscribe() {
     let db = TestDb::new();
     let sim = pipeline::sim(300, 1000.0);
     pipeline::load_markets(&db, &sim);
-    let mut config = pipeline::config(&db, &sim);
-    config.max_tokens_per_conn = 200;
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .max_tokens_per_conn(200)
+        .build()
+        .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
     let conns = listener.chunks().len();
     let health = listener.health();
@@ -90,7 +93,8 @@ fn a_frozen_socket_is_replaced_within_the_stale_timeout() {
     let sim = pipeline::sim(60, 300.0);
     pipeline::load_markets(&db, &sim);
     let config = pipeline::config(&db, &sim);
-    let stale = config.stale_timeout;
+    // pipeline::config's stale timeout.
+    let stale = Duration::from_secs(3);
     let listener = Listener::from_database(config).expect("listener");
     let health = listener.health();
     let running = Running::start(listener);
@@ -121,9 +125,12 @@ fn malformed_and_oversized_frames_are_counted_and_nothing_wrong_is_stored() {
     let db = TestDb::new();
     let sim = pipeline::sim(200, 500.0);
     pipeline::load_markets(&db, &sim);
-    let mut config = pipeline::config(&db, &sim);
-    config.max_tokens_per_conn = 200;
-    config.max_message_size = 256 * 1024;
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .max_tokens_per_conn(200)
+        .max_message_size(256 * 1024)
+        .build()
+        .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
     let conns = listener.chunks().len() as u64;
     let health = listener.health();
@@ -165,8 +172,11 @@ fn upgrades_answered_429_are_retried_until_every_socket_is_open() {
     let sim = pipeline::sim(300, 50.0);
     sim.set_upgrades_per_sec(2);
     pipeline::load_markets(&db, &sim);
-    let mut config = pipeline::config(&db, &sim);
-    config.max_tokens_per_conn = 100;
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .max_tokens_per_conn(100)
+        .build()
+        .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
     let conns = listener.chunks().len();
     assert!(conns >= 5);
@@ -205,10 +215,13 @@ fn a_postgresql_restart_mid_run_loses_nothing() {
             .map(pipeline::market_row)
             .collect();
         let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        polytape::store::markets::upsert_markets(&mut c, &rows).expect("markets");
+        polytape::bench::upsert_markets(&mut c, &rows).expect("markets");
     }
-    let mut config = pipeline::config_for(&url, &sim);
-    config.stale_timeout = Duration::from_secs(30);
+    let config = pipeline::config_for(&url, &sim)
+        .to_builder()
+        .stale_timeout(Duration::from_secs(30))
+        .build()
+        .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
     let health = listener.health();
     let running = Running::start(listener);

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use polytape::listener::Listener;
-use polytape::store::markets::{MarketRow, active_token_groups, upsert_markets};
+use polytape::Listener;
+use polytape::bench::{MarketRow, active_token_groups, upsert_markets};
 
 use polytape_testkit::pipeline::{self, Running, assert_stored_equals_delivered};
 use polytape_testkit::{TestDb, Watchdog, init_logs, wait_until};
@@ -61,11 +61,11 @@ fn active_tokens_are_flattened_and_deduplicated() {
 fn no_tokens_returns_at_once() {
     let _w = Watchdog::new("no_tokens_returns_at_once", Duration::from_secs(30));
     let db = TestDb::new();
-    let config = polytape::config::Config {
-        database_url: db.url().to_owned(),
-        ws_url: "ws://127.0.0.1:9/ws/market".into(),
-        ..Default::default()
-    };
+    let config = polytape::Config::builder()
+        .database_url(db.url())
+        .ws_url("ws://127.0.0.1:9/ws/market")
+        .build()
+        .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
     assert!(listener.chunks().is_empty());
     let handle = listener.handle();
@@ -187,8 +187,11 @@ fn end_to_end_stored_equals_delivered() {
     let sim = pipeline::sim(1200, 1500.0);
     let open = pipeline::load_markets(&db, &sim);
     assert!(open * 2 >= 2000, "{open} open markets");
-    let mut config = pipeline::config(&db, &sim);
-    config.max_tokens_per_conn = 400;
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .max_tokens_per_conn(400)
+        .build()
+        .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
     let chunks = listener.chunks();
     assert!(chunks.len() >= 5, "{} connections", chunks.len());
@@ -227,12 +230,14 @@ fn stop_writes_what_was_queued_and_ends_every_thread() {
     let db = TestDb::new();
     let sim = pipeline::sim(200, 3000.0);
     pipeline::load_markets(&db, &sim);
-    let mut config = pipeline::config(&db, &sim);
-    config.max_tokens_per_conn = 100;
-    // Large, slow batches: at the stop, thousands of trades are still in the channel.
-    config.batch_size = 50_000;
-    config.batch_max_age = Duration::from_secs(30);
-    config.channel_capacity = 100_000;
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .max_tokens_per_conn(100)
+        .batch_size(50_000)
+        .batch_max_age(Duration::from_secs(30))
+        .channel_capacity(100_000)
+        .build()
+        .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
     let health = listener.health();
     let running = Running::start(listener);
@@ -257,7 +262,7 @@ fn stop_writes_what_was_queued_and_ends_every_thread() {
         final_health
             .connections
             .iter()
-            .all(|c| c.state == polytape::health::ConnectionState::Stopped)
+            .all(|c| c.state == polytape::ConnectionState::Stopped)
     );
     assert_eq!(final_health.trades_inserted, final_health.trades_received);
     assert_stored_equals_delivered(&db, &sim);

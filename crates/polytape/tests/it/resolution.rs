@@ -37,7 +37,7 @@ fn a_round_records_winners_and_splits_and_nothing_else() {
         "{winners} {splits} {others}"
     );
 
-    let tracker = ResolutionTracker::new(db.url(), &sim.gamma_url());
+    let tracker = ResolutionTracker::new(&pipeline::config(&db, &sim));
     let first = tracker.round().expect("round");
     assert_eq!(first.asked, closed.len());
     assert_eq!(
@@ -95,10 +95,18 @@ fn a_failing_round_is_counted_and_retried_not_fatal() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", dead.local_addr().expect("addr"));
     drop(dead);
-    let gamma = polytape::gamma::GammaClient::new(&url).with_retry(2, Duration::from_millis(10));
-    let tracker = ResolutionTracker::new(db.url(), &url).with_gamma(gamma);
+    let config = db
+        .config()
+        .to_builder()
+        .gamma_url(url)
+        .gamma_attempts(2)
+        .gamma_backoff_min(Duration::from_millis(10))
+        .resolve_interval(Duration::from_millis(50))
+        .build()
+        .expect("a valid config");
+    let tracker = ResolutionTracker::new(&config);
     let handle = tracker.handle();
-    let thread = std::thread::spawn(move || tracker.run(Duration::from_millis(50)));
+    let thread = std::thread::spawn(move || tracker.run());
     assert!(
         wait_until(Duration::from_secs(40), || handle.health().errors >= 1),
         "{:?}",

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use polytape::config::Config;
-use polytape::feed::{Decimal, Side, Trade};
-use polytape::health::Health;
-use polytape::store::trades::TradeWriter;
+use polytape::bench::{Health, TradeWriter};
+use polytape::{Config, Decimal, Side, Trade};
 
 use polytape_testkit::{TestDb, Watchdog};
 
@@ -25,11 +23,11 @@ fn trade(i: u64) -> Trade {
 
 fn writer(db: &TestDb) -> (TradeWriter, Health) {
     let health = Health::new();
-    let config = Config {
-        database_url: db.url().to_owned(),
-        backoff_min: Duration::from_millis(10),
-        ..Config::default()
-    };
+    let config = Config::builder()
+        .database_url(db.url())
+        .backoff_min(Duration::from_millis(10))
+        .build()
+        .expect("a valid config");
     (TradeWriter::new(&config, health.clone()), health)
 }
 
@@ -91,7 +89,7 @@ fn a_refused_row_is_isolated_and_the_rest_stored() {
 /// Exact decimals of every shape survive both COPY formats unchanged.
 #[test]
 fn decimals_round_trip_exactly_in_both_copy_formats() {
-    use polytape::store::trades::CopyFormat;
+    use polytape::bench::CopyFormat;
     let _w = Watchdog::new("decimals_round_trip_exactly", Duration::from_secs(30));
     let sizes = [
         "1",

@@ -1,0 +1,152 @@
+//! The command line: every option a flag and an environment variable, with the library's
+//! defaults (one source of truth), turned into a validated [`polytape::Config`].
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use polytape::config::defaults;
+use polytape::sync::Shard;
+
+use crate::daemon::DaemonConfig;
+
+/// Where `run` serves health, and where `status` asks for it.
+const HEALTH_ADDR: &str = "127.0.0.1:9464";
+/// Seconds between market re-syncs.
+const SYNC_INTERVAL_SECS: u64 = 300;
+/// Seconds between summary log lines.
+const SUMMARY_INTERVAL_SECS: u64 = 60;
+/// Seconds without the database after which `/readyz` answers 503.
+const READINESS_GRACE_SECS: u64 = 30;
+
+/// Records every trade on Polymarket into PostgreSQL, live, without losing any.
+///
+/// Every option can also come from the environment variable named beside it.
+#[derive(Parser, Debug)]
+#[command(version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct Common {
+    /// PostgreSQL connection string (URL or key=value; sslmode=require/verify-ca/verify-full
+    /// use TLS through rustls).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = defaults::DATABASE_URL,
+        hide_env_values = true,
+        global = true
+    )]
+    pub(crate) database_url: String,
+    /// Gamma listing base URL.
+    #[arg(long, env = "POLYTAPE_GAMMA_URL", default_value = defaults::GAMMA_URL, global = true)]
+    pub(crate) gamma_url: String,
+    /// Address of a running daemon's health endpoint (for `status`), and where `run` serves
+    /// it; an empty value turns it off.
+    #[arg(
+        long,
+        env = "POLYTAPE_HEALTH_ADDR",
+        default_value = HEALTH_ADDR,
+        global = true
+    )]
+    pub(crate) health_addr: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Apply the database migrations (idempotent; safe when two run at once).
+    Migrate,
+    /// Page through the Gamma listing and upsert the `markets` table.
+    SyncMarkets,
+    /// Run the daemon: migrate, sync, listen, write, re-sync, resolve, serve health.
+    Run(RunArgs),
+    /// Show the health of a running daemon.
+    Status,
+    /// Run one resolution round and print what it found.
+    Resolve,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Market channel URL.
+    #[arg(long, env = "POLYTAPE_WS_URL", default_value = defaults::WS_URL)]
+    pub(crate) ws_url: String,
+    /// PEM file of extra roots to trust for wss:// (beside the built-in web roots).
+    #[arg(long, env = "POLYTAPE_WS_CA_FILE")]
+    pub(crate) ws_ca_file: Option<String>,
+    /// Most tokens on one socket (the live feed goes silent past ~500).
+    #[arg(long, env = "POLYTAPE_MAX_TOKENS_PER_CONN", default_value_t = defaults::MAX_TOKENS_PER_CONN)]
+    pub(crate) max_tokens_per_conn: usize,
+    /// Seconds without a data frame after which a socket is replaced.
+    #[arg(long, env = "POLYTAPE_STALE_TIMEOUT_SECS", default_value_t = defaults::STALE_TIMEOUT.as_secs())]
+    pub(crate) stale_timeout_secs: u64,
+    /// Seconds between market re-syncs.
+    #[arg(long, env = "POLYTAPE_SYNC_INTERVAL_SECS", default_value_t = SYNC_INTERVAL_SECS)]
+    pub(crate) sync_interval_secs: u64,
+    /// Seconds between resolution rounds.
+    #[arg(long, env = "POLYTAPE_RESOLVE_INTERVAL_SECS", default_value_t = defaults::RESOLVE_INTERVAL.as_secs())]
+    pub(crate) resolve_interval_secs: u64,
+    /// Trades per database batch.
+    #[arg(long, env = "POLYTAPE_BATCH_SIZE", default_value_t = defaults::BATCH_SIZE)]
+    pub(crate) batch_size: usize,
+    /// Longest a trade waits for its batch, in milliseconds.
+    #[arg(long, env = "POLYTAPE_BATCH_MAX_AGE_MS", default_value_t = defaults::BATCH_MAX_AGE.as_millis() as u64)]
+    pub(crate) batch_max_age_ms: u64,
+    /// Capacity of the channel between sockets and writer (a full channel blocks readers).
+    #[arg(long, env = "POLYTAPE_CHANNEL_CAPACITY", default_value_t = defaults::CHANNEL_CAPACITY)]
+    pub(crate) channel_capacity: usize,
+    /// Seconds between summary log lines.
+    #[arg(long, env = "POLYTAPE_SUMMARY_INTERVAL_SECS", default_value_t = SUMMARY_INTERVAL_SECS)]
+    pub(crate) summary_interval_secs: u64,
+    /// Seconds without the database after which /readyz answers 503.
+    #[arg(long, env = "POLYTAPE_READINESS_GRACE_SECS", default_value_t = READINESS_GRACE_SECS)]
+    pub(crate) readiness_grace_secs: u64,
+    /// Hold only shard I of N of the markets (`I/N`), to split the load over N instances.
+    #[arg(long, env = "POLYTAPE_SHARD")]
+    pub(crate) shard: Option<Shard>,
+}
+
+impl Common {
+    /// The library configuration for the commands that only need the database and Gamma.
+    pub(crate) fn config(&self) -> polytape::Result<polytape::Config> {
+        polytape::Config::builder()
+            .database_url(&self.database_url)
+            .gamma_url(&self.gamma_url)
+            .build()
+    }
+
+    /// The health address, or `None` when it is turned off (an empty value).
+    pub(crate) fn health_addr(&self) -> Option<String> {
+        Some(self.health_addr.trim().to_owned()).filter(|a| !a.is_empty())
+    }
+}
+
+impl RunArgs {
+    /// What `polytape run` needs, validated.
+    pub(crate) fn daemon_config(&self, common: &Common) -> polytape::Result<DaemonConfig> {
+        let listener = polytape::Config::builder()
+            .database_url(&common.database_url)
+            .gamma_url(&common.gamma_url)
+            .ws_url(&self.ws_url)
+            .ws_ca_file(self.ws_ca_file.clone())
+            .max_tokens_per_conn(self.max_tokens_per_conn)
+            .stale_timeout(Duration::from_secs(self.stale_timeout_secs))
+            .batch_size(self.batch_size)
+            .batch_max_age(Duration::from_millis(self.batch_max_age_ms))
+            .channel_capacity(self.channel_capacity)
+            .resolve_interval(Duration::from_secs(self.resolve_interval_secs.max(1)))
+            .build()?;
+        Ok(DaemonConfig {
+            listener,
+            health_addr: common.health_addr(),
+            sync_interval: Duration::from_secs(self.sync_interval_secs.max(1)),
+            summary_interval: Duration::from_secs(self.summary_interval_secs.max(1)),
+            readiness_grace: Duration::from_secs(self.readiness_grace_secs),
+            shard: self.shard,
+        })
+    }
+}
