@@ -451,10 +451,11 @@ fn a_shard_holds_its_markets_across_resyncs() {
         .stderr(Stdio::piped());
     let mut child = KillOnDrop(c.spawn().expect("spawn"));
     let log = forward_stderr(&mut child.0);
+    // Only successful re-syncs count: "market re-sync failed" must not pass for one.
     let resyncs = || {
         log.lock()
             .iter()
-            .filter(|l| l.contains("market re-sync"))
+            .filter(|l| l.contains("market re-sync: ") && l.contains(" open markets"))
             .count()
     };
     assert!(wait_until(Duration::from_secs(30), || resyncs() >= 1));

@@ -174,13 +174,15 @@ fn queue_depth_reflects_queued_trades_while_the_database_is_away() {
     assert_stored_equals_delivered(&db, &sim);
 }
 
-/// At least 2,000 tokens over at least 5 connections, trades flowing; then every fault in
-/// turn. After each, the table must equal the simulator's delivered set.
+/// At least 2,000 tokens over at least 5 connections, trades flowing; then every socket
+/// fault in turn (all sockets dropped, malformed frames, all sockets frozen), each seen to
+/// take effect and trades seen to flow again after it. At the end the table equals the
+/// simulator's delivered set: nothing delivered is lost, nothing is stored twice.
 #[test]
 fn end_to_end_stored_equals_delivered() {
     let _w = Watchdog::new(
         "end_to_end_stored_equals_delivered",
-        Duration::from_secs(120),
+        Duration::from_secs(180),
     );
     init_logs();
     let db = TestDb::new();
@@ -194,33 +196,57 @@ fn end_to_end_stored_equals_delivered() {
         .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
     let chunks = listener.chunks();
-    assert!(chunks.len() >= 5, "{} connections", chunks.len());
+    let n_conns = chunks.len();
+    assert!(n_conns >= 5, "{n_conns} connections");
     let health = listener.health();
     let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(20), || health
-        .snapshot()
-        .connections_active
-        == chunks.len()));
+    let all_up = || health.snapshot().connections_active == n_conns;
+    assert!(wait_until(Duration::from_secs(20), all_up));
     let t0 = Instant::now();
     let start_count = health.snapshot().trades_inserted;
-    assert!(wait_until(Duration::from_secs(30), || health
-        .snapshot()
-        .trades_inserted
-        >= start_count + 3000));
+    let flowing = |more: u64| {
+        let from = health.snapshot().trades_inserted;
+        wait_until(Duration::from_secs(30), || {
+            health.snapshot().trades_inserted >= from + more
+        })
+    };
+    assert!(flowing(3000));
     let rate =
         (health.snapshot().trades_inserted - start_count) as f64 / t0.elapsed().as_secs_f64();
-    eprintln!(
-        "end to end: {rate:.0} trades/s inserted over {} connections",
-        chunks.len()
-    );
+    eprintln!("end to end: {rate:.0} trades/s inserted over {n_conns} connections");
+
+    // 1. Every socket dropped: each connection reconnects and resubscribes.
+    let before = health.snapshot().reconnections;
+    assert_eq!(sim.drop_sockets(), n_conns, "the sim dropped every socket");
+    assert!(wait_until(Duration::from_secs(20), || {
+        health.snapshot().reconnections >= before + n_conns as u64 && all_up()
+    }));
+    assert!(flowing(1000), "trades flow after the drop");
+
+    // 2. Malformed frames on every socket: counted, nothing wrong stored.
+    let errors = health.snapshot().parse_errors;
+    assert!(sim.send_malformed() > 0);
+    assert!(wait_until(Duration::from_secs(10), || {
+        health.snapshot().parse_errors > errors
+    }));
+    assert!(flowing(1000), "trades flow after malformed frames");
+
+    // 3. Every socket frozen (open, answering nothing): replaced after the stale timeout.
+    let before = health.snapshot().reconnections;
+    assert!(sim.freeze_open_sockets() > 0);
+    assert!(wait_until(Duration::from_secs(30), || {
+        health.snapshot().reconnections >= before + n_conns as u64 && all_up()
+    }));
+    assert!(flowing(1000), "trades flow after the freeze");
 
     let (final_health, _) = running.stop();
     let n = assert_stored_equals_delivered(&db, &sim);
-    assert!(n >= 3000);
+    assert!(n >= 6000, "{n} trades");
     assert_eq!(final_health.rows_rejected, 0);
-    assert_eq!(final_health.parse_errors, 0);
-    // Starting and stopping are not gaps.
-    assert_eq!((final_health.gaps_recorded, db.count("gaps")), (0, 0));
+    // Two losses per connection (the drop, the freeze), each on record; start and stop
+    // add none.
+    assert_eq!(final_health.gaps_recorded, 2 * n_conns as u64);
+    assert_eq!(db.count("gaps"), 2 * n_conns as i64);
 }
 
 #[test]
