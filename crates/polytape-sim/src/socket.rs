@@ -20,7 +20,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::frames::{self, TradeRecord};
-use super::{Outgoing, SimState, SocketControl};
+use crate::state::{Outgoing, SimState, SocketControl};
 
 /// How long the thread waits for outgoing frames before it looks at the client's side
 /// (new frames wake it at once; this only paces PONGs and idle checks).

@@ -20,9 +20,8 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::Record;
-use crate::feed::connection::{
-    Command, Connection, ConnectionParts, OpenGate, Shared as ConnectionShared, tls_config,
-};
+use crate::feed::connection::{Command, Connection, ConnectionParts, Shared as ConnectionShared};
+use crate::feed::socket::{OpenGate, tls_config};
 use crate::health::{Health, HealthSnapshot};
 use crate::stop::StopSignal;
 use crate::store::trades::TradeWriter;

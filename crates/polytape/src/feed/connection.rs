@@ -5,22 +5,19 @@
 //! is noticed within a tick, and [`Unblock`] shuts the socket down for a thread that is stuck
 //! anywhere else.
 
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
-use tungstenite::client::IntoClientRequest;
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Connector, HandshakeError, Message, WebSocket};
+use tungstenite::Message;
 
 use super::event::{Gap, Record, Trade, parse_frame, preview};
+use super::liveness::Liveness;
+use super::socket::{OpenGate, Socket, Unblock, open};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms, now_us};
-use crate::http::retry_after;
 use crate::stop::StopSignal;
 
 /// How often a blocked read wakes to check timers and the stop flag.
@@ -32,68 +29,14 @@ const PUBLISH_EVERY_FRAMES: u64 = 64;
 /// ...or this long, whichever comes first.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
-/// Longest wait a 429's `Retry-After` may ask of a socket.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
 /// A socket that lived this long before dying resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
-
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// A change to a connection's subscription while it runs.
 #[derive(Debug, Clone)]
 pub enum Command {
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
-}
-
-/// Shuts down a connection's current socket from another thread, which unblocks its reader at
-/// once.
-#[derive(Clone, Default)]
-pub struct Unblock(Arc<Mutex<Option<TcpStream>>>);
-
-impl Unblock {
-    fn set(&self, stream: Option<TcpStream>) {
-        *self.0.lock() = stream;
-    }
-
-    pub fn shutdown(&self) {
-        if let Some(s) = self.0.lock().as_ref() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-/// Spaces socket opens over all connections: the live service answers bursts of upgrades
-/// with 429.
-pub struct OpenGate {
-    interval: Duration,
-    next: Mutex<Instant>,
-}
-
-impl OpenGate {
-    pub fn new(interval: Duration) -> Self {
-        OpenGate {
-            interval,
-            next: Mutex::new(Instant::now()),
-        }
-    }
-
-    /// Waits for this caller's turn; false when stopped meanwhile.
-    fn wait_turn(&self, stop: &StopSignal) -> bool {
-        let slot = {
-            let mut next = self.next.lock();
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        let wait = slot.saturating_duration_since(Instant::now());
-        if wait.is_zero() {
-            !stop.is_stopped()
-        } else {
-            !stop.wait_timeout(wait)
-        }
-    }
 }
 
 /// Logs at most one line per interval, counting what it held back.
@@ -124,7 +67,7 @@ impl LogLimiter {
 }
 
 /// Why a session ended.
-enum End {
+pub(crate) enum End {
     Stopped,
     /// The writer is gone: nothing more can be stored.
     WriterGone,
@@ -319,78 +262,9 @@ impl Connection {
         self.status.set_tokens(tokens.len());
     }
 
-    fn open(&mut self) -> Result<Socket, End> {
-        let url = self.config.ws_url.as_str();
-        let request = url
-            .into_client_request()
-            .map_err(|e| End::Failed(format!("bad url {url}: {e}")))?;
-        let uri = request.uri();
-        let tls = uri.scheme_str() == Some("wss");
-        let host = uri.host().unwrap_or("").trim_matches(['[', ']']).to_owned();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let timeout = self.config.connect_timeout;
-        let addrs: Vec<_> = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| End::Failed(format!("resolve {host}: {e}")))?
-            .collect();
-        let mut last_err = None;
-        let stream = addrs
-            .iter()
-            .find_map(|a| match TcpStream::connect_timeout(a, timeout) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    last_err = Some(e);
-                    None
-                }
-            })
-            .ok_or_else(|| {
-                End::Failed(format!(
-                    "connect {host}:{port}: {}",
-                    last_err.map_or("no address".to_owned(), |e| e.to_string())
-                ))
-            })?;
-        let io = |e: std::io::Error| End::Failed(format!("socket setup: {e}"));
-        stream.set_nodelay(true).map_err(io)?;
-        stream.set_read_timeout(Some(timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(timeout)).map_err(io)?;
-        self.unblock.set(Some(stream.try_clone().map_err(io)?));
-        // Small read buffers: dozens of sockets, most of them quiet.
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
-            .max_message_size(Some(self.config.max_message_size))
-            .max_frame_size(Some(self.config.max_message_size));
-        let connector = match (&self.tls, tls) {
-            (Some(cfg), true) => Connector::Rustls(Arc::clone(cfg)),
-            (None, true) => return Err(End::Failed("wss:// without a TLS config".into())),
-            (_, false) => Connector::Plain,
-        };
-        let (ws, _response) =
-            tungstenite::client_tls_with_config(request, stream, Some(ws_config), Some(connector))
-                .map_err(|e| match e {
-                    HandshakeError::Failure(tungstenite::Error::Http(resp))
-                        if resp.status().as_u16() == 429 =>
-                    {
-                        let retry = resp
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
-                        End::RateLimited(retry)
-                    }
-                    HandshakeError::Failure(e) => End::Failed(format!("handshake: {e}")),
-                    HandshakeError::Interrupted(_) => End::Failed("handshake timed out".into()),
-                })?;
-        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_read_timeout(Some(TICK)).map_err(io)?;
-        } else if let MaybeTlsStream::Rustls(s) = ws.get_ref() {
-            s.get_ref().set_read_timeout(Some(TICK)).map_err(io)?;
-        }
-        Ok(ws)
-    }
-
     /// One socket, from open to death.
     fn session(&mut self) -> End {
-        let mut ws = match self.open() {
+        let mut ws = match open(&self.config, self.tls.as_ref(), &self.unblock, TICK) {
             Ok(ws) => ws,
             Err(end) => return end,
         };
@@ -437,10 +311,7 @@ impl Connection {
     }
 
     fn read_loop(&mut self, ws: &mut Socket) -> End {
-        let config = Arc::clone(&self.config);
-        let mut last_data = Instant::now();
-        let mut last_ping = Instant::now();
-        let mut pong_due: Option<Instant> = None;
+        let mut liveness = Liveness::new(&self.config, Instant::now());
         loop {
             if self.stop.is_stopped() {
                 return End::Stopped;
@@ -452,16 +323,12 @@ impl Connection {
                 Ok(Message::Text(text)) => {
                     let text = text.as_str();
                     match text {
-                        "PONG" => pong_due = None,
+                        "PONG" => liveness.pong(),
                         "INVALID OPERATION" => {
                             log::warn!("connection {}: server said INVALID OPERATION", self.id)
                         }
                         _ => {
-                            last_data = Instant::now();
-                            // Data proves the socket alive as well as a PONG does; the PONG
-                            // may sit behind a backlog while this thread waits on a full
-                            // channel, and must not get a busy socket torn down.
-                            pong_due = None;
+                            liveness.data(Instant::now());
                             if let Err(end) = self.on_frame(text) {
                                 return end;
                             }
@@ -500,21 +367,14 @@ impl Connection {
                 Err(e) => return End::Failed(format!("read: {e}")),
             }
             let now = Instant::now();
-            if now.duration_since(last_ping) >= config.ping_interval {
+            if liveness.ping_due(now) {
                 if let Err(e) = ws.send(Message::text("PING")) {
                     return End::Failed(format!("ping: {e}"));
                 }
-                last_ping = now;
-                pong_due.get_or_insert(now + config.pong_timeout);
+                liveness.pinged(now);
             }
-            if pong_due.is_some_and(|due| now > due) {
-                return End::Failed("no PONG in time".into());
-            }
-            if now.duration_since(last_data) > config.stale_timeout {
-                return End::Failed(format!(
-                    "no data for {} s (stale socket)",
-                    config.stale_timeout.as_secs()
-                ));
+            if let Some(reason) = liveness.verdict(now) {
+                return End::Failed(reason);
             }
         }
     }
@@ -625,18 +485,4 @@ impl Connection {
             }
         }
     }
-}
-
-/// The rustls client configuration shared by every socket: webpki roots built in, plus the
-/// PEM roots of `extra_roots` when given.
-pub(crate) fn tls_config(
-    extra_roots: Option<&str>,
-) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
-    let roots = crate::tls::root_store(extra_roots, true, "ws CA file")?;
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| crate::Error::config(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }

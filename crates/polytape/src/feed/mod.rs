@@ -2,6 +2,8 @@
 
 pub(crate) mod connection;
 pub(crate) mod event;
+mod liveness;
+pub(crate) mod socket;
 
 #[cfg(feature = "bench")]
 pub use event::parse_frame;

@@ -1,0 +1,364 @@
+//! The simulator's shared state: the markets, the sockets and what they hold, the faults
+//! switched on, and the ground truth of what was delivered.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Mutex, RwLock};
+use tungstenite::Message;
+
+use crate::frames::{self, TradeRecord};
+use crate::universe::{SimMarket, SimResolution, generate_market};
+use crate::{SimConfig, SimTrade};
+
+/// A frame queued for one socket.
+pub(crate) struct Outgoing {
+    pub(crate) message: Message,
+    /// Trades the frame carries: delivered once it is flushed.
+    pub(crate) trades: Vec<TradeRecord>,
+    /// Market data (as opposed to `PONG` and protocol replies): withheld on a frozen socket.
+    pub(crate) data: bool,
+    /// After this frame the socket delivers nothing more (used after an oversized frame).
+    pub(crate) poison: bool,
+}
+
+impl Outgoing {
+    pub(crate) fn frame(text: String, trades: Vec<TradeRecord>) -> Self {
+        Outgoing {
+            message: Message::text(text),
+            trades,
+            data: true,
+            poison: false,
+        }
+    }
+
+    pub(crate) fn control(text: String) -> Self {
+        Outgoing {
+            data: false,
+            ..Outgoing::frame(text, Vec::new())
+        }
+    }
+}
+
+/// Per-socket fault switches.
+#[derive(Default)]
+pub(crate) struct SocketControl {
+    /// Asset ids the client asked for, known or not (what the ~500 limit counts).
+    pub(crate) requested: AtomicUsize,
+    pub(crate) frozen: AtomicBool,
+    pub(crate) drop: AtomicBool,
+    pub(crate) poisoned: AtomicBool,
+    pub(crate) inject: Mutex<Vec<Outgoing>>,
+}
+
+pub(crate) struct SocketEntry {
+    pub(crate) tx: Sender<Outgoing>,
+    /// Every asset id the client asked for, known or not (what the ~500 limit counts).
+    pub(crate) requested: HashSet<String>,
+    /// The known ones, as (market index, outcome).
+    pub(crate) assets: HashSet<(u32, u8)>,
+    pub(crate) custom: bool,
+    pub(crate) control: Arc<SocketControl>,
+}
+
+#[derive(Default)]
+pub(crate) struct Hub {
+    pub(crate) sockets: HashMap<u64, SocketEntry>,
+    pub(crate) subscribers: HashMap<(u32, u8), Vec<u64>>,
+    /// Bumped on every change that affects which assets trade.
+    pub(crate) version: u64,
+}
+
+pub(crate) struct SimState {
+    pub(crate) config: SimConfig,
+    pub(crate) markets: RwLock<Vec<SimMarket>>,
+    pub(crate) asset_index: RwLock<HashMap<String, (u32, u8)>>,
+    pub(crate) hub: Mutex<Hub>,
+    pub(crate) stalled: RwLock<HashSet<(u32, u8)>>,
+    pub(crate) max_assets_per_socket: AtomicUsize,
+    pub(crate) upgrades_per_sec: AtomicU32,
+    pub(crate) upgrade_window: Mutex<(Instant, u32)>,
+    pub(crate) freeze_new: AtomicBool,
+    /// The next this-many listing requests fail with `gamma_fail_status`.
+    pub(crate) gamma_failures: AtomicU32,
+    pub(crate) gamma_fail_status: AtomicU32,
+    pub(crate) delivered: Mutex<Vec<TradeRecord>>,
+    pub(crate) next_socket: AtomicU64,
+    pub(crate) trades_generated: AtomicU64,
+    pub(crate) sockets_opened: AtomicU64,
+    pub(crate) upgrades_rejected: AtomicU64,
+    pub(crate) stopping: AtomicBool,
+}
+
+impl SimState {
+    pub(crate) fn register(&self, id: u64, tx: Sender<Outgoing>, control: Arc<SocketControl>) {
+        let mut hub = self.hub.lock();
+        hub.sockets.insert(
+            id,
+            SocketEntry {
+                tx,
+                requested: HashSet::new(),
+                assets: HashSet::new(),
+                custom: false,
+                control,
+            },
+        );
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        let mut hub = self.hub.lock();
+        if let Some(entry) = hub.sockets.remove(&id) {
+            for a in entry.assets {
+                if let Some(subs) = hub.subscribers.get_mut(&a) {
+                    subs.retain(|s| *s != id);
+                    if subs.is_empty() {
+                        hub.subscribers.remove(&a);
+                    }
+                }
+            }
+            hub.version += 1;
+        }
+    }
+
+    /// The first subscription; returns the known assets, for the initial dump.
+    pub(crate) fn subscribe(&self, id: u64, assets: &[String], custom: bool) -> Vec<(u32, u8)> {
+        if let Some(e) = self.hub.lock().sockets.get_mut(&id) {
+            e.custom = custom;
+        }
+        self.add_assets(id, assets)
+    }
+
+    pub(crate) fn add_assets(&self, id: u64, assets: &[String]) -> Vec<(u32, u8)> {
+        let index = self.asset_index.read();
+        let mut hub = self.hub.lock();
+        let mut added = Vec::new();
+        let Some(entry) = hub.sockets.get_mut(&id) else {
+            return added;
+        };
+        for a in assets {
+            entry.requested.insert(a.clone());
+            if let Some(&key) = index.get(a) {
+                if entry.assets.insert(key) {
+                    added.push(key);
+                }
+            }
+        }
+        entry
+            .control
+            .requested
+            .store(entry.requested.len(), Relaxed);
+        for key in &added {
+            hub.subscribers.entry(*key).or_default().push(id);
+        }
+        hub.version += 1;
+        added
+    }
+
+    pub(crate) fn remove_assets(&self, id: u64, assets: &[String]) {
+        let index = self.asset_index.read();
+        let mut hub = self.hub.lock();
+        let mut removed = Vec::new();
+        if let Some(entry) = hub.sockets.get_mut(&id) {
+            for a in assets {
+                entry.requested.remove(a);
+                if let Some(&key) = index.get(a) {
+                    if entry.assets.remove(&key) {
+                        removed.push(key);
+                    }
+                }
+            }
+            entry
+                .control
+                .requested
+                .store(entry.requested.len(), Relaxed);
+        }
+        for key in removed {
+            if let Some(subs) = hub.subscribers.get_mut(&key) {
+                subs.retain(|s| *s != id);
+                if subs.is_empty() {
+                    hub.subscribers.remove(&key);
+                }
+            }
+        }
+        hub.version += 1;
+    }
+
+    pub(crate) fn any_asset_of(&self, id: u64) -> Option<(u32, u8)> {
+        let hub = self.hub.lock();
+        let entry = hub.sockets.get(&id)?;
+        if entry.requested.len() > self.max_assets_per_socket.load(Relaxed) {
+            return None;
+        }
+        let n = entry.assets.len();
+        if n == 0 {
+            return None;
+        }
+        entry.assets.iter().nth(fastrand::usize(0..n)).copied()
+    }
+
+    pub(crate) fn delivered(&self, trades: &[TradeRecord]) {
+        if !trades.is_empty() {
+            self.delivered.lock().extend_from_slice(trades);
+        }
+    }
+
+    /// Whether an upgrade may go ahead under the rate limit.
+    pub(crate) fn admit_upgrade(&self) -> bool {
+        let limit = self.upgrades_per_sec.load(Relaxed);
+        if limit == 0 {
+            return true;
+        }
+        let mut w = self.upgrade_window.lock();
+        if w.0.elapsed() >= Duration::from_secs(1) {
+            *w = (Instant::now(), 0);
+        }
+        if w.1 >= limit {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+
+    pub(crate) fn record_to_trade(&self, t: &TradeRecord) -> Option<SimTrade> {
+        let markets = self.markets.read();
+        let m = markets.get(t.market as usize)?;
+        Some(SimTrade {
+            timestamp_ms: t.timestamp_ms,
+            asset_id: m.token_ids[t.outcome as usize].clone(),
+            market: m.condition_id.clone(),
+            price: t.price(),
+            size: t.size(),
+            side: t.side().to_owned(),
+            transaction_hash: t.transaction_hash(),
+        })
+    }
+
+    /// Freezes (or thaws) every open socket, and sockets opened from now on: `PONG` is still
+    /// answered, no data is sent.
+    pub(crate) fn freeze(&self, on: bool) -> usize {
+        self.freeze_new.store(on, SeqCst);
+        self.for_each_socket(|c| c.frozen.store(on, SeqCst))
+    }
+
+    /// Stops (or restarts) trades and updates for one asset while its siblings go on.
+    pub(crate) fn stall_asset(&self, asset_id: &str, on: bool) -> bool {
+        let Some(&key) = self.asset_index.read().get(asset_id) else {
+            return false;
+        };
+        let mut stalled = self.stalled.write();
+        if on {
+            stalled.insert(key);
+        } else {
+            stalled.remove(&key);
+        }
+        self.hub.lock().version += 1;
+        true
+    }
+
+    /// Sockets holding more than `n` assets silently get nothing.
+    pub(crate) fn set_max_assets_per_socket(&self, n: usize) {
+        self.max_assets_per_socket.store(n, SeqCst);
+        self.hub.lock().version += 1;
+    }
+
+    /// Sends every open socket a set of malformed frames (bad JSON, bad numbers, unknown
+    /// events). None carries a valid trade.
+    pub(crate) fn send_malformed(&self) -> usize {
+        let markets = self.markets.read();
+        let Some(m) = markets.first().cloned() else {
+            return 0;
+        };
+        drop(markets);
+        let now = crate::now_ms();
+        self.for_each_socket(|c| {
+            let mut inject = c.inject.lock();
+            for text in frames::malformed_frames(&m, now) {
+                inject.push(Outgoing::frame(text, Vec::new()));
+            }
+            inject.push(Outgoing {
+                message: Message::binary(vec![0xde, 0xad, 0xbe, 0xef]),
+                ..Outgoing::frame(String::new(), Vec::new())
+            });
+        })
+    }
+
+    /// Sends every open socket one text frame of `bytes` bytes; after it that socket
+    /// delivers nothing more, as a client must drop it anyway.
+    pub(crate) fn send_oversized(&self, bytes: usize) -> usize {
+        let mut text = String::with_capacity(bytes);
+        text.push('[');
+        while text.len() + 1 < bytes {
+            text.push(' ');
+        }
+        text.push(']');
+        self.for_each_socket(|c| {
+            c.inject.lock().push(Outgoing {
+                poison: true,
+                ..Outgoing::frame(text.clone(), Vec::new())
+            });
+        })
+    }
+
+    /// Adds an open market to the universe (and announces it as `new_market`).
+    pub(crate) fn add_market(&self) -> SimMarket {
+        let mut markets = self.markets.write();
+        let index = markets.len() as u64;
+        let mut m = generate_market(self.config.seed, index);
+        m.closed = false;
+        m.resolution = None;
+        m.enable_order_book = true;
+        m.version = "v1";
+        m.legacy_token_ids = None;
+        markets.push(m.clone());
+        drop(markets);
+        let mut index_map = self.asset_index.write();
+        for (o, t) in m.token_ids.iter().enumerate() {
+            index_map.insert(t.clone(), (index as u32, o as u8));
+        }
+        drop(index_map);
+        let mut text = String::new();
+        frames::new_market_event(&mut text, &m, crate::now_ms());
+        self.broadcast_custom(&text);
+        m
+    }
+
+    /// Closes a market: it stops trading, and Gamma shows it closed with `resolution`.
+    pub(crate) fn close_market(&self, condition_id: &str, resolution: SimResolution) -> bool {
+        let mut markets = self.markets.write();
+        let Some(m) = markets.iter_mut().find(|m| m.condition_id == condition_id) else {
+            return false;
+        };
+        m.closed = true;
+        m.resolution = Some(resolution);
+        let m = m.clone();
+        drop(markets);
+        self.hub.lock().version += 1;
+        if let SimResolution::Winner(w) = resolution {
+            let mut text = String::new();
+            frames::market_resolved_event(&mut text, &m, w, crate::now_ms());
+            self.broadcast_custom(&text);
+        }
+        true
+    }
+
+    pub(crate) fn for_each_socket(&self, f: impl Fn(&SocketControl)) -> usize {
+        let hub = self.hub.lock();
+        for e in hub.sockets.values() {
+            f(&e.control);
+        }
+        hub.sockets.len()
+    }
+
+    /// Queues `text` on every socket with the custom feature on.
+    pub(crate) fn broadcast_custom(&self, text: &str) {
+        let hub = self.hub.lock();
+        for e in hub.sockets.values().filter(|e| e.custom) {
+            let _ = e.tx.try_send(Outgoing::frame(text.to_owned(), Vec::new()));
+        }
+    }
+}
