@@ -174,7 +174,7 @@ impl ConnectionHealth {
     }
 }
 
-/// A point-in-time copy of [`Health`], serialisable as the daemon's `/health` body.
+/// A point-in-time copy of the live health counters, serialisable as the daemon's `/health` body.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HealthSnapshot {
     /// Trades parsed from the feed and queued for writing.
