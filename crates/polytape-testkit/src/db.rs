@@ -153,15 +153,11 @@ fn init_cluster(bin: &Path, dir: &Path, root: bool) -> PathBuf {
             .is_ok_and(|s| s.success());
         assert!(ok, "chown of {} failed", dir.display());
     }
-    let out = as_pg_user(&bin.join("initdb"), root)
-        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-        .arg(&data)
-        .output()
-        .expect("run initdb");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::run(
+        as_pg_user(&bin.join("initdb"), root)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data),
+        "initdb",
     );
     data
 }
@@ -310,16 +306,12 @@ impl PrivateCluster {
 
     /// Runs `pg_ctl -D <data> ARGS` as the cluster's owner; panics with its stderr on failure.
     fn pg_ctl(&self, args: &[&str]) {
-        let out = as_pg_user(&self.bin.join("pg_ctl"), self.root)
-            .arg("-D")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .expect("run pg_ctl");
-        assert!(
-            out.status.success(),
-            "pg_ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::run(
+            as_pg_user(&self.bin.join("pg_ctl"), self.root)
+                .arg("-D")
+                .arg(&self.data)
+                .args(args),
+            &format!("pg_ctl {args:?}"),
         );
     }
 

@@ -30,6 +30,20 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Runs `command` to completion; panics with `what` and its standard error when it fails.
+/// For the tools the helpers drive (initdb, pg_ctl, openssl): a failure there is a broken
+/// test machine, said plainly.
+pub fn run(command: &mut std::process::Command, what: &str) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run it: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Sends log output to the test harness's captured output, once.
 pub fn init_logs() {
     let _ = env_logger::builder()

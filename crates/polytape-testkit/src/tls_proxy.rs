@@ -128,14 +128,9 @@ impl TestCert {
 }
 
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl command makes the test certificates");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::run(
+        Command::new("openssl").args(args),
+        &format!("openssl {args:?} (it makes the test certificates)"),
     );
 }
 
