@@ -108,6 +108,17 @@ pub(crate) struct RunArgs {
     /// Hold only shard I of N of the markets (`I/N`), to split the load over N instances.
     #[arg(long, env = "POLYTAPE_SHARD")]
     pub(crate) shard: Option<Shard>,
+    /// Folder of the disk spool, where trades wait while the database is away [default:
+    /// polytape-spool in $STATE_DIRECTORY, $XDG_STATE_HOME/polytape or
+    /// ~/.local/state/polytape].
+    #[arg(long, env = "POLYTAPE_SPOOL_DIR")]
+    pub(crate) spool_dir: Option<std::path::PathBuf>,
+    /// Most bytes the spool may hold; past it, readers wait (recorded as a gap).
+    #[arg(long, env = "POLYTAPE_SPOOL_MAX_BYTES", default_value_t = defaults::SPOOL_MAX_BYTES)]
+    pub(crate) spool_max_bytes: u64,
+    /// Seconds a stop waits for the database before leaving the rest in the spool.
+    #[arg(long, env = "POLYTAPE_STOP_DEADLINE_SECS", default_value_t = defaults::STOP_DEADLINE.as_secs())]
+    pub(crate) stop_deadline_secs: u64,
 }
 
 impl Common {
@@ -139,6 +150,9 @@ impl RunArgs {
             .batch_max_age(Duration::from_millis(self.batch_max_age_ms))
             .channel_capacity(self.channel_capacity)
             .resolve_interval(Duration::from_secs(self.resolve_interval_secs.max(1)))
+            .spool_dir(self.spool_dir.clone().unwrap_or_else(defaults::spool_dir))
+            .spool_max_bytes(self.spool_max_bytes)
+            .stop_deadline(Duration::from_secs(self.stop_deadline_secs))
             .build()?;
         Ok(DaemonConfig {
             listener,

@@ -1,6 +1,7 @@
 //! `polytape run`: migrations, market sync, the listener, periodic re-sync, the resolution
 //! tracker, a one-line summary a minute, and health over HTTP, until told to stop.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use polytape::gamma::GammaClient;
 use polytape::resolution::{ResolutionTracker, TrackerHandle};
 use polytape::sync::{Shard, open_token_groups, sync_markets};
-use polytape::{Config, HealthSnapshot, Listener, ListenerHandle, StopSignal};
+use polytape::{Config, Listener, ListenerHandle, StopSignal};
 use polytape_http::{Request, Response, serve_requests};
 
 /// Everything `polytape run` needs.
@@ -37,8 +38,10 @@ struct State {
     readiness_grace: Duration,
 }
 
-/// Runs until `shutdown` fires; returns the listener's final health.
-pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot> {
+/// Runs until `shutdown` fires, then stops within the configured deadline, or at once when
+/// `hurry` fires too. Exit status 0 for a stop, 2 for a hurried one (what was not committed
+/// is in the spool; the log says how much and where).
+pub fn run(config: DaemonConfig, shutdown: StopSignal, hurry: StopSignal) -> Result<ExitCode> {
     let lc = &config.listener;
     log::info!(
         "polytape {}: database {}, feed {}, gamma {}",
@@ -115,7 +118,20 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
     log::info!("stopping: closing sockets, draining the channel, writing every trade");
     aux_stop.stop();
     tracker_handle.stop();
-    let snapshot = handle.stop();
+    // The graceful stop runs on its own thread, so a second signal can cut it short.
+    let stopping = {
+        let handle = handle.clone();
+        spawn("polytape-stop", move || handle.stop())?
+    };
+    while !stopping.is_finished() {
+        if hurry.wait_timeout(Duration::from_millis(50)) {
+            handle.stop_within(Duration::ZERO);
+            break;
+        }
+    }
+    let snapshot = stopping
+        .join()
+        .map_err(|_| "the stopping thread panicked")?;
     let listener_result = listener_thread.join();
     for t in [sync_thread, summary_thread, tracker_thread] {
         let _ = t.join();
@@ -124,18 +140,33 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal) -> Result<HealthSnapshot>
         s.shutdown();
     }
     log::info!(
-        "stopped in {} ms: {} trades received, {} inserted, {} duplicates, {} rejected",
+        "stopped in {} ms: {} trades received, {} inserted, {} duplicates, {} rejected, {} spooled",
         started.elapsed().as_millis(),
         snapshot.trades_received,
         snapshot.trades_inserted,
         snapshot.duplicates_skipped,
-        snapshot.rows_rejected
+        snapshot.rows_rejected,
+        snapshot.trades_spooled
     );
+    if snapshot.spool_bytes > 0 {
+        log::warn!(
+            "left {} bytes in the spool at {} (replayed at the next start)",
+            snapshot.spool_bytes,
+            lc.spool_dir().display()
+        );
+    }
+    if snapshot.trades_unkept > 0 {
+        log::error!(
+            "{} trades could be neither committed nor spooled (the spool was full)",
+            snapshot.trades_unkept
+        );
+    }
     match listener_result {
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err("the listener thread panicked".into()),
         Ok(Ok(_)) if failed => Err("the listener ended on its own".into()),
-        Ok(Ok(_)) => Ok(snapshot),
+        Ok(Ok(_)) if hurry.is_stopped() => Ok(ExitCode::from(2)),
+        Ok(Ok(_)) => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -212,7 +243,14 @@ fn handle_http(state: &State, req: &Request) -> Response {
                 chrono::Utc::now().timestamp_millis() - t.timestamp_millis()
                     > state.readiness_grace.as_millis() as i64
             });
-            if db_lost {
+            if let Some(failure) = &h.db_failure {
+                Response::text(
+                    503,
+                    format!(
+                        "not ready: the database refuses writes ({failure}); trades are spooled\n"
+                    ),
+                )
+            } else if db_lost {
                 Response::text(503, "not ready: the writer has lost the database\n")
             } else if h.connections_active == 0 {
                 Response::text(503, "not ready: no socket connected\n")

@@ -7,14 +7,14 @@ mod daemon;
 mod status;
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
 use polytape::StopSignal;
 use polytape::gamma::GammaClient;
 use polytape::resolution::ResolutionTracker;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use cli::{Cli, Command, Common, RunArgs};
 
@@ -27,7 +27,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Migrate => migrate(&cli.common),
         Command::SyncMarkets => sync(&cli.common),
-        Command::Run(ref args) => run(&cli.common, args),
+        Command::Run(ref args) => match run(&cli.common, args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Status => status::status(&cli.common),
         Command::Resolve => resolve(&cli.common),
     };
@@ -74,26 +77,41 @@ fn resolve(common: &Common) -> Result {
     Ok(())
 }
 
-fn run(common: &Common, args: &RunArgs) -> Result {
+fn run(common: &Common, args: &RunArgs) -> Result<ExitCode> {
     // Signals first, before any thread exists. The first SIGINT/SIGTERM asks for a graceful
-    // stop; a second one exits at once with status 2.
-    let term = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 2, Arc::clone(&term))?;
-        signal_hook::flag::register(sig, Arc::clone(&term))?;
-    }
+    // stop (everything committed, or spooled once the stop deadline passes); a second one
+    // asks for it now: what is not committed goes to the spool, and the exit status is 2.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let config = args.daemon_config(common)?;
     let shutdown = StopSignal::new();
-    let watcher = shutdown.clone();
-    std::thread::Builder::new()
-        .name("polytape-signals".into())
-        .spawn(move || {
-            while !term.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            log::info!("signal received: stopping gracefully (a second signal exits at once)");
-            watcher.stop();
-        })?;
-    daemon::run(config, shutdown)?;
-    Ok(())
+    let hurry = StopSignal::new();
+    {
+        let (shutdown, hurry) = (shutdown.clone(), hurry.clone());
+        std::thread::Builder::new()
+            .name("polytape-signals".into())
+            .spawn(move || {
+                let mut received = 0;
+                for _ in signals.forever() {
+                    received += 1;
+                    if received == 1 {
+                        log::info!(
+                            "signal received: stopping gracefully (a second signal stops at once)"
+                        );
+                        shutdown.stop();
+                    } else {
+                        log::warn!(
+                            "second signal: stopping now; what is not committed goes to the spool"
+                        );
+                        hurry.stop();
+                        // The spool append is durable record by record: if stopping still
+                        // hangs (a socket stuck in a system call), leave anyway.
+                        std::thread::sleep(Duration::from_secs(3));
+                        log::error!("second signal: not stopped after 3 s; exiting now");
+                        std::process::exit(2);
+                    }
+                }
+            })?;
+    }
+    let outcome = daemon::run(config, shutdown, hurry)?;
+    Ok(outcome)
 }

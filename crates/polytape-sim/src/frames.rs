@@ -70,7 +70,7 @@ pub fn trade_event(out: &mut String, t: &TradeRecord, m: &SimMarket) {
         .map(|h| format!(",\"transaction_hash\":\"{h}\""))
         .unwrap_or_default();
     // Two key orders: clients must not depend on one.
-    let _ = if t.seq % 2 == 0 {
+    let _ = if t.seq.is_multiple_of(2) {
         write!(
             out,
             r#"{{"asset_id":"{asset}","event_type":"last_trade_price","fee_rate_bps":"0","market":"{}","price":"{}","side":"{}","size":"{}","timestamp":"{}"{tx}}}"#,
@@ -103,12 +103,20 @@ pub fn price_change_event(out: &mut String, m: &SimMarket, n: u64, timestamp_ms:
         r#"{{"market":"{}","price_changes":[{{"asset_id":"{}","price":"0.{level:03}","size":"{}","side":"BUY","hash":"0x{n:040x}","best_bid":"0.{:03}","best_ask":"0.{:03}"}},{{"asset_id":"{}","price":"0.{:03}","size":"{}","side":"SELL","hash":"0x{:040x}","best_bid":"0.{:03}","best_ask":"0.{:03}"}}],"timestamp":"{timestamp_ms}","event_type":"price_change"}}"#,
         m.condition_id,
         m.token_ids[0],
-        if n % 5 == 0 { 0 } else { 100 + n % 900 },
+        if n.is_multiple_of(5) {
+            0
+        } else {
+            100 + n % 900
+        },
         p.saturating_sub(1).max(1),
         (p + 1).min(999),
         m.token_ids[1],
         1000 - level,
-        if n % 5 == 0 { 0 } else { 100 + n % 900 },
+        if n.is_multiple_of(5) {
+            0
+        } else {
+            100 + n % 900
+        },
         n + 1,
         (999 - p).max(1),
         (1001 - p).min(999),
@@ -141,7 +149,7 @@ pub fn best_bid_ask_event(out: &mut String, m: &SimMarket, outcome: u8, timestam
 /// dumps do on the live feed.
 pub fn book_event(out: &mut String, m: &SimMarket, outcome: u8, n: u64, timestamp_ms: i64) {
     let p = m.mid_milli.clamp(10, 990) as u64;
-    let event_type = if n % 3 == 0 {
+    let event_type = if n.is_multiple_of(3) {
         ""
     } else {
         "\"event_type\":\"book\","

@@ -95,7 +95,7 @@ pub(crate) fn generate(state: &Arc<SimState>) {
                     for _ in 0..config.noise_per_trade {
                         noise += 1;
                         push_event(batch, |out| {
-                            if noise % 20 == 0 {
+                            if noise.is_multiple_of(20) {
                                 frames::tick_size_event(out, market, now)
                             } else {
                                 frames::price_change_event(out, market, noise, now)

@@ -142,10 +142,10 @@ impl SimState {
         };
         for a in assets {
             entry.requested.insert(a.clone());
-            if let Some(&key) = index.get(a) {
-                if entry.assets.insert(key) {
-                    added.push(key);
-                }
+            if let Some(&key) = index.get(a)
+                && entry.assets.insert(key)
+            {
+                added.push(key);
             }
         }
         entry
@@ -166,10 +166,10 @@ impl SimState {
         if let Some(entry) = hub.sockets.get_mut(&id) {
             for a in assets {
                 entry.requested.remove(a);
-                if let Some(&key) = index.get(a) {
-                    if entry.assets.remove(&key) {
-                        removed.push(key);
-                    }
+                if let Some(&key) = index.get(a)
+                    && entry.assets.remove(&key)
+                {
+                    removed.push(key);
                 }
             }
             entry

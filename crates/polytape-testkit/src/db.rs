@@ -361,6 +361,7 @@ impl Drop for PrivateCluster {
 pub struct TestDb {
     name: String,
     url: String,
+    spool: PathBuf,
 }
 
 impl TestDb {
@@ -375,6 +376,7 @@ impl TestDb {
     pub fn config(&self) -> polytape::Config {
         polytape::Config::builder()
             .database_url(self.url())
+            .spool_dir(self.spool_dir())
             .build()
             .expect("a valid database URL")
     }
@@ -394,7 +396,17 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create the test database");
         let url = server.url(&name);
-        TestDb { name, url }
+        TestDb {
+            spool: crate::spool_dir(&name),
+            name,
+            url,
+        }
+    }
+
+    /// A spool folder of this database's own (removed with it), so that parallel tests never
+    /// share a spool.
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool
     }
 
     /// A connection string for this database (key=value form).
@@ -449,6 +461,7 @@ impl Drop for TestDb {
         if let Err(e) = dropped {
             eprintln!("test db: could not drop {}: {e}", self.name);
         }
+        let _ = std::fs::remove_dir_all(&self.spool);
     }
 }
 

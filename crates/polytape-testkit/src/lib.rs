@@ -44,6 +44,17 @@ pub fn run(command: &mut std::process::Command, what: &str) {
     );
 }
 
+/// A new, empty folder for a disk spool, under the temporary directory, named after `name`.
+pub fn spool_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "polytape-spool-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// Sends log output to the test harness's captured output, once.
 pub fn init_logs() {
     let _ = env_logger::builder()

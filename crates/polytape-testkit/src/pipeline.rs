@@ -62,12 +62,17 @@ pub fn load_markets(db: &TestDb, sim: &Sim) -> usize {
 /// A listener configuration for tests: the sim's URL, short timeouts, quick backoff.
 pub fn config(db: &TestDb, sim: &Sim) -> Config {
     config_for(db.url(), sim)
+        .to_builder()
+        .spool_dir(db.spool_dir())
+        .build()
+        .expect("a valid test configuration")
 }
 
 /// [`config`] for a database given by URL.
 pub fn config_for(url: &str, sim: &Sim) -> Config {
     Config::builder()
         .database_url(url)
+        .spool_dir(crate::spool_dir("pipeline"))
         .ws_url(sim.ws_url())
         .gamma_url(sim.gamma_url())
         .ping_interval(Duration::from_millis(500))

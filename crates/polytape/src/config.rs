@@ -43,6 +43,30 @@ pub mod defaults {
     pub const CHANNEL_CAPACITY: usize = 10_000;
     /// Period of the resolution tracker's rounds.
     pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(600);
+    /// Most bytes the disk spool may hold (1 GiB: about five million trades).
+    pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
+    /// How long a stop waits for the database before it leaves the rest in the spool
+    /// (under the README's systemd `TimeoutStopSec=30`).
+    pub const STOP_DEADLINE: Duration = Duration::from_secs(20);
+
+    /// Where the spool lives by default: a `polytape-spool` folder in the state directory:
+    /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `$XDG_STATE_HOME/polytape`,
+    /// else `~/.local/state/polytape`, else the working directory.
+    pub fn spool_dir() -> std::path::PathBuf {
+        use std::path::PathBuf;
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let state = env("STATE_DIRECTORY")
+            // systemd may list several, separated by ':': the first is ours.
+            .map(|p| PathBuf::from(p.to_string_lossy().split(':').next().unwrap_or(".")))
+            .or_else(|| env("XDG_STATE_HOME").map(|p| p.join("polytape")))
+            .or_else(|| env("HOME").map(|h| h.join(".local/state/polytape")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        state.join("polytape-spool")
+    }
 }
 
 const PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -58,6 +82,7 @@ const GAMMA_TIMEOUT: Duration = Duration::from_secs(30);
 const GAMMA_ATTEMPTS: u32 = 6;
 const GAMMA_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const GAMMA_BACKOFF_MAX: Duration = Duration::from_secs(30);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How polytape connects, listens, batches, writes and asks Gamma. Build one with
 /// [`Config::builder`] (or take [`Config::default`]): a `Config` that exists has been
@@ -87,6 +112,10 @@ pub struct Config {
     pub(crate) gamma_backoff_min: Duration,
     pub(crate) gamma_backoff_max: Duration,
     pub(crate) resolve_interval: Duration,
+    pub(crate) spool_dir: std::path::PathBuf,
+    pub(crate) spool_max_bytes: u64,
+    pub(crate) stop_deadline: Duration,
+    pub(crate) heartbeat_interval: Duration,
 }
 
 impl Default for Config {
@@ -115,6 +144,10 @@ impl Default for Config {
             gamma_backoff_min: GAMMA_BACKOFF_MIN,
             gamma_backoff_max: GAMMA_BACKOFF_MAX,
             resolve_interval: defaults::RESOLVE_INTERVAL,
+            spool_dir: defaults::spool_dir(),
+            spool_max_bytes: defaults::SPOOL_MAX_BYTES,
+            stop_deadline: defaults::STOP_DEADLINE,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
         }
     }
 }
@@ -131,6 +164,8 @@ impl fmt::Debug for Config {
             .field("channel_capacity", &self.channel_capacity)
             .field("batch_size", &self.batch_size)
             .field("batch_max_age", &self.batch_max_age)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_max_bytes", &self.spool_max_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +206,16 @@ impl Config {
         self.resolve_interval
     }
 
+    /// Where the disk spool lives.
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.spool_dir
+    }
+
+    /// How long a stop waits for the database before leaving the rest in the spool.
+    pub fn stop_deadline(&self) -> Duration {
+        self.stop_deadline
+    }
+
     fn validate(&self) -> Result<()> {
         let fail = |m: &str| Err(Error::config(m));
         if !(self.ws_url.starts_with("ws://") || self.ws_url.starts_with("wss://")) {
@@ -206,6 +251,12 @@ impl Config {
         }
         if self.max_message_size < 64 * 1024 {
             return fail("max_message_size must be at least 64 KiB");
+        }
+        if self.spool_max_bytes < 1 << 16 {
+            return fail("spool_max_bytes must be at least 64 KiB");
+        }
+        if self.heartbeat_interval.is_zero() {
+            return fail("heartbeat_interval must be positive");
         }
         if self.statement_timeout.is_zero() || self.resolve_interval.is_zero() {
             return fail("statement_timeout and resolve_interval must be positive");
@@ -299,6 +350,21 @@ impl ConfigBuilder {
         gamma_backoff_max: Duration,
         /// Period of the resolution tracker's rounds.
         resolve_interval: Duration,
+    }
+
+    /// The folder of the disk spool (one per running listener: it is locked).
+    pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.0.spool_dir = dir.into();
+        self
+    }
+
+    setters! {
+        /// Most bytes the spool may hold; past it, readers wait (recorded as a gap).
+        spool_max_bytes: u64,
+        /// How long a stop waits for the database before leaving the rest in the spool.
+        stop_deadline: Duration,
+        /// How often a running listener marks its session alive (5 s).
+        heartbeat_interval: Duration,
     }
 
     /// The configuration, if its values make sense together.

@@ -51,6 +51,14 @@ struct Shared {
     db_errors: AtomicU64,
     reconnections: AtomicU64,
     send_blocked_us: AtomicU64,
+    trades_spooled: AtomicU64,
+    trades_replayed: AtomicU64,
+    trades_unkept: AtomicU64,
+    spool_bytes: AtomicU64,
+    spool_segments: AtomicU64,
+    spool_oldest_ms: AtomicI64,
+    spool_replay_rate: AtomicU64,
+    last_committed_received_us: AtomicI64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
     last_insert_ts: AtomicI64,
@@ -69,6 +77,8 @@ struct State {
     latencies: Option<Latencies>,
     /// Since when the writer has had no working database connection (0: it has one).
     db_lost_since: i64,
+    /// The failure an operator must fix (a revoked grant, a dropped table), while it lasts.
+    db_failure: Option<String>,
 }
 
 /// What a connection thread counted since it last published to [`Health`]: the data path
@@ -219,6 +229,24 @@ pub struct HealthSnapshot {
     pub send_blocked_ms: u64,
     /// Since when the writer has had no database connection, if it has none now.
     pub db_lost_since: Option<DateTime<Utc>>,
+    /// A database failure only an operator can fix (a revoked grant, a dropped table, a
+    /// read-only server), while it lasts; trades are spooled meanwhile.
+    pub db_failure: Option<String>,
+    /// Trades written to the disk spool (the database away or behind).
+    pub trades_spooled: u64,
+    /// Trades replayed from the spool into the database.
+    pub trades_replayed: u64,
+    /// Trades that could be neither committed nor spooled before a stop's deadline (the
+    /// spool full and the database away): lost, and said so in the log.
+    pub trades_unkept: u64,
+    /// Bytes in the spool now.
+    pub spool_bytes: u64,
+    /// Spool segment files now.
+    pub spool_segments: u64,
+    /// When the oldest record still in the spool was spooled.
+    pub spool_oldest_ts: Option<DateTime<Utc>>,
+    /// Trades per second replayed from the spool, over the last replay.
+    pub spool_replay_rate: u64,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }
@@ -258,6 +286,7 @@ impl Health {
             })
             .collect();
         let db_lost_since = ts(state.db_lost_since);
+        let db_failure = state.db_failure.clone();
         drop(state);
         HealthSnapshot {
             trades_received: s.trades_received.load(Relaxed),
@@ -284,6 +313,14 @@ impl Health {
             db_errors: s.db_errors.load(Relaxed),
             send_blocked_ms: s.send_blocked_us.load(Relaxed) / 1000,
             db_lost_since,
+            db_failure,
+            trades_spooled: s.trades_spooled.load(Relaxed),
+            trades_replayed: s.trades_replayed.load(Relaxed),
+            trades_unkept: s.trades_unkept.load(Relaxed),
+            spool_bytes: s.spool_bytes.load(Relaxed),
+            spool_segments: s.spool_segments.load(Relaxed),
+            spool_oldest_ts: ts(s.spool_oldest_ms.load(Relaxed)),
+            spool_replay_rate: s.spool_replay_rate.load(Relaxed),
             connections,
         }
     }
@@ -400,8 +437,18 @@ impl Health {
         }
     }
 
+    /// When the newest trade committed so far was received (Unix µs; 0: none yet).
+    pub(crate) fn last_committed_received_us(&self) -> i64 {
+        self.shared.last_committed_received_us.load(Relaxed)
+    }
+
     /// Called by the writer after a commit.
     pub(crate) fn committed(&self, trades: &[crate::feed::Trade]) {
+        if let Some(newest) = trades.iter().map(|t| t.received_at_us).max() {
+            self.shared
+                .last_committed_received_us
+                .fetch_max(newest, Relaxed);
+        }
         if !self.shared.recording_latencies.load(Relaxed) {
             return;
         }
@@ -429,6 +476,35 @@ impl Health {
         self.shared.db_errors.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn spooled(&self, trades: u64) {
+        self.shared.trades_spooled.fetch_add(trades, Relaxed);
+    }
+
+    pub(crate) fn replayed(&self, trades: u64) {
+        self.shared.trades_replayed.fetch_add(trades, Relaxed);
+    }
+
+    pub(crate) fn unkept(&self, trades: u64) {
+        self.shared.trades_unkept.fetch_add(trades, Relaxed);
+    }
+
+    /// The spool's size now, and when its oldest record was spooled (0: empty).
+    pub(crate) fn spool_state(&self, bytes: u64, segments: usize, oldest_ms: i64) {
+        let s = &self.shared;
+        s.spool_bytes.store(bytes, Relaxed);
+        s.spool_segments.store(segments as u64, Relaxed);
+        s.spool_oldest_ms.store(oldest_ms, Relaxed);
+    }
+
+    pub(crate) fn replay_rate(&self, per_sec: u64) {
+        self.shared.spool_replay_rate.store(per_sec, Relaxed);
+    }
+
+    /// A failure only an operator can fix, or `None` once writes go through again.
+    pub(crate) fn db_failure(&self, failure: Option<String>) {
+        self.shared.state.lock().db_failure = failure;
+    }
+
     pub(crate) fn db_state(&self, connected: bool) {
         let mut state = self.shared.state.lock();
         if connected {
@@ -449,7 +525,22 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 14] = [
+        let counters: [(&str, &str, f64); 17] = [
+            (
+                "trades_spooled_total",
+                "Trades written to the disk spool (database away or behind).",
+                self.trades_spooled as f64,
+            ),
+            (
+                "trades_replayed_total",
+                "Trades replayed from the spool into the database.",
+                self.trades_replayed as f64,
+            ),
+            (
+                "trades_unkept_total",
+                "Trades neither committed nor spooled before a stop's deadline.",
+                self.trades_unkept as f64,
+            ),
             (
                 "gaps_recorded_total",
                 "Socket losses recorded in the gaps table (trades may be missing there).",
@@ -535,6 +626,38 @@ impl HealthSnapshot {
             "gauge",
             "Connections (sockets the listener holds or retries).",
             self.connections.len() as f64,
+        );
+        metric(
+            "spool_bytes",
+            "gauge",
+            "Bytes in the disk spool.",
+            self.spool_bytes as f64,
+        );
+        metric(
+            "spool_segments",
+            "gauge",
+            "Segment files in the disk spool.",
+            self.spool_segments as f64,
+        );
+        metric(
+            "spool_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest record in the spool (0 when empty).",
+            self.spool_oldest_ts.map_or(0.0, |t| {
+                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            }),
+        );
+        metric(
+            "spool_replay_trades_per_second",
+            "gauge",
+            "Replay rate from the spool, over the last replay.",
+            self.spool_replay_rate as f64,
+        );
+        metric(
+            "database_failure",
+            "gauge",
+            "1 while a database failure needs an operator (grant, table, read-only).",
+            if self.db_failure.is_some() { 1.0 } else { 0.0 },
         );
         metric(
             "queue_depth",

@@ -99,10 +99,12 @@ mod health;
 mod http;
 mod listener;
 pub mod resolution;
+mod spool;
 mod stop;
 pub mod store;
 pub mod sync;
 mod tls;
+mod writer;
 
 pub use config::{Config, ConfigBuilder};
 pub use error::{Error, ErrorKind, Result};

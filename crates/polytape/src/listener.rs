@@ -23,8 +23,10 @@ use crate::feed::Record;
 use crate::feed::connection::{Command, Connection, ConnectionParts, Shared as ConnectionShared};
 use crate::feed::socket::{OpenGate, tls_config};
 use crate::health::{Health, HealthSnapshot};
+use crate::spool::Spool;
 use crate::stop::StopSignal;
-use crate::store::trades::TradeWriter;
+use crate::store::sessions::SessionKeeper;
+use crate::writer::{HeldTokens, StopDeadline, Writer};
 
 /// How long a stop waits for connections to close politely before shutting their sockets.
 const POLITE_CLOSE: Duration = Duration::from_secs(2);
@@ -78,12 +80,24 @@ pub struct ListenerHandle {
     control: Sender<Control>,
     shared: Arc<Shared>,
     health: Health,
+    deadline: StopDeadline,
+    stop_deadline: Duration,
 }
 
 impl ListenerHandle {
-    /// Stops the listener: closes every socket, joins every thread, writes every received
-    /// trade, and returns the final health. Safe to call more than once, and before `run`.
+    /// Stops the listener within the configured stop deadline (20 s by default): see
+    /// [`ListenerHandle::stop_within`].
     pub fn stop(&self) -> HealthSnapshot {
+        self.stop_within(self.stop_deadline)
+    }
+
+    /// Stops the listener: closes every socket, joins every thread, commits every received
+    /// trade, and returns the final health. What the database has not taken by `deadline`
+    /// (it is away, say) stays in the disk spool and is replayed at the next start: a stop
+    /// never waits on the database for longer, and never loses a trade. Safe to call more
+    /// than once (an earlier deadline wins), and before `run`.
+    pub fn stop_within(&self, deadline: Duration) -> HealthSnapshot {
+        self.deadline.set(Instant::now() + deadline);
         let _ = self.control.send(Control::Stop);
         let mut state = self.shared.state.lock();
         loop {
@@ -141,6 +155,8 @@ impl Listener {
                 done: Condvar::new(),
             }),
             health: health.clone(),
+            deadline: StopDeadline::default(),
+            stop_deadline: config.stop_deadline,
         };
         Ok(Listener {
             config: Arc::new(config),
@@ -214,26 +230,67 @@ impl Listener {
         } else {
             None
         };
+        let spool =
+            Spool::open(&self.config.spool_dir, self.config.spool_max_bytes).map_err(|e| {
+                Error::config(format!(
+                    "cannot open the spool at {}: {e}",
+                    self.config.spool_dir.display()
+                ))
+            })?;
         self.health.mark_started();
+        // Every token any connection holds now (for gaps that cover them all).
+        let registry: Registry = Arc::default();
+        let held: HeldTokens = {
+            let registry = Arc::clone(&registry);
+            Arc::new(move || {
+                let mut all: Vec<String> = Vec::new();
+                for tokens in registry.lock().iter() {
+                    all.extend(tokens.lock().iter().cloned());
+                }
+                all
+            })
+        };
         let (tx, rx) = bounded::<Record>(self.config.channel_capacity);
-        let mut writer = TradeWriter::new(&self.config, self.health.clone());
+        let mut writer = Writer::new(
+            &self.config,
+            self.health.clone(),
+            spool,
+            self.handle.deadline.clone(),
+            Arc::clone(&held),
+        );
         if let Err(e) = writer.connect() {
-            log::warn!("writer: cannot reach the database yet ({e}); will keep retrying");
+            log::warn!(
+                "writer: cannot reach the database yet ({e}); spooling meanwhile, and retrying"
+            );
         }
-        let (batch_size, max_age) = (self.config.batch_size, self.config.batch_max_age);
         let writer_thread = std::thread::Builder::new()
             .name("polytape-writer".into())
-            .spawn(move || writer.run(rx, batch_size, max_age))?;
+            .spawn(move || writer.run(rx))?;
+        let keeper_stop = StopSignal::new();
+        let writer_clean = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let keeper_thread = {
+            let keeper = SessionKeeper::new(
+                &self.config,
+                self.health.clone(),
+                Arc::clone(&held),
+                keeper_stop.clone(),
+            );
+            let clean = Arc::clone(&writer_clean);
+            std::thread::Builder::new()
+                .name("polytape-sessions".into())
+                .spawn(move || keeper.run(|| clean.load(std::sync::atomic::Ordering::SeqCst)))?
+        };
         let conn_stop = StopSignal::new();
         let gate = Arc::new(OpenGate::new(self.config.open_interval));
-        let spawner = Spawner(ConnectionShared {
+        let shared = ConnectionShared {
             config: Arc::clone(&self.config),
             trades: tx,
             health: self.health.clone(),
             stop: conn_stop.clone(),
             gate,
             tls,
-        });
+        };
+        let spawner = Spawner { shared, registry };
         let mut slots = Vec::new();
         for chunk in chunks {
             slots.push(spawner.spawn(slots.len(), chunk)?);
@@ -280,7 +337,12 @@ impl Listener {
         }
         // The last sender: once dropped, the writer drains what is left and returns.
         drop(spawner);
-        if writer_thread.join().is_err() || writer_died {
+        let writer_ok = writer_thread.join().is_ok() && !writer_died;
+        // The run ended cleanly once the writer did: what it did not commit is in the spool.
+        writer_clean.store(writer_ok, std::sync::atomic::Ordering::SeqCst);
+        keeper_stop.stop();
+        let _ = keeper_thread.join();
+        if !writer_ok {
             return Err(Error::data("the writer thread ended before the listener"));
         }
         let s = self.health.snapshot();
@@ -356,12 +418,20 @@ impl Listener {
     }
 }
 
+/// Every connection's token list (shared with the connection, which updates it).
+type Registry = Arc<Mutex<Vec<Arc<Mutex<Vec<String>>>>>>;
+
 /// Starts connection threads, all sharing the listener's channel, health, stop and gate.
-struct Spawner(ConnectionShared);
+struct Spawner {
+    shared: ConnectionShared,
+    /// Every connection's token list, for gaps that cover them all.
+    registry: Registry,
+}
 
 impl Spawner {
     fn spawn(&self, id: usize, tokens: Vec<String>) -> Result<Slot> {
-        let (conn, parts) = Connection::new(id, tokens, self.0.clone());
+        let (conn, parts) = Connection::new(id, tokens, self.shared.clone());
+        self.registry.lock().push(Arc::clone(&parts.tokens));
         let thread = std::thread::Builder::new()
             .name(format!("polytape-conn-{id}"))
             .spawn(move || conn.run())?;

@@ -19,6 +19,7 @@ fn polytape(db: &TestDb, sim: &Sim) -> Command {
         .env("POLYTAPE_WS_URL", sim.ws_url())
         .env("POLYTAPE_GAMMA_URL", sim.gamma_url())
         .env("POLYTAPE_HEALTH_ADDR", "")
+        .env("POLYTAPE_SPOOL_DIR", db.spool_dir())
         .env("RUST_LOG", "info");
     c
 }
@@ -94,7 +95,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 2");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 3");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);

@@ -283,7 +283,7 @@ impl Connection {
         self.status.set_state(ConnectionState::Connected);
         if let Some((from_ms, reason)) = self.lost.take() {
             let gap = Gap {
-                connection: self.id,
+                connection: Some(self.id),
                 from_ms,
                 to_ms: now_ms(),
                 reason,

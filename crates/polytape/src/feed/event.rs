@@ -139,8 +139,9 @@ pub struct Trade {
 /// A window in which a connection's tokens had no socket: trades in it may be missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
-    /// The listener's connection id that lost its socket.
-    pub connection: usize,
+    /// The listener's connection that lost its socket; `None` when every connection did
+    /// (a crashed run, a full spool).
+    pub connection: Option<usize>,
     /// The last data frame before the socket was lost (Unix epoch milliseconds).
     pub from_ms: i64,
     /// When the tokens were subscribed again.

@@ -1,7 +1,9 @@
 //! The PostgreSQL side: connections, migrations, markets and the trade writer.
 
 pub(crate) mod connstr;
+pub(crate) mod failure;
 pub(crate) mod markets;
+pub(crate) mod sessions;
 mod tls;
 pub(crate) mod trades;
 
@@ -22,6 +24,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/V1__initial.sql"),
     ),
     (2, "gaps", include_str!("../../migrations/V2__gaps.sql")),
+    (
+        3,
+        "spool_sessions_rejected",
+        include_str!("../../migrations/V3__spool_sessions_rejected.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do
@@ -44,11 +51,15 @@ pub(crate) fn connect_with(url: &str, statement_timeout: Duration) -> Result<Cli
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
+    // A partition during a COPY is noticed in seconds, not after the kernel's 15 minutes of
+    // retransmissions: unacknowledged data for 20 s ends the connection, and an idle one is
+    // probed after 10 s.
     config
         .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30))
-        .keepalives_interval(Duration::from_secs(10))
-        .keepalives_retries(3);
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(20));
     if config.get_application_name().is_none() {
         config.application_name("polytape");
     }

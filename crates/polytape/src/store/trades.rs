@@ -9,22 +9,21 @@
 //! way a trade is stored once; the fast path skips a second write of every row, which
 //! BENCHMARKS.md measures.
 //!
-//! When the database goes away the writer keeps the batch, reconnects with backoff and
-//! retries it: meanwhile the channel fills and the sockets wait. When the database refuses a
-//! batch for its data, the batch is split in halves until the refused row is alone; that row
-//! is counted, logged and skipped, and every other row is stored.
+//! When the database refuses a batch for its data, the batch is split in halves until the
+//! refused row is alone; that row goes to `trades_rejected` with its error, and every other
+//! row is stored. Any other failure comes back to the caller ([`crate::writer`]), which
+//! spools the batch and retries it later.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use postgres::Client;
 
-use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::error::Result;
-use crate::feed::{Gap, Record, Trade};
+use crate::feed::{Gap, Trade};
 use crate::health::Health;
+use crate::store::failure::{Failure, classify};
 
 const CREATE_STAGING: &str = "
     CREATE TEMP TABLE IF NOT EXISTS trades_staging (
@@ -44,9 +43,6 @@ const COLUMNS: &str =
 
 const UNIQUE_VIOLATION: &str = "23505";
 
-/// How much larger than `batch_size` a batch may grow while the channel holds a backlog.
-const BACKLOG_FACTOR: usize = 10;
-
 /// How the writer encodes COPY rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyFormat {
@@ -63,7 +59,6 @@ pub enum CopyFormat {
 pub struct TradeWriter {
     url: String,
     statement_timeout: Duration,
-    backoff: Backoff,
     client: Option<Client>,
     health: Health,
     /// The COPY payload, reused between batches.
@@ -78,7 +73,6 @@ impl TradeWriter {
         TradeWriter {
             url: config.database_url.clone(),
             statement_timeout: config.statement_timeout,
-            backoff: Backoff::new(config.backoff_min, config.backoff_max),
             client: None,
             health,
             buf: Vec::with_capacity(256 * 1024),
@@ -120,141 +114,120 @@ impl TradeWriter {
         Ok(self.client.insert(client))
     }
 
-    /// Drains `records` in batches of up to `batch_size` trades, each written once it is full
-    /// or its first record has waited `max_age`; gaps are written after the trades that came
-    /// before them. Returns when every sender is gone and everything received is written.
-    pub fn run(mut self, records: Receiver<Record>, batch_size: usize, max_age: Duration) {
-        let mut batch = Vec::with_capacity(batch_size);
-        let mut gaps = Vec::new();
-        let take = |record, batch: &mut Vec<Trade>, gaps: &mut Vec<Gap>| match record {
-            Record::Trade(t) => batch.push(t),
-            Record::Gap(g) => gaps.push(g),
-        };
-        while let Ok(first) = records.recv() {
-            take(first, &mut batch, &mut gaps);
-            let deadline = Instant::now() + max_age;
-            while batch.len() < batch_size {
-                match records.recv_deadline(deadline) {
-                    Ok(r) => take(r, &mut batch, &mut gaps),
-                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            // Behind (a full batch and as much again waiting): grow the batch, up to
-            // `BACKLOG_FACTOR` times, so a backlog costs fewer commits (each one waits for a
-            // WAL flush). At live rates batches never fill and this never runs.
-            if batch.len() >= batch_size && records.len() >= batch_size {
-                while batch.len() < batch_size * BACKLOG_FACTOR {
-                    match records.try_recv() {
-                        Ok(r) => take(r, &mut batch, &mut gaps),
-                        Err(_) => break,
-                    }
-                }
-            }
-            self.health.dequeued(batch.len());
-            self.write_all(&batch);
-            batch.clear();
-            for gap in gaps.drain(..) {
-                self.write_gap(&gap);
-            }
-        }
-        log::info!("writer: channel closed and drained");
-    }
-
-    /// Records a gap, retrying while the database is away (a gap is as much a part of the
-    /// tape as a trade); a refused one is logged and counted.
-    pub fn write_gap(&mut self, gap: &Gap) {
-        let mut attempt: u32 = 0;
-        loop {
-            let result = self.client().and_then(|client| {
-                client
-                    .execute(
-                        // Whole milliseconds as float8 are exact (< 2^53).
-                        "INSERT INTO gaps (connection, from_ts, to_ts, reason, asset_ids)
-                         VALUES ($1, 'epoch'::timestamptz + $2 * interval '1 millisecond',
-                                 'epoch'::timestamptz + $3 * interval '1 millisecond', $4, $5)",
-                        &[
-                            &(gap.connection as i32),
-                            &(gap.from_ms as f64),
-                            &(gap.to_ms as f64),
-                            &gap.reason,
-                            &gap.asset_ids,
-                        ],
-                    )
-                    .map_err(crate::Error::from)
-            });
-            match result {
-                Ok(_) => {
-                    self.health.gap_recorded();
-                    self.health.db_state(true);
-                    return;
-                }
-                Err(e) if e.is_transient() => self.database_lost(&mut attempt, &e),
-                Err(e) => {
-                    self.health.db_error();
-                    log::error!("writer: the database refused a gap record ({e}): {gap:?}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Writes `batch`, retrying on connection loss until it is stored, and
-    /// isolating rows the database refuses.
-    pub fn write_all(&mut self, batch: &[Trade]) {
+    /// Commits `batch`, isolating the rows the database refuses for their data (classes 22
+    /// and 23): the batch is split in halves until each refused row is alone, and that row
+    /// goes to `trades_rejected` with its error. Every other row is stored. Returns an error
+    /// only for failures that refuse everything (the database away, a revoked grant): then
+    /// the caller keeps the whole batch; the rows already committed are skipped on the retry
+    /// by the natural key.
+    pub fn commit(&mut self, batch: &[Trade]) -> Result<()> {
         if batch.is_empty() {
-            return;
+            return Ok(());
         }
-        let mut attempt: u32 = 0;
-        loop {
-            match self.write(batch) {
-                Ok(inserted) => {
-                    self.health
-                        .batch_inserted(inserted, batch.len() as u64 - inserted);
-                    self.health.committed(batch);
-                    self.health.db_state(true);
-                    if attempt > 0 {
-                        log::info!("writer: database back; batch of {} written", batch.len());
+        match self.write(batch) {
+            Ok(inserted) => {
+                self.health
+                    .batch_inserted(inserted, batch.len() as u64 - inserted);
+                self.health.committed(batch);
+                Ok(())
+            }
+            Err(e) => {
+                self.health.db_error();
+                if classify(&e) != Failure::Refused {
+                    if e.is_transient() {
+                        self.client = None;
                     }
-                    return;
+                    return Err(e);
                 }
-                Err(e) if e.is_transient() => {
-                    self.database_lost(&mut attempt, &e);
-                    log::warn!(
-                        "writer: database unavailable ({e}); keeping {} trades and retrying",
-                        batch.len()
-                    );
+                if let [trade] = batch {
+                    return self.reject(trade, &e);
                 }
-                Err(e) => {
-                    self.health.db_error();
-                    if let [trade] = batch {
-                        self.health.row_rejected();
-                        log::error!("writer: the database refused a trade ({e}): {trade:?}");
-                        return;
-                    }
-                    log::warn!(
-                        "writer: the database refused a batch of {} ({e}); isolating the row",
-                        batch.len()
-                    );
-                    let (left, right) = batch.split_at(batch.len() / 2);
-                    self.write_all(left);
-                    self.write_all(right);
-                    return;
-                }
+                log::warn!(
+                    "writer: the database refused a batch of {} ({e}); isolating the rows",
+                    batch.len()
+                );
+                let (left, right) = batch.split_at(batch.len() / 2);
+                self.commit(left)?;
+                self.commit(right)
             }
         }
     }
 
-    /// The connection is gone: counts it, drops the client, and sleeps the backoff for the
-    /// next `attempt` (exponential with jitter).
-    fn database_lost(&mut self, attempt: &mut u32, error: &crate::Error) {
-        self.health.db_error();
-        self.health.db_state(false);
+    /// Keeps a refused trade in `trades_rejected`, with the error that refused it.
+    fn reject(&mut self, t: &Trade, error: &crate::Error) -> Result<()> {
+        let sqlstate = error.code().unwrap_or("").to_owned();
+        let message = error.to_string();
+        // PostgreSQL text holds no NUL byte (a refused value may be refused for that very
+        // reason): keep it visible as `\0` instead.
+        let text = |s: &str| s.replace('\0', "\\0");
+        let (asset_id, market) = (text(&t.asset_id), text(&t.market));
+        let hash = t.transaction_hash.as_deref().map(text);
+        let client = self.client()?;
+        client.execute(
+            "INSERT INTO trades_rejected (sqlstate, message, asset_id, market, price, size, side,
+                 fee_rate_bps, traded_at, transaction_hash, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                 'epoch'::timestamptz + $9 * interval '1 millisecond',
+                 $10, 'epoch'::timestamptz + $11 * interval '1 microsecond')",
+            &[
+                &sqlstate,
+                &message,
+                &asset_id,
+                &market,
+                &t.price.as_str(),
+                &t.size.as_str(),
+                &t.side.as_str(),
+                &t.fee_rate_bps,
+                // Whole milliseconds and microseconds as float8 are exact (< 2^53).
+                &(t.timestamp_ms as f64),
+                &hash,
+                &(t.received_at_us as f64),
+            ],
+        )?;
+        self.health.row_rejected();
+        log::error!(
+            "writer: the database refused a trade ({message}); kept in trades_rejected: {t:?}"
+        );
+        Ok(())
+    }
+
+    /// Records a gap, once: a gap replayed from the spool after a crash is skipped by its
+    /// natural key.
+    pub(crate) fn insert_gap(&mut self, gap: &Gap) -> Result<()> {
+        let client = self.client()?;
+        let inserted = client.execute(
+            // Whole milliseconds as float8 are exact (< 2^53).
+            "INSERT INTO gaps (connection, from_ts, to_ts, reason, asset_ids)
+             VALUES ($1, 'epoch'::timestamptz + $2 * interval '1 millisecond',
+                     'epoch'::timestamptz + $3 * interval '1 millisecond', $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[
+                &gap.connection.map(|c| c as i32),
+                &(gap.from_ms as f64),
+                &(gap.to_ms as f64),
+                &gap.reason,
+                &gap.asset_ids,
+            ],
+        );
+        match inserted {
+            Ok(_) => {
+                self.health.gap_recorded();
+                Ok(())
+            }
+            Err(e) => {
+                let e = crate::Error::from(e);
+                self.health.db_error();
+                if e.is_transient() {
+                    self.client = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the connection (after a failure), so the next call reconnects.
+    pub(crate) fn disconnect(&mut self) {
         self.client = None;
-        *attempt = attempt.saturating_add(1);
-        let attempt = *attempt;
-        let delay = self.backoff.delay(attempt - 1);
-        log::debug!("writer: {error}; retry in {} ms", delay.as_millis());
-        std::thread::sleep(delay);
     }
 
     /// One attempt at one batch, in one transaction. Returns how many rows were new.

@@ -23,11 +23,18 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        2,
-        "V1 and V2 once each: {applied:?}"
+        3,
+        "V1, V2 and V3 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
-    for table in ["markets", "trades", "resolutions", "gaps"] {
+    for table in [
+        "markets",
+        "trades",
+        "resolutions",
+        "gaps",
+        "trades_rejected",
+        "sessions",
+    ] {
         assert_eq!(db.count(table), 0);
     }
 }

@@ -13,10 +13,14 @@ fn trade(i: u64) -> Trade {
         market: "0xabc".into(),
         price: Decimal::parse(".48").expect("decimal"),
         size: Decimal::parse(&format!("10.{i:06}")).expect("decimal"),
-        side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
-        fee_rate_bps: (i % 3 != 0).then_some(0),
+        side: if i.is_multiple_of(2) {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
+        fee_rate_bps: (!i.is_multiple_of(3)).then_some(0),
         timestamp_ms: 1_750_428_146_322 + i as i64,
-        transaction_hash: (i % 5 != 0).then(|| format!("0x{i:064x}")),
+        transaction_hash: (!i.is_multiple_of(5)).then(|| format!("0x{i:064x}")),
         received_at_us: 1_750_428_146_400_000 + i as i64,
     }
 }
@@ -40,13 +44,13 @@ fn a_batch_written_twice_is_stored_once() {
     let db = TestDb::new();
     let (mut w, health) = writer(&db);
     let batch: Vec<Trade> = (0..100).map(trade).collect();
-    w.write_all(&batch);
-    w.write_all(&batch);
+    w.commit(&batch).expect("committed");
+    w.commit(&batch).expect("committed");
     // A batch that repeats a trade inside itself, plus new ones.
     let mut mixed: Vec<Trade> = (100..150).map(trade).collect();
     mixed.push(trade(120));
     mixed.push(trade(5));
-    w.write_all(&mixed);
+    w.commit(&mixed).expect("committed");
     let s = health.snapshot();
     assert_eq!(db.count("trades"), 150);
     assert_eq!(s.trades_inserted, 150);
@@ -79,11 +83,23 @@ fn a_refused_row_is_isolated_and_the_rest_stored() {
     let mut batch: Vec<Trade> = (0..64).map(trade).collect();
     // A library caller can build any Trade: PostgreSQL text holds no NUL byte.
     batch[37].asset_id = "12\u{0}34".into();
-    w.write_all(&batch);
+    w.commit(&batch).expect("committed");
     let s = health.snapshot();
     assert_eq!(db.count("trades"), 63);
     assert_eq!((s.trades_inserted, s.rows_rejected), (63, 1));
     assert!(s.db_errors >= 1);
+    // Kept, with its error, never only logged.
+    let row = db
+        .client()
+        .query_one("SELECT sqlstate, asset_id, price FROM trades_rejected", &[])
+        .expect("one rejected row");
+    assert_eq!(
+        row.get::<_, String>(0),
+        "22021",
+        "character not in repertoire"
+    );
+    assert_eq!(row.get::<_, String>(1), "12\\034");
+    assert_eq!(row.get::<_, String>(2), batch[37].price.as_str());
 }
 
 /// Exact decimals of every shape survive both COPY formats unchanged.
@@ -121,7 +137,7 @@ fn decimals_round_trip_exactly_in_both_copy_formats() {
                 ..trade(i as u64)
             })
             .collect();
-        w.write_all(&batch);
+        w.commit(&batch).expect("committed");
         assert_eq!(
             health.snapshot().trades_inserted,
             sizes.len() as u64,

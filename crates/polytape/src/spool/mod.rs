@@ -1,0 +1,474 @@
+//! The disk spool: what the writer cannot commit now goes here, in order, and is replayed
+//! when the database is back, so a database that goes away never reaches the sockets.
+//!
+//! A spool is a folder of segment files (`00000000000000000001.seg`, …), oldest first. Each
+//! record is framed as a little-endian `u32` length, a `u32` CRC-32 of the payload, then the
+//! payload ([`record`]); every append is `fdatasync`ed before the writer takes the next batch
+//! off the channel, so what the writer spooled survives a crash. A torn record at the end of
+//! the last segment (a crash mid-append) is detected by its length or CRC and cut off at
+//! open, never parsed. Replay reads records in order; a segment is deleted once every record
+//! in it is committed. After a crash, the records of a partly replayed segment are replayed
+//! again: harmless, since trades and gaps are stored idempotently by their natural keys.
+//!
+//! A `LOCK` file held with an exclusive lock keeps two processes off one spool.
+
+pub(crate) mod record;
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub(crate) use record::Entry;
+
+/// A new segment is started past this size, so that replayed segments are deleted soon.
+const SEGMENT_BYTES: u64 = 16 << 20;
+/// Length and CRC.
+const HEADER: u64 = 8;
+/// Largest record accepted back (a batch of 10,000 trades is ~2 MiB).
+const MAX_RECORD: u32 = 256 << 20;
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The spool is at its size limit: nothing was written.
+    Full,
+    /// The disk refused (full, read-only, gone): nothing usable was written.
+    Io(io::Error),
+}
+
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    len: u64,
+}
+
+/// The spool of one writer.
+pub(crate) struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    _lock: File,
+    /// Oldest first; the last one takes appends.
+    segments: VecDeque<Segment>,
+    /// Append handle of the last segment, when it is open.
+    append: Option<File>,
+    /// Reader of the first segment, and its offset.
+    reader: Option<(u64, BufReader<File>)>,
+    offset: u64,
+    /// The next record, read but not yet consumed: (its framed length, spooled at, entry).
+    next: Option<(u64, i64, Entry)>,
+    buf: Vec<u8>,
+    /// Records skipped because they could not be read (counted in health, logged).
+    pub(crate) corrupt: u64,
+}
+
+impl Spool {
+    /// Opens (creating) the spool in `dir`, at most `max_bytes` on disk. A spool left by a
+    /// previous run is kept for replay; a torn record at its end is cut off.
+    pub(crate) fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
+        Self::open_with(dir, max_bytes, SEGMENT_BYTES)
+    }
+
+    /// [`Spool::open`], with segments rolled past `segment_bytes`.
+    pub(crate) fn open_with(dir: &Path, max_bytes: u64, segment_bytes: u64) -> io::Result<Spool> {
+        std::fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        lock.try_lock().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "spool {} is in use by another process ({e}); give each instance its own \
+                     POLYTAPE_SPOOL_DIR",
+                    dir.display()
+                ),
+            )
+        })?;
+        let mut segments: Vec<Segment> = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let path = item?.path();
+            let seq = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(seq) = seq {
+                let len = std::fs::metadata(&path)?.len();
+                segments.push(Segment { seq, path, len });
+            }
+        }
+        segments.sort_by_key(|s| s.seq);
+        let mut spool = Spool {
+            dir: dir.to_owned(),
+            max_bytes,
+            segment_bytes,
+            _lock: lock,
+            segments: segments.into(),
+            append: None,
+            reader: None,
+            offset: 0,
+            next: None,
+            buf: Vec::new(),
+            corrupt: 0,
+        };
+        spool.cut_torn_tail()?;
+        Ok(spool)
+    }
+
+    /// Bytes on disk (segments not yet deleted).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Segment files on disk.
+    pub(crate) fn segments(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Nothing left to replay.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.next.is_none() && self.bytes().saturating_sub(self.offset) == 0
+    }
+
+    /// Where it lives.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends `entry` and waits for it to reach the disk.
+    pub(crate) fn append(&mut self, entry: &Entry, now_ms: i64) -> Result<(), AppendError> {
+        let mut payload = std::mem::take(&mut self.buf);
+        payload.clear();
+        payload.extend_from_slice(&[0; HEADER as usize]);
+        record::encode(entry, now_ms, &mut payload);
+        let body_len = payload.len() as u64 - HEADER;
+        let crc = crc32fast::hash(&payload[HEADER as usize..]);
+        payload[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        payload[4..8].copy_from_slice(&crc.to_le_bytes());
+        let result = self.write_framed(&payload);
+        self.buf = payload;
+        result
+    }
+
+    fn write_framed(&mut self, framed: &[u8]) -> Result<(), AppendError> {
+        let len = framed.len() as u64;
+        if self.bytes() + len > self.max_bytes {
+            return Err(AppendError::Full);
+        }
+        let roll = self
+            .segments
+            .back()
+            .is_none_or(|s| s.len >= self.segment_bytes || self.append.is_none());
+        if roll {
+            self.new_segment().map_err(AppendError::Io)?;
+        }
+        let Some(file) = self.append.as_mut() else {
+            return Err(AppendError::Io(io::Error::other("no segment open")));
+        };
+        let written = file.write_all(framed).and_then(|()| file.sync_data());
+        let Some(seg) = self.segments.back_mut() else {
+            return Err(AppendError::Io(io::Error::other("no segment open")));
+        };
+        match written {
+            Ok(()) => {
+                seg.len += len;
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the record may be on disk: cut it off, so the segment stays a
+                // sequence of whole records, and start a new segment next time.
+                let _ = file.set_len(seg.len);
+                self.append = None;
+                Err(AppendError::Io(e))
+            }
+        }
+    }
+
+    fn new_segment(&mut self) -> io::Result<()> {
+        let seq = self.segments.back().map_or(1, |s| s.seq + 1);
+        let path = self.dir.join(format!("{seq:020}.seg"));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        // The new file's name must survive a crash too.
+        File::open(&self.dir)?.sync_all()?;
+        self.segments.push_back(Segment { seq, path, len: 0 });
+        self.append = Some(file);
+        Ok(())
+    }
+
+    /// The next record to replay, with the time it was spooled (Unix ms), without consuming
+    /// it. Unreadable records (corruption in the middle of a segment) are counted, logged and
+    /// skipped with the rest of their segment: nothing after them in it can be framed.
+    pub(crate) fn peek(&mut self) -> io::Result<Option<(i64, &Entry)>> {
+        if self.next.is_none() {
+            self.next = self.read_next()?;
+        }
+        Ok(self.next.as_ref().map(|(_, at, e)| (*at, e)))
+    }
+
+    /// The record returned by [`Spool::peek`] is committed: moves past it, and deletes its
+    /// segment once every record in it is.
+    pub(crate) fn consume(&mut self) -> io::Result<()> {
+        if let Some((len, _, _)) = self.next.take() {
+            self.offset += len;
+        }
+        self.drop_finished_segment()
+    }
+
+    fn read_next(&mut self) -> io::Result<Option<(u64, i64, Entry)>> {
+        loop {
+            self.drop_finished_segment()?;
+            let Some(first) = self.segments.front() else {
+                return Ok(None);
+            };
+            if self.offset >= first.len {
+                return Ok(None); // the append segment, fully replayed
+            }
+            let (seq, path, seg_len) = (first.seq, first.path.clone(), first.len);
+            if self.reader.as_ref().is_none_or(|(s, _)| *s != seq) {
+                let mut f = File::open(&path)?;
+                f.seek(SeekFrom::Start(self.offset))?;
+                self.reader = Some((seq, BufReader::with_capacity(256 << 10, f)));
+            }
+            let Some((_, reader)) = self.reader.as_mut() else {
+                return Ok(None);
+            };
+            match read_record(reader, seg_len - self.offset) {
+                Ok((len, payload)) => match record::decode(&payload) {
+                    Ok((at, entry)) => return Ok(Some((len, at, entry))),
+                    Err(e) => {
+                        self.skip_segment(&path, &format!("undecodable record: {e}"));
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.skip_segment(&path, &e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn skip_segment(&mut self, path: &Path, why: &str) {
+        self.corrupt += 1;
+        log::error!(
+            "spool: {} at offset {}: {why}; skipping the rest of this segment",
+            path.display(),
+            self.offset
+        );
+        if let Some(first) = self.segments.front() {
+            self.offset = first.len;
+        }
+        self.reader = None;
+    }
+
+    /// Deletes the first segment when every record in it is consumed.
+    fn drop_finished_segment(&mut self) -> io::Result<()> {
+        let Some(first) = self.segments.front() else {
+            return Ok(());
+        };
+        if self.offset < first.len || self.next.is_some() {
+            return Ok(());
+        }
+        let is_append = self.segments.len() == 1;
+        if is_append && first.len == 0 && self.append.is_some() {
+            return Ok(()); // a fresh, empty append segment
+        }
+        if is_append {
+            self.append = None;
+        }
+        let path = first.path.clone();
+        self.segments.pop_front();
+        self.reader = None;
+        self.offset = 0;
+        std::fs::remove_file(&path)
+    }
+
+    /// After a crash the last record of the last segment may be torn: cut it off.
+    fn cut_torn_tail(&mut self) -> io::Result<()> {
+        let Some(last) = self.segments.back_mut() else {
+            return Ok(());
+        };
+        let mut reader = BufReader::new(File::open(&last.path)?);
+        let mut good = 0u64;
+        while good < last.len {
+            match read_record(&mut reader, last.len - good) {
+                Ok((len, _)) => good += len,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if good < last.len {
+            log::warn!(
+                "spool: {}: cutting a torn record at its end ({} bytes) left by a crash",
+                last.path.display(),
+                last.len - good
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(&last.path)?
+                .set_len(good)?;
+            last.len = good;
+        }
+        Ok(())
+    }
+}
+
+/// One framed record from `r`, which has `left` bytes before its segment ends: (framed
+/// length, payload). A record that does not fit, or whose CRC does not match, is
+/// `InvalidData`.
+fn read_record(r: &mut impl Read, left: u64) -> io::Result<(u64, Vec<u8>)> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
+    if left < HEADER {
+        return Err(bad("a header cut short"));
+    }
+    let mut header = [0u8; HEADER as usize];
+    r.read_exact(&mut header)
+        .map_err(|_| bad("a header cut short"))?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD || u64::from(len) > left - HEADER {
+        return Err(bad("a record longer than what is left of its segment"));
+    }
+    let mut payload = vec![0u8; len as usize];
+    r.read_exact(&mut payload)
+        .map_err(|_| bad("a record cut short"))?;
+    if crc32fast::hash(&payload) != crc {
+        return Err(bad("a record whose CRC does not match"));
+    }
+    Ok((HEADER + u64::from(len), payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record::tests::trade;
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "polytape-spool-test-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn batch(from: u64, n: u64) -> Entry {
+        Entry::Trades((from..from + n).map(trade).collect())
+    }
+
+    fn drain(spool: &mut Spool) -> Vec<Entry> {
+        let mut out = Vec::new();
+        while let Some((_, e)) = spool.peek().expect("peek") {
+            out.push(e.clone());
+            spool.consume().expect("consume");
+        }
+        out
+    }
+
+    #[test]
+    fn append_replay_in_order_and_delete() {
+        let d = dir("order");
+        let mut spool = Spool::open(&d, 1 << 30).expect("open");
+        assert!(spool.is_empty());
+        let entries: Vec<Entry> = (0..50).map(|i| batch(i * 10, 10)).collect();
+        for e in &entries {
+            spool.append(e, 7).expect("append");
+        }
+        assert!(!spool.is_empty() && spool.bytes() > 0);
+        assert_eq!(spool.peek().expect("peek").map(|(at, _)| at), Some(7));
+        assert_eq!(drain(&mut spool), entries);
+        assert!(spool.is_empty());
+        assert_eq!(spool.segments(), 0, "replayed segments are deleted");
+        // Appends after a full replay start a new segment and replay too.
+        spool.append(&batch(0, 1), 8).expect("append");
+        assert_eq!(drain(&mut spool), vec![batch(0, 1)]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_spool_survives_a_restart_and_a_torn_tail_is_cut() {
+        let d = dir("restart");
+        let entries: Vec<Entry> = (0..5).map(|i| batch(i * 3, 3)).collect();
+        {
+            let mut spool = Spool::open(&d, 1 << 30).expect("open");
+            for e in &entries {
+                spool.append(e, 1).expect("append");
+            }
+        }
+        // A crash mid-append: half a record at the end.
+        let seg = d.join(format!("{:020}.seg", 1));
+        let mut f = OpenOptions::new().append(true).open(&seg).expect("seg");
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9])
+            .expect("torn");
+        drop(f);
+        let mut spool = Spool::open(&d, 1 << 30).expect("reopen");
+        assert_eq!(
+            drain(&mut spool),
+            entries,
+            "whole records replayed, the torn one cut"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_skipped_counted_and_never_parsed() {
+        let d = dir("corrupt");
+        {
+            // One record per segment.
+            let mut spool = Spool::open_with(&d, 1 << 30, 1).expect("open");
+            spool.append(&batch(0, 2), 1).expect("append");
+            spool.append(&batch(2, 2), 1).expect("append");
+            assert_eq!(spool.segments(), 2);
+        }
+        // Flip a byte inside the first record's payload.
+        let seg = d.join(format!("{:020}.seg", 1));
+        let mut bytes = std::fs::read(&seg).expect("read");
+        bytes[20] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+        let mut spool = Spool::open_with(&d, 1 << 30, 1).expect("reopen");
+        // cut_torn_tail looks only at the tail; reading finds the bad CRC in the middle.
+        let got = drain(&mut spool);
+        // Only the segment with the bad CRC is skipped; the next one replays.
+        assert_eq!(got, vec![batch(2, 2)], "nothing in a corrupt record is guessed at");
+        assert_eq!(spool.corrupt, 1);
+        assert_eq!(spool.segments(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn full_means_nothing_written_and_room_comes_back_after_replay() {
+        let d = dir("full");
+        let mut one = Vec::new();
+        record::encode(&batch(0, 10), 0, &mut one);
+        let record_bytes = one.len() as u64 + HEADER;
+        // Room for three records of about this size, not four.
+        let mut spool = Spool::open(&d, record_bytes * 3 + 400).expect("open");
+        for i in 0..3 {
+            spool.append(&batch(i, 10), 0).expect("fits");
+        }
+        assert!(matches!(
+            spool.append(&batch(9, 10), 0),
+            Err(AppendError::Full)
+        ));
+        assert!(spool.bytes() <= record_bytes * 3 + 400);
+        assert_eq!(drain(&mut spool).len(), 3);
+        spool.append(&batch(9, 10), 0).expect("room again");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn one_process_per_spool() {
+        let d = dir("lock");
+        let _first = Spool::open(&d, 1 << 20).expect("open");
+        let second = Spool::open(&d, 1 << 20);
+        assert!(second.is_err_and(|e| e.to_string().contains("in use")));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,449 @@
+//! The writer thread's policy: take batches off the channel, commit them, and when the
+//! database cannot take them, spool them to disk and replay them later, in order, so the
+//! channel keeps draining and the sockets never notice the database.
+//!
+//! ```text
+//! channel ──batch──▶ spool empty, database up, not behind? ──yes──▶ commit
+//!                        │ no                                   │ failed (transient or
+//!                        ▼                                      ▼  configuration)
+//!                      spool (append + fdatasync) ◀─────────────┘
+//!                        │ database back (retry on the backoff schedule)
+//!                        └──replay in order──▶ commit ──▶ segment deleted once committed
+//! ```
+//!
+//! Live data never overtakes spooled data: while the spool holds anything, new batches are
+//! appended behind it. Only a full spool (`spool_max_bytes`) makes the writer stop taking
+//! from the channel, so readers block as they did before there was a spool; that window is
+//! recorded as a gap for every held token.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::error::Error;
+use crate::feed::{Gap, Record, Trade};
+use crate::health::{Health, now_ms};
+use crate::spool::{AppendError, Entry, Spool};
+use crate::store::failure::{Failure, classify};
+use crate::store::trades::TradeWriter;
+
+/// How much larger than `batch_size` a batch may grow while the channel holds a backlog.
+const BACKLOG_FACTOR: usize = 10;
+/// Longest stretch of replay before the writer looks at the channel again.
+const REPLAY_SLICE: Duration = Duration::from_millis(200);
+/// Least time between two retries of a database that needs an operator.
+const CONFIGURATION_RETRY: Duration = Duration::from_secs(10);
+/// One loud log line per this, while a configuration failure lasts.
+const LOUD_EVERY: Duration = Duration::from_secs(60);
+
+/// The tokens the listener holds now (for a gap that covers all of them).
+pub(crate) type HeldTokens = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// When a stopping writer must give up on the database and leave the rest in the spool.
+#[derive(Clone, Default)]
+pub(crate) struct StopDeadline(Arc<Mutex<Option<Instant>>>);
+
+impl StopDeadline {
+    /// Sets the deadline (an earlier one wins).
+    pub(crate) fn set(&self, at: Instant) {
+        let mut d = self.0.lock();
+        *d = Some(d.map_or(at, |old| old.min(at)));
+    }
+
+    fn passed(&self) -> bool {
+        self.0.lock().is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock()
+    }
+}
+
+/// The database's state, as the writer last saw it.
+struct Down {
+    failure: Failure,
+    attempt: u32,
+    retry_at: Instant,
+    last_loud: Option<Instant>,
+}
+
+/// The writer thread.
+pub(crate) struct Writer {
+    db: TradeWriter,
+    spool: Spool,
+    health: Health,
+    down: Option<Down>,
+    backoff: Backoff,
+    batch_size: usize,
+    max_age: Duration,
+    /// Above this many queued trades the writer spools first (it is behind).
+    behind_mark: usize,
+    deadline: StopDeadline,
+    held: HeldTokens,
+    /// Since when a full spool has kept the writer from draining the channel.
+    full_since: Option<i64>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        config: &Config,
+        health: Health,
+        spool: Spool,
+        deadline: StopDeadline,
+        held: HeldTokens,
+    ) -> Writer {
+        let mut writer = Writer {
+            db: TradeWriter::new(config, health.clone()),
+            spool,
+            health,
+            down: None,
+            backoff: Backoff::new(config.backoff_min, config.backoff_max),
+            batch_size: config.batch_size,
+            max_age: config.batch_max_age,
+            behind_mark: (config.channel_capacity / 2).max(1),
+            deadline,
+            held,
+            full_since: None,
+        };
+        writer.publish_spool();
+        if !writer.spool.is_empty() {
+            log::warn!(
+                "writer: {} bytes left in the spool at {} by an earlier run; replaying them first",
+                writer.spool.bytes(),
+                writer.spool.dir().display()
+            );
+        }
+        writer
+    }
+
+    /// Connects now, so a wrong URL is reported at start (the writer retries either way).
+    pub(crate) fn connect(&mut self) -> crate::Result<()> {
+        self.db.connect()
+    }
+
+    /// Runs until every sender is gone and everything received is committed or, past the
+    /// stop deadline, spooled.
+    pub(crate) fn run(mut self, records: Receiver<Record>) {
+        let mut batch: Vec<Trade> = Vec::with_capacity(self.batch_size);
+        let mut gaps: Vec<Gap> = Vec::new();
+        loop {
+            let open = self.fill(&records, &mut batch, &mut gaps);
+            let n = batch.len();
+            self.health.dequeued(n);
+            let behind = records.len() >= self.behind_mark;
+            if !batch.is_empty() {
+                self.route(Entry::Trades(std::mem::take(&mut batch)), behind);
+                batch.reserve(self.batch_size);
+            }
+            for gap in gaps.drain(..) {
+                self.route(Entry::Gap(gap), behind);
+            }
+            self.replay(REPLAY_SLICE);
+            if !open {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    /// Takes the next batch off the channel: up to `batch_size` trades, or what came within
+    /// `max_age` of the first. Returns false once every sender is gone and the channel is
+    /// empty.
+    fn fill(
+        &mut self,
+        records: &Receiver<Record>,
+        batch: &mut Vec<Trade>,
+        gaps: &mut Vec<Gap>,
+    ) -> bool {
+        let take = |r: Record, batch: &mut Vec<Trade>, gaps: &mut Vec<Gap>| match r {
+            Record::Trade(t) => batch.push(t),
+            Record::Gap(g) => gaps.push(g),
+        };
+        // With spooled data to replay, wait only briefly, so replay runs between batches.
+        let first_wait = if self.spool.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(20)
+        };
+        match records.recv_timeout(first_wait) {
+            Ok(r) => take(r, batch, gaps),
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+        let deadline = Instant::now() + self.max_age;
+        let mut open = true;
+        while batch.len() < self.batch_size {
+            match records.recv_deadline(deadline) {
+                Ok(r) => take(r, batch, gaps),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        // Behind (a full batch and as much again waiting): grow the batch, up to
+        // `BACKLOG_FACTOR` times, so a backlog costs fewer commits (each one waits for a
+        // WAL flush). At live rates batches never fill and this never runs.
+        if batch.len() >= self.batch_size && records.len() >= self.batch_size {
+            while batch.len() < self.batch_size * BACKLOG_FACTOR {
+                match records.try_recv() {
+                    Ok(r) => take(r, batch, gaps),
+                    Err(_) => break,
+                }
+            }
+        }
+        open || !records.is_empty()
+    }
+
+    /// Commits `entry`, or spools it: when the spool already holds something (order), when
+    /// the database is down, or when the writer is behind.
+    fn route(&mut self, entry: Entry, behind: bool) {
+        if self.spool.is_empty() && self.down.is_none() && !behind {
+            match self.commit(&entry) {
+                Ok(()) => return,
+                Err(e) => self.database_failed(&e),
+            }
+        }
+        self.spool_entry(entry);
+    }
+
+    fn commit(&mut self, entry: &Entry) -> crate::Result<()> {
+        let result = match entry {
+            Entry::Trades(t) => self.db.commit(t),
+            Entry::Gap(g) => self.db.insert_gap(g),
+        };
+        if result.is_ok() {
+            self.database_up();
+        }
+        result
+    }
+
+    /// Appends `entry` to the spool; while the spool is full (or the disk refuses), keeps
+    /// replaying and retrying, and records the window as a gap once there is room.
+    fn spool_entry(&mut self, entry: Entry) {
+        let trades = entry.trades() as u64;
+        loop {
+            match self.spool.append(&entry, now_ms()) {
+                Ok(()) => {
+                    self.health.spooled(trades);
+                    self.publish_spool();
+                    if let Some(from_ms) = self.full_since.take() {
+                        self.spool_full_gap(from_ms);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if self.full_since.is_none() {
+                        match &e {
+                            AppendError::Full => log::error!(
+                                "writer: the spool is full ({} bytes); readers will wait, and \
+                                 the wait is recorded as a gap",
+                                self.spool.bytes()
+                            ),
+                            AppendError::Io(e) => log::error!(
+                                "writer: cannot write the spool at {} ({e}); readers will wait",
+                                self.spool.dir().display()
+                            ),
+                        }
+                        self.full_since = Some(now_ms());
+                    }
+                    if self.deadline.passed() {
+                        log::error!(
+                            "writer: stopping with the spool full and the database away: \
+                             {trades} trades could not be kept"
+                        );
+                        self.health.unkept(trades);
+                        return;
+                    }
+                    // The database may be back: replay makes room. Else wait a little.
+                    if !self.replay(REPLAY_SLICE) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A gap for every held token, from when the spool filled to now.
+    fn spool_full_gap(&mut self, from_ms: i64) {
+        let gap = Gap {
+            connection: None,
+            from_ms,
+            to_ms: now_ms(),
+            reason: "spool full: readers waited".into(),
+            asset_ids: (self.held)(),
+        };
+        log::warn!(
+            "writer: the spool had no room for {} ms; recording a gap for {} tokens",
+            gap.to_ms - gap.from_ms,
+            gap.asset_ids.len()
+        );
+        // Behind whatever is spooled: in order.
+        if self
+            .spool
+            .append(&Entry::Gap(gap.clone()), now_ms())
+            .is_err()
+        {
+            // No room again already: commit it directly if the database takes it.
+            if let Err(e) = self.db.insert_gap(&gap) {
+                log::error!("writer: cannot record the spool-full gap ({e}): {gap:?}");
+            }
+        }
+    }
+
+    /// Replays spooled records in order for at most `slice`, when the database is due for a
+    /// try. Returns whether anything was committed.
+    fn replay(&mut self, slice: Duration) -> bool {
+        if self.spool.is_empty() {
+            return false;
+        }
+        if self
+            .down
+            .as_ref()
+            .is_some_and(|d| Instant::now() < d.retry_at)
+        {
+            return false;
+        }
+        let started = Instant::now();
+        let mut replayed_trades = 0u64;
+        let mut progress = false;
+        while started.elapsed() < slice {
+            let entry = match self.spool.peek() {
+                Ok(Some((_, entry))) => entry.clone(),
+                Ok(None) => break,
+                Err(e) => {
+                    log::error!("writer: cannot read the spool ({e}); retrying");
+                    break;
+                }
+            };
+            match self.commit(&entry) {
+                Ok(()) => {
+                    if let Err(e) = self.spool.consume() {
+                        log::error!("writer: cannot delete a replayed spool segment: {e}");
+                    }
+                    let n = entry.trades() as u64;
+                    replayed_trades += n;
+                    self.health.replayed(n);
+                    progress = true;
+                }
+                Err(e) => {
+                    self.database_failed(&e);
+                    break;
+                }
+            }
+        }
+        if replayed_trades > 0 {
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            self.health
+                .replay_rate((replayed_trades as f64 / secs) as u64);
+            if self.spool.is_empty() {
+                log::info!("writer: the spool is replayed; writing live data again");
+            }
+        }
+        self.publish_spool();
+        progress
+    }
+
+    /// The database failed a write: the data is kept (spooled), and the next try waits on
+    /// the backoff schedule (slowly, for a failure an operator must fix).
+    fn database_failed(&mut self, e: &Error) {
+        let failure = classify(e);
+        let now = Instant::now();
+        let attempt = self.down.as_ref().map_or(0, |d| d.attempt + 1);
+        let mut wait = self.backoff.delay(attempt);
+        if failure == Failure::Configuration {
+            wait = wait.max(CONFIGURATION_RETRY);
+        }
+        let last_loud = self.down.as_ref().and_then(|d| d.last_loud);
+        let loud = last_loud.is_none_or(|t| now.duration_since(t) >= LOUD_EVERY);
+        match failure {
+            Failure::Configuration => {
+                self.health.db_failure(Some(e.to_string()));
+                if loud {
+                    log::error!(
+                        "writer: the database refuses every write ({e}): an operator must fix \
+                         it; trades are kept in the spool at {} and retried every {} s",
+                        self.spool.dir().display(),
+                        wait.as_secs()
+                    );
+                }
+            }
+            _ if self.down.is_none() => log::warn!(
+                "writer: database unavailable ({e}); spooling to {} and retrying",
+                self.spool.dir().display()
+            ),
+            _ => log::debug!(
+                "writer: still unavailable ({e}); retry in {} ms",
+                wait.as_millis()
+            ),
+        }
+        self.health.db_state(false);
+        self.db.disconnect();
+        self.down = Some(Down {
+            failure,
+            attempt,
+            retry_at: now + wait,
+            last_loud: if loud && failure == Failure::Configuration {
+                Some(now)
+            } else {
+                last_loud
+            },
+        });
+    }
+
+    fn database_up(&mut self) {
+        if let Some(d) = self.down.take() {
+            log::info!(
+                "writer: the database takes writes again (after {:?} failures)",
+                d.failure
+            );
+            self.health.db_failure(None);
+        }
+        self.health.db_state(true);
+    }
+
+    fn publish_spool(&mut self) {
+        let oldest = match self.spool.peek() {
+            Ok(Some((at, _))) => at,
+            _ => 0,
+        };
+        self.health
+            .spool_state(self.spool.bytes(), self.spool.segments(), oldest);
+    }
+
+    /// Every sender is gone: replay what the spool holds until it is empty or the stop
+    /// deadline passes; what is left stays in the spool for the next run.
+    fn finish(&mut self) {
+        loop {
+            if self.spool.is_empty() {
+                log::info!("writer: channel closed and drained; everything committed");
+                return;
+            }
+            if self.deadline.passed() {
+                log::warn!(
+                    "writer: stop deadline reached; {} bytes left in the spool at {} for the \
+                     next run",
+                    self.spool.bytes(),
+                    self.spool.dir().display()
+                );
+                return;
+            }
+            if !self.replay(REPLAY_SLICE) {
+                let retry_at = self.down.as_ref().map(|d| d.retry_at);
+                let until = match (retry_at, self.deadline.get()) {
+                    (Some(r), Some(d)) => r.min(d),
+                    (Some(r), None) => r,
+                    (None, Some(d)) => d.min(Instant::now() + Duration::from_millis(100)),
+                    (None, None) => Instant::now() + Duration::from_millis(100),
+                };
+                let wait = until.saturating_duration_since(Instant::now());
+                std::thread::sleep(wait.min(Duration::from_millis(200)));
+            }
+        }
+    }
+}
