@@ -69,6 +69,13 @@ pub struct SimConfig {
     /// seconds, as a server drops a slow consumer's data; `true` waits for it, so every
     /// generated trade is delivered (benchmarks at full speed).
     pub block_on_slow_sockets: bool,
+    /// A socket whose client sent no text `PING` for this long is closed (the live service:
+    /// about 40 s).
+    pub ping_timeout: Duration,
+    /// A client that reads nothing for this long while data waits for it is dropped, and
+    /// what waited is not delivered, as the live service drops a consumer that falls behind
+    /// (`None`: never; `block_on_slow_sockets` turns it off too).
+    pub slow_client_timeout: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -86,6 +93,8 @@ impl Default for SimConfig {
             upgrades_per_sec: 0,
             freeze: false,
             block_on_slow_sockets: false,
+            ping_timeout: Duration::from_secs(40),
+            slow_client_timeout: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -111,6 +120,8 @@ pub struct SimStats {
     pub sockets_open: usize,
     pub sockets_opened: u64,
     pub upgrades_rejected: u64,
+    /// Clients dropped for falling behind or sending no PING.
+    pub dropped_clients: u64,
     pub subscribed_assets: usize,
     pub markets: usize,
 }
@@ -149,6 +160,7 @@ impl Sim {
             trades_generated: AtomicU64::new(0),
             sockets_opened: AtomicU64::new(0),
             upgrades_rejected: AtomicU64::new(0),
+            dropped_clients: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             config,
         });
@@ -295,6 +307,7 @@ fn stats(state: &SimState) -> SimStats {
         sockets_open: hub.sockets.len(),
         sockets_opened: state.sockets_opened.load(Relaxed),
         upgrades_rejected: state.upgrades_rejected.load(Relaxed),
+        dropped_clients: state.dropped_clients.load(Relaxed),
         subscribed_assets: hub.subscribers.len(),
         markets: state.markets.read().len(),
     }

@@ -49,6 +49,12 @@ struct Args {
     /// trade is delivered (full-speed benchmarks).
     #[arg(long)]
     block_on_slow_sockets: bool,
+    /// Seconds without a text PING from the client after which a socket is closed.
+    #[arg(long, default_value_t = 40)]
+    ping_timeout_secs: u64,
+    /// Seconds a client may read nothing while data waits before it is dropped (0: never).
+    #[arg(long, default_value_t = 15)]
+    slow_client_timeout_secs: u64,
 }
 
 fn main() {
@@ -67,6 +73,9 @@ fn main() {
         upgrades_per_sec: args.upgrades_per_sec,
         freeze: args.freeze,
         block_on_slow_sockets: args.block_on_slow_sockets,
+        ping_timeout: Duration::from_secs(args.ping_timeout_secs),
+        slow_client_timeout: Some(Duration::from_secs(args.slow_client_timeout_secs))
+            .filter(|d| !d.is_zero()),
     };
     let sim = match Sim::start(config) {
         Ok(sim) => sim,

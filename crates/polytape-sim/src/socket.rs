@@ -47,6 +47,9 @@ pub(super) struct Session {
     outgoing: Receiver<Outgoing>,
     subscribed: bool,
     last_client_frame: Instant,
+    last_client_ping: Instant,
+    /// When the client last took everything written (or there was nothing to take).
+    last_drained: Instant,
     last_sent: Instant,
     /// Frames taken off the queue but not yet accepted by the WebSocket's write buffer.
     waiting: VecDeque<Outgoing>,
@@ -81,6 +84,8 @@ impl Session {
             outgoing,
             subscribed: false,
             last_client_frame: Instant::now(),
+            last_client_ping: Instant::now(),
+            last_drained: Instant::now(),
             last_sent: Instant::now(),
             waiting: VecDeque::new(),
             unflushed: Vec::new(),
@@ -116,8 +121,30 @@ impl Session {
                 let _ = self.flush();
                 return "client idle".into();
             }
+            if self.last_client_ping.elapsed() > self.state.config.ping_timeout {
+                let _ = self.ws.close(Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "no PING".into(),
+                }));
+                let _ = self.flush();
+                self.state.dropped_clients.fetch_add(1, SeqCst);
+                return "no PING from the client".into();
+            }
             if let Err(e) = self.write_pending() {
                 return e;
+            }
+            if self.unflushed_bytes == 0 {
+                self.last_drained = Instant::now();
+            }
+            let slow = self.state.config.slow_client_timeout;
+            if !self.state.config.block_on_slow_sockets
+                && slow.is_some_and(|t| self.last_drained.elapsed() > t)
+            {
+                // What waited for this client was never delivered.
+                self.unflushed.clear();
+                let _ = self.ws.get_mut().shutdown(Shutdown::Both);
+                self.state.dropped_clients.fetch_add(1, SeqCst);
+                return "client fell behind: dropped".into();
             }
         }
     }
@@ -148,6 +175,9 @@ impl Session {
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
                     self.last_client_frame = Instant::now();
+                    if text.as_str() == "PING" {
+                        self.last_client_ping = Instant::now();
+                    }
                     self.on_text(text.as_str())?;
                 }
                 Ok(Message::Close(_)) => {
@@ -379,6 +409,7 @@ impl Session {
             self.unflushed.clear();
         }
         self.unflushed_bytes = 0;
+        self.last_drained = Instant::now();
     }
 
     fn flush_until_done(&mut self) {

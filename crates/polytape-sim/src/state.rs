@@ -92,6 +92,8 @@ pub(crate) struct SimState {
     pub(crate) trades_generated: AtomicU64,
     pub(crate) sockets_opened: AtomicU64,
     pub(crate) upgrades_rejected: AtomicU64,
+    /// Clients dropped for falling behind or sending no PING.
+    pub(crate) dropped_clients: AtomicU64,
     pub(crate) stopping: AtomicBool,
 }
 

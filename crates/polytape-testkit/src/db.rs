@@ -473,3 +473,80 @@ pub fn migrate(url: &str) {
         .expect("a valid database URL");
     polytape::store::migrate(&config).expect("migrations apply");
 }
+
+/// A login role of its own (not a superuser), with what polytape needs on one test
+/// database: for tests that take a privilege away. Dropped, with its grants, on drop.
+pub struct TestRole {
+    name: String,
+    url: String,
+    db: String,
+}
+
+impl TestRole {
+    /// A connection string for the test database, as this role.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The role's name, for GRANT and REVOKE.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl TestDb {
+    /// A new role with every privilege polytape uses on this database's tables and
+    /// sequences (and TEMP, for the writer's staging table).
+    pub fn role(&self) -> TestRole {
+        let server = server();
+        let name = format!("{}_role", self.name);
+        server
+            .admin()
+            .batch_execute(&format!(
+                "CREATE ROLE {name} LOGIN PASSWORD 'polytape-test';
+                 GRANT CONNECT, TEMP ON DATABASE {db} TO {name}",
+                db = self.name
+            ))
+            .expect("create the role");
+        self.client()
+            .batch_execute(&format!(
+                "GRANT USAGE ON SCHEMA public TO {name};
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name};
+                 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {name}"
+            ))
+            .expect("grant");
+        let url = format!(
+            "host={} port={} user={name} password=polytape-test dbname={} connect_timeout=10",
+            server.host, server.port, self.name
+        );
+        TestRole {
+            name,
+            url,
+            db: self.name.clone(),
+        }
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        // Roles belong to the whole server: take its grants back and drop it, so no test
+        // leaves one behind.
+        let server = server();
+        let name = &self.name;
+        let in_db = Client::connect(&server.url(&self.db), NoTls)
+            .and_then(|mut c| c.batch_execute(&format!("DROP OWNED BY {name}")));
+        let dropped = Client::connect(&server.url(&server.admin_db), NoTls).and_then(|mut c| {
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[name],
+            )?;
+            c.batch_execute(&format!(
+                "REVOKE ALL ON DATABASE {db} FROM {name}; DROP ROLE IF EXISTS {name}",
+                db = self.db
+            ))
+        });
+        if let Err(e) = in_db.and(dropped) {
+            eprintln!("test role: could not drop {name}: {e}");
+        }
+    }
+}

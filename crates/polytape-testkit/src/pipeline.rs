@@ -198,3 +198,56 @@ pub fn open_tokens(sim: &Sim) -> usize {
 pub fn wait_stats(sim: &Sim, mut cond: impl FnMut(&polytape_sim::SimStats) -> bool) -> bool {
     super::wait_until(Duration::from_secs(10), || cond(&sim.stats()))
 }
+
+/// For tests where trades may be lost for a reason polytape records (a crash, a dropped
+/// socket, a full spool): asserts that nothing is stored twice or stored that was never
+/// delivered, and that every delivered trade that is not stored lies inside a recorded gap
+/// of its asset (within `slack` of its window). Returns how many delivered trades are
+/// missing.
+pub fn assert_missing_within_gaps(url: &str, sim: &Sim, slack: Duration) -> usize {
+    use std::collections::BTreeSet;
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let dupes: i64 = client
+        .query_one(
+            "SELECT count(*) - count(DISTINCT (traded_at, asset_id, price, size, side,
+                                               transaction_hash)) FROM trades",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(dupes, 0, "no trade is stored twice");
+    let delivered: BTreeSet<SimTrade> = sim.delivered().into_iter().collect();
+    let stored: BTreeSet<SimTrade> = stored(url).into_iter().collect();
+    let extra: Vec<_> = stored.difference(&delivered).take(3).collect();
+    assert!(extra.is_empty(), "stored but never delivered: {extra:?}");
+    let gaps: Vec<(i64, i64, Vec<String>)> = client
+        .query(
+            "SELECT (extract(epoch FROM from_ts) * 1000)::bigint,
+                    (extract(epoch FROM to_ts) * 1000)::bigint, asset_ids FROM gaps",
+            &[],
+        )
+        .expect("gaps")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let slack = slack.as_millis() as i64;
+    let missing: Vec<&SimTrade> = delivered.difference(&stored).collect();
+    let uncovered: Vec<&&SimTrade> = missing
+        .iter()
+        .filter(|t| {
+            !gaps.iter().any(|(from, to, assets)| {
+                assets.contains(&t.asset_id)
+                    && t.timestamp_ms >= from - slack
+                    && t.timestamp_ms <= to + slack
+            })
+        })
+        .take(3)
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "{} delivered trades missing, some outside every gap (first 3): {uncovered:?}; gaps: {}",
+        missing.len(),
+        gaps.len()
+    );
+    missing.len()
+}

@@ -108,6 +108,10 @@ pub struct Connection {
     lost: Option<(i64, String)>,
     bad_frames: LogLimiter,
     invalid_trades: LogLimiter,
+    /// A send waited on a full channel since the read loop last looked.
+    was_blocked: bool,
+    /// When this reader fell behind (a send waited), until it reads its socket dry.
+    behind_since_ms: Option<i64>,
 }
 
 /// What a listener keeps of a connection it started.
@@ -159,6 +163,8 @@ impl Connection {
             lost: None,
             bad_frames: LogLimiter::new(),
             invalid_trades: LogLimiter::new(),
+            was_blocked: false,
+            behind_since_ms: None,
         };
         (conn, parts)
     }
@@ -229,9 +235,17 @@ impl Connection {
     /// The tokens just lost their socket (or failed to get one back): the gap starts at the
     /// last data frame, unless it started earlier already. Before the first subscription
     /// there is nothing to lose.
+    ///
+    /// A reader that fell behind (it waited on a full channel and has not yet read its
+    /// socket dry) may have lost what the server dropped while it waited: then the gap starts
+    /// when it fell behind, whatever it read afterwards.
     fn note_loss(&mut self, reason: &str) {
         if self.lost.is_none() && self.last_data_ms > 0 {
-            self.lost = Some((self.last_data_ms, reason.to_owned()));
+            let from = match self.behind_since_ms.take() {
+                Some(behind) => behind.min(self.last_data_ms),
+                None => self.last_data_ms,
+            };
+            self.lost = Some((from, reason.to_owned()));
         }
     }
 
@@ -332,6 +346,9 @@ impl Connection {
                             if let Err(end) = self.on_frame(text) {
                                 return end;
                             }
+                            if std::mem::take(&mut self.was_blocked) {
+                                liveness.resume(Instant::now());
+                            }
                         }
                     }
                 }
@@ -356,6 +373,8 @@ impl Connection {
                     ) =>
                 {
                     self.publish(); // a quiet socket: nothing left to batch with
+                    // Read dry: whatever the reader fell behind on is read.
+                    self.behind_since_ms = None;
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
                     self.health.oversized_frame();
@@ -440,10 +459,12 @@ impl Connection {
                 Ok(()) => {}
                 Err(TrySendError::Full(record)) => {
                     let start = Instant::now();
+                    self.behind_since_ms.get_or_insert(now);
                     if self.trades.send(record).is_err() {
                         return Err(End::WriterGone);
                     }
                     self.health.send_blocked(start.elapsed().as_micros() as u64);
+                    self.was_blocked = true;
                 }
                 Err(TrySendError::Disconnected(_)) => return Err(End::WriterGone),
             }

@@ -39,6 +39,15 @@ impl Liveness {
         self.pong_due = None;
     }
 
+    /// The reader was blocked (on a full channel) and is back: the socket's frames waited in
+    /// the kernel meanwhile, so silence during the block says nothing about the socket. The
+    /// deadlines start again from `now`.
+    pub(crate) fn resume(&mut self, now: Instant) {
+        self.last_data = now;
+        self.last_ping = self.last_ping.min(now);
+        self.pong_due = None;
+    }
+
     /// A `PONG` arrived.
     pub(crate) fn pong(&mut self) {
         self.pong_due = None;
@@ -138,5 +147,11 @@ mod tests {
         }
         let l = liveness(t0);
         assert!(!l.ping_due(t0 + s(9)) && l.ping_due(t0 + s(10)));
+        // Blocked on a full channel for longer than the stale timeout, then back: not stale.
+        let mut l = liveness(t0);
+        l.pinged(t0 + s(10));
+        l.resume(t0 + s(100));
+        assert_eq!(l.verdict(t0 + s(101)), None);
+        assert!(l.verdict(t0 + s(161)).is_some_and(|v| v.contains("stale")));
     }
 }

@@ -436,7 +436,11 @@ mod tests {
         // cut_torn_tail looks only at the tail; reading finds the bad CRC in the middle.
         let got = drain(&mut spool);
         // Only the segment with the bad CRC is skipped; the next one replays.
-        assert_eq!(got, vec![batch(2, 2)], "nothing in a corrupt record is guessed at");
+        assert_eq!(
+            got,
+            vec![batch(2, 2)],
+            "nothing in a corrupt record is guessed at"
+        );
         assert_eq!(spool.corrupt, 1);
         assert_eq!(spool.segments(), 0);
         let _ = std::fs::remove_dir_all(&d);

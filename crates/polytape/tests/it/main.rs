@@ -4,5 +4,6 @@ mod db;
 mod faults;
 mod listener;
 mod resolution;
+mod spool;
 mod tls;
 mod writer;

@@ -164,3 +164,39 @@ fn decimals_round_trip_exactly_in_both_copy_formats() {
         }
     }
 }
+
+/// A row a CHECK constraint refuses (23514) is kept in `trades_rejected` with its error and
+/// raw values; every other row of its batch is stored.
+#[test]
+fn a_check_refused_row_lands_in_trades_rejected() {
+    let _w = Watchdog::new("a_check_refused_row", Duration::from_secs(30));
+    let db = TestDb::new();
+    db.client()
+        .batch_execute("ALTER TABLE trades ADD CONSTRAINT no_poison CHECK (asset_id <> 'poison')")
+        .expect("constraint");
+    let (mut w, health) = writer(&db);
+    let mut batch: Vec<Trade> = (0..50).map(trade).collect();
+    batch[5].asset_id = "poison".into();
+    w.commit(&batch).expect("committed");
+    assert_eq!(db.count("trades"), 49);
+    assert_eq!(db.count("trades_rejected"), 1);
+    let row = db
+        .client()
+        .query_one(
+            "SELECT sqlstate, message, asset_id, price, size, side, transaction_hash
+             FROM trades_rejected",
+            &[],
+        )
+        .expect("the rejected row");
+    assert_eq!(row.get::<_, String>(0), "23514");
+    assert!(row.get::<_, String>(1).contains("no_poison"));
+    assert_eq!(row.get::<_, String>(2), "poison");
+    assert_eq!(row.get::<_, String>(3), batch[5].price.as_str());
+    assert_eq!(row.get::<_, String>(4), batch[5].size.as_str());
+    assert_eq!(row.get::<_, String>(5), batch[5].side.as_str());
+    assert_eq!(
+        row.get::<_, Option<String>>(6),
+        batch[5].transaction_hash.clone()
+    );
+    assert_eq!(health.snapshot().rows_rejected, 1);
+}

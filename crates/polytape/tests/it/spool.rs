@@ -1,0 +1,249 @@
+//! The database may go away; the sockets must not notice: the spool, the failure policy and
+//! the crash records, against a real PostgreSQL (stopped, restricted) and the simulator.
+
+use std::time::{Duration, Instant};
+
+use polytape::Listener;
+use polytape_testkit::db::PrivateCluster;
+use polytape_testkit::pipeline::{self, Running, assert_stored_at_equals_delivered};
+use polytape_testkit::{TestDb, Watchdog, init_logs, wait_until};
+
+/// Loads the simulator's markets into the database at `url`.
+fn load_markets_at(url: &str, sim: &polytape_sim::Sim) {
+    let rows: Vec<_> = sim
+        .markets()
+        .iter()
+        .filter(|m| m.version != "v3")
+        .map(pipeline::market_row)
+        .collect();
+    let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    polytape::bench::upsert_markets(&mut c, &rows).expect("markets");
+}
+
+/// How long the outage test keeps the database stopped: 3 minutes, as the issue asks
+/// (`POLYTAPE_TEST_OUTAGE_SECS` shortens it for a quick local run).
+fn outage() -> Duration {
+    std::env::var("POLYTAPE_TEST_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(180), Duration::from_secs)
+}
+
+/// The database stopped for minutes under 300 trades/s with a channel of 1,000: every
+/// delivered trade is stored, and no socket is lost or reconnected (the simulator drops a
+/// client that stops reading, and closes one that stops sending PING, as the live service
+/// does).
+#[test]
+fn a_database_outage_never_reaches_the_sockets() {
+    let outage = outage();
+    let _w = Watchdog::new(
+        "a_database_outage_never_reaches_the_sockets",
+        outage + Duration::from_secs(120),
+    );
+    init_logs();
+    let cluster = PrivateCluster::start().expect("initdb is needed for this test");
+    let url = cluster.database_url();
+    let sim = pipeline::sim(1200, 300.0);
+    load_markets_at(&url, &sim);
+    let spool = polytape_testkit::spool_dir("outage");
+    let config = pipeline::config_for(&url, &sim)
+        .to_builder()
+        .channel_capacity(1000)
+        .spool_dir(&spool)
+        .build()
+        .expect("a valid config");
+    let listener = Listener::from_database(config).expect("listener");
+    let conns = listener.chunks().len();
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(30), || {
+        let h = health.snapshot();
+        h.connections_active == conns && h.trades_inserted >= 300
+    }));
+
+    cluster.stop();
+    let stopped = Instant::now();
+    let spooled_at_stop = health.snapshot().trades_spooled;
+    while stopped.elapsed() < outage {
+        std::thread::sleep(Duration::from_secs(1));
+        let h = health.snapshot();
+        assert_eq!(
+            h.reconnections, 0,
+            "no socket lost during the outage: {h:?}"
+        );
+        assert!(
+            h.queue_depth < 1000,
+            "the channel keeps draining: {}",
+            h.queue_depth
+        );
+    }
+    let during = health.snapshot();
+    assert!(during.db_lost_since.is_some());
+    assert!(
+        during.trades_spooled > spooled_at_stop + 100,
+        "trades went to the spool: {during:?}"
+    );
+    assert!(during.spool_bytes > 0 && during.spool_oldest_ts.is_some());
+    cluster.start_again();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let h = health.snapshot();
+            h.spool_bytes == 0 && h.db_lost_since.is_none()
+        }),
+        "the spool is replayed: {:?}",
+        health.snapshot()
+    );
+    let (h, _) = running.stop();
+    let stored = assert_stored_at_equals_delivered(&url, &sim);
+    assert_eq!(h.reconnections, 0, "no socket reconnected");
+    assert_eq!(
+        sim.stats().dropped_clients,
+        0,
+        "no client dropped by the server"
+    );
+    assert_eq!(h.trades_unkept, 0);
+    assert!(h.trades_replayed >= during.trades_spooled);
+    eprintln!(
+        "outage {} s: delivered {}, stored {stored}, lost 0, spooled {}, replayed {}, \
+         reconnects {}, replay rate {} trades/s",
+        outage.as_secs(),
+        sim.delivered_count(),
+        h.trades_spooled,
+        h.trades_replayed,
+        h.reconnections,
+        h.spool_replay_rate
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// INSERT revoked: nothing is dropped, the failure is reported (health's `db_failure`, which
+/// `/readyz` turns into 503), trades are spooled; after GRANT, everything is stored.
+#[test]
+fn a_revoked_grant_keeps_every_trade_until_it_is_granted_again() {
+    let _w = Watchdog::new("a_revoked_grant", Duration::from_secs(120));
+    init_logs();
+    let db = TestDb::new();
+    let role = db.role();
+    let sim = pipeline::sim(100, 300.0);
+    pipeline::load_markets(&db, &sim);
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .database_url(role.url())
+        .build()
+        .expect("a valid config");
+    let listener = Listener::from_database(config).expect("listener");
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(30), || health
+        .snapshot()
+        .trades_inserted
+        >= 200));
+    db.client()
+        .batch_execute(&format!("REVOKE INSERT ON trades FROM {}", role.name()))
+        .expect("revoke");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let h = health.snapshot();
+            h.db_failure.is_some() && h.trades_spooled > 100
+        }),
+        "a configuration failure, reported, with trades spooled: {:?}",
+        health.snapshot()
+    );
+    let failure = health.snapshot().db_failure.unwrap_or_default();
+    assert!(failure.contains("42501"), "{failure}");
+    db.client()
+        .batch_execute(&format!("GRANT INSERT ON trades TO {}", role.name()))
+        .expect("grant");
+    // Configuration failures are retried every 10 s.
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let h = health.snapshot();
+            h.db_failure.is_none() && h.spool_bytes == 0
+        }),
+        "resumes after GRANT: {:?}",
+        health.snapshot()
+    );
+    let (h, _) = running.stop();
+    assert_stored_at_equals_delivered(db.url(), &sim);
+    assert_eq!(h.reconnections, 0);
+    assert_eq!(
+        h.rows_rejected, 0,
+        "a revoked grant refuses no row for its data"
+    );
+}
+
+/// A spool too small for the outage: once it is full the readers wait (as before there was
+/// a spool), the wait is a gap, and nothing is dropped silently: every delivered trade that
+/// is not stored lies inside a recorded gap of its asset.
+#[test]
+fn a_full_spool_makes_readers_wait_and_the_wait_is_a_gap() {
+    let _w = Watchdog::new("a_full_spool", Duration::from_secs(150));
+    init_logs();
+    let cluster = PrivateCluster::start().expect("initdb is needed for this test");
+    let url = cluster.database_url();
+    let sim = pipeline::sim_with(polytape_sim::SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 100,
+        // Enough bytes a second to fill the kernel's socket buffers soon after the readers
+        // stop reading.
+        trade_rate: 2000.0,
+        noise_per_trade: 10,
+        idle_noise: Duration::from_millis(200),
+        slow_client_timeout: Some(Duration::from_secs(5)),
+        ..polytape_sim::SimConfig::default()
+    });
+    load_markets_at(&url, &sim);
+    let config = pipeline::config_for(&url, &sim)
+        .to_builder()
+        .channel_capacity(200)
+        .spool_max_bytes(64 * 1024)
+        .build()
+        .expect("a valid config");
+    let listener = Listener::from_database(config).expect("listener");
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(30), || health
+        .snapshot()
+        .trades_inserted
+        >= 300));
+    cluster.stop();
+    // 64 KiB hold a few hundred trades: the spool fills within seconds, then the channel,
+    // then the readers wait, and the simulator drops them as they fall behind.
+    assert!(
+        wait_until(Duration::from_secs(60), || sim.stats().dropped_clients > 0),
+        "the server dropped a client that fell behind: {:?}",
+        health.snapshot()
+    );
+    cluster.start_again();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let h = health.snapshot();
+            h.spool_bytes == 0 && h.db_lost_since.is_none() && h.queue_depth == 0
+        }),
+        "{:?}",
+        health.snapshot()
+    );
+    // Trades flow again on the new sockets.
+    let now = health.snapshot().trades_inserted;
+    assert!(wait_until(Duration::from_secs(30), || health
+        .snapshot()
+        .trades_inserted
+        > now + 100));
+    let (h, _) = running.stop();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let full_gaps: i64 = c
+        .query_one(
+            "SELECT count(*) FROM gaps WHERE reason LIKE 'spool full%' AND connection IS NULL",
+            &[],
+        )
+        .expect("gaps")
+        .get(0);
+    assert!(full_gaps >= 1, "the full spool is on record");
+    let missing = pipeline::assert_missing_within_gaps(&url, &sim, Duration::from_secs(2));
+    eprintln!(
+        "full spool: delivered {}, missing {missing} (all inside gaps), spooled {}, gaps {}",
+        sim.delivered_count(),
+        h.trades_spooled,
+        h.gaps_recorded
+    );
+}
