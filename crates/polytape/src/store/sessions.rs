@@ -65,7 +65,12 @@ impl SessionKeeper {
                 self.heartbeat(c, session)
             })();
             if let Err(e) = step {
-                log::debug!("sessions: {e}; retrying");
+                // Expected while the database is away; anything else is worth a line.
+                if e.is_transient() {
+                    log::debug!("sessions: {e}; retrying");
+                } else {
+                    log::warn!("sessions: {e}; retrying");
+                }
                 client = None;
             }
             if self.stop.wait_timeout(interval) {
@@ -158,8 +163,8 @@ impl SessionKeeper {
         let last_us = self.health.last_committed_received_us();
         c.execute(
             "UPDATE sessions SET heartbeat_at = now(), asset_ids = $2,
-                 last_received_at = CASE WHEN $3 > 0
-                     THEN 'epoch'::timestamptz + $3 * interval '1 microsecond'
+                 last_received_at = CASE WHEN $3::float8 > 0
+                     THEN 'epoch'::timestamptz + $3::float8 * interval '1 microsecond'
                      ELSE last_received_at END
              WHERE id = $1",
             &[&id, &held, &(last_us as f64)],
