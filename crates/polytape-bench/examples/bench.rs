@@ -53,6 +53,9 @@ fn main() -> Result {
     if want("writer") {
         writer_paths(&server, n.min(300_000))?;
     }
+    if want("spool") {
+        spool(&server, n.min(300_000))?;
+    }
     if want("parser") {
         parser();
     }
@@ -504,9 +507,10 @@ fn footprint(server: &str) -> Result {
 
 /// The writer alone: the same trades in batches of 1,000, straight COPY (shipped) against
 /// COPY into staging + INSERT … ON CONFLICT.
-fn writer_paths(server: &str, n: u64) -> Result {
+/// `n` trades shaped like the simulator's, over 2,000 markets.
+fn synthetic_trades(n: u64) -> Vec<polytape::Trade> {
     let markets: Vec<_> = (0..2000).map(|i| generate_market(11, i)).collect();
-    let trades: Vec<polytape::Trade> = (0..n)
+    (0..n)
         .map(|seq| {
             let m = &markets[(seq % 2000) as usize];
             let t = TradeRecord {
@@ -535,7 +539,11 @@ fn writer_paths(server: &str, n: u64) -> Result {
                 received_at_us: t.timestamp_ms * 1000 + 500,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn writer_paths(server: &str, n: u64) -> Result {
+    let trades = synthetic_trades(n);
     println!("\n## writer alone: {n} trades in batches of 1,000 into an empty trades table");
     use polytape::bench::CopyFormat;
     let paths = [
@@ -707,4 +715,55 @@ fn health_contention() {
     println!(
         "local counts, published at each frame with a trade (1 in 50) or every 64 (shipped): {batched:.1} ns; shared atomics per frame: {atomics:.1} ns; one parking_lot mutex per frame: {mutex:.1} ns"
     );
+}
+
+/// The disk spool beside the COPY ceiling: appends (one fdatasync per batch of 1,000), reads,
+/// and replay into PostgreSQL through the writer's commit; the baseline is the writer's
+/// direct binary COPY of the same trades in the same run.
+fn spool(server: &str, n: u64) -> Result {
+    let trades = synthetic_trades(n);
+    println!("\n## spool: {n} trades in batches of 1,000");
+    let db = BenchDb::new(server, "polytape_bench_spool_direct")?;
+    let config = Config::builder().database_url(db.url()).build()?;
+    let mut writer = polytape::bench::TradeWriter::new(&config, Health::new());
+    let started = Instant::now();
+    for batch in trades.chunks(1000) {
+        writer.commit(batch)?;
+    }
+    let direct = started.elapsed().as_secs_f64();
+    drop(db);
+    let db = BenchDb::new(server, "polytape_bench_spool")?;
+    let dir = std::env::temp_dir().join(format!("polytape-bench-spool-{}", std::process::id()));
+    let config = Config::builder()
+        .database_url(db.url())
+        .spool_dir(&dir)
+        .build()?;
+    let run = polytape::bench::spool_round_trip(&config, &trades, 1000)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mb = run.bytes as f64 / 1e6;
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!("| step | trades/s | MB/s | vs direct COPY |");
+    println!("|---|---|---|---|");
+    println!(
+        "| direct binary COPY into trades (baseline) | {:.0} | | 1.00 |",
+        n as f64 / direct
+    );
+    for (name, d) in [
+        ("spool append (fdatasync per batch)", run.append),
+        ("spool read + decode", run.read),
+        ("spool replay into trades", run.replay),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.2} |",
+            rate(d),
+            mb / d.as_secs_f64(),
+            rate(d) / (n as f64 / direct)
+        );
+    }
+    println!(
+        "spool size: {:.1} MB for {n} trades ({:.0} bytes/trade)",
+        mb,
+        run.bytes as f64 / n as f64
+    );
+    Ok(())
 }

@@ -121,6 +121,7 @@ pub use stop::StopSignal;
 pub mod bench {
     pub use crate::feed::{FrameSummary, Record, parse_frame};
     pub use crate::health::{FrameCounts, Health, Latencies, now_ms};
+    pub use crate::spool::{SpoolRun, round_trip as spool_round_trip};
     pub use crate::store::markets::{MarketRow, active_token_groups, upsert_markets};
     pub use crate::store::trades::{CopyFormat, TradeWriter};
 }

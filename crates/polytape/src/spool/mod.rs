@@ -476,3 +476,93 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// The spool's own costs, for the benchmarks: `trades` appended in batches of `batch` (one
+/// `fdatasync` each), read back and decoded, then replayed into the configured database
+/// through the writer's commit path.
+#[cfg(feature = "bench")]
+pub fn round_trip(
+    config: &crate::Config,
+    trades: &[crate::Trade],
+    batch: usize,
+) -> crate::Result<SpoolRun> {
+    use std::time::Instant;
+    let io = |e: io::Error| crate::Error::from(e);
+    let dir = &config.spool_dir;
+    let copy = dir.with_extension("read");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(&copy);
+    let mut spool = Spool::open(dir, u64::MAX).map_err(io)?;
+    let started = Instant::now();
+    for chunk in trades.chunks(batch.max(1)) {
+        spool
+            .append(&Entry::Trades(chunk.to_vec()), 0)
+            .map_err(|e| match e {
+                AppendError::Full => crate::Error::data("spool full"),
+                AppendError::Io(e) => io(e),
+            })?;
+    }
+    let append = started.elapsed();
+    let bytes = spool.bytes();
+    drop(spool);
+    // Reading and decoding alone, on a copy (replay deletes what it has replayed).
+    std::fs::create_dir_all(&copy).map_err(io)?;
+    for item in std::fs::read_dir(dir).map_err(io)? {
+        let path = item.map_err(io)?.path();
+        if path.extension().is_some_and(|x| x == "seg") {
+            if let Some(name) = path.file_name() {
+                std::fs::copy(&path, copy.join(name)).map_err(io)?;
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut reader = Spool::open(&copy, u64::MAX).map_err(io)?;
+    let mut read_trades = 0;
+    while let Some((_, e)) = reader.peek().map_err(io)? {
+        read_trades += e.trades();
+        reader.consume().map_err(io)?;
+    }
+    let read = started.elapsed();
+    drop(reader);
+    let _ = std::fs::remove_dir_all(&copy);
+    if read_trades != trades.len() {
+        return Err(crate::Error::data(format!(
+            "read back {read_trades} of {} trades",
+            trades.len()
+        )));
+    }
+    // Replay into the database, as the writer does.
+    let mut spool = Spool::open(dir, u64::MAX).map_err(io)?;
+    let mut db = crate::store::trades::TradeWriter::new(config, crate::health::Health::new());
+    let started = Instant::now();
+    loop {
+        let entry = match spool.peek().map_err(io)? {
+            Some((_, Entry::Trades(t))) => t.clone(),
+            Some((_, Entry::Gap(_))) => Vec::new(),
+            None => break,
+        };
+        db.commit(&entry)?;
+        spool.consume().map_err(io)?;
+    }
+    let replay = started.elapsed();
+    Ok(SpoolRun {
+        append,
+        read,
+        replay,
+        bytes,
+    })
+}
+
+/// What [`round_trip`] measured.
+#[cfg(feature = "bench")]
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolRun {
+    /// Appending every batch, `fdatasync` each.
+    pub append: std::time::Duration,
+    /// Reading and decoding every record.
+    pub read: std::time::Duration,
+    /// Replaying every record into the database.
+    pub replay: std::time::Duration,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
