@@ -607,3 +607,52 @@ fn a_sigkill_is_a_gap_and_the_spool_survives_it() {
         "within the channel and a batch: {missing}"
     );
 }
+
+/// INSERT revoked from the daemon's role: `/readyz` answers 503 at once (no grace: nothing
+/// will be written until an operator acts), `/livez` stays 200, nothing is dropped; after
+/// GRANT, ready again and every delivered trade stored.
+#[test]
+fn a_revoked_grant_turns_readyz_503_and_loses_nothing() {
+    let _w = Watchdog::new("a_revoked_grant_turns_readyz_503", Duration::from_secs(120));
+    let db = TestDb::new();
+    let role = db.role();
+    let sim = pipeline::sim(50, 200.0);
+    let addr = free_addr();
+    let mut c = polytape(&db, &sim);
+    c.env("DATABASE_URL", role.url())
+        .env("POLYTAPE_HEALTH_ADDR", &addr)
+        .args(["run", "--readiness-grace-secs", "600"])
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("spawn"));
+    forward_stderr(&mut child.0);
+    let status = |path: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .get(&format!("http://{addr}{path}"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .ok()
+    };
+    assert!(wait_until(Duration::from_secs(30), || status("/readyz")
+        == Some(200)
+        && db.count("trades") > 50));
+    db.client()
+        .batch_execute(&format!("REVOKE INSERT ON trades FROM {}", role.name()))
+        .expect("revoke");
+    assert!(
+        wait_until(Duration::from_secs(20), || status("/readyz") == Some(503)),
+        "not ready while the database refuses every write"
+    );
+    assert_eq!(status("/livez"), Some(200));
+    db.client()
+        .batch_execute(&format!("GRANT INSERT ON trades TO {}", role.name()))
+        .expect("grant");
+    assert!(wait_until(Duration::from_secs(40), || status("/readyz") == Some(200)));
+    signal(&child.0, "TERM");
+    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()));
+    assert_stored_equals_delivered(&db, &sim);
+}

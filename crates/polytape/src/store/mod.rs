@@ -96,13 +96,20 @@ fn migrate_on(client: &mut Client) -> Result<usize> {
 }
 
 fn apply_migrations(client: &mut Client) -> Result<usize> {
-    client.batch_execute(
-        "CREATE TABLE IF NOT EXISTS polytape_migrations (
+    // A role that may write but not create (a least-privilege deployment) can still start
+    // against a database that is up to date: the table is created only when it is missing.
+    let exists: bool = client
+        .query_one("SELECT to_regclass('polytape_migrations') IS NOT NULL", &[])?
+        .try_get(0)?;
+    if !exists {
+        client.batch_execute(
+            "CREATE TABLE IF NOT EXISTS polytape_migrations (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
          )",
-    )?;
+        )?;
+    }
     let mut applied = 0;
     for &(version, name, sql) in MIGRATIONS {
         let done = client
