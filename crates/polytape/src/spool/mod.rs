@@ -509,10 +509,11 @@ pub fn round_trip(
     std::fs::create_dir_all(&copy).map_err(io)?;
     for item in std::fs::read_dir(dir).map_err(io)? {
         let path = item.map_err(io)?.path();
-        if path.extension().is_some_and(|x| x == "seg") {
-            if let Some(name) = path.file_name() {
-                std::fs::copy(&path, copy.join(name)).map_err(io)?;
-            }
+        if let Some(name) = path
+            .file_name()
+            .filter(|_| path.extension().is_some_and(|x| x == "seg"))
+        {
+            std::fs::copy(&path, copy.join(name)).map_err(io)?;
         }
     }
     let started = Instant::now();
