@@ -229,6 +229,23 @@ impl Connection {
                 break;
             }
         }
+        // Tokens without a socket when the stop came: their gap ends now, and is written
+        // before the listener exits (the writer drains the channel after every connection).
+        if let Some((from_ms, reason)) = self.lost.take() {
+            let gap = Gap {
+                connection: Some(self.id),
+                from_ms,
+                to_ms: now_ms(),
+                reason: format!("{reason} (no socket until the stop)"),
+                asset_ids: self.tokens.lock().clone(),
+            };
+            log::warn!(
+                "connection {}: stopping with {} tokens still without a socket; recording the gap",
+                self.id,
+                gap.asset_ids.len()
+            );
+            let _ = self.trades.send(Record::Gap(gap));
+        }
         self.status.set_state(ConnectionState::Stopped);
     }
 

@@ -251,3 +251,35 @@ fn a_postgresql_restart_mid_run_loses_nothing() {
     assert_eq!(h.rows_rejected, 0);
     pipeline::assert_stored_at_equals_delivered(&url, &sim);
 }
+
+/// Tokens still without a socket when the listener stops get their gap written before it
+/// returns (it would otherwise be written only at a resubscription that never comes).
+#[test]
+fn a_socket_still_lost_at_the_stop_is_a_gap() {
+    let _w = Watchdog::new("a_socket_still_lost_at_the_stop", Duration::from_secs(60));
+    init_logs();
+    let db = TestDb::new();
+    let mut sim = pipeline::sim(60, 300.0);
+    pipeline::load_markets(&db, &sim);
+    let listener = Listener::from_database(pipeline::config(&db, &sim)).expect("listener");
+    let conns = listener.chunks().len();
+    let health = listener.health();
+    let running = Running::start(listener);
+    wait_for_more_trades(&health, 100);
+    // The feed goes away for good: every socket is lost and none comes back.
+    sim.shutdown();
+    assert!(wait_until(Duration::from_secs(20), || {
+        let h = health.snapshot();
+        h.connections_active == 0 && h.reconnections >= conns as u64
+    }));
+    let (h, _) = running.stop();
+    let at_stop: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM gaps WHERE reason LIKE '%until the stop%'",
+            &[],
+        )
+        .expect("gaps")
+        .get(0);
+    assert_eq!(at_stop, conns as i64, "one gap per lost connection: {h:?}");
+}
