@@ -4,8 +4,8 @@
 //! A batch is first `COPY`ed straight into `trades`, in one transaction. If any row of it is
 //! already stored (SQLSTATE 23505 on the natural key: a batch retried after an ambiguous
 //! commit, or a trade the feed sent twice), that transaction rolls back and the batch takes
-//! the slow path: `COPY` into a temporary staging table (created once per database
-//! connection, emptied on commit), then `INSERT … SELECT … ON CONFLICT DO NOTHING`. Either
+//! the slow path: `COPY` into a temporary staging table (created on a connection's first
+//! slow path, emptied on commit), then `INSERT … SELECT … ON CONFLICT DO NOTHING`. Either
 //! way a trade is stored once; the fast path skips a second write of every row, which
 //! BENCHMARKS.md measures.
 //!
@@ -100,16 +100,11 @@ impl TradeWriter {
         Ok(())
     }
 
-    /// The open connection, or a new one with its staging table.
+    /// The open connection, or a new one.
     fn client(&mut self) -> Result<&mut Client> {
         let client = match self.client.take() {
             Some(c) if !c.is_closed() => c,
-            _ => {
-                let mut c = crate::store::connect_with(&self.url, self.statement_timeout)?;
-                c.batch_execute(CREATE_STAGING)
-                    .map_err(crate::Error::unavailable)?;
-                c
-            }
+            _ => crate::store::connect_with(&self.url, self.statement_timeout)?,
         };
         Ok(self.client.insert(client))
     }
@@ -283,6 +278,9 @@ impl TradeWriter {
         let option = self.format.option();
         let client = self.client()?;
         let mut tx = client.transaction()?;
+        // Made on the first slow path of a connection only: a role without TEMP on the
+        // database can still write every batch that holds no stored trade.
+        tx.batch_execute(CREATE_STAGING)?;
         let mut copy = tx.copy_in(&format!(
             "COPY trades_staging ({COLUMNS}) FROM STDIN{option}"
         ))?;

@@ -200,3 +200,34 @@ fn a_check_refused_row_lands_in_trades_rejected() {
     );
     assert_eq!(health.snapshot().rows_rejected, 1);
 }
+
+/// A role without TEMP on the database (no staging table possible) still writes every
+/// batch that holds no stored trade: the staging table is made only on the slow path. It
+/// was made at connect before, and the writer retried forever, writing nothing.
+#[test]
+fn a_role_without_temp_still_writes_new_trades() {
+    let _w = Watchdog::new("a_role_without_temp", Duration::from_secs(30));
+    let db = TestDb::new();
+    let role = db.role();
+    db.client()
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+               EXECUTE format('REVOKE TEMP ON DATABASE %I FROM PUBLIC, {0}', current_database());
+             END $$",
+            role.name()
+        ))
+        .expect("revoke temp");
+    let config = Config::builder()
+        .database_url(role.url())
+        .build()
+        .expect("a valid config");
+    let health = Health::new();
+    let mut w = TradeWriter::new(&config, health.clone());
+    let batch: Vec<Trade> = (0..100).map(trade).collect();
+    w.commit(&batch).expect("new trades need no staging table");
+    assert_eq!(db.count("trades"), 100);
+    // A batch with a stored trade needs the staging table: refused, as configuration
+    // (the caller spools and retries; nothing is dropped).
+    let err = w.commit(&batch).expect_err("no TEMP, no staging");
+    assert_eq!(err.code(), Some("42501"), "{err}");
+}
