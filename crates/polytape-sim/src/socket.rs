@@ -140,8 +140,12 @@ impl Session {
             if !self.state.config.block_on_slow_sockets
                 && slow.is_some_and(|t| self.last_drained.elapsed() > t)
             {
-                // What waited for this client was never delivered.
-                self.unflushed.clear();
+                // What waited for this client may or may not reach it: part of it can be in
+                // the kernel already. It is on record as such, never as delivered.
+                self.state
+                    .maybe_delivered
+                    .lock()
+                    .extend(self.unflushed.drain(..));
                 let _ = self.ws.get_mut().shutdown(Shutdown::Both);
                 self.state.dropped_clients.fetch_add(1, SeqCst);
                 return "client fell behind: dropped".into();

@@ -88,6 +88,9 @@ pub(crate) struct SimState {
     pub(crate) gamma_failures: AtomicU32,
     pub(crate) gamma_fail_status: AtomicU32,
     pub(crate) delivered: Mutex<Vec<TradeRecord>>,
+    /// Trades written to a socket the simulator then dropped before it knew they were
+    /// flushed: the kernel may or may not have passed them on.
+    pub(crate) maybe_delivered: Mutex<Vec<TradeRecord>>,
     pub(crate) next_socket: AtomicU64,
     pub(crate) trades_generated: AtomicU64,
     pub(crate) sockets_opened: AtomicU64,

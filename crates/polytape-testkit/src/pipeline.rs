@@ -217,8 +217,14 @@ pub fn assert_missing_within_gaps(url: &str, sim: &Sim, slack: Duration) -> usiz
         .get(0);
     assert_eq!(dupes, 0, "no trade is stored twice");
     let delivered: BTreeSet<SimTrade> = sim.delivered().into_iter().collect();
+    let maybe: BTreeSet<SimTrade> = sim.maybe_delivered().into_iter().collect();
     let stored: BTreeSet<SimTrade> = stored(url).into_iter().collect();
-    let extra: Vec<_> = stored.difference(&delivered).take(3).collect();
+    // A dropped client may have read part of what the simulator could not confirm.
+    let extra: Vec<_> = stored
+        .difference(&delivered)
+        .filter(|t| !maybe.contains(t))
+        .take(3)
+        .collect();
     assert!(extra.is_empty(), "stored but never delivered: {extra:?}");
     let gaps: Vec<(i64, i64, Vec<String>)> = client
         .query(
