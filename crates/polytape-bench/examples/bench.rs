@@ -175,7 +175,9 @@ impl SimProcess {
             .map(|p| p.join("polytape-sim"))
             .ok_or("no target dir")?;
         let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0"])
+            // No book noise between trades: these sections measure the trade path (the
+            // parser section measures the live mix, noise included).
+            .args(["--listen", "127.0.0.1:0", "--noise-per-trade", "0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -10,8 +10,10 @@ use crossbeam_channel::Sender;
 use crate::frames::{self, TradeRecord};
 use crate::state::{Outgoing, SimState};
 
-/// Generates trades at the configured rate for the assets that sockets hold, and queues them,
-/// grouped into one frame per socket per tick.
+/// The exchange: generates trades at the configured rate over every open market's assets,
+/// whether or not a socket holds them, records each as executed (the ground truth), and
+/// queues those that subscribed sockets should get, one frame per socket per tick. A
+/// stalled asset keeps trading; its trades are just not sent.
 pub(crate) fn generate(state: &Arc<SimState>) {
     let config = &state.config;
     let mut rng = fastrand::Rng::with_seed(config.seed);
@@ -20,7 +22,7 @@ pub(crate) fn generate(state: &Arc<SimState>) {
     let mut seq: u64 = 0;
     let mut noise: u64 = 0;
     let mut tradable: Vec<(u32, u8)> = Vec::new();
-    let mut tradable_version = u64::MAX;
+    let mut tradable_at: Option<Instant> = None;
     // Per-socket batches of this tick.
     let mut batches: HashMap<u64, (String, Vec<TradeRecord>, usize)> = HashMap::new();
     const MAX_PER_TICK: u64 = 20_000;
@@ -44,18 +46,17 @@ pub(crate) fn generate(state: &Arc<SimState>) {
         {
             let hub = state.hub.lock();
             let markets = state.markets.read();
-            if tradable_version != hub.version {
-                let stalled = state.stalled.read();
-                tradable = hub
-                    .subscribers
-                    .keys()
-                    .filter(|k| !stalled.contains(k))
-                    .filter(|(m, _)| markets.get(*m as usize).is_some_and(|m| m.is_open()))
-                    .copied()
+            // Markets open and close at run time: look again every 200 ms.
+            if tradable_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+                tradable = markets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.is_open())
+                    .flat_map(|(i, _)| [(i as u32, 0u8), (i as u32, 1u8)])
                     .collect();
-                tradable.sort_unstable();
-                tradable_version = hub.version;
+                tradable_at = Some(Instant::now());
             }
+            let stalled = state.stalled.read();
             if tradable.is_empty() {
                 drop(markets);
                 drop(hub);
@@ -63,9 +64,13 @@ pub(crate) fn generate(state: &Arc<SimState>) {
                 continue;
             }
             let max_assets = state.max_assets_per_socket.load(Relaxed);
+            let mut executed = state.executed.lock();
             for _ in 0..due {
                 let key = tradable[rng.usize(0..tradable.len())];
                 let market = &markets[key.0 as usize];
+                if !market.is_open() {
+                    continue; // closed since the list was made: it trades no more
+                }
                 let t = TradeRecord {
                     seq,
                     market: key.0,
@@ -79,6 +84,10 @@ pub(crate) fn generate(state: &Arc<SimState>) {
                 seq += 1;
                 produced += 1;
                 state.trades_generated.fetch_add(1, Relaxed);
+                executed.push(t);
+                if stalled.contains(&key) {
+                    continue; // executed, never sent: the live feed's stalled asset
+                }
                 let Some(subs) = hub.subscribers.get(&key) else {
                     continue;
                 };

@@ -7,6 +7,7 @@
 //! "stored == delivered" exactly. Faults can be switched on at start and at run time, through
 //! the methods of [`Sim`] or `POST /sim/...`.
 
+pub mod data_api;
 pub mod frames;
 mod gamma;
 mod generator;
@@ -76,6 +77,10 @@ pub struct SimConfig {
     /// what waited is not delivered, as the live service drops a consumer that falls behind
     /// (`None`: never; `block_on_slow_sockets` turns it off too).
     pub slow_client_timeout: Option<Duration>,
+    /// The Data API shows a trade this long after its block (the live service: minutes).
+    pub data_api_lag: Duration,
+    /// Data API requests per 10 s before 429 (0: no limit; the live service: 200).
+    pub data_api_rate_limit: u32,
 }
 
 impl Default for SimConfig {
@@ -86,7 +91,7 @@ impl Default for SimConfig {
             seed: 1,
             trade_rate: 100.0,
             max_trades: None,
-            noise_per_trade: 0,
+            noise_per_trade: 50,
             idle_noise: Duration::from_secs(1),
             client_idle_timeout: Duration::from_secs(30),
             max_assets_per_socket: 500,
@@ -95,6 +100,8 @@ impl Default for SimConfig {
             block_on_slow_sockets: false,
             ping_timeout: Duration::from_secs(40),
             slow_client_timeout: Some(Duration::from_secs(15)),
+            data_api_lag: Duration::ZERO,
+            data_api_rate_limit: 200,
         }
     }
 }
@@ -156,6 +163,9 @@ impl Sim {
             gamma_failures: AtomicU32::new(0),
             gamma_fail_status: AtomicU32::new(429),
             delivered: Mutex::new(Vec::new()),
+            executed: Mutex::new(Vec::new()),
+            data_api_requests: AtomicU64::new(0),
+            data_api_recent: Mutex::new(std::collections::VecDeque::new()),
             maybe_delivered: Mutex::new(Vec::new()),
             next_socket: AtomicU64::new(1),
             trades_generated: AtomicU64::new(0),
@@ -221,6 +231,21 @@ impl Sim {
             .iter()
             .filter_map(|t| self.state.record_to_trade(t))
             .collect()
+    }
+
+    /// Every trade the exchange executed (subscribed or not, delivered or not): the ground
+    /// truth a complete tape must equal.
+    pub fn executed(&self) -> Vec<SimTrade> {
+        let records = self.state.executed.lock().clone();
+        records
+            .iter()
+            .filter_map(|t| self.state.record_to_trade(t))
+            .collect()
+    }
+
+    /// Data API requests answered so far (not counting 429s).
+    pub fn data_api_requests(&self) -> u64 {
+        self.state.data_api_requests.load(SeqCst)
     }
 
     pub fn delivered_count(&self) -> usize {

@@ -28,7 +28,7 @@ struct Args {
     #[arg(long)]
     max_trades: Option<u64>,
     /// `price_change` events per trade (the live feed sends about 50).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 50)]
     noise_per_trade: u32,
     /// Milliseconds of silence after which a socket gets a `price_change`.
     #[arg(long, default_value_t = 1000)]
@@ -55,6 +55,12 @@ struct Args {
     /// Seconds a client may read nothing while data waits before it is dropped (0: never).
     #[arg(long, default_value_t = 15)]
     slow_client_timeout_secs: u64,
+    /// Seconds after its block before the Data API shows a trade.
+    #[arg(long, default_value_t = 0)]
+    data_api_lag_secs: u64,
+    /// Data API requests per 10 s before 429 (0: no limit).
+    #[arg(long, default_value_t = 200)]
+    data_api_rate_limit: u32,
 }
 
 fn main() {
@@ -76,6 +82,8 @@ fn main() {
         ping_timeout: Duration::from_secs(args.ping_timeout_secs),
         slow_client_timeout: Some(Duration::from_secs(args.slow_client_timeout_secs))
             .filter(|d| !d.is_zero()),
+        data_api_lag: Duration::from_secs(args.data_api_lag_secs),
+        data_api_rate_limit: args.data_api_rate_limit,
     };
     let sim = match Sim::start(config) {
         Ok(sim) => sim,

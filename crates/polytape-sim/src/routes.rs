@@ -46,6 +46,7 @@ pub(crate) fn handle_connection(state: &Arc<SimState>, mut stream: TcpStream) {
         }
         "/markets/keyset" => gamma::keyset(state, &req),
         "/markets" => gamma::legacy(state, &req),
+        "/trades" => crate::data_api::trades(state, &req),
         p if p.starts_with("/sim/") => control(state, &req),
         _ => Response::text(404, "not found\n"),
     };

@@ -88,6 +88,11 @@ pub(crate) struct SimState {
     pub(crate) gamma_failures: AtomicU32,
     pub(crate) gamma_fail_status: AtomicU32,
     pub(crate) delivered: Mutex<Vec<TradeRecord>>,
+    /// Every trade the exchange executed, subscribed or not: the ground truth of the tape.
+    pub(crate) executed: Mutex<Vec<TradeRecord>>,
+    /// Data API requests answered, and the times of the recent ones (the rate limit).
+    pub(crate) data_api_requests: AtomicU64,
+    pub(crate) data_api_recent: Mutex<std::collections::VecDeque<Instant>>,
     /// Trades written to a socket the simulator then dropped before it knew they were
     /// flushed: the kernel may or may not have passed them on.
     pub(crate) maybe_delivered: Mutex<Vec<TradeRecord>>,

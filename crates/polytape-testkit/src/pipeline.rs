@@ -16,6 +16,9 @@ pub fn sim(markets: u64, trade_rate: f64) -> Sim {
         listen: "127.0.0.1:0".into(),
         markets,
         trade_rate,
+        // The live feed sends ~50 book events per trade (the simulator's default); tests
+        // that are not about parsing load keep debug builds fast without them.
+        noise_per_trade: 0,
         idle_noise: Duration::from_millis(200),
         ..SimConfig::default()
     })

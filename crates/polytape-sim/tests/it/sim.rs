@@ -110,6 +110,7 @@ fn a_silent_client_is_closed() {
         listen: "127.0.0.1:0".into(),
         markets: 10,
         client_idle_timeout: Duration::from_millis(800),
+        noise_per_trade: 0,
         ..SimConfig::default()
     });
     let tokens = open_tokens(&sim, 2);
@@ -542,4 +543,102 @@ fn upgrades_too_fast_get_429_and_control_endpoints_work() {
     assert_eq!(stats["upgrades_rejected"].as_u64(), Some(rejected as u64));
     assert_eq!(get(&format!("{base}/sim/faults/nonsense")).0, 404);
     assert_eq!(get(&format!("{base}/sim/delivered")).0, 200);
+}
+
+/// The exchange trades whether or not anyone listens, and the Data API serves what it
+/// executed: newest first, block times in seconds at or a few seconds after the match, hashes
+/// always present, prices and sizes as exact JSON numbers, the offset cap as 400, the rate
+/// limit as 429 with Retry-After.
+#[test]
+fn the_data_api_serves_every_executed_trade() {
+    let _w = Watchdog::new("the_data_api_serves", Duration::from_secs(60));
+    let sim = pipeline::sim_with(SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 20,
+        trade_rate: 500.0,
+        data_api_rate_limit: 30,
+        ..SimConfig::default()
+    });
+    // Nobody subscribes: trades are executed all the same, and none is delivered.
+    assert!(polytape_testkit::wait_until(
+        Duration::from_secs(10),
+        || { sim.executed().len() >= 500 }
+    ));
+    assert_eq!(sim.delivered_count(), 0);
+    let executed = sim.executed();
+    let market = executed[0].market.clone();
+    let base = format!("http://{}", sim.addr());
+    // Settled trades show up once their block is past (a few seconds after the match).
+    let page = || {
+        let (status, body, _) = get(&format!("{base}/trades?market={market}&limit=10000"));
+        assert_eq!(status, 200);
+        serde_json::from_str::<Vec<Value>>(&body).expect("a JSON array")
+    };
+    assert!(polytape_testkit::wait_until(
+        Duration::from_secs(10),
+        || !page().is_empty()
+    ));
+    let rows = page();
+    let executed = sim.executed();
+    let mine: Vec<_> = executed.iter().filter(|t| t.market == market).collect();
+    assert!(!rows.is_empty() && rows.len() <= mine.len());
+    let mut last = i64::MAX;
+    let mut matched = 0;
+    for row in &rows {
+        let ts = row["timestamp"].as_i64().expect("seconds");
+        assert!(ts <= last, "newest first");
+        last = ts;
+        assert!(row["price"].is_number() && row["size"].is_number());
+        let hash = row["transactionHash"].as_str().expect("always a hash");
+        assert!(hash.starts_with("0x") && hash.len() == 66);
+        // The same trade the exchange executed (by the hash the feed carries, when it
+        // carries one): the block is at or up to 5 s after the match.
+        if let Some(t) = mine
+            .iter()
+            .find(|t| t.transaction_hash.as_deref() == Some(hash))
+        {
+            matched += 1;
+            let match_s = t.timestamp_ms / 1000;
+            assert!(
+                ts >= match_s && ts <= match_s + 5,
+                "{ts} vs {}",
+                t.timestamp_ms
+            );
+            assert_eq!(row["asset"].as_str(), Some(t.asset_id.as_str()));
+            assert_eq!(row["side"].as_str(), Some(t.side.as_str()));
+        }
+    }
+    assert!(
+        matched * 10 >= rows.len() * 8,
+        "{matched} of {} rows matched",
+        rows.len()
+    );
+    let (status, _, _) = get(&format!("{base}/trades?market={market}&offset=10001"));
+    assert_eq!(status, 400, "past the offset cap");
+    let (status, _, _) = get(&format!("{base}/trades?limit=10001"));
+    assert_eq!(status, 400);
+    // The rate limit: 30 requests per 10 s here.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut throttled = None;
+    for _ in 0..40 {
+        let resp = agent
+            .get(&format!("{base}/trades?limit=1"))
+            .call()
+            .expect("get");
+        if resp.status().as_u16() == 429 {
+            throttled = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            break;
+        }
+    }
+    assert!(
+        throttled.is_some_and(|r| r.parse::<u64>().is_ok()),
+        "429 with Retry-After"
+    );
 }

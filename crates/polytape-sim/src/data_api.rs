@@ -1,0 +1,159 @@
+//! The simulated Data API: `GET /trades`, the settled tape of every trade the exchange
+//! executed, with the live service's rules (`polymarket-feed.md` §3): `market` (comma-separated
+//! condition ids), `start`/`end` (epoch seconds, inclusive, on the block time), `limit`
+//! 0..=10000, `offset` 0..=10000 (400 past it), newest first, prices and sizes as JSON numbers,
+//! `timestamp` the block time in seconds (2 s blocks, the same or a few seconds after the match
+//! time the feed carries), `transactionHash` always present, a visibility lag, and a rate
+//! limit answered with 429 and `Retry-After`.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Instant;
+
+use polytape_http::{Request, Response};
+use serde_json::json;
+
+use crate::frames::TradeRecord;
+use crate::state::SimState;
+
+/// Most rows a page may ask for, and the deepest offset.
+pub(crate) const MAX_LIMIT: usize = 10_000;
+pub(crate) const MAX_OFFSET: usize = 10_000;
+
+/// The settlement block time of a trade, in seconds: blocks every 2 s, the trade in the first
+/// or second block at or after its match.
+pub fn block_time_s(t: &TradeRecord) -> i64 {
+    let match_s = t.timestamp_ms.div_euclid(1000) + i64::from(t.timestamp_ms.rem_euclid(1000) > 0);
+    let block = match_s + match_s.rem_euclid(2);
+    block + 2 * (t.seq % 2) as i64
+}
+
+/// The settlement transaction's hash: always present here, even for trades whose feed event
+/// leaves it out (the same hash the feed carries when it carries one).
+pub fn settlement_hash(t: &TradeRecord) -> String {
+    format!(
+        "0x{:016x}{:048x}",
+        t.seq,
+        t.seq.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    )
+}
+
+fn bad(msg: &str) -> Response {
+    Response::json(400, &json!({"error": msg}))
+}
+
+/// `GET /trades`.
+pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
+    if let Some(wait) = state.data_api_throttle() {
+        return Response::json(429, &json!({"error": "too many requests"}))
+            .with_header("Retry-After", wait.to_string());
+    }
+    state.data_api_requests.fetch_add(1, SeqCst);
+    let num = |name: &str, default: i64| -> Result<i64, Response> {
+        match req.param(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .map_err(|_| bad(&format!("invalid {name}: {v}"))),
+        }
+    };
+    let (limit, offset, start, end) = match (
+        num("limit", 100),
+        num("offset", 0),
+        num("start", i64::MIN),
+        num("end", i64::MAX),
+    ) {
+        (Ok(l), Ok(o), Ok(s), Ok(e)) => (l, o, s, e),
+        (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
+    };
+    if !(0..=MAX_LIMIT as i64).contains(&limit) {
+        return bad("limit must be between 0 and 10000");
+    }
+    if !(0..=MAX_OFFSET as i64).contains(&offset) {
+        return bad("max historical activity offset of 10000 exceeded");
+    }
+    let wanted: Option<HashSet<String>> = req.param("market").map(|m| {
+        m.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    let markets = state.markets.read();
+    let wanted_idx: Option<HashSet<u32>> = wanted.as_ref().map(|w| {
+        markets
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| w.contains(&m.condition_id))
+            .map(|(i, _)| i as u32)
+            .collect()
+    });
+    // Visible: settled at least the lag ago.
+    let visible_until_s = (crate::now_ms() - state.config.data_api_lag.as_millis() as i64) / 1000;
+    let executed = state.executed.lock();
+    let mut rows: Vec<&TradeRecord> = executed
+        .iter()
+        .filter(|t| wanted_idx.as_ref().is_none_or(|w| w.contains(&t.market)))
+        .filter(|t| {
+            let b = block_time_s(t);
+            b >= start && b <= end && b <= visible_until_s
+        })
+        .collect();
+    // Newest first.
+    rows.sort_by(|a, b| {
+        block_time_s(b)
+            .cmp(&block_time_s(a))
+            .then(b.seq.cmp(&a.seq))
+    });
+    let page: Vec<serde_json::Value> = rows
+        .iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .filter_map(|t| {
+            let m = markets.get(t.market as usize)?;
+            // Prices and sizes are JSON numbers, written from their exact decimal text.
+            let number = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+            Some(json!({
+                "proxyWallet": format!("0x{:040x}", t.seq.wrapping_mul(7919)),
+                "side": t.side(),
+                "asset": m.token_ids[t.outcome as usize],
+                "conditionId": m.condition_id,
+                "size": number(&t.size())?,
+                "price": number(&t.price())?,
+                "timestamp": block_time_s(t),
+                "title": m.question,
+                "slug": m.slug,
+                "eventSlug": m.slug,
+                "outcome": m.outcomes[t.outcome as usize],
+                "outcomeIndex": 999,
+                "transactionHash": settlement_hash(t),
+            }))
+        })
+        .collect();
+    Response::json(200, &page)
+}
+
+impl SimState {
+    /// `None` when a Data API request may go ahead now; else the seconds to wait.
+    fn data_api_throttle(&self) -> Option<u64> {
+        let limit = self.config.data_api_rate_limit;
+        if limit == 0 {
+            return None;
+        }
+        let window = std::time::Duration::from_secs(10);
+        let mut recent = self.data_api_recent.lock();
+        let now = Instant::now();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= limit as usize {
+            let oldest = recent.front().copied().unwrap_or(now);
+            let wait = window.saturating_sub(now.duration_since(oldest));
+            return Some(wait.as_secs().max(1));
+        }
+        recent.push_back(now);
+        None
+    }
+}
