@@ -45,6 +45,9 @@ pub(crate) struct Common {
     /// Gamma listing base URL.
     #[arg(long, env = "POLYTAPE_GAMMA_URL", default_value = defaults::GAMMA_URL, global = true)]
     pub(crate) gamma_url: String,
+    /// Data API base URL (the settled tape, for filling holes).
+    #[arg(long, env = "POLYTAPE_DATA_API_URL", default_value = defaults::DATA_API_URL, global = true)]
+    pub(crate) data_api_url: String,
     /// Address of a running daemon's health endpoint (for `status`), and where `run` serves
     /// it; an empty value turns it off.
     #[arg(
@@ -119,6 +122,9 @@ pub(crate) struct RunArgs {
     /// Seconds a stop waits for the database before leaving the rest in the spool.
     #[arg(long, env = "POLYTAPE_STOP_DEADLINE_SECS", default_value_t = defaults::STOP_DEADLINE.as_secs())]
     pub(crate) stop_deadline_secs: u64,
+    /// Seconds a gap must age before it is filled from the Data API (the settled tape lags).
+    #[arg(long, env = "POLYTAPE_BACKFILL_SETTLE_SECS", default_value_t = defaults::BACKFILL_SETTLE.as_secs())]
+    pub(crate) backfill_settle_secs: u64,
 }
 
 impl Common {
@@ -127,6 +133,7 @@ impl Common {
         polytape::Config::builder()
             .database_url(&self.database_url)
             .gamma_url(&self.gamma_url)
+            .data_api_url(&self.data_api_url)
             .build()
     }
 
@@ -142,6 +149,8 @@ impl RunArgs {
         let listener = polytape::Config::builder()
             .database_url(&common.database_url)
             .gamma_url(&common.gamma_url)
+            .data_api_url(&common.data_api_url)
+            .backfill_settle(Duration::from_secs(self.backfill_settle_secs))
             .ws_url(&self.ws_url)
             .ws_ca_file(self.ws_ca_file.clone())
             .max_tokens_per_conn(self.max_tokens_per_conn)

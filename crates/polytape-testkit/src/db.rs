@@ -377,6 +377,9 @@ impl TestDb {
         polytape::Config::builder()
             .database_url(self.url())
             .spool_dir(self.spool_dir())
+            // Never a public host from a test: nothing answers here.
+            .gamma_url("http://127.0.0.1:9")
+            .data_api_url("http://127.0.0.1:9")
             .build()
             .expect("a valid database URL")
     }

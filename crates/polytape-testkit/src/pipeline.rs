@@ -78,6 +78,7 @@ pub fn config_for(url: &str, sim: &Sim) -> Config {
         .spool_dir(crate::spool_dir("pipeline"))
         .ws_url(sim.ws_url())
         .gamma_url(sim.gamma_url())
+        .data_api_url(sim.gamma_url())
         .ping_interval(Duration::from_millis(500))
         .pong_timeout(Duration::from_secs(2))
         .stale_timeout(Duration::from_secs(3))
@@ -259,4 +260,119 @@ pub fn assert_missing_within_gaps(url: &str, sim: &Sim, slack: Duration) -> usiz
         gaps.len()
     );
     missing.len()
+}
+
+/// What [`assert_stored_equals_executed`] found.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Completeness {
+    /// Trades the exchange executed on held assets inside the window.
+    pub executed: usize,
+    /// Of those, stored from the feed, and filled from the Data API.
+    pub from_feed: usize,
+    pub filled: usize,
+}
+
+/// The complete-tape check: every trade the simulator *executed* on an asset the listener
+/// held (open order-book markets in `markets`) with a match time in `from_ms..=to_ms` is
+/// stored exactly once, with its price and side; nothing is stored that was never executed;
+/// and each row's `source` is right (`feed` for what the feed delivered, `data_api` for the
+/// rest). The simulator's sizes are unique per trade, so (asset, size) identifies a trade
+/// across the two sources, whose times differ (match vs block).
+pub fn assert_stored_equals_executed(
+    url: &str,
+    sim: &Sim,
+    from_ms: i64,
+    to_ms: i64,
+) -> Completeness {
+    use std::collections::{HashMap, HashSet};
+    let canon = |s: &str| -> String {
+        match s.split_once('.') {
+            Some((i, f)) => {
+                let f = f.trim_end_matches('0');
+                if f.is_empty() {
+                    i.to_owned()
+                } else {
+                    format!("{i}.{f}")
+                }
+            }
+            None => s.to_owned(),
+        }
+    };
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let held: HashSet<String> = client
+        .query(
+            "SELECT unnest(token_ids) FROM markets WHERE NOT closed AND enable_order_book",
+            &[],
+        )
+        .expect("held tokens")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let rows = client
+        .query(
+            "SELECT asset_id, size::text, price::text, side, source FROM trades",
+            &[],
+        )
+        .expect("trades");
+    let mut stored: HashMap<(String, String), (String, String, String)> = HashMap::new();
+    for r in &rows {
+        let key = (r.get::<_, String>(0), canon(&r.get::<_, String>(1)));
+        let value = (canon(&r.get::<_, String>(2)), r.get(3), r.get(4));
+        assert!(
+            stored.insert(key.clone(), value).is_none(),
+            "stored twice: {key:?}"
+        );
+    }
+    let executed = sim.executed();
+    let executed_keys: HashSet<(String, String)> = executed
+        .iter()
+        .map(|t| (t.asset_id.clone(), canon(&t.size)))
+        .collect();
+    let extra: Vec<_> = stored
+        .keys()
+        .filter(|k| !executed_keys.contains(*k))
+        .take(3)
+        .collect();
+    assert!(extra.is_empty(), "stored but never executed: {extra:?}");
+    let delivered: HashSet<(String, String)> = sim
+        .delivered()
+        .iter()
+        .chain(sim.maybe_delivered().iter())
+        .map(|t| (t.asset_id.clone(), canon(&t.size)))
+        .collect();
+    let mut report = Completeness::default();
+    let mut missing = Vec::new();
+    for t in executed.iter().filter(|t| {
+        t.timestamp_ms >= from_ms && t.timestamp_ms <= to_ms && held.contains(&t.asset_id)
+    }) {
+        report.executed += 1;
+        let key = (t.asset_id.clone(), canon(&t.size));
+        match stored.get(&key) {
+            None => missing.push(t.clone()),
+            Some((price, side, source)) => {
+                assert_eq!(price, &canon(&t.price), "price of {key:?}");
+                assert_eq!(side, &t.side, "side of {key:?}");
+                let was_delivered = delivered.contains(&key);
+                match source.as_str() {
+                    "feed" => {
+                        assert!(
+                            was_delivered,
+                            "a feed row the feed never delivered: {key:?}"
+                        );
+                        report.from_feed += 1;
+                    }
+                    "data_api" => report.filled += 1,
+                    other => panic!("unknown source {other}"),
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} executed trades missing (first 3): {:?}",
+        missing.len(),
+        report.executed,
+        missing.iter().take(3).collect::<Vec<_>>()
+    );
+    report
 }

@@ -30,6 +30,10 @@ pub mod defaults {
     pub const WS_URL: &str = "wss://ws-subscriptions-clob.polymarket.com/ws/market";
     /// The live Gamma listing.
     pub const GAMMA_URL: &str = "https://gamma-api.polymarket.com";
+    /// The live Data API (the settled tape).
+    pub const DATA_API_URL: &str = "https://data-api.polymarket.com";
+    /// A hole is filled from the Data API once it is this old (the settled tape lags).
+    pub const BACKFILL_SETTLE: Duration = Duration::from_secs(600);
     /// Tokens per socket: the live feed silently stops delivering past ~500.
     pub const MAX_TOKENS_PER_CONN: usize = 500;
     /// A socket without a data frame this long is replaced.
@@ -116,6 +120,10 @@ pub struct Config {
     pub(crate) spool_max_bytes: u64,
     pub(crate) stop_deadline: Duration,
     pub(crate) heartbeat_interval: Duration,
+    pub(crate) data_api_url: String,
+    pub(crate) data_api_page: usize,
+    pub(crate) data_api_budget: u32,
+    pub(crate) backfill_settle: Duration,
 }
 
 impl Default for Config {
@@ -148,6 +156,10 @@ impl Default for Config {
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
             stop_deadline: defaults::STOP_DEADLINE,
             heartbeat_interval: HEARTBEAT_INTERVAL,
+            data_api_url: defaults::DATA_API_URL.into(),
+            data_api_page: 10_000,
+            data_api_budget: 100,
+            backfill_settle: defaults::BACKFILL_SETTLE,
         }
     }
 }
@@ -206,6 +218,11 @@ impl Config {
         self.resolve_interval
     }
 
+    /// The Data API's base URL.
+    pub fn data_api_url(&self) -> &str {
+        &self.data_api_url
+    }
+
     /// Where the disk spool lives.
     pub fn spool_dir(&self) -> &std::path::Path {
         &self.spool_dir
@@ -254,6 +271,13 @@ impl Config {
         }
         if self.spool_max_bytes < 1 << 16 {
             return fail("spool_max_bytes must be at least 64 KiB");
+        }
+        if !(self.data_api_url.starts_with("http://") || self.data_api_url.starts_with("https://"))
+        {
+            return fail("data_api_url must start with http:// or https://");
+        }
+        if !(1..=10_000).contains(&self.data_api_page) || self.data_api_budget == 0 {
+            return fail("data_api_page must be 1..=10000 and data_api_budget positive");
         }
         if self.heartbeat_interval.is_zero() {
             return fail("heartbeat_interval must be positive");
@@ -356,6 +380,21 @@ impl ConfigBuilder {
     pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.0.spool_dir = dir.into();
         self
+    }
+
+    /// The Data API's base URL (the settled tape, for filling holes).
+    pub fn data_api_url(mut self, url: impl Into<String>) -> Self {
+        self.0.data_api_url = url.into();
+        self
+    }
+
+    setters! {
+        /// Rows per Data API page (10,000, the service's most).
+        data_api_page: usize,
+        /// Data API requests per 10 s at most (100: half the service's limit).
+        data_api_budget: u32,
+        /// How old a hole must be before it is filled (10 min: the settled tape lags).
+        backfill_settle: Duration,
     }
 
     setters! {

@@ -59,6 +59,11 @@ struct Shared {
     spool_oldest_ms: AtomicI64,
     spool_replay_rate: AtomicU64,
     last_committed_received_us: AtomicI64,
+    trades_backfilled: AtomicU64,
+    gaps_filled: AtomicU64,
+    data_api_errors: AtomicU64,
+    gaps_open: AtomicU64,
+    oldest_open_gap_ms: AtomicI64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
     last_insert_ts: AtomicI64,
@@ -247,6 +252,16 @@ pub struct HealthSnapshot {
     pub spool_oldest_ts: Option<DateTime<Utc>>,
     /// Trades per second replayed from the spool, over the last replay.
     pub spool_replay_rate: u64,
+    /// Trades added from the Data API to fill holes.
+    pub trades_backfilled: u64,
+    /// Gaps filled from the Data API.
+    pub gaps_filled: u64,
+    /// Gaps not filled yet (as of the backfill's last round).
+    pub gaps_open: u64,
+    /// Where the oldest open gap starts.
+    pub oldest_open_gap_ts: Option<DateTime<Utc>>,
+    /// Data API failures (each gap stays open and is retried).
+    pub data_api_errors: u64,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }
@@ -321,6 +336,11 @@ impl Health {
             spool_segments: s.spool_segments.load(Relaxed),
             spool_oldest_ts: ts(s.spool_oldest_ms.load(Relaxed)),
             spool_replay_rate: s.spool_replay_rate.load(Relaxed),
+            trades_backfilled: s.trades_backfilled.load(Relaxed),
+            gaps_filled: s.gaps_filled.load(Relaxed),
+            gaps_open: s.gaps_open.load(Relaxed),
+            oldest_open_gap_ts: ts(s.oldest_open_gap_ms.load(Relaxed)),
+            data_api_errors: s.data_api_errors.load(Relaxed),
             connections,
         }
     }
@@ -496,6 +516,23 @@ impl Health {
         s.spool_oldest_ms.store(oldest_ms, Relaxed);
     }
 
+    pub(crate) fn backfilled(&self, trades: u64) {
+        self.shared.trades_backfilled.fetch_add(trades, Relaxed);
+    }
+
+    pub(crate) fn gap_filled(&self, _added: u64) {
+        self.shared.gaps_filled.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn data_api_error(&self) {
+        self.shared.data_api_errors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn gaps_open(&self, open: u64, oldest_ms: i64) {
+        self.shared.gaps_open.store(open, Relaxed);
+        self.shared.oldest_open_gap_ms.store(oldest_ms, Relaxed);
+    }
+
     pub(crate) fn replay_rate(&self, per_sec: u64) {
         self.shared.spool_replay_rate.store(per_sec, Relaxed);
     }
@@ -525,7 +562,22 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 17] = [
+        let counters: [(&str, &str, f64); 20] = [
+            (
+                "trades_backfilled_total",
+                "Trades added from the Data API to fill holes.",
+                self.trades_backfilled as f64,
+            ),
+            (
+                "gaps_filled_total",
+                "Gaps filled from the Data API.",
+                self.gaps_filled as f64,
+            ),
+            (
+                "data_api_errors_total",
+                "Data API failures (the gap stays open and is retried).",
+                self.data_api_errors as f64,
+            ),
             (
                 "trades_spooled_total",
                 "Trades written to the disk spool (database away or behind).",
@@ -652,6 +704,19 @@ impl HealthSnapshot {
             "gauge",
             "Replay rate from the spool, over the last replay.",
             self.spool_replay_rate as f64,
+        );
+        metric(
+            "gaps_open",
+            "gauge",
+            "Gaps not filled yet.",
+            self.gaps_open as f64,
+        );
+        metric(
+            "oldest_open_gap_timestamp_seconds",
+            "gauge",
+            "Where the oldest open gap starts (0: none).",
+            self.oldest_open_gap_ts
+                .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0),
         );
         metric(
             "database_failure",

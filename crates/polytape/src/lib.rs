@@ -90,8 +90,10 @@
 #![cfg_attr(not(feature = "bench"), warn(missing_docs))]
 #![forbid(unsafe_code)]
 
+mod backfill;
 mod backoff;
 pub mod config;
+mod data_api;
 mod error;
 mod feed;
 pub mod gamma;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::{Condvar, Mutex};
 
+use crate::backfill::Backfill;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::Record;
@@ -266,6 +267,15 @@ impl Listener {
         let writer_thread = std::thread::Builder::new()
             .name("polytape-writer".into())
             .spawn(move || writer.run(rx))?;
+        // Holes are filled from the Data API once settled.
+        let backfill_stop = StopSignal::new();
+        let backfill_thread = {
+            let backfill = Backfill::new(&self.config, self.health.clone());
+            let stop = backfill_stop.clone();
+            std::thread::Builder::new()
+                .name("polytape-backfill".into())
+                .spawn(move || backfill.run(stop))?
+        };
         let keeper_stop = StopSignal::new();
         let writer_clean = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let keeper_thread = {
@@ -321,6 +331,9 @@ impl Listener {
             }
         }
         let started = Instant::now();
+        // The backfill stops between two gaps; one in the middle of a request is left to end
+        // on its own (its writes are idempotent) rather than hold the stop up.
+        backfill_stop.stop();
         log::info!("listener: stopping {} connections", slots.len());
         conn_stop.stop();
         let deadline = Instant::now() + POLITE_CLOSE;
@@ -342,6 +355,13 @@ impl Listener {
         writer_clean.store(writer_ok, std::sync::atomic::Ordering::SeqCst);
         keeper_stop.stop();
         let _ = keeper_thread.join();
+        let deadline = Instant::now() + POLITE_CLOSE;
+        while !backfill_thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if backfill_thread.is_finished() {
+            let _ = backfill_thread.join();
+        }
         if !writer_ok {
             return Err(Error::data("the writer thread ended before the listener"));
         }

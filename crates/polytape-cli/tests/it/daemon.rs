@@ -20,6 +20,7 @@ fn polytape(db: &TestDb, sim: &Sim) -> Command {
         .env("POLYTAPE_GAMMA_URL", sim.gamma_url())
         .env("POLYTAPE_HEALTH_ADDR", "")
         .env("POLYTAPE_SPOOL_DIR", db.spool_dir())
+        .env("POLYTAPE_DATA_API_URL", sim.gamma_url())
         .env("RUST_LOG", "info");
     c
 }

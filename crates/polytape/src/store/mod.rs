@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "spool_sessions_rejected",
         include_str!("../../migrations/V3__spool_sessions_rejected.sql"),
     ),
+    (
+        4,
+        "complete_tape",
+        include_str!("../../migrations/V4__complete_tape.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do

@@ -35,11 +35,12 @@ const CREATE_STAGING: &str = "
         fee_rate_bps     integer,
         traded_at        timestamptz NOT NULL,
         transaction_hash text,
-        received_at      timestamptz NOT NULL
+        received_at      timestamptz NOT NULL,
+        source           text NOT NULL
     ) ON COMMIT DELETE ROWS";
 
-const COLUMNS: &str =
-    "asset_id, market, price, size, side, fee_rate_bps, traded_at, transaction_hash, received_at";
+const COLUMNS: &str = "asset_id, market, price, size, side, fee_rate_bps, traded_at, \
+                       transaction_hash, received_at, source";
 
 const UNIQUE_VIOLATION: &str = "23505";
 
@@ -66,6 +67,26 @@ pub struct TradeWriter {
     /// Skip the direct COPY and always go through staging (to measure the two paths).
     staging_only: bool,
     format: CopyFormat,
+    source: Source,
+}
+
+/// Where the trades a writer stores came from (the `source` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The live market channel.
+    Feed,
+    /// The Data API's settled tape: a hole filled.
+    DataApi,
+}
+
+impl Source {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Feed => "feed",
+            Source::DataApi => "data_api",
+        }
+    }
 }
 
 impl TradeWriter {
@@ -78,7 +99,14 @@ impl TradeWriter {
             buf: Vec::with_capacity(256 * 1024),
             staging_only: false,
             format: CopyFormat::Binary,
+            source: Source::Feed,
         }
+    }
+
+    /// Stores every trade as coming from `source` (the backfill writes `data_api`).
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
     }
 
     /// Always write through the staging table, never straight into `trades`. Both paths
@@ -233,13 +261,13 @@ impl TradeWriter {
             CopyFormat::Binary => {
                 buf.extend_from_slice(BINARY_HEADER);
                 for t in batch {
-                    encode_binary_row(&mut buf, t);
+                    encode_binary_row(&mut buf, t, self.source);
                 }
                 buf.extend_from_slice(&(-1i16).to_be_bytes());
             }
             CopyFormat::Text => {
                 for t in batch {
-                    encode_row(&mut buf, t);
+                    encode_row(&mut buf, t, self.source);
                 }
             }
         }
@@ -314,8 +342,8 @@ const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
 /// One binary COPY row: a field count, then each field as a length and its bytes (-1: NULL).
-fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade) {
-    buf.extend_from_slice(&9i16.to_be_bytes());
+fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade, source: Source) {
+    buf.extend_from_slice(&10i16.to_be_bytes());
     binary_text(buf, &t.asset_id);
     binary_text(buf, &t.market);
     binary_numeric(buf, t.price.as_str());
@@ -334,6 +362,7 @@ fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade) {
         None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
     }
     binary_timestamp(buf, t.received_at_us);
+    binary_text(buf, source.as_str());
 }
 
 fn binary_text(buf: &mut Vec<u8>, s: &str) {
@@ -392,7 +421,7 @@ fn group(ascii: &[u8]) -> i16 {
 
 /// One COPY text row. Every field was validated by the parser to hold no tab, newline or
 /// backslash, so nothing needs escaping.
-fn encode_row(buf: &mut Vec<u8>, t: &Trade) {
+fn encode_row(buf: &mut Vec<u8>, t: &Trade, source: Source) {
     let _ = write!(
         buf,
         "{}\t{}\t{}\t{}\t{}\t",
@@ -420,6 +449,8 @@ fn encode_row(buf: &mut Vec<u8>, t: &Trade) {
         buf,
         chrono::DateTime::from_timestamp_micros(t.received_at_us),
     );
+    buf.push(b'\t');
+    buf.extend_from_slice(source.as_str().as_bytes());
     buf.push(b'\n');
 }
 

@@ -1,0 +1,240 @@
+//! Never a duplicate: which Data API trades the tape already holds.
+//!
+//! The two sources disagree on time (the feed: the match, in ms; the Data API: the block, in
+//! seconds, the same or a few seconds later) and perhaps on granularity (unconfirmed: one
+//! feed event per taker order, or per maker fill). The rule, per asset:
+//!
+//! 1. **By hash.** A Data API trade is present when the tape holds its transaction hash for
+//!    its asset, whatever else differs. All the fills of one transaction on one asset count as
+//!    present together: if the feed were one event per taker order, adding the other fills
+//!    would count the same volume twice, and a duplicate is the one error the tape must
+//!    never make.
+//! 2. **Without a hash** (the feed leaves it out on some trades): present when a tape row
+//!    without a hash, of the same asset, side, price and size, has a match time within
+//!    [`BEFORE_BLOCK`] before the block time and [`AFTER_BLOCK`] after it. Each tape row
+//!    accounts for one Data API trade at most.
+//! 3. Anything else is missing: it is added, with the block time as its time and
+//!    `source = 'data_api'`.
+//!
+//! The race with a late feed trade (a twin replayed from the spool after its backfill) is
+//! made impossible by design elsewhere: only windows older than everything still in the
+//! channel or the spool are compared (see `backfill`).
+
+use std::collections::HashSet;
+
+use crate::data_api::ApiTrade;
+use crate::feed::Side;
+
+/// How long before its block a trade may have matched.
+pub(crate) const BEFORE_BLOCK_MS: i64 = 12_000;
+/// How long after its block second a trade's match time may read (clock skew, rounding).
+pub(crate) const AFTER_BLOCK_MS: i64 = 1_000;
+
+/// A row of the tape, as the matching sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TapeRow {
+    pub(crate) asset: String,
+    pub(crate) side: Side,
+    /// Canonical decimal text (no trailing zeros).
+    pub(crate) price: String,
+    pub(crate) size: String,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) transaction_hash: Option<String>,
+}
+
+/// A decimal's value as text without trailing fractional zeros: `0.480` and `0.48` are one
+/// price.
+pub(crate) fn canonical(s: &str) -> String {
+    match s.split_once('.') {
+        Some((int, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            let int = if int.is_empty() { "0" } else { int };
+            if frac.is_empty() {
+                int.to_owned()
+            } else {
+                format!("{int}.{frac}")
+            }
+        }
+        None => s.to_owned(),
+    }
+}
+
+/// The Data API trades the tape does not hold, by the rule above.
+pub(crate) fn missing<'a>(api: &'a [ApiTrade], tape: &[TapeRow]) -> Vec<&'a ApiTrade> {
+    let hashes: HashSet<(&str, String)> = tape
+        .iter()
+        .filter_map(|r| {
+            r.transaction_hash
+                .as_deref()
+                .map(|h| (r.asset.as_str(), h.to_ascii_lowercase()))
+        })
+        .collect();
+    let mut unhashed_used = vec![false; tape.len()];
+    let mut out = Vec::new();
+    for t in api {
+        if hashes.contains(&(t.asset.as_str(), t.transaction_hash.to_ascii_lowercase())) {
+            continue;
+        }
+        let (price, size) = (canonical(t.price.as_str()), canonical(t.size.as_str()));
+        let block_ms = t.timestamp_s * 1000;
+        let twin = tape.iter().enumerate().find(|(i, r)| {
+            !unhashed_used[*i]
+                && r.transaction_hash.is_none()
+                && r.asset == t.asset
+                && r.side == t.side
+                && r.price == price
+                && r.size == size
+                && r.timestamp_ms >= block_ms - BEFORE_BLOCK_MS
+                && r.timestamp_ms <= block_ms + 999 + AFTER_BLOCK_MS
+        });
+        match twin {
+            Some((i, _)) => unhashed_used[i] = true,
+            None => out.push(t),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::Decimal;
+
+    fn api(asset: &str, side: Side, price: &str, size: &str, ts_s: i64, hash: &str) -> ApiTrade {
+        ApiTrade {
+            asset: asset.into(),
+            condition_id: "0xm".into(),
+            side,
+            price: Decimal::parse(price).expect("decimal"),
+            size: Decimal::parse(size).expect("decimal"),
+            timestamp_s: ts_s,
+            transaction_hash: hash.into(),
+        }
+    }
+
+    fn row(
+        asset: &str,
+        side: Side,
+        price: &str,
+        size: &str,
+        ms: i64,
+        hash: Option<&str>,
+    ) -> TapeRow {
+        TapeRow {
+            asset: asset.into(),
+            side,
+            price: canonical(price),
+            size: canonical(size),
+            timestamp_ms: ms,
+            transaction_hash: hash.map(str::to_owned),
+        }
+    }
+
+    use Side::{Buy, Sell};
+
+    #[test]
+    fn canonical_decimals() {
+        for (a, b) in [
+            ("0.480", "0.48"),
+            ("10.000", "10"),
+            (".5", "0.5"),
+            ("7", "7"),
+            ("0.0", "0"),
+        ] {
+            assert_eq!(canonical(a), b, "{a}");
+        }
+    }
+
+    #[test]
+    fn the_rule_case_by_case() {
+        // (name, api trades, tape rows, indices of api trades that are missing)
+        let t0 = 1_764_000_000i64;
+        /// (name, Data API trades, tape rows, indices of the Data API trades missing)
+        type Case = (&'static str, Vec<ApiTrade>, Vec<TapeRow>, Vec<usize>);
+        let cases: Vec<Case> = vec![
+            (
+                "hash on both: present, though time and price text differ",
+                vec![api("a", Buy, "0.48", "10", t0 + 2, "0xAB")],
+                vec![row(
+                    "a",
+                    Buy,
+                    "0.480",
+                    "10.0",
+                    t0 * 1000 + 300,
+                    Some("0xab"),
+                )],
+                vec![],
+            ),
+            (
+                "the same hash on another asset does not count (Yes/No cross matches)",
+                vec![api("a", Buy, "0.48", "10", t0, "0xab")],
+                vec![row("b", Sell, "0.52", "10", t0 * 1000, Some("0xab"))],
+                vec![0],
+            ),
+            (
+                "feed without a hash: matched on asset, side, price, size and time",
+                vec![api("a", Sell, "0.3", "5.5", t0 + 2, "0x1")],
+                vec![row("a", Sell, "0.30", "5.50", t0 * 1000 + 400, None)],
+                vec![],
+            ),
+            (
+                "feed without a hash, too long before the block: missing",
+                vec![api("a", Sell, "0.3", "5.5", t0 + 30, "0x1")],
+                vec![row("a", Sell, "0.3", "5.5", t0 * 1000, None)],
+                vec![0],
+            ),
+            (
+                "feed without a hash, other side: missing",
+                vec![api("a", Buy, "0.3", "5.5", t0, "0x1")],
+                vec![row("a", Sell, "0.3", "5.5", t0 * 1000, None)],
+                vec![0],
+            ),
+            (
+                "two identical fills, one unhashed feed row: one is missing",
+                vec![
+                    api("a", Buy, "0.5", "1", t0, "0x1"),
+                    api("a", Buy, "0.5", "1", t0, "0x2"),
+                ],
+                vec![row("a", Buy, "0.5", "1", t0 * 1000 - 500, None)],
+                vec![1],
+            ),
+            (
+                "several fills in one transaction, the feed holds the hash once: all present",
+                vec![
+                    api("a", Buy, "0.5", "1", t0, "0x9"),
+                    api("a", Buy, "0.51", "2", t0, "0x9"),
+                    api("a", Buy, "0.52", "3", t0, "0x9"),
+                ],
+                vec![row("a", Buy, "0.5", "6", t0 * 1000, Some("0x9"))],
+                vec![],
+            ),
+            (
+                "a backfilled row (block time, data_api) is found again by its hash",
+                vec![api("a", Buy, "0.5", "1", t0, "0x7")],
+                vec![row("a", Buy, "0.5", "1", t0 * 1000, Some("0x7"))],
+                vec![],
+            ),
+            (
+                "nothing in the tape: every trade missing",
+                vec![
+                    api("a", Buy, "0.5", "1", t0, "0x1"),
+                    api("b", Sell, "0.5", "1", t0, "0x2"),
+                ],
+                vec![],
+                vec![0, 1],
+            ),
+        ];
+        for (name, api_trades, tape, want) in cases {
+            let got: Vec<usize> = missing(&api_trades, &tape)
+                .iter()
+                .map(|m| {
+                    api_trades
+                        .iter()
+                        .position(|t| std::ptr::eq(t, *m))
+                        .expect("one of ours")
+                })
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The Data API's settled tape (`GET /trades`): a blocking client that speaks HTTP and JSON
+//! only. Rules (`polymarket-feed.md` §3): condition ids comma-separated (20 a request),
+//! `start`/`end` in epoch seconds on the block time, pages newest first of at most 10,000, an
+//! offset cap answered with 400 (a window too deep is split in two, each with its own offset
+//! budget), prices and sizes as JSON numbers (read as their decimal text, never as floats),
+//! a rate limit of 200 requests per 10 s (kept well under by a budget of our own, and
+//! `Retry-After` honoured).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::feed::{Decimal, Side};
+use crate::http::retry_after;
+
+/// Condition ids per request.
+pub(crate) const MARKETS_PER_REQUEST: usize = 20;
+/// The deepest offset the service answers.
+const MAX_OFFSET: usize = 10_000;
+/// Longest wait a 429's `Retry-After` may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// One settled trade, as the Data API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiTrade {
+    pub(crate) asset: String,
+    pub(crate) condition_id: String,
+    pub(crate) side: Side,
+    pub(crate) price: Decimal,
+    pub(crate) size: Decimal,
+    /// Block time, epoch seconds.
+    pub(crate) timestamp_s: i64,
+    pub(crate) transaction_hash: String,
+}
+
+#[derive(Deserialize)]
+struct Row<'a> {
+    asset: Option<String>,
+    #[serde(rename = "conditionId")]
+    condition_id: Option<String>,
+    side: Option<String>,
+    #[serde(borrow)]
+    price: Option<&'a RawValue>,
+    #[serde(borrow)]
+    size: Option<&'a RawValue>,
+    timestamp: Option<i64>,
+    #[serde(rename = "transactionHash")]
+    transaction_hash: Option<String>,
+}
+
+impl Row<'_> {
+    /// The trade, or why the row is unusable.
+    fn to_trade(&self) -> std::result::Result<ApiTrade, String> {
+        let text = |v: Option<&RawValue>, name: &str| -> std::result::Result<Decimal, String> {
+            let raw = v.ok_or(format!("no {name}"))?.get().trim_matches('"');
+            Decimal::parse(raw).ok_or(format!("{name} {raw:?} is not a plain decimal"))
+        };
+        Ok(ApiTrade {
+            asset: self
+                .asset
+                .clone()
+                .filter(|a| !a.is_empty())
+                .ok_or("no asset")?,
+            condition_id: self.condition_id.clone().unwrap_or_default(),
+            side: match self.side.as_deref() {
+                Some("BUY") => Side::Buy,
+                Some("SELL") => Side::Sell,
+                other => return Err(format!("side {other:?}")),
+            },
+            price: text(self.price, "price")?,
+            size: text(self.size, "size")?,
+            timestamp_s: self.timestamp.ok_or("no timestamp")?,
+            transaction_hash: self
+                .transaction_hash
+                .clone()
+                .filter(|h| h.starts_with("0x"))
+                .ok_or("no transaction hash")?
+                .to_ascii_lowercase(),
+        })
+    }
+}
+
+/// A blocking Data API client with a request budget of its own.
+pub(crate) struct DataApiClient {
+    base: String,
+    agent: ureq::Agent,
+    backoff: Backoff,
+    attempts: u32,
+    page: usize,
+    budget: usize,
+    recent: VecDeque<Instant>,
+    /// Requests answered, and rows it could not use (counted, logged).
+    pub(crate) requests: u64,
+    pub(crate) bad_rows: u64,
+}
+
+impl DataApiClient {
+    pub(crate) fn new(config: &Config) -> DataApiClient {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(config.gamma_timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("polytape/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        DataApiClient {
+            base: config.data_api_url.trim_end_matches('/').to_owned(),
+            agent,
+            backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
+            attempts: config.gamma_attempts,
+            page: config.data_api_page,
+            budget: config.data_api_budget as usize,
+            recent: VecDeque::new(),
+            requests: 0,
+            bad_rows: 0,
+        }
+    }
+
+    /// Every settled trade of `markets` (at most 20) with a block time in `start..=end`
+    /// (epoch seconds), newest first. Windows deeper than the offset cap are split.
+    pub(crate) fn trades(
+        &mut self,
+        markets: &[String],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<ApiTrade>> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            if offset > MAX_OFFSET {
+                // Too deep for one window: split it, each half with its own offset budget.
+                if start >= end {
+                    return Err(Error::http(format!(
+                        "data api: more than {MAX_OFFSET} trades in the one second {start}"
+                    )));
+                }
+                let mid = start + (end - start) / 2;
+                let mut newer = self.trades(markets, mid + 1, end)?;
+                newer.extend(self.trades(markets, start, mid)?);
+                return Ok(newer);
+            }
+            let page = self.page_at(markets, start, end, offset)?;
+            let full = page.len() >= self.page;
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+            offset += self.page;
+        }
+    }
+
+    fn page_at(
+        &mut self,
+        markets: &[String],
+        start: i64,
+        end: i64,
+        offset: usize,
+    ) -> Result<Vec<ApiTrade>> {
+        let url = format!(
+            "{}/trades?market={}&start={start}&end={end}&limit={}&offset={offset}&takerOnly=true",
+            self.base,
+            markets.join(","),
+            self.page
+        );
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.wait_for_budget();
+            let wait = match self.agent.get(&url).call() {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    if status == 200 {
+                        let body = resp
+                            .body_mut()
+                            .with_config()
+                            .limit(256 << 20)
+                            .read_to_string()
+                            .map_err(|e| Error::http(format!("data api: reading body: {e}")))?;
+                        self.requests += 1;
+                        return self.parse(&body);
+                    }
+                    if status == 400 {
+                        return Err(Error::http(format!("data api: HTTP 400 for {url}")));
+                    }
+                    if status != 429 && status < 500 {
+                        return Err(Error::http(format!("data api: HTTP {status} for {url}")));
+                    }
+                    let after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
+                    log::warn!("data api: HTTP {status} (attempt {attempt})");
+                    after.unwrap_or_else(|| self.backoff.delay(attempt - 1))
+                }
+                Err(e) => {
+                    log::warn!("data api: {e} (attempt {attempt})");
+                    self.backoff.delay(attempt - 1)
+                }
+            };
+            if attempt >= self.attempts {
+                return Err(Error::http(format!(
+                    "data api: giving up after {attempt} attempts"
+                )));
+            }
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn parse(&mut self, body: &str) -> Result<Vec<ApiTrade>> {
+        let rows: Vec<Row<'_>> = serde_json::from_str(body)
+            .map_err(|e| Error::http(format!("data api: not a list of trades: {e}")))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match row.to_trade() {
+                Ok(t) => out.push(t),
+                Err(why) => {
+                    self.bad_rows += 1;
+                    log::warn!("data api: an unusable row ({why}), skipped");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// At most `budget` requests in any 10 s: well under the service's 200.
+    fn wait_for_budget(&mut self) {
+        let window = Duration::from_secs(10);
+        loop {
+            let now = Instant::now();
+            while self
+                .recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
+                self.recent.pop_front();
+            }
+            if self.recent.len() < self.budget.max(1) {
+                self.recent.push_back(now);
+                return;
+            }
+            let oldest = self.recent.front().copied().unwrap_or(now);
+            std::thread::sleep(window.saturating_sub(now.duration_since(oldest)));
+        }
+    }
+}
