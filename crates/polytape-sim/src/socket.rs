@@ -234,6 +234,8 @@ impl Session {
                 let assets = m.assets_ids.unwrap_or_default();
                 match m.operation.as_deref() {
                     Some("subscribe") => {
+                        // A fresh subscription is what un-stalls an asset on the live feed.
+                        self.state.unstall(&assets);
                         let books = self.state.add_assets(self.id, &assets);
                         if m.initial_dump.unwrap_or(true) {
                             self.queue_books(&books);

@@ -256,15 +256,32 @@ impl SimState {
     }
 
     /// Stops (or restarts) trades and updates for one asset while its siblings go on.
+    /// A subscribe operation for these assets: any of them stalled delivers again.
+    pub(crate) fn unstall(&self, assets: &[String]) {
+        let index = self.asset_index.read();
+        let mut stalled = self.stalled.write();
+        if stalled.is_empty() {
+            return;
+        }
+        for a in assets {
+            if let Some(key) = index.get(a) {
+                stalled.remove(key);
+            }
+        }
+    }
+
     pub(crate) fn stall_asset(&self, asset_id: &str, on: bool) -> bool {
         let Some(&key) = self.asset_index.read().get(asset_id) else {
             return false;
         };
-        let mut stalled = self.stalled.write();
-        if on {
-            stalled.insert(key);
-        } else {
-            stalled.remove(&key);
+        {
+            // Never held while taking the hub: the generator takes the hub, then this.
+            let mut stalled = self.stalled.write();
+            if on {
+                stalled.insert(key);
+            } else {
+                stalled.remove(&key);
+            }
         }
         self.hub.lock().version += 1;
         true

@@ -34,6 +34,8 @@ pub mod defaults {
     pub const DATA_API_URL: &str = "https://data-api.polymarket.com";
     /// A hole is filled from the Data API once it is this old (the settled tape lags).
     pub const BACKFILL_SETTLE: Duration = Duration::from_secs(600);
+    /// Period of the reconciliation sweeps over every held market (zero: none).
+    pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(900);
     /// Tokens per socket: the live feed silently stops delivering past ~500.
     pub const MAX_TOKENS_PER_CONN: usize = 500;
     /// A socket without a data frame this long is replaced.
@@ -124,6 +126,7 @@ pub struct Config {
     pub(crate) data_api_page: usize,
     pub(crate) data_api_budget: u32,
     pub(crate) backfill_settle: Duration,
+    pub(crate) reconcile_interval: Duration,
 }
 
 impl Default for Config {
@@ -160,6 +163,7 @@ impl Default for Config {
             data_api_page: 10_000,
             data_api_budget: 100,
             backfill_settle: defaults::BACKFILL_SETTLE,
+            reconcile_interval: defaults::RECONCILE_INTERVAL,
         }
     }
 }
@@ -395,6 +399,9 @@ impl ConfigBuilder {
         data_api_budget: u32,
         /// How old a hole must be before it is filled (10 min: the settled tape lags).
         backfill_settle: Duration,
+        /// Period of the reconciliation sweeps that find holes nobody recorded and stalled
+        /// assets (15 min; zero turns them off).
+        reconcile_interval: Duration,
     }
 
     setters! {

@@ -64,6 +64,7 @@ struct Shared {
     data_api_errors: AtomicU64,
     gaps_open: AtomicU64,
     oldest_open_gap_ms: AtomicI64,
+    stalls_repaired: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
     last_insert_ts: AtomicI64,
@@ -262,6 +263,8 @@ pub struct HealthSnapshot {
     pub oldest_open_gap_ts: Option<DateTime<Utc>>,
     /// Data API failures (each gap stays open and is retried).
     pub data_api_errors: u64,
+    /// Assets found stalled on a live socket by a reconciliation sweep, and subscribed afresh.
+    pub stalls_repaired: u64,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }
@@ -341,6 +344,7 @@ impl Health {
             gaps_open: s.gaps_open.load(Relaxed),
             oldest_open_gap_ts: ts(s.oldest_open_gap_ms.load(Relaxed)),
             data_api_errors: s.data_api_errors.load(Relaxed),
+            stalls_repaired: s.stalls_repaired.load(Relaxed),
             connections,
         }
     }
@@ -524,6 +528,10 @@ impl Health {
         self.shared.gaps_filled.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn stalls_repaired(&self, n: u64) {
+        self.shared.stalls_repaired.fetch_add(n, Relaxed);
+    }
+
     pub(crate) fn data_api_error(&self) {
         self.shared.data_api_errors.fetch_add(1, Relaxed);
     }
@@ -562,7 +570,12 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 20] = [
+        let counters: [(&str, &str, f64); 21] = [
+            (
+                "stalls_repaired_total",
+                "Assets stalled on a live socket, found by a sweep and subscribed afresh.",
+                self.stalls_repaired as f64,
+            ),
             (
                 "trades_backfilled_total",
                 "Trades added from the Data API to fill holes.",

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::{Condvar, Mutex};
 
-use crate::backfill::Backfill;
+use crate::backfill::{Backfill, Resubscribe};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::Record;
@@ -245,10 +245,33 @@ impl Listener {
             let registry = Arc::clone(&registry);
             Arc::new(move || {
                 let mut all: Vec<String> = Vec::new();
-                for tokens in registry.lock().iter() {
+                for (tokens, _) in registry.lock().iter() {
                     all.extend(tokens.lock().iter().cloned());
                 }
                 all
+            })
+        };
+        // Asks the connections that hold these tokens to subscribe them afresh (a stalled
+        // asset on a live socket); returns how many were asked for.
+        let resubscribe: Resubscribe = {
+            let registry = Arc::clone(&registry);
+            Arc::new(move |stalled: &[String]| {
+                let mut asked = 0;
+                for (tokens, commands) in registry.lock().iter() {
+                    let held = tokens.lock();
+                    let mine: Vec<String> = stalled
+                        .iter()
+                        .filter(|t| held.contains(t))
+                        .cloned()
+                        .collect();
+                    drop(held);
+                    if !mine.is_empty() {
+                        asked += mine.len();
+                        let _ = commands.send(Command::Unsubscribe(mine.clone()));
+                        let _ = commands.send(Command::Subscribe(mine));
+                    }
+                }
+                asked
             })
         };
         let (tx, rx) = bounded::<Record>(self.config.channel_capacity);
@@ -270,7 +293,8 @@ impl Listener {
         // Holes are filled from the Data API once settled.
         let backfill_stop = StopSignal::new();
         let backfill_thread = {
-            let backfill = Backfill::new(&self.config, self.health.clone());
+            let backfill = Backfill::new(&self.config, self.health.clone())
+                .reconciling(Arc::clone(&held), resubscribe);
             let stop = backfill_stop.clone();
             std::thread::Builder::new()
                 .name("polytape-backfill".into())
@@ -439,7 +463,7 @@ impl Listener {
 }
 
 /// Every connection's token list (shared with the connection, which updates it).
-type Registry = Arc<Mutex<Vec<Arc<Mutex<Vec<String>>>>>>;
+type Registry = Arc<Mutex<Vec<(Arc<Mutex<Vec<String>>>, Sender<Command>)>>>;
 
 /// Starts connection threads, all sharing the listener's channel, health, stop and gate.
 struct Spawner {
@@ -451,7 +475,9 @@ struct Spawner {
 impl Spawner {
     fn spawn(&self, id: usize, tokens: Vec<String>) -> Result<Slot> {
         let (conn, parts) = Connection::new(id, tokens, self.shared.clone());
-        self.registry.lock().push(Arc::clone(&parts.tokens));
+        self.registry
+            .lock()
+            .push((Arc::clone(&parts.tokens), parts.commands.clone()));
         let thread = std::thread::Builder::new()
             .name(format!("polytape-conn-{id}"))
             .spawn(move || conn.run())?;

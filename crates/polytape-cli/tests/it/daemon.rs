@@ -96,7 +96,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 3");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 4");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);

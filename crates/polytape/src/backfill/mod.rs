@@ -24,6 +24,7 @@ use crate::feed::{Side, Trade};
 use crate::health::{Health, now_ms, now_us};
 use crate::stop::StopSignal;
 use crate::store::trades::{Source, TradeWriter};
+use crate::writer::HeldTokens;
 use matching::{TapeRow, canonical};
 
 /// Block times run up to this long after the last match of a window.
@@ -33,6 +34,9 @@ const TAPE_MARGIN_MS: i64 = 15_000;
 /// Gaps taken in one round.
 const GAPS_PER_ROUND: i64 = 50;
 
+/// Asks the listener to subscribe these tokens afresh; returns how many it asked for.
+pub(crate) type Resubscribe = std::sync::Arc<dyn Fn(&[String]) -> usize + Send + Sync>;
+
 /// The backfill: a Data API client with its own request budget, and a writer that stores
 /// what it finds as `data_api`.
 pub(crate) struct Backfill {
@@ -40,6 +44,14 @@ pub(crate) struct Backfill {
     health: Health,
     api: DataApiClient,
     writer: TradeWriter,
+    /// For the reconciliation sweeps: what the listener holds, and how to resubscribe.
+    held: Option<HeldTokens>,
+    resubscribe: Option<Resubscribe>,
+    /// Swept up to here (block time, Unix ms); from just after the first socket was up.
+    swept_to_ms: Option<i64>,
+    /// Assets subscribed afresh, and when: misses from before that belong to the stall
+    /// already repaired (counted once, not again at each sweep that still sees them).
+    repaired: std::collections::HashMap<String, i64>,
 }
 
 /// What filling one window found.
@@ -60,28 +72,210 @@ impl Backfill {
             api: DataApiClient::new(config),
             writer: TradeWriter::new(config, health.clone()).with_source(Source::DataApi),
             health,
+            held: None,
+            resubscribe: None,
+            swept_to_ms: None,
+            repaired: Default::default(),
         }
     }
 
-    /// Runs rounds until `stop`: every tenth of the settle time (between 1 s and 1 min).
+    /// Also sweeps the held markets every `reconcile_interval`, and resubscribes stalled
+    /// assets through `resubscribe`.
+    pub(crate) fn reconciling(mut self, held: HeldTokens, resubscribe: Resubscribe) -> Backfill {
+        self.held = Some(held);
+        self.resubscribe = Some(resubscribe);
+        self
+    }
+
+    /// Runs rounds until `stop`: every tenth of the settle time (between 1 s and 1 min), and
+    /// a reconciliation sweep every `reconcile_interval` (0: never).
     pub(crate) fn run(mut self, stop: StopSignal) {
         let every = (self.config.backfill_settle / 10)
             .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let sweep_every = self.config.reconcile_interval;
+        let mut last_sweep = std::time::Instant::now();
         while !stop.wait_timeout(every) {
+            // The tape starts when the first socket is up: nothing before that is a hole.
+            // Sweeps select by block time, which runs up to a few seconds after the match:
+            // the first starts that much later, so no trade matched before the start counts.
+            if self.swept_to_ms.is_none() && self.health.snapshot().connections_active > 0 {
+                self.swept_to_ms = Some(now_ms() + matching::BEFORE_BLOCK_MS);
+            }
             if let Err(e) = self.round(&stop) {
                 log::debug!("backfill: round failed ({e}); will retry");
             }
+            if !sweep_every.is_zero() && last_sweep.elapsed() >= sweep_every {
+                last_sweep = std::time::Instant::now();
+                if let Err(e) = self.sweep(&stop) {
+                    self.health.data_api_error();
+                    log::warn!("reconcile: sweep failed ({e}); will retry");
+                }
+            }
         }
+    }
+
+    /// The settled horizon (match time, Unix ms): older than the settle time and than
+    /// anything still waiting in the spool.
+    fn horizon_ms(&self) -> i64 {
+        let mut horizon = now_ms() - self.config.backfill_settle.as_millis() as i64;
+        if let Some(oldest) = self.health.snapshot().spool_oldest_ts {
+            horizon = horizon.min(oldest.timestamp_millis());
+        }
+        horizon
+    }
+
+    /// A reconciliation sweep of every held market over the settled window since the last
+    /// sweep: fills what the tape lacks (holes nobody recorded), and takes missing feed
+    /// trades of an asset that had a socket (no gap covers them) for a **stalled asset**:
+    /// it is subscribed afresh on its socket, counted and logged once.
+    pub(crate) fn sweep(&mut self, stop: &StopSignal) -> Result<usize> {
+        let (Some(held), Some(resubscribe)) = (self.held.clone(), self.resubscribe.clone()) else {
+            return Ok(0);
+        };
+        let Some(from_ms) = self.swept_to_ms else {
+            return Ok(0);
+        };
+        let to_ms = self.horizon_ms();
+        if to_ms <= from_ms {
+            return Ok(0);
+        }
+        let tokens = held();
+        if tokens.is_empty() {
+            return Ok(0);
+        }
+        let mut db = crate::store::connect(&self.config)?;
+        let requests_before = self.api.requests;
+        let markets: Vec<String> = db
+            .query(
+                "SELECT condition_id FROM markets WHERE token_ids && $1 ORDER BY condition_id",
+                &[&tokens],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        let wanted: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
+        let gaps: Vec<(i64, i64, Vec<String>)> = db
+            .query(
+                "SELECT (extract(epoch FROM from_ts) * 1000)::bigint,
+                        (extract(epoch FROM to_ts) * 1000)::bigint, asset_ids
+                 FROM gaps
+                 WHERE to_ts >= 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
+                   AND from_ts <= 'epoch'::timestamptz + $2::float8 * interval '1 millisecond'",
+                &[
+                    &((from_ms - TAPE_MARGIN_MS) as f64),
+                    &((to_ms + TAPE_MARGIN_MS) as f64),
+                ],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_>>()?;
+        let mut stalled: std::collections::BTreeSet<String> = Default::default();
+        let mut added = 0;
+        for chunk in markets.chunks(MARKETS_PER_REQUEST) {
+            if stop.is_stopped() {
+                return Ok(added);
+            }
+            let listed: Vec<ApiTrade> = self
+                .api
+                .trades(chunk, from_ms.div_euclid(1000), to_ms.div_euclid(1000))?
+                .into_iter()
+                .filter(|t| wanted.contains(t.asset.as_str()))
+                .collect();
+            if listed.is_empty() {
+                continue;
+            }
+            let assets: Vec<String> = listed
+                .iter()
+                .map(|t| t.asset.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let tape = tape_rows(
+                &mut db,
+                &assets,
+                from_ms - TAPE_MARGIN_MS,
+                to_ms + TAPE_MARGIN_MS,
+            )?;
+            let missing = matching::missing(&listed, &tape);
+            for t in &missing {
+                let block_ms = t.timestamp_s * 1000;
+                let covered = gaps.iter().any(|(f, to, a)| {
+                    a.contains(&t.asset)
+                        && block_ms >= f - 2_000
+                        && block_ms <= to + matching::BEFORE_BLOCK_MS
+                });
+                let already = self
+                    .repaired
+                    .get(&t.asset)
+                    .is_some_and(|at| block_ms <= at + matching::BEFORE_BLOCK_MS);
+                if !covered && !already {
+                    if stalled.is_empty() {
+                        log::debug!("reconcile: first uncovered missing trade: {t:?}");
+                    }
+                    stalled.insert(t.asset.clone());
+                }
+            }
+            added += self.store_missing(&missing)?;
+        }
+        self.swept_to_ms = Some(to_ms);
+        if !stalled.is_empty() {
+            let stalled: Vec<String> = stalled.into_iter().collect();
+            let now = now_ms();
+            for a in &stalled {
+                self.repaired.insert(a.clone(), now);
+            }
+            let asked = resubscribe(&stalled);
+            self.health.stalls_repaired(asked as u64);
+            log::warn!(
+                "reconcile: {} assets missed trades on a live socket (stalled); subscribed \
+                 them afresh: {}",
+                stalled.len(),
+                stalled
+                    .iter()
+                    .map(|a| short(a))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        log::info!(
+            "reconcile: swept {} markets over {} s with {} requests; {added} trades added",
+            markets.len(),
+            (to_ms - from_ms) / 1000,
+            self.api.requests - requests_before
+        );
+        Ok(added)
+    }
+
+    /// Adds `missing` to the tape as `data_api`; returns how many.
+    fn store_missing(&mut self, missing: &[&ApiTrade]) -> Result<usize> {
+        let received_at_us = now_us();
+        let trades: Vec<Trade> = missing
+            .iter()
+            .map(|t| Trade {
+                asset_id: t.asset.clone(),
+                market: t.condition_id.clone(),
+                price: t.price.clone(),
+                size: t.size.clone(),
+                side: t.side,
+                fee_rate_bps: None,
+                timestamp_ms: t.timestamp_s * 1000,
+                transaction_hash: Some(t.transaction_hash.clone()),
+                received_at_us,
+            })
+            .collect();
+        for batch in trades.chunks(self.config.batch_size.max(1) * 10) {
+            self.writer.commit(batch)?;
+        }
+        self.health.backfilled(trades.len() as u64);
+        Ok(trades.len())
     }
 
     /// One round: the settled open gaps, oldest first.
     pub(crate) fn round(&mut self, stop: &StopSignal) -> Result<usize> {
         let mut db = crate::store::connect(&self.config)?;
-        // The horizon: settled, and older than anything still waiting in the spool.
-        let mut horizon = now_ms() - self.config.backfill_settle.as_millis() as i64;
-        if let Some(oldest) = self.health.snapshot().spool_oldest_ts {
-            horizon = horizon.min(oldest.timestamp_millis());
-        }
+        // The horizon: settled, and older than anything still waiting in the spool; and the
+        // gap's trades must all have their blocks, which trail it by up to BLOCK_LAG_S.
+        let horizon = self.horizon_ms() - BLOCK_LAG_S * 1000;
         let gaps = db.query(
             "SELECT id, (extract(epoch FROM from_ts) * 1000)::bigint,
                     (extract(epoch FROM to_ts) * 1000)::bigint, asset_ids, fill_attempts
@@ -157,9 +351,12 @@ impl Backfill {
             .map(|r| r.try_get(0))
             .collect::<std::result::Result<_, _>>()?;
         let wanted: std::collections::HashSet<&str> = assets.iter().map(String::as_str).collect();
+        // Never a window that reaches into seconds still settling: rows arriving while the
+        // pages are read would shift the offsets under them (pages are newest first).
+        let settled_s = (now_ms() - 2_000).div_euclid(1000);
         let (start_s, end_s) = (
             from_ms.div_euclid(1000),
-            to_ms.div_euclid(1000) + BLOCK_LAG_S,
+            (to_ms.div_euclid(1000) + BLOCK_LAG_S).min(settled_s),
         );
         let mut listed: Vec<ApiTrade> = Vec::new();
         for chunk in markets.chunks(MARKETS_PER_REQUEST) {
@@ -171,28 +368,10 @@ impl Backfill {
         }
         let tape = tape_rows(db, assets, from_ms - TAPE_MARGIN_MS, to_ms + TAPE_MARGIN_MS)?;
         let missing = matching::missing(&listed, &tape);
-        let received_at_us = now_us();
-        let trades: Vec<Trade> = missing
-            .iter()
-            .map(|t| Trade {
-                asset_id: t.asset.clone(),
-                market: t.condition_id.clone(),
-                price: t.price.clone(),
-                size: t.size.clone(),
-                side: t.side,
-                fee_rate_bps: None,
-                timestamp_ms: t.timestamp_s * 1000,
-                transaction_hash: Some(t.transaction_hash.clone()),
-                received_at_us,
-            })
-            .collect();
-        for batch in trades.chunks(self.config.batch_size.max(1) * 10) {
-            self.writer.commit(batch)?;
-        }
-        self.health.backfilled(trades.len() as u64);
+        let added = self.store_missing(&missing)?;
         Ok(Filled {
             listed: listed.len(),
-            added: trades.len(),
+            added,
             requests: self.api.requests - requests_before,
         })
     }
@@ -207,6 +386,15 @@ impl Backfill {
         self.health
             .gaps_open(row.try_get::<_, i64>(0)? as u64, row.try_get(1)?);
         Ok(())
+    }
+}
+
+/// An asset id short enough for a log line.
+fn short(asset: &str) -> String {
+    if asset.len() > 12 {
+        format!("{}…{}", &asset[..6], &asset[asset.len() - 4..])
+    } else {
+        asset.to_owned()
     }
 }
 

@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        3,
-        "V1, V2 and V3 once each: {applied:?}"
+        4,
+        "V1 to V4 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [
