@@ -71,6 +71,53 @@ pub(crate) enum Command {
     Status,
     /// Run one resolution round and print what it found.
     Resolve,
+    /// Load past trades of markets from the Data API into the tape (idempotent).
+    Backfill(BackfillArgs),
+    /// Per market and hour: trades from the feed, trades filled in, open gaps; a verdict.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BackfillArgs {
+    /// Market slug or condition id (repeat for several); it must be in `markets`.
+    #[arg(long = "market", required = true)]
+    pub(crate) markets: Vec<String>,
+    /// From when: a duration ago (`24h`, `7d`, `90m`) or an RFC 3339 time.
+    #[arg(long, default_value = "24h", value_parser = parse_when)]
+    pub(crate) since: i64,
+    /// Until when (same forms); default now.
+    #[arg(long, value_parser = parse_when)]
+    pub(crate) until: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AuditArgs {
+    /// How far back: a duration (`24h`, `7d`) or an RFC 3339 time.
+    #[arg(long, default_value = "24h", value_parser = parse_when)]
+    pub(crate) since: i64,
+    /// Only this market (slug or condition id).
+    #[arg(long)]
+    pub(crate) market: Option<String>,
+}
+
+/// A point in time as Unix ms: `24h`/`7d`/`90m`/`30s` ago, or an RFC 3339 timestamp.
+pub(crate) fn parse_when(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 24h or an RFC 3339 time"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(chrono::Utc::now().timestamp_millis() - secs * 1000)
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +172,9 @@ pub(crate) struct RunArgs {
     /// Seconds a gap must age before it is filled from the Data API (the settled tape lags).
     #[arg(long, env = "POLYTAPE_BACKFILL_SETTLE_SECS", default_value_t = defaults::BACKFILL_SETTLE.as_secs())]
     pub(crate) backfill_settle_secs: u64,
+    /// Seconds between reconciliation sweeps of every held market (0: none).
+    #[arg(long, env = "POLYTAPE_RECONCILE_INTERVAL_SECS", default_value_t = defaults::RECONCILE_INTERVAL.as_secs())]
+    pub(crate) reconcile_interval_secs: u64,
 }
 
 impl Common {
@@ -151,6 +201,7 @@ impl RunArgs {
             .gamma_url(&common.gamma_url)
             .data_api_url(&common.data_api_url)
             .backfill_settle(Duration::from_secs(self.backfill_settle_secs))
+            .reconcile_interval(Duration::from_secs(self.reconcile_interval_secs))
             .ws_url(&self.ws_url)
             .ws_ca_file(self.ws_ca_file.clone())
             .max_tokens_per_conn(self.max_tokens_per_conn)

@@ -2,6 +2,7 @@
 //!
 //! Thin: parse the command line ([`cli`]), set up logging and signals, call the library.
 
+mod audit;
 mod cli;
 mod daemon;
 mod status;
@@ -16,7 +17,7 @@ use polytape::resolution::ResolutionTracker;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use cli::{Cli, Command, Common, RunArgs};
+use cli::{BackfillArgs, Cli, Command, Common, RunArgs};
 
 /// The command's failures: the library's errors and its own.
 pub(crate) type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -33,6 +34,8 @@ fn main() -> ExitCode {
         },
         Command::Status => status::status(&cli.common),
         Command::Resolve => resolve(&cli.common),
+        Command::Backfill(ref args) => backfill(&cli.common, args),
+        Command::Audit(ref args) => audit::audit(&cli.common, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,6 +66,27 @@ fn sync(common: &Common) -> Result {
         report.refreshed,
         report.skipped_unknown_version,
         report.skipped_malformed
+    );
+    Ok(())
+}
+
+fn backfill(common: &Common, args: &BackfillArgs) -> Result {
+    let config = common.config()?;
+    polytape::store::migrate(&config)?;
+    let until = args
+        .until
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let started = std::time::Instant::now();
+    let f = polytape::backfill::history(&config, &args.markets, args.since, until)?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "backfill: {} trades listed by the Data API, {} added ({} already in the tape), {} requests, {:.1} s ({:.0} trades/s)",
+        f.listed,
+        f.added,
+        f.listed - f.added,
+        f.requests,
+        secs,
+        f.listed as f64 / secs.max(0.001)
     );
     Ok(())
 }

@@ -90,7 +90,7 @@
 #![cfg_attr(not(feature = "bench"), warn(missing_docs))]
 #![forbid(unsafe_code)]
 
-mod backfill;
+pub mod backfill;
 mod backoff;
 pub mod config;
 mod data_api;

@@ -657,3 +657,94 @@ fn a_revoked_grant_turns_readyz_503_and_loses_nothing() {
     assert!(exit.is_some_and(|s| s.success()));
     assert_stored_equals_delivered(&db, &sim);
 }
+
+/// `polytape backfill --market` loads a market's settled trades from the Data API (no
+/// listener running at all), a second run adds nothing, and `polytape audit` shows them as
+/// filled in.
+#[test]
+fn backfill_loads_history_once_and_audit_shows_it() {
+    let _w = Watchdog::new("backfill_loads_history_once", Duration::from_secs(90));
+    let db = TestDb::empty();
+    let sim = pipeline::sim(30, 300.0);
+    let mut c = polytape(&db, &sim);
+    c.arg("sync-markets");
+    assert!(output(c).status.success());
+    let market = sim
+        .markets()
+        .into_iter()
+        .find(|m| m.is_open() && m.version != "v3")
+        .expect("an open market");
+    let started = polytape_sim::now_ms();
+    // Let the exchange trade for a while, with nobody listening.
+    assert!(wait_until(Duration::from_secs(30), || {
+        sim.executed()
+            .iter()
+            .filter(|t| t.market == market.condition_id && t.timestamp_ms > started)
+            .count()
+            >= 30
+            && polytape_sim::now_ms() > started + 8_000
+    }));
+    let run = || {
+        let mut c = polytape(&db, &sim);
+        c.args(["backfill", "--market", &market.slug, "--since", "5m"]);
+        let out = output(c);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    let first = run();
+    let stored = db.count("trades");
+    assert!(stored >= 30, "{first}");
+    let second = run();
+    assert!(
+        second.contains(" 0 added"),
+        "a second run adds nothing: {second}"
+    );
+    assert_eq!(db.count("trades"), stored);
+    // Every stored trade is one the exchange executed on that market, from the Data API.
+    let executed: std::collections::HashSet<(String, String)> = sim
+        .executed()
+        .into_iter()
+        .filter(|t| t.market == market.condition_id)
+        .map(|t| {
+            (
+                t.asset_id,
+                t.size
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let rows = db
+        .client()
+        .query("SELECT asset_id, size::text, source FROM trades", &[])
+        .expect("trades");
+    for r in &rows {
+        let size: String = r.get(1);
+        let key = (
+            r.get::<_, String>(0),
+            size.trim_end_matches('0').trim_end_matches('.').to_owned(),
+        );
+        assert!(executed.contains(&key), "never executed: {key:?}");
+        assert_eq!(r.get::<_, String>(2), "data_api");
+    }
+    let mut c = polytape(&db, &sim);
+    c.args(["audit", "--market", &market.slug, "--since", "1h"]);
+    let out = output(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.contains(&format!("{stored} filled in")) && l.ends_with("filled")),
+        "{text}"
+    );
+}

@@ -11,7 +11,7 @@
 //! checked). See [`matching`] for the rule that keeps a backfilled trade from duplicating
 //! one the feed delivered.
 
-pub(crate) mod matching;
+mod matching;
 
 use std::time::Duration;
 
@@ -424,4 +424,35 @@ fn tape_rows(db: &mut Client, assets: &[String], from_ms: i64, to_ms: i64) -> Re
             })
         })
         .collect()
+}
+
+/// Loads the settled trades of `markets` (slugs or condition ids, all in the `markets`
+/// table: run a sync first) with a match time in `from_ms..=to_ms` (Unix ms) into the
+/// tape, through the writer's COPY path, as `data_api`. Idempotent: what the tape holds
+/// already (from the feed or an earlier run) is not added again.
+pub fn history(config: &Config, markets: &[String], from_ms: i64, to_ms: i64) -> Result<Filled> {
+    let mut db = crate::store::connect(config)?;
+    let rows = db.query(
+        "SELECT condition_id, token_ids FROM markets
+         WHERE condition_id = ANY($1) OR slug = ANY($1)",
+        &[&markets],
+    )?;
+    if rows.len() < markets.len() {
+        let known: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, String>(0).ok())
+            .collect();
+        return Err(crate::Error::config(format!(
+            "{} of the {} markets asked for are not in the markets table (known: {known:?}); \
+             run `polytape sync-markets`, or give condition ids of markets it lists",
+            markets.len() - rows.len(),
+            markets.len()
+        )));
+    }
+    let mut assets: Vec<String> = Vec::new();
+    for r in &rows {
+        assets.extend(r.try_get::<_, Vec<String>>(1)?);
+    }
+    let mut backfill = Backfill::new(config, Health::new());
+    backfill.fill_window(&mut db, &assets, from_ms, to_ms)
 }

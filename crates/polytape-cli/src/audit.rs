@@ -1,0 +1,77 @@
+//! `polytape audit`: is the tape complete? Per market and hour, the trades from the feed,
+//! the trades filled in from the Data API, and the gaps still open; then one verdict:
+//! `complete` (no hole was ever recorded), `filled` (every recorded hole was filled), or
+//! `holes` (some are still open: the Data API could not fill them yet).
+
+use crate::Result;
+use crate::cli::{AuditArgs, Common};
+
+/// Prints the audit of the tape since `args.since`.
+pub(crate) fn audit(common: &Common, args: &AuditArgs) -> Result {
+    let config = common.config()?;
+    let mut db = polytape::store::connect(&config)?;
+    let since = args.since as f64;
+    let rows = db.query(
+        "WITH held AS (
+             SELECT condition_id, coalesce(slug, condition_id) AS name, token_ids FROM markets
+             WHERE $2::text IS NULL OR slug = $2 OR condition_id = $2),
+         t AS (
+             SELECT m.name, date_trunc('hour', t.traded_at) AS hour,
+                    count(*) FILTER (WHERE t.source = 'feed') AS feed,
+                    count(*) FILTER (WHERE t.source = 'data_api') AS filled
+             FROM trades t JOIN held m ON t.market = m.condition_id
+             WHERE t.traded_at >= 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
+             GROUP BY 1, 2),
+         g AS (
+             SELECT m.name, date_trunc('hour', g.from_ts) AS hour,
+                    count(*) FILTER (WHERE g.filled_at IS NULL) AS open,
+                    count(*) FILTER (WHERE g.filled_at IS NOT NULL) AS closed
+             FROM gaps g JOIN held m ON g.asset_ids && m.token_ids
+             WHERE g.to_ts >= 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
+             GROUP BY 1, 2)
+         SELECT coalesce(t.name, g.name), to_char(coalesce(t.hour, g.hour), 'YYYY-MM-DD HH24:00'),
+                coalesce(t.feed, 0), coalesce(t.filled, 0), coalesce(g.open, 0),
+                coalesce(g.closed, 0)
+         FROM t FULL JOIN g ON t.name = g.name AND t.hour = g.hour
+         ORDER BY 2, 1",
+        &[&since, &args.market],
+    )?;
+    println!(
+        "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7}  verdict",
+        "hour (UTC)", "market", "feed", "filled", "holes", "filled"
+    );
+    let (mut feed, mut filled, mut open, mut closed) = (0i64, 0i64, 0i64, 0i64);
+    for r in &rows {
+        let (name, hour): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        let (f, d, o, c): (i64, i64, i64, i64) =
+            (r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
+        feed += f;
+        filled += d;
+        open += o;
+        closed += c;
+        let name = if name.len() > 40 {
+            format!("{}…", &name[..39])
+        } else {
+            name
+        };
+        println!(
+            "{hour:<14} {name:<40} {f:>8} {d:>8} {o:>6} {c:>7}  {}",
+            verdict(d, o, c)
+        );
+    }
+    println!(
+        "total: {feed} trades from the feed, {filled} filled in, {closed} holes filled, {open} open: {}",
+        verdict(filled, open, closed)
+    );
+    Ok(())
+}
+
+fn verdict(filled: i64, open: i64, closed: i64) -> &'static str {
+    if open > 0 {
+        "holes"
+    } else if filled > 0 || closed > 0 {
+        "filled"
+    } else {
+        "complete"
+    }
+}
