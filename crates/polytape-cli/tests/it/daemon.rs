@@ -748,3 +748,62 @@ fn backfill_loads_history_once_and_audit_shows_it() {
         "{text}"
     );
 }
+
+/// A SIGKILL and a restart with the backfill on: the crash window is a gap, the restarted
+/// daemon fills it from the Data API once settled, and the tape equals what the exchange
+/// executed on the held markets across the crash.
+#[test]
+fn a_crash_window_is_filled_and_the_tape_equals_what_was_executed() {
+    let _w = Watchdog::new("a_crash_window_is_filled", Duration::from_secs(120));
+    let db = TestDb::new();
+    let sim = pipeline::sim(100, 300.0);
+    let start = |db: &TestDb| {
+        let mut c = polytape(db, &sim);
+        c.args(["run", "--backfill-settle-secs", "3"])
+            .stderr(Stdio::piped());
+        let mut child = KillOnDrop(c.spawn().expect("spawn"));
+        forward_stderr(&mut child.0);
+        child
+    };
+    let first = start(&db);
+    assert!(wait_until(Duration::from_secs(30), || db.count("trades")
+        > 300
+        && db.count("sessions") == 1));
+    let from_ms = polytape_sim::now_ms();
+    assert!(wait_until(Duration::from_secs(10), || db.count("trades") > 600));
+    signal(&first.0, "KILL");
+    drop(first);
+    let crashed_at = polytape_sim::now_ms();
+    // The exchange trades on while nothing listens.
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || polytape_sim::now_ms() > crashed_at + 2000
+    ));
+    let mut second = start(&db);
+    let open_gaps = || {
+        db.client()
+            .query_one(
+                "SELECT count(*) FILTER (WHERE filled_at IS NULL),
+                        count(*) FILTER (WHERE reason LIKE 'crash:%' AND filled_at IS NOT NULL)
+                 FROM gaps",
+                &[],
+            )
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .unwrap_or((1, 0))
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || open_gaps() == (0, 1)),
+        "the crash gap is filled: {:?}",
+        open_gaps()
+    );
+    let to_ms = polytape_sim::now_ms() - 1000;
+    signal(&second.0, "TERM");
+    let (exit, _) = wait_exit(&mut second.0, Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()));
+    let report = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, to_ms);
+    assert!(report.filled > 0, "{report:?}");
+    eprintln!(
+        "crash: executed {}, from the feed {}, filled {}, lost 0",
+        report.executed, report.from_feed, report.filled
+    );
+}

@@ -61,6 +61,7 @@ fn a_database_outage_never_reaches_the_sockets() {
         h.connections_active == conns && h.trades_inserted >= 300
     }));
 
+    let from_ms = polytape_sim::now_ms();
     cluster.stop();
     let stopped = Instant::now();
     let spooled_at_stop = health.snapshot().trades_spooled;
@@ -93,8 +94,12 @@ fn a_database_outage_never_reaches_the_sockets() {
         "the spool is replayed: {:?}",
         health.snapshot()
     );
+    let to_ms = polytape_sim::now_ms() - 1000;
     let (h, _) = running.stop();
     let stored = assert_stored_at_equals_delivered(&url, &sim);
+    // And complete: every trade the exchange executed on the held markets meanwhile.
+    let complete = pipeline::assert_stored_equals_executed(&url, &sim, from_ms, to_ms);
+    assert_eq!(complete.filled, 0, "nothing needed filling: {complete:?}");
     assert_eq!(h.reconnections, 0, "no socket reconnected");
     assert_eq!(
         sim.stats().dropped_clients,
