@@ -56,6 +56,9 @@ fn main() -> Result {
     if want("spool") {
         spool(&server, n.min(300_000))?;
     }
+    if want("backfill") {
+        backfill(&server, n.min(200_000))?;
+    }
     if want("parser") {
         parser();
     }
@@ -219,6 +222,7 @@ fn prepare(db: &BenchDb, sim: &SimProcess) -> Result<Config> {
         .database_url(db.url())
         .ws_url(format!("ws://{}/ws/market", sim.addr))
         .gamma_url(format!("http://{}", sim.addr))
+        .data_api_url(format!("http://{}", sim.addr))
         .max_tokens_per_conn(500)
         .open_interval(Duration::from_millis(2))
         .build()?;
@@ -766,6 +770,92 @@ fn spool(server: &str, n: u64) -> Result {
         "spool size: {:.1} MB for {n} trades ({:.0} bytes/trade)",
         mb,
         run.bytes as f64 / n as f64
+    );
+    Ok(())
+}
+
+/// The backfill: trades/s from the simulator's Data API into the tape (pages of 10,000,
+/// the writer's COPY), beside the writer's direct COPY of the same number of trades; and a
+/// reconciliation sweep's cost, in requests and seconds per 1,000 markets.
+fn backfill(server: &str, n: u64) -> Result {
+    println!("\n## backfill: {n} trades from the Data API into an empty tape");
+    // Nobody listens: every trade the exchange executes is a hole to fill.
+    let sim = SimProcess::start(&[
+        "--markets",
+        "2200",
+        "--trade-rate",
+        "50000",
+        "--max-trades",
+        &n.to_string(),
+        "--data-api-rate-limit",
+        "0",
+    ])?;
+    let db = BenchDb::new(server, "polytape_bench_backfill")?;
+    let config = prepare(&db, &sim)?;
+    let until;
+    loop {
+        let stats: serde_json::Value = serde_json::from_str(
+            &ureq::get(&format!("http://{}/sim/stats", sim.addr))
+                .call()?
+                .body_mut()
+                .read_to_string()?,
+        )?;
+        if stats["trades_generated"].as_u64().unwrap_or(0) >= n {
+            // Every block settled.
+            std::thread::sleep(Duration::from_secs(7));
+            until = chrono::Utc::now().timestamp_millis();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let markets: Vec<String> = db
+        .client()?
+        .query("SELECT condition_id FROM markets WHERE NOT closed", &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let since = until - 3_600_000;
+    let started = Instant::now();
+    let f = polytape::backfill::history(&config, &markets, since, until)?;
+    let took = started.elapsed().as_secs_f64();
+    let again = Instant::now();
+    let second = polytape::backfill::history(&config, &markets, since, until)?;
+    let again = again.elapsed().as_secs_f64();
+    // The same trades through the writer alone, for the ratio.
+    let trades = synthetic_trades(f.added as u64);
+    let direct_db = BenchDb::new(server, "polytape_bench_backfill_direct")?;
+    let direct_config = Config::builder().database_url(direct_db.url()).build()?;
+    let mut writer = polytape::bench::TradeWriter::new(&direct_config, Health::new());
+    let t0 = Instant::now();
+    for batch in trades.chunks(10_000) {
+        writer.commit(batch)?;
+    }
+    let direct = t0.elapsed().as_secs_f64();
+    println!("| step | trades | requests | seconds | trades/s | vs direct COPY |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| direct binary COPY (baseline) | {} | | {direct:.2} | {:.0} | 1.00 |",
+        f.added,
+        f.added as f64 / direct
+    );
+    println!(
+        "| backfill, {} markets, empty tape | {} added of {} listed | {} | {took:.2} | {:.0} | {:.2} |",
+        markets.len(),
+        f.added,
+        f.listed,
+        f.requests,
+        f.added as f64 / took,
+        (f.added as f64 / took) / (f.added as f64 / direct)
+    );
+    println!(
+        "| the same again (a sweep finding nothing) | {} added | {} | {again:.2} | | |",
+        second.added, second.requests
+    );
+    println!(
+        "sweep cost: {:.0} requests and {:.2} s per 1,000 markets (one window, {} trades listed)",
+        second.requests as f64 * 1000.0 / markets.len() as f64,
+        again * 1000.0 / markets.len() as f64,
+        second.listed
     );
     Ok(())
 }
