@@ -8,8 +8,12 @@
 //! **No race with the feed, by design**: only gaps whose window ended longer ago than the
 //! settle time *and* before the oldest record still in the spool are filled, so no feed
 //! trade of a filled window can still arrive (the channel holds seconds; the spool is
-//! checked). See [`matching`] for the rule that keeps a backfilled trade from duplicating
-//! one the feed delivered.
+//! checked).
+//!
+//! **Never a duplicate**: a Data API trade is present when the tape holds its transaction
+//! hash for its asset; without a hash (the feed omits it on some trades), when a tape row
+//! without a hash has the same asset, side, price and size and a match time up to 12 s
+//! before the block time (each row counts once). Anything else is added.
 
 mod matching;
 
