@@ -7,6 +7,57 @@ use polytape::Listener;
 use polytape_testkit::pipeline::{self, Running};
 use polytape_testkit::{TestDb, Watchdog, init_logs, wait_until};
 
+/// Every socket dropped by the server (a reconnect within a second): the short hole each
+/// leaves is filled, and the tape equals what the exchange executed.
+#[test]
+fn dropped_sockets_are_filled_from_the_data_api() {
+    let _w = Watchdog::new("dropped_sockets_are_filled", Duration::from_secs(120));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(120, 600.0);
+    pipeline::load_markets(&db, &sim);
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .max_tokens_per_conn(100)
+        .backfill_settle(Duration::from_secs(3))
+        .build()
+        .expect("a valid config");
+    let listener = Listener::from_database(config).expect("listener");
+    let conns = listener.chunks().len();
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(30), || {
+        let h = health.snapshot();
+        h.connections_active == conns && h.trades_inserted > 200
+    }));
+    let from_ms = polytape_sim::now_ms();
+    assert_eq!(sim.drop_sockets(), conns);
+    assert!(wait_until(Duration::from_secs(30), || {
+        let h = health.snapshot();
+        h.gaps_recorded >= conns as u64 && h.connections_active == conns
+    }));
+    let before = health.snapshot().trades_inserted;
+    assert!(wait_until(Duration::from_secs(30), || health
+        .snapshot()
+        .trades_inserted
+        > before + 300));
+    let to_ms = polytape_sim::now_ms();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let h = health.snapshot();
+            h.gaps_filled >= h.gaps_recorded && h.gaps_open == 0
+        }),
+        "{:?}",
+        health.snapshot()
+    );
+    let (h, _) = running.stop();
+    let report = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, to_ms);
+    eprintln!(
+        "dropped sockets: executed {}, from the feed {}, filled {}, lost 0; {} gaps filled",
+        report.executed, report.from_feed, report.filled, h.gaps_filled
+    );
+}
+
 /// Every socket frozen, then replaced (a hole of a few seconds on every held token, which
 /// the exchange kept trading through): after the settle, the backfill fills it, and the
 /// tape equals what the exchange executed on the held markets.
