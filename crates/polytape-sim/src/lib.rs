@@ -81,6 +81,9 @@ pub struct SimConfig {
     pub data_api_lag: Duration,
     /// Data API requests per 10 s before 429 (0: no limit; the live service: 200).
     pub data_api_rate_limit: u32,
+    /// A frame with more asset ids than this closes the socket (the live service closes
+    /// clients that send thousands at once; polytape sends at most 100).
+    pub max_ids_per_frame: usize,
 }
 
 impl Default for SimConfig {
@@ -102,6 +105,7 @@ impl Default for SimConfig {
             slow_client_timeout: Some(Duration::from_secs(15)),
             data_api_lag: Duration::ZERO,
             data_api_rate_limit: 200,
+            max_ids_per_frame: 1000,
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct SimStats {
     pub upgrades_rejected: u64,
     /// Clients dropped for falling behind or sending no PING.
     pub dropped_clients: u64,
+    /// Sockets closed for a frame with too many asset ids.
+    pub frames_refused: u64,
     pub subscribed_assets: usize,
     pub markets: usize,
 }
@@ -172,6 +178,7 @@ impl Sim {
             sockets_opened: AtomicU64::new(0),
             upgrades_rejected: AtomicU64::new(0),
             dropped_clients: AtomicU64::new(0),
+            frames_refused: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             config,
         });
@@ -345,6 +352,7 @@ fn stats(state: &SimState) -> SimStats {
         sockets_opened: state.sockets_opened.load(Relaxed),
         upgrades_rejected: state.upgrades_rejected.load(Relaxed),
         dropped_clients: state.dropped_clients.load(Relaxed),
+        frames_refused: state.frames_refused.load(Relaxed),
         subscribed_assets: hub.subscribers.len(),
         markets: state.markets.read().len(),
     }

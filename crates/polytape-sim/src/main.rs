@@ -61,6 +61,9 @@ struct Args {
     /// Data API requests per 10 s before 429 (0: no limit).
     #[arg(long, default_value_t = 200)]
     data_api_rate_limit: u32,
+    /// A frame with more asset ids than this closes the socket.
+    #[arg(long, default_value_t = 1000)]
+    max_ids_per_frame: usize,
 }
 
 fn main() {
@@ -84,6 +87,7 @@ fn main() {
             .filter(|d| !d.is_zero()),
         data_api_lag: Duration::from_secs(args.data_api_lag_secs),
         data_api_rate_limit: args.data_api_rate_limit,
+        max_ids_per_frame: args.max_ids_per_frame,
     };
     let sim = match Sim::start(config) {
         Ok(sim) => sim,

@@ -199,6 +199,21 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str) -> Result<(), String> {
+        // The live service closes a client that sends too many ids in one frame.
+        if text != "PING"
+            && let Ok(m) = serde_json::from_str::<ClientMessage>(text)
+            && m.assets_ids
+                .as_ref()
+                .is_some_and(|ids| ids.len() > self.state.config.max_ids_per_frame)
+        {
+            self.state.frames_refused.fetch_add(1, SeqCst);
+            let _ = self.ws.close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: "too many assets in one frame".into(),
+            }));
+            self.flush_until_done();
+            return Err("too many assets in one frame".into());
+        }
         if !self.subscribed {
             // The subscription must come first; anything else is refused like the live
             // service does.

@@ -102,6 +102,8 @@ pub(crate) struct SimState {
     pub(crate) upgrades_rejected: AtomicU64,
     /// Clients dropped for falling behind or sending no PING.
     pub(crate) dropped_clients: AtomicU64,
+    /// Sockets closed for a frame with more ids than `max_ids_per_frame`.
+    pub(crate) frames_refused: AtomicU64,
     pub(crate) stopping: AtomicBool,
 }
 

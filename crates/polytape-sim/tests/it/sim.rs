@@ -642,3 +642,35 @@ fn the_data_api_serves_every_executed_trade() {
         "429 with Retry-After"
     );
 }
+
+/// A frame with more asset ids than the limit closes the socket, as the live service does.
+#[test]
+fn a_frame_with_too_many_ids_closes_the_socket() {
+    let _w = Watchdog::new("a_frame_with_too_many_ids", Duration::from_secs(30));
+    let sim = pipeline::sim_with(SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 100,
+        max_ids_per_frame: 100,
+        noise_per_trade: 0,
+        ..SimConfig::default()
+    });
+    let tokens = open_tokens(&sim, 60);
+    assert!(tokens.len() > 100);
+    let mut c = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut c, &tokens[..101]);
+    let closed = polytape_testkit::wait_until(Duration::from_secs(5), || {
+        matches!(
+            ws::read(&mut c, Duration::from_millis(200)),
+            Read::Closed(_) | Read::Error(_)
+        )
+    });
+    assert!(closed, "closed for 101 ids in one frame");
+    assert_eq!(sim.stats().frames_refused, 1);
+    // 100 is fine.
+    let mut c = ws::connect(&sim.ws_url());
+    ws::subscribe(&mut c, &tokens[..100]);
+    assert!(polytape_testkit::wait_until(Duration::from_secs(5), || {
+        sim.stats().subscribed_assets == 100
+    }));
+    assert_eq!(sim.stats().frames_refused, 1);
+}

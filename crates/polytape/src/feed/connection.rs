@@ -14,6 +14,7 @@ use tungstenite::Message;
 
 use super::event::{Gap, Record, Trade, parse_frame, preview};
 use super::liveness::Liveness;
+use super::protocol;
 use super::socket::{OpenGate, Socket, Unblock, open};
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -299,16 +300,12 @@ impl Connection {
             Ok(ws) => ws,
             Err(end) => return end,
         };
-        // The subscription must be the first frame. No initial dump: we only want trades, and
-        // the dump of 500 books on every reconnect is megabytes of nothing.
+        // The subscription must be the first frame; at most 100 ids a frame (protocol.rs).
         let tokens = self.tokens.lock().clone();
-        let subscribe = serde_json::json!({
-            "type": "market",
-            "assets_ids": tokens,
-            "initial_dump": false,
-        });
-        if let Err(e) = ws.send(Message::text(subscribe.to_string())) {
-            return End::Failed(format!("subscribe: {e}"));
+        for frame in protocol::subscription_frames(&tokens) {
+            if let Err(e) = ws.send(Message::text(frame)) {
+                return End::Failed(format!("subscribe: {e}"));
+            }
         }
         self.status.set_tokens(tokens.len());
         self.status.set_state(ConnectionState::Connected);
@@ -422,9 +419,10 @@ impl Connection {
                 Command::Unsubscribe(ids) => ("unsubscribe", ids),
             };
             self.update_tokens(&cmd);
-            let msg = serde_json::json!({"operation": op, "assets_ids": ids});
-            if let Err(e) = ws.send(Message::text(msg.to_string())) {
-                return Err(End::Failed(format!("{op}: {e}")));
+            for frame in protocol::operation_frames(op, ids) {
+                if let Err(e) = ws.send(Message::text(frame)) {
+                    return Err(End::Failed(format!("{op}: {e}")));
+                }
             }
             log::info!("connection {}: {op} {} tokens", self.id, ids.len());
         }

@@ -3,6 +3,7 @@
 pub(crate) mod connection;
 pub(crate) mod event;
 mod liveness;
+mod protocol;
 pub(crate) mod socket;
 
 #[cfg(feature = "bench")]

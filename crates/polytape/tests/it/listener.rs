@@ -293,3 +293,52 @@ fn stop_writes_what_was_queued_and_ends_every_thread() {
     assert_eq!(final_health.trades_inserted, final_health.trades_received);
     assert_stored_equals_delivered(&db, &sim);
 }
+
+/// A simulator that closes any socket whose frame carries more than 100 asset ids: 500
+/// tokens on one socket, then 200 more added live, and no socket is ever closed for it.
+#[test]
+fn no_frame_carries_more_than_100_asset_ids() {
+    let _w = Watchdog::new("no_frame_carries_more_than_100", Duration::from_secs(60));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim_with(polytape_sim::SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 400,
+        trade_rate: 300.0,
+        noise_per_trade: 0,
+        idle_noise: Duration::from_millis(200),
+        max_ids_per_frame: 100,
+        ..polytape_sim::SimConfig::default()
+    });
+    pipeline::load_markets(&db, &sim);
+    let mut groups = polytape::bench::active_token_groups(&mut db.client()).expect("groups");
+    let later: Vec<Vec<String>> = groups.split_off(250);
+    let config = pipeline::config(&db, &sim);
+    let listener = Listener::new(config, groups.clone()).expect("listener");
+    let handle = listener.handle();
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(20), || {
+        let h = health.snapshot();
+        h.connections_active == 1 && h.trades_inserted > 100
+    }));
+    assert_eq!(sim.stats().subscribed_assets, 500);
+    // More tokens, live: operation frames, 100 ids at most each (on a new socket too).
+    let more: Vec<Vec<String>> = later.into_iter().take(100).collect();
+    let expected = 500 + more.iter().map(Vec::len).sum::<usize>();
+    assert!(expected > 600, "{expected}");
+    let mut all = groups;
+    all.extend(more);
+    handle.set_markets(all);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            sim.stats().subscribed_assets == expected
+        }),
+        "{} of {expected}",
+        sim.stats().subscribed_assets
+    );
+    let (h, _) = running.stop();
+    assert_eq!(sim.stats().frames_refused, 0, "no frame over the limit");
+    assert_eq!(h.reconnections, 0);
+    assert_stored_equals_delivered(&db, &sim);
+}

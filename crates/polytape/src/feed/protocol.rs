@@ -1,0 +1,84 @@
+//! What polytape sends on the market channel: the subscription and the later operations,
+//! never more than [`MAX_IDS_PER_FRAME`] asset ids in one frame.
+//!
+//! A client that sent thousands of ids in one frame was closed ~100 ms later, for good
+//! (`polymarket-feed.md` §4, rs-clob-client-v2 issue 116); others settled on 100 a frame: the
+//! first frame is the `type: market` subscription, the rest `operation: subscribe` frames.
+//! No book dumps: only trades are wanted, and 500 books on every reconnect are megabytes of
+//! nothing.
+
+use serde_json::json;
+
+/// Most asset ids in one frame.
+pub(crate) const MAX_IDS_PER_FRAME: usize = 100;
+
+/// The frames that subscribe `tokens` on a new socket: a `type: market` frame first (it must
+/// be the socket's first frame), then `operation: subscribe` frames.
+pub(crate) fn subscription_frames(tokens: &[String]) -> Vec<String> {
+    let mut chunks = tokens.chunks(MAX_IDS_PER_FRAME);
+    let first = chunks.next().unwrap_or(&[]);
+    let mut frames =
+        vec![json!({"type": "market", "assets_ids": first, "initial_dump": false}).to_string()];
+    frames.extend(operation_frames("subscribe", &tokens[first.len()..]));
+    frames
+}
+
+/// `operation: subscribe` or `unsubscribe` frames for `ids` on a live socket.
+pub(crate) fn operation_frames(op: &str, ids: &[String]) -> Vec<String> {
+    ids.chunks(MAX_IDS_PER_FRAME)
+        .map(|chunk| {
+            if op == "subscribe" {
+                json!({"operation": op, "assets_ids": chunk, "initial_dump": false}).to_string()
+            } else {
+                json!({"operation": op, "assets_ids": chunk}).to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn ids(frame: &str) -> Vec<String> {
+        let v: Value = serde_json::from_str(frame).expect("json");
+        v["assets_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|s| s.as_str().expect("str").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn never_more_than_100_ids_a_frame_and_every_id_once() {
+        for n in [0usize, 1, 99, 100, 101, 250, 500] {
+            let tokens: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+            let frames = subscription_frames(&tokens);
+            assert_eq!(frames.len(), n.div_ceil(100).max(1), "{n}");
+            assert!(
+                frames[0].contains("\"type\":\"market\""),
+                "{n}: first is the subscription"
+            );
+            assert!(
+                frames[1..]
+                    .iter()
+                    .all(|f| f.contains("\"operation\":\"subscribe\""))
+            );
+            assert!(frames.iter().all(|f| !f.contains("\"initial_dump\":true")));
+            let sent: Vec<String> = frames.iter().flat_map(|f| ids(f)).collect();
+            assert_eq!(sent, tokens, "{n}: every id once, in order");
+            assert!(frames.iter().all(|f| ids(f).len() <= MAX_IDS_PER_FRAME));
+        }
+        let un = operation_frames(
+            "unsubscribe",
+            &(0..150).map(|i| i.to_string()).collect::<Vec<_>>(),
+        );
+        assert_eq!(un.len(), 2);
+        assert!(
+            un.iter()
+                .all(|f| f.contains("\"operation\":\"unsubscribe\""))
+        );
+    }
+}
