@@ -95,9 +95,12 @@ fn resolve(common: &Common) -> Result {
     let tracker = ResolutionTracker::new(&common.config()?);
     let r = tracker.round()?;
     println!(
-        "asked about {} markets: {} winners, {} splits, {} unresolved",
-        r.asked, r.winners, r.splits, r.unresolved
+        "asked about {} markets: {} winners, {} splits, {} unresolved; {} waiting to be asked again",
+        r.asked, r.winners, r.splits, r.unresolved, r.waiting
     );
+    for (reason, n) in &r.waiting_reasons {
+        println!("  {n} waiting: {reason}");
+    }
     Ok(())
 }
 

@@ -113,7 +113,7 @@ pub fn infer_winner(m: &GammaMarket) -> Inference {
 /// What one round did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct RoundReport {
-    /// Markets asked about.
+    /// Closed markets Gamma listed without a verdict stored yet.
     pub asked: usize,
     /// Winners recorded.
     pub winners: usize,
@@ -121,6 +121,10 @@ pub struct RoundReport {
     pub splits: usize,
     /// Markets without a strict verdict yet.
     pub unresolved: usize,
+    /// Closed markets backing off after an unresolvable answer (asked again later).
+    pub waiting: usize,
+    /// Why they wait: (reason, how many).
+    pub waiting_reasons: Vec<(String, usize)>,
 }
 
 impl RoundReport {
@@ -195,67 +199,97 @@ impl ResolutionTracker {
     /// has no resolution, records winners and splits, marks the markets closed.
     pub fn round(&self) -> Result<RoundReport> {
         let mut db = crate::store::connect(&self.config)?;
+        // Every held market without a verdict, open ones too: a market that closed since the
+        // last sync is found here (a round needs no daemon and no sync), except those
+        // backing off after an unresolvable answer.
         let ids: Vec<String> = db
             .query(
                 "SELECT m.condition_id FROM markets m
-                 WHERE (m.closed OR m.end_date < now())
-                   AND NOT EXISTS (SELECT 1 FROM resolutions r
+                 WHERE NOT EXISTS (SELECT 1 FROM resolutions r
                                    WHERE r.condition_id = m.condition_id)
+                   AND NOT EXISTS (SELECT 1 FROM resolution_attempts a
+                                   WHERE a.condition_id = m.condition_id
+                                     AND a.next_attempt_at > now())
                  ORDER BY m.condition_id",
                 &[],
             )?
             .iter()
             .map(|r| r.try_get(0))
             .collect::<std::result::Result<_, _>>()?;
-        let mut report = RoundReport {
-            asked: ids.len(),
-            ..RoundReport::default()
-        };
-        if ids.is_empty() {
-            return Ok(report);
-        }
-        let markets = self.gamma.closed_markets_by_condition_ids(&ids)?;
-        let asked: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let mut tx = db.transaction()?;
-        for m in &markets {
-            let Some(cid) = m.condition_id.as_deref() else {
-                continue;
-            };
-            if !asked.contains(cid) {
-                continue;
-            }
-            let (kind, token, outcome, prices) = match infer_winner(m) {
-                Inference::Winner {
-                    token_id, outcome, ..
-                } => ("winner", Some(token_id), Some(outcome), None),
-                Inference::Split { prices } => ("split", None, None, Some(prices)),
-                Inference::Unresolved { reason } => {
-                    log::debug!("resolution: {cid}: unresolved: {reason}");
+        let mut report = RoundReport::default();
+        if !ids.is_empty() {
+            // Gamma lists only the closed ones among them.
+            let markets = self.gamma.closed_markets_by_condition_ids(&ids)?;
+            let asked: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+            let mut tx = db.transaction()?;
+            for m in &markets {
+                let Some(cid) = m.condition_id.as_deref() else {
+                    continue;
+                };
+                if !asked.contains(cid) {
                     continue;
                 }
-            };
-            let n = tx.execute(
-                "INSERT INTO resolutions (condition_id, kind, winning_token_id, winning_outcome,
-                                          outcome_prices)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (condition_id) DO NOTHING",
-                &[&cid, &kind, &token, &outcome, &prices],
-            )?;
-            tx.execute(
-                "UPDATE markets SET closed = true, accepting_orders = false, updated_at = now()
-                 WHERE condition_id = $1 AND NOT closed",
-                &[&cid],
-            )?;
-            if n == 1 {
-                if kind == "winner" {
-                    report.winners += 1;
-                } else {
-                    report.splits += 1;
+                report.asked += 1;
+                tx.execute(
+                    "UPDATE markets SET closed = true, accepting_orders = false, updated_at = now()
+                     WHERE condition_id = $1 AND NOT closed",
+                    &[&cid],
+                )?;
+                let (kind, token, outcome, prices) = match infer_winner(m) {
+                    Inference::Winner {
+                        token_id, outcome, ..
+                    } => ("winner", Some(token_id), Some(outcome), None),
+                    Inference::Split { prices } => ("split", None, None, Some(prices)),
+                    Inference::Unresolved { reason } => {
+                        // Asked again after 10 min, 20, 40 … at most a day.
+                        tx.execute(
+                            "INSERT INTO resolution_attempts
+                                 (condition_id, attempts, next_attempt_at, last_reason)
+                             VALUES ($1, 1, now() + interval '10 minutes', $2)
+                             ON CONFLICT (condition_id) DO UPDATE SET
+                                 attempts = resolution_attempts.attempts + 1,
+                                 next_attempt_at = now() + least(
+                                     interval '10 minutes' * power(2, resolution_attempts.attempts),
+                                     interval '1 day'),
+                                 last_reason = excluded.last_reason",
+                            &[&cid, &reason],
+                        )?;
+                        log::debug!("resolution: {cid}: unresolved: {reason}");
+                        report.unresolved += 1;
+                        continue;
+                    }
+                };
+                let n = tx.execute(
+                    "INSERT INTO resolutions (condition_id, kind, winning_token_id, winning_outcome,
+                                              outcome_prices)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (condition_id) DO NOTHING",
+                    &[&cid, &kind, &token, &outcome, &prices],
+                )?;
+                tx.execute(
+                    "DELETE FROM resolution_attempts WHERE condition_id = $1",
+                    &[&cid],
+                )?;
+                if n == 1 {
+                    if kind == "winner" {
+                        report.winners += 1;
+                    } else {
+                        report.splits += 1;
+                    }
                 }
             }
+            tx.commit()?;
         }
-        tx.commit()?;
-        report.unresolved = report.asked - report.resolved();
+        // Those still waiting, and why.
+        for row in db.query(
+            "SELECT last_reason, count(*) FROM resolution_attempts
+             WHERE next_attempt_at > now() GROUP BY 1 ORDER BY 2 DESC",
+            &[],
+        )? {
+            let n: i64 = row.try_get(1)?;
+            report.waiting += n as usize;
+            report.waiting_reasons.push((row.try_get(0)?, n as usize));
+        }
         Ok(report)
     }
 

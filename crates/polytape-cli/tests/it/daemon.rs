@@ -96,7 +96,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 4");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 5");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);
@@ -806,4 +806,51 @@ fn a_crash_window_is_filled_and_the_tape_equals_what_was_executed() {
         "crash: executed {}, from the feed {}, filled {}, lost 0",
         report.executed, report.from_feed, report.filled
     );
+}
+
+/// `polytape resolve` on its own (from cron, say), no daemon, no sync since: markets that
+/// closed in the listing after the last sync get every strict verdict on the first round.
+#[test]
+fn resolve_alone_finds_markets_closed_since_the_last_sync() {
+    let _w = Watchdog::new("resolve_alone_finds", Duration::from_secs(60));
+    let db = TestDb::empty();
+    let sim = pipeline::sim(100, 0.0);
+    let mut c = polytape(&db, &sim);
+    c.arg("sync-markets");
+    assert!(output(c).status.success());
+    let before = db.count("resolutions");
+    let open: Vec<_> = sim
+        .markets()
+        .into_iter()
+        .filter(|m| m.is_open() && m.version != "v3")
+        .take(12)
+        .collect();
+    for (i, m) in open.iter().enumerate() {
+        assert!(sim.close_market(&m.condition_id, SimResolution::Winner(i % 2)));
+    }
+    let mut c = polytape(&db, &sim);
+    c.arg("resolve");
+    let out = output(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut client = db.client();
+    for (i, m) in open.iter().enumerate() {
+        let row = client
+            .query_opt(
+                "SELECT winning_token_id FROM resolutions WHERE condition_id = $1",
+                &[&m.condition_id],
+            )
+            .expect("select");
+        let token: Option<String> = row.and_then(|r| r.get(0));
+        assert_eq!(
+            token.as_deref(),
+            Some(m.token_ids[i % 2].as_str()),
+            "{}",
+            stdout(&out)
+        );
+    }
+    assert!(db.count("resolutions") >= before + 12);
 }

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "complete_tape",
         include_str!("../../migrations/V4__complete_tape.sql"),
     ),
+    (
+        5,
+        "resolution_attempts",
+        include_str!("../../migrations/V5__resolution_attempts.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do

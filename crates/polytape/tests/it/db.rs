@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        4,
-        "V1 to V4 once each: {applied:?}"
+        5,
+        "V1 to V5 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [
@@ -34,6 +34,7 @@ fn migrations_are_idempotent_and_concurrent_safe() {
         "gaps",
         "trades_rejected",
         "sessions",
+        "resolution_attempts",
     ] {
         assert_eq!(db.count(table), 0);
     }

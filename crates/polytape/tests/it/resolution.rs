@@ -76,11 +76,14 @@ fn a_round_records_winners_and_splits_and_nothing_else() {
             ),
         }
     }
-    // Twice changes nothing: only the unresolved ones are asked again.
+    // Twice changes nothing: the unresolved ones back off (asked again in 10 min, 20, …, at
+    // most a day), and the report says how many wait, and why.
     let second = tracker.round().expect("round");
+    assert_eq!((second.asked, second.winners, second.splits), (0, 0, 0));
+    assert_eq!(second.waiting, others);
     assert_eq!(
-        (second.asked, second.winners, second.splits),
-        (others, 0, 0)
+        second.waiting_reasons.iter().map(|(_, n)| n).sum::<usize>(),
+        others
     );
     assert_eq!(db.count("resolutions") as usize, winners + splits);
 }
