@@ -65,6 +65,7 @@ struct Shared {
     gaps_open: AtomicU64,
     oldest_open_gap_ms: AtomicI64,
     stalls_repaired: AtomicU64,
+    connections_restarted: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
     last_insert_ts: AtomicI64,
@@ -265,6 +266,8 @@ pub struct HealthSnapshot {
     pub data_api_errors: u64,
     /// Assets found stalled on a live socket by a reconciliation sweep, and subscribed afresh.
     pub stalls_repaired: u64,
+    /// Connection threads that ended unexpectedly (a panic) and were started again.
+    pub connections_restarted: u64,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }
@@ -345,12 +348,15 @@ impl Health {
             oldest_open_gap_ts: ts(s.oldest_open_gap_ms.load(Relaxed)),
             data_api_errors: s.data_api_errors.load(Relaxed),
             stalls_repaired: s.stalls_repaired.load(Relaxed),
+            connections_restarted: s.connections_restarted.load(Relaxed),
             connections,
         }
     }
 
     /// Registers a connection; its status appears in every later snapshot.
     pub(crate) fn add_connection(&self, id: usize, tokens: usize) -> Arc<ConnectionHealth> {
+        // A connection restarted under the same id replaces the old entry.
+        self.shared.state.lock().connections.retain(|c| c.id != id);
         let c = Arc::new(ConnectionHealth {
             id,
             tokens: AtomicU64::new(tokens as u64),
@@ -528,6 +534,20 @@ impl Health {
         self.shared.gaps_filled.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn connection_restarted(&self) {
+        self.shared.connections_restarted.fetch_add(1, Relaxed);
+    }
+
+    /// When connection `id` last got a data frame (Unix ms; 0: never).
+    pub(crate) fn last_message_ms(&self, id: usize) -> i64 {
+        let state = self.shared.state.lock();
+        state
+            .connections
+            .iter()
+            .find(|c| c.id == id)
+            .map_or(0, |c| c.last_message_ts.load(Relaxed))
+    }
+
     pub(crate) fn stalls_repaired(&self, n: u64) {
         self.shared.stalls_repaired.fetch_add(n, Relaxed);
     }
@@ -570,7 +590,12 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 21] = [
+        let counters: [(&str, &str, f64); 22] = [
+            (
+                "connections_restarted_total",
+                "Connection threads that ended unexpectedly and were started again.",
+                self.connections_restarted as f64,
+            ),
             (
                 "stalls_repaired_total",
                 "Assets stalled on a live socket, found by a sweep and subscribed afresh.",

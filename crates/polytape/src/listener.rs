@@ -62,6 +62,8 @@ pub fn plan_chunks(groups: &[Vec<String>], max: usize) -> Vec<Vec<String>> {
 enum Control {
     Stop,
     SetMarkets(Vec<Vec<String>>),
+    #[cfg(feature = "bench")]
+    Crash(usize),
 }
 
 enum RunState {
@@ -124,6 +126,12 @@ impl ListenerHandle {
     /// The listener's health now.
     pub fn health(&self) -> HealthSnapshot {
         self.health.snapshot()
+    }
+
+    /// Makes connection `id`'s thread panic (the supervision test).
+    #[cfg(feature = "bench")]
+    pub fn crash_connection(&self, id: usize) {
+        let _ = self.control.send(Control::Crash(id));
     }
 }
 
@@ -210,10 +218,23 @@ impl Listener {
                 RunState::Done(s) => return Ok((**s).clone()),
             }
         }
+        // Whatever happens in run_inner, a panic included, `stop()` must not wait forever.
+        struct Finish<'a>(&'a Listener);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                let shared = &self.0.handle.shared;
+                let mut state = shared.state.lock();
+                if matches!(*state, RunState::Running) {
+                    *state = RunState::Done(Box::new(self.0.health.snapshot()));
+                }
+                shared.done.notify_all();
+            }
+        }
+        let finish = Finish(&self);
         let result = self.run_inner();
         let snapshot = self.health.snapshot();
         *self.handle.shared.state.lock() = RunState::Done(Box::new(snapshot.clone()));
-        self.handle.shared.done.notify_all();
+        drop(finish);
         result.map(|()| snapshot)
     }
 
@@ -344,8 +365,15 @@ impl Listener {
                         log::error!("listener: cannot apply the new market set: {e}");
                     }
                 }
+                #[cfg(feature = "bench")]
+                Ok(Control::Crash(id)) => {
+                    if let Some(slot) = slots.get(id) {
+                        let _ = slot.parts.commands.send(Command::Panic);
+                    }
+                }
                 Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.supervise(&spawner, &mut slots);
                     if writer_thread.is_finished() {
                         log::error!("listener: the writer thread ended; stopping");
                         writer_died = true;
@@ -402,6 +430,36 @@ impl Listener {
             s.reconnections
         );
         Ok(())
+    }
+
+    /// Starts again every connection whose thread ended while the listener runs (a panic:
+    /// nothing else ends one before a stop), with its tokens; they had no socket from its last
+    /// data frame, which becomes a gap at the resubscription.
+    fn supervise(&self, spawner: &Spawner, slots: &mut [Slot]) {
+        for (id, slot) in slots.iter_mut().enumerate() {
+            if !slot.thread.is_finished() {
+                continue;
+            }
+            let tokens = slot.parts.tokens.lock().clone();
+            let last = self.health.last_message_ms(id);
+            let from_ms = if last > 0 {
+                last
+            } else {
+                crate::health::now_ms()
+            };
+            log::error!(
+                "listener: connection {id} ended unexpectedly; starting it again with its {} tokens",
+                tokens.len()
+            );
+            match spawner.respawn(id, tokens, from_ms) {
+                Ok(new) => {
+                    let old = std::mem::replace(slot, new);
+                    let _ = old.thread.join(); // finished: returns at once (with the panic)
+                    self.health.connection_restarted();
+                }
+                Err(e) => log::error!("listener: cannot restart connection {id}: {e}"),
+            }
+        }
     }
 
     /// Moves the running connections to a new market set without reopening sockets.
@@ -478,6 +536,20 @@ impl Spawner {
         self.registry
             .lock()
             .push((Arc::clone(&parts.tokens), parts.commands.clone()));
+        Self::start(id, conn, parts)
+    }
+
+    /// A new thread for connection `id`, whose tokens had no socket since `from_ms`.
+    fn respawn(&self, id: usize, tokens: Vec<String>, from_ms: i64) -> Result<Slot> {
+        let (conn, parts) = Connection::new(id, tokens, self.shared.clone());
+        let conn = conn.with_loss(from_ms, "connection thread ended unexpectedly");
+        if let Some(entry) = self.registry.lock().get_mut(id) {
+            *entry = (Arc::clone(&parts.tokens), parts.commands.clone());
+        }
+        Self::start(id, conn, parts)
+    }
+
+    fn start(id: usize, conn: Connection, parts: ConnectionParts) -> Result<Slot> {
         let thread = std::thread::Builder::new()
             .name(format!("polytape-conn-{id}"))
             .spawn(move || conn.run())?;

@@ -38,6 +38,9 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 pub enum Command {
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
+    /// Makes the connection thread panic: for the supervision test only.
+    #[cfg(feature = "bench")]
+    Panic,
 }
 
 /// Logs at most one line per interval, counting what it held back.
@@ -170,6 +173,13 @@ impl Connection {
         (conn, parts)
     }
 
+    /// A connection taking over the tokens of one whose thread ended unexpectedly: they have
+    /// had no socket since `from_ms`, which becomes a gap at the resubscription.
+    pub(crate) fn with_loss(mut self, from_ms: i64, reason: &str) -> Self {
+        self.lost = Some((from_ms, reason.to_owned()));
+        self
+    }
+
     /// Runs until stopped (or until the writer is gone).
     pub fn run(mut self) {
         let mut attempt: u32 = 0;
@@ -290,6 +300,8 @@ impl Connection {
                 }
             }
             Command::Unsubscribe(remove) => tokens.retain(|t| !remove.contains(t)),
+            #[cfg(feature = "bench")]
+            Command::Panic => {}
         }
         self.status.set_tokens(tokens.len());
     }
@@ -417,6 +429,8 @@ impl Connection {
             let (op, ids) = match &cmd {
                 Command::Subscribe(ids) => ("subscribe", ids),
                 Command::Unsubscribe(ids) => ("unsubscribe", ids),
+                #[cfg(feature = "bench")]
+                Command::Panic => panic!("connection {}: told to panic (test)", self.id),
             };
             self.update_tokens(&cmd);
             for frame in protocol::operation_frames(op, ids) {

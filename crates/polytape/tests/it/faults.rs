@@ -283,3 +283,48 @@ fn a_socket_still_lost_at_the_stop_is_a_gap() {
         .get(0);
     assert_eq!(at_stop, conns as i64, "one gap per lost connection: {h:?}");
 }
+
+/// A connection thread that panics is started again with its tokens: the time they had no
+/// socket is a gap, health counts the restart, trades flow again, and the stop still ends.
+#[test]
+fn a_connection_thread_that_panics_is_restarted_with_its_tokens() {
+    let _w = Watchdog::new("a_connection_thread_that_panics", Duration::from_secs(60));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(60, 300.0);
+    pipeline::load_markets(&db, &sim);
+    let listener = Listener::from_database(pipeline::config(&db, &sim)).expect("listener");
+    let conns = listener.chunks().len();
+    let handle = listener.handle();
+    let health = listener.health();
+    let running = Running::start(listener);
+    wait_for_more_trades(&health, 100);
+    handle.crash_connection(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let h = health.snapshot();
+            h.connections_restarted == 1 && h.connections_active == conns && h.gaps_recorded >= 1
+        }),
+        "{:?}",
+        health.snapshot()
+    );
+    wait_for_more_trades(&health, 100);
+    let (h, _) = running.stop();
+    assert_eq!(h.connections_restarted, 1);
+    assert_eq!(
+        h.connections.len(),
+        conns,
+        "the restarted connection replaced the old entry"
+    );
+    let gaps: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM gaps
+             WHERE connection = 0 AND reason = 'connection thread ended unexpectedly'",
+            &[],
+        )
+        .expect("gaps")
+        .get(0);
+    assert_eq!(gaps, 1);
+    pipeline::assert_missing_within_gaps(db.url(), &sim, Duration::from_secs(2));
+}
