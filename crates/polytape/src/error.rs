@@ -31,7 +31,7 @@ pub enum ErrorKind {
 enum Kind {
     Db(postgres::Error),
     /// Connecting (or setting up a new session) failed.
-    Unavailable(postgres::Error),
+    Unavailable(postgres::Error, Option<String>),
     Io(std::io::Error),
     Http(String),
     Config(String),
@@ -48,7 +48,14 @@ impl Error {
     /// A failure to connect: whatever the server said, retrying later may succeed.
     pub(crate) fn unavailable(e: postgres::Error) -> Self {
         Error {
-            kind: Kind::Unavailable(e),
+            kind: Kind::Unavailable(e, None),
+        }
+    }
+
+    /// [`Error::unavailable`], saying where it tried and, after a `|`, what to do.
+    pub(crate) fn unavailable_at(e: postgres::Error, context: String) -> Self {
+        Error {
+            kind: Kind::Unavailable(e, Some(context)),
         }
     }
 
@@ -67,7 +74,7 @@ impl Error {
     /// The SQLSTATE code, when the database refused something.
     pub fn code(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Db(e) | Kind::Unavailable(e) => e.code().map(|c| c.code()),
+            Kind::Db(e) | Kind::Unavailable(e, _) => e.code().map(|c| c.code()),
             _ => None,
         }
     }
@@ -77,7 +84,7 @@ impl Error {
         match &self.kind {
             Kind::Db(e) if crate::store::is_connection_error(e) => ErrorKind::Unavailable,
             Kind::Db(_) => ErrorKind::Database,
-            Kind::Unavailable(_) => ErrorKind::Unavailable,
+            Kind::Unavailable(..) => ErrorKind::Unavailable,
             Kind::Io(_) => ErrorKind::Io,
             Kind::Http(_) => ErrorKind::Http,
             Kind::Config(_) => ErrorKind::Config,
@@ -106,10 +113,27 @@ impl fmt::Display for Error {
                 Some(db) => write!(f, "database: {} ({})", db.message(), db.code().code()),
                 None => write!(f, "database: {e}"),
             },
-            Kind::Unavailable(e) => match e.as_db_error() {
-                Some(db) => write!(f, "cannot connect: {} ({})", db.message(), db.code().code()),
-                None => write!(f, "cannot connect: {e}"),
-            },
+            Kind::Unavailable(e, context) => {
+                let cause = match e.as_db_error() {
+                    Some(db) => format!("{} ({})", db.message(), db.code().code()),
+                    // The postgres crate's own text ("error connecting to server") says
+                    // little; its source says what happened (refused, timed out, …).
+                    None => match std::error::Error::source(e) {
+                        Some(src) => format!("{e}: {src}"),
+                        None => e.to_string(),
+                    },
+                };
+                match context
+                    .as_deref()
+                    .map(|c| c.split_once('|').unwrap_or((c, "")))
+                {
+                    Some((at, "")) => write!(f, "cannot connect to PostgreSQL {at}: {cause}"),
+                    Some((at, hint)) => {
+                        write!(f, "cannot connect to PostgreSQL {at}: {cause}. {hint}")
+                    }
+                    None => write!(f, "cannot connect: {cause}"),
+                }
+            }
             Kind::Io(e) => write!(f, "i/o: {e}"),
             Kind::Http(m) => write!(f, "http: {m}"),
             Kind::Config(m) => write!(f, "configuration: {m}"),
@@ -121,7 +145,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            Kind::Db(e) | Kind::Unavailable(e) => Some(e),
+            Kind::Db(e) | Kind::Unavailable(e, _) => Some(e),
             Kind::Io(e) => Some(e),
             _ => None,
         }

@@ -854,3 +854,29 @@ fn resolve_alone_finds_markets_closed_since_the_last_sync() {
     }
     assert!(db.count("resolutions") >= before + 12);
 }
+
+/// With no PostgreSQL where DATABASE_URL points, the command says where it tried, the
+/// cause, and what to do.
+#[test]
+fn no_postgres_there_is_explained() {
+    let _w = Watchdog::new("no_postgres_there_is_explained", Duration::from_secs(30));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{port}/x"),
+        )
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("refused"), "the cause: {err}");
+    assert!(
+        err.contains("Is PostgreSQL running") && err.contains("DATABASE_URL"),
+        "{err}"
+    );
+}

@@ -73,11 +73,25 @@ pub(crate) fn connect_with(url: &str, statement_timeout: Duration) -> Result<Cli
     if config.get_application_name().is_none() {
         config.application_name("polytape");
     }
+    // `prefer` (also when sslmode is absent) tries TLS when the server offers it, then plain
+    // text, as libpq does; `disable` never tries.
     let mut client = match tls.mode {
-        tls::SslMode::Disable | tls::SslMode::Prefer => config.connect(NoTls),
+        tls::SslMode::Disable => config.connect(NoTls),
         _ => config.connect(tls::connector(&tls)?),
     }
-    .map_err(Error::unavailable)?;
+    .map_err(|e| {
+        let hint = if e.as_db_error().is_none() && !e.is_closed() {
+            format!(
+                "{}|Is PostgreSQL running there? Start it (for example `pg_ctlcluster 15 main \
+                 start` or `systemctl start postgresql`), or point DATABASE_URL \
+                 (--database-url) at a server that runs",
+                where_tried(&config)
+            )
+        } else {
+            where_tried(&config)
+        };
+        Error::unavailable_at(e, hint)
+    })?;
     client
         .batch_execute(&format!(
             "SET statement_timeout = {}; SET TIME ZONE 'UTC'",
@@ -85,6 +99,28 @@ pub(crate) fn connect_with(url: &str, statement_timeout: Duration) -> Result<Cli
         ))
         .map_err(Error::unavailable)?;
     Ok(client)
+}
+
+/// "host:port" of every address a connection attempt tried, for error messages.
+fn where_tried(config: &postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match h {
+                postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                postgres::config::Host::Unix(path) => format!("{}/.s.PGSQL.{port}", path.display()),
+            }
+        })
+        .collect();
+    if hosts.is_empty() {
+        "at the default socket".to_owned()
+    } else {
+        format!("at {}", hosts.join(", "))
+    }
 }
 
 /// Applies every migration not yet applied to `config`'s database, on a connection of its

@@ -65,6 +65,24 @@ fn sslmodes_against_a_server_with_tls_on() {
         .get(0);
     assert!(ssl, "verify-full encrypts");
     assert!(!on("sslmode=disable"), "disable stays in plain text");
+    // Absent means prefer, as in libpq: TLS when the server offers it.
+    assert!(on(""), "no sslmode: TLS, since this server offers it");
+    assert!(on("sslmode=prefer"));
+    // And plain text from a server without TLS, rather than a failure.
+    let plain = PrivateCluster::start().expect("initdb");
+    let plain_config = polytape::Config::builder()
+        .database_url(plain.database_url())
+        .build()
+        .expect("valid");
+    let mut client = connect(&plain_config).expect("prefer falls back to plain text");
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(!ssl, "the server offers no TLS");
     // The built-in web roots do not know the test CA: refused, as a connection failure.
     let refused = encrypted("sslmode=verify-full").expect_err("an unknown CA is refused");
     assert!(refused.is_transient(), "{refused}");
