@@ -7,12 +7,18 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest request head we read.
 const MAX_HEAD: usize = 16 * 1024;
+/// Most requests a plain request/response server handles at once; more are answered 503 at
+/// once and closed, so no number of clients can pile up threads.
+pub const MAX_CONNECTIONS: usize = 32;
+/// The time a client has to send its whole request head.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A parsed request head, plus any bytes read past it.
 #[derive(Debug, Clone)]
@@ -55,9 +61,22 @@ impl Request {
 
 /// Reads one request head from `stream`.
 pub fn read_request(stream: &mut TcpStream) -> io::Result<Request> {
+    read_request_by(stream, None)
+}
+
+/// [`read_request`], all of it by `deadline`: a client that trickles a byte now and then
+/// cannot hold a connection longer than that (a slowloris).
+pub fn read_request_by(stream: &mut TcpStream, deadline: Option<Instant>) -> io::Result<Request> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     let head_len = loop {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "request too slow"));
+            }
+            stream.set_read_timeout(Some(left))?;
+        }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Err(io::Error::new(
@@ -284,16 +303,41 @@ impl Drop for Server {
 }
 
 /// Serves plain request/response handlers: reads one request, writes the handler's answer.
+/// Hardened for a port that may be reachable beyond loopback: at most [`MAX_CONNECTIONS`] at
+/// once (the rest get 503 at once), the request head within [`REQUEST_DEADLINE`] and 16 KiB,
+/// the answer written within 5 s.
 pub fn serve_requests<F>(addr: &str, name: &str, handler: F) -> io::Result<Server>
 where
     F: Fn(&Request) -> Response + Send + Sync + 'static,
 {
+    let active = Arc::new(AtomicUsize::new(0));
     Server::start(addr, name, move |mut stream| {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        let response = match read_request(&mut stream) {
+        // Counted while this thread lives (the guard gives the place back on every path).
+        struct Place<'a>(&'a AtomicUsize);
+        impl Drop for Place<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let held = active.fetch_add(1, Ordering::SeqCst);
+        let _place = Place(&active);
+        if held >= MAX_CONNECTIONS {
+            let _ = Response::text(503, "busy\n").write_to(&mut stream);
+            return;
+        }
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        let response = match read_request_by(&mut stream, Some(deadline)) {
             Ok(req) => handler(&req),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return;
+            }
             Err(e) => Response::text(400, format!("bad request: {e}\n")),
         };
         let _ = response.write_to(&mut stream);
@@ -303,6 +347,84 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server() -> Server {
+        serve_requests("127.0.0.1:0", "test-http", |_| Response::text(200, "ok\n")).expect("bind")
+    }
+
+    fn get(addr: SocketAddr) -> Option<u16> {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    #[test]
+    fn a_slow_client_is_cut_off_at_the_deadline() {
+        let server = server();
+        let mut s = TcpStream::connect(server.addr()).expect("connect");
+        let started = Instant::now();
+        // A byte a second keeps a per-read timeout happy forever; not the deadline.
+        let mut closed = false;
+        for _ in 0..10 {
+            if s.write_all(b"G").is_err() {
+                closed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            let mut probe = [0u8; 1];
+            s.set_read_timeout(Some(Duration::from_millis(10)))
+                .expect("timeout");
+            if matches!(s.read(&mut probe), Ok(0)) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "the slow client was cut off");
+        let took = started.elapsed();
+        assert!(took < REQUEST_DEADLINE + Duration::from_secs(3), "{took:?}");
+        assert_eq!(get(server.addr()), Some(200), "others are served");
+    }
+
+    #[test]
+    fn connections_are_bounded_and_heads_are_limited() {
+        let server = server();
+        // Hold every place with clients that send nothing.
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(server.addr()).expect("connect"))
+            .collect();
+        // The server counts a connection once its thread starts: wait for all of them.
+        let mut busy = None;
+        for _ in 0..50 {
+            busy = get(server.addr());
+            if busy == Some(503) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(busy, Some(503), "one more is turned away at once");
+        drop(idle);
+        let mut ok = None;
+        for _ in 0..50 {
+            ok = get(server.addr());
+            if ok == Some(200) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(ok, Some(200), "places come back");
+        // A head past 16 KiB: 400.
+        let mut s = TcpStream::connect(server.addr()).expect("connect");
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+        let _ = s.write_all(huge.as_bytes());
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    }
 
     #[test]
     fn percent_decoding() {
