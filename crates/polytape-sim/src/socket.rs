@@ -251,8 +251,11 @@ impl Session {
                     Some("subscribe") => {
                         // A fresh subscription is what un-stalls an asset on the live feed.
                         self.state.unstall(&assets);
-                        let books = self.state.add_assets(self.id, &assets);
+                        self.state.add_assets(self.id, &assets);
+                        // The book of every asset named, held before or not: that is what
+                        // lets a client probe a quiet socket.
                         if m.initial_dump.unwrap_or(true) {
+                            let books = self.state.asset_keys(&assets);
                             self.queue_books(&books);
                         }
                         Ok(())

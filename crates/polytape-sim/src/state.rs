@@ -258,6 +258,15 @@ impl SimState {
     }
 
     /// Stops (or restarts) trades and updates for one asset while its siblings go on.
+    /// The (market, outcome) keys of these asset ids (unknown ids left out).
+    pub(crate) fn asset_keys(&self, assets: &[String]) -> Vec<(u32, u8)> {
+        let index = self.asset_index.read();
+        assets
+            .iter()
+            .filter_map(|a| index.get(a).copied())
+            .collect()
+    }
+
     /// A subscribe operation for these assets: any of them stalled delivers again.
     pub(crate) fn unstall(&self, assets: &[String]) {
         let index = self.asset_index.read();

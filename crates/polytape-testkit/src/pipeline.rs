@@ -82,6 +82,7 @@ pub fn config_for(url: &str, sim: &Sim) -> Config {
         .ping_interval(Duration::from_millis(500))
         .pong_timeout(Duration::from_secs(2))
         .stale_timeout(Duration::from_secs(3))
+        .probe_timeout(Duration::from_secs(1))
         .connect_timeout(Duration::from_secs(2))
         .open_interval(Duration::from_millis(5))
         .backoff_min(Duration::from_millis(50))

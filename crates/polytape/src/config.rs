@@ -77,6 +77,7 @@ pub mod defaults {
 
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const OPEN_INTERVAL: Duration = Duration::from_millis(50);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -103,6 +104,7 @@ pub struct Config {
     pub(crate) ping_interval: Duration,
     pub(crate) pong_timeout: Duration,
     pub(crate) stale_timeout: Duration,
+    pub(crate) probe_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) open_interval: Duration,
     pub(crate) backoff_min: Duration,
@@ -140,6 +142,7 @@ impl Default for Config {
             ping_interval: PING_INTERVAL,
             pong_timeout: PONG_TIMEOUT,
             stale_timeout: defaults::STALE_TIMEOUT,
+            probe_timeout: PROBE_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
             open_interval: OPEN_INTERVAL,
             backoff_min: BACKOFF_MIN,
@@ -258,7 +261,10 @@ impl Config {
         if self.stale_timeout <= self.ping_interval {
             return fail("stale_timeout must be longer than ping_interval");
         }
-        if self.pong_timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.pong_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.probe_timeout.is_zero()
+        {
             return fail("pong_timeout and connect_timeout must be positive");
         }
         if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
@@ -346,6 +352,8 @@ impl ConfigBuilder {
         /// A socket with no data frame this long is replaced (the live feed can freeze while
         /// still answering `PONG`); longer than the ping interval.
         stale_timeout: Duration,
+        /// How long a probed silent socket has to answer before it is taken for frozen (5 s).
+        probe_timeout: Duration,
         /// TCP connect, TLS and WebSocket handshake, each (10 s).
         connect_timeout: Duration,
         /// Least time between two socket opens over all connections (50 ms; the live

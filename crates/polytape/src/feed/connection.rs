@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tungstenite::Message;
 
 use super::event::{Gap, Record, Trade, parse_frame, preview};
-use super::liveness::Liveness;
+use super::liveness::{Check, Liveness};
 use super::protocol;
 use super::socket::{OpenGate, Socket, Unblock, open};
 use crate::backoff::Backoff;
@@ -418,8 +418,19 @@ impl Connection {
                 }
                 liveness.pinged(now);
             }
-            if let Some(reason) = liveness.verdict(now) {
-                return End::Failed(reason);
+            match liveness.check(now) {
+                Check::Fine => {}
+                Check::Probe => {
+                    // Quiet or frozen? Ask for one held token's book: a live socket answers.
+                    let probe = self.tokens.lock().first().cloned();
+                    if let Some(token) = probe {
+                        log::debug!("connection {}: silent; probing with one book", self.id);
+                        if let Err(e) = ws.send(Message::text(protocol::probe_frame(&token))) {
+                            return End::Failed(format!("probe: {e}"));
+                        }
+                    }
+                }
+                Check::Dead(reason) => return End::Failed(reason),
             }
         }
     }

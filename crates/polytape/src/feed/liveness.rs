@@ -1,10 +1,13 @@
 //! A socket's liveness rules: when to send the text `PING`, and when silence means death.
 //!
 //! Two deadlines, because the live feed fails two ways: a dead socket answers nothing (no
-//! `PONG` in time), and a frozen one still answers `PONG` but carries no data (no data for the
-//! stale timeout). Data proves the socket alive as well as a `PONG` does: a `PONG` may sit
-//! behind a backlog while the reader waits on a full channel, and must not get a busy socket
-//! torn down.
+//! `PONG` in time), and a frozen one still answers `PONG` but carries no data. Quiet is not
+//! frozen, though: 500 long-dated markets can be silent for minutes. So a socket silent for
+//! the stale timeout is **probed** first (a subscribe operation for one held token with its
+//! book asked for): a book coming back proves the socket delivers, and it is kept, with no
+//! gap; only a socket that stays silent through the probe timeout is frozen and replaced.
+//! Data proves the socket alive as well as a `PONG` does: a `PONG` may sit behind a backlog
+//! while the reader waits on a full channel, and must not get a busy socket torn down.
 
 use std::time::{Duration, Instant};
 
@@ -15,9 +18,22 @@ pub(crate) struct Liveness {
     ping_interval: Duration,
     pong_timeout: Duration,
     stale_timeout: Duration,
+    probe_timeout: Duration,
     last_data: Instant,
     last_ping: Instant,
     pong_due: Option<Instant>,
+    /// A probe is out: data must come by then.
+    probe_due: Option<Instant>,
+}
+
+/// What the socket needs now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    Fine,
+    /// Silent for the stale timeout: send a probe (once).
+    Probe,
+    /// Dead or frozen: replace it, for this reason.
+    Dead(String),
 }
 
 impl Liveness {
@@ -27,9 +43,11 @@ impl Liveness {
             ping_interval: config.ping_interval,
             pong_timeout: config.pong_timeout,
             stale_timeout: config.stale_timeout,
+            probe_timeout: config.probe_timeout,
             last_data: now,
             last_ping: now,
             pong_due: None,
+            probe_due: None,
         }
     }
 
@@ -37,6 +55,7 @@ impl Liveness {
     pub(crate) fn data(&mut self, now: Instant) {
         self.last_data = now;
         self.pong_due = None;
+        self.probe_due = None;
     }
 
     /// The reader was blocked (on a full channel) and is back: the socket's frames waited in
@@ -46,6 +65,7 @@ impl Liveness {
         self.last_data = now;
         self.last_ping = self.last_ping.min(now);
         self.pong_due = None;
+        self.probe_due = None;
     }
 
     /// A `PONG` arrived.
@@ -64,18 +84,26 @@ impl Liveness {
         self.pong_due.get_or_insert(now + self.pong_timeout);
     }
 
-    /// Why the socket must be replaced, if it must.
-    pub(crate) fn verdict(&self, now: Instant) -> Option<String> {
+    /// What the socket needs at `now`: nothing, a probe (returned once per silence), or
+    /// replacing (with the reason).
+    pub(crate) fn check(&mut self, now: Instant) -> Check {
         if self.pong_due.is_some_and(|due| now > due) {
-            return Some("no PONG in time".into());
+            return Check::Dead("no PONG in time".into());
         }
-        if now.duration_since(self.last_data) > self.stale_timeout {
-            return Some(format!(
-                "no data for {} s (stale socket)",
+        if now.duration_since(self.last_data) <= self.stale_timeout {
+            return Check::Fine;
+        }
+        match self.probe_due {
+            None => {
+                self.probe_due = Some(now + self.probe_timeout);
+                Check::Probe
+            }
+            Some(due) if now > due => Check::Dead(format!(
+                "no data for {} s, nor an answer to a probe (frozen socket)",
                 self.stale_timeout.as_secs()
-            ));
+            )),
+            Some(_) => Check::Fine,
         }
-        None
     }
 }
 
@@ -88,6 +116,7 @@ mod tests {
             .ping_interval(Duration::from_secs(10))
             .pong_timeout(Duration::from_secs(10))
             .stale_timeout(Duration::from_secs(60))
+            .probe_timeout(Duration::from_secs(5))
             .build()
             .expect("valid");
         Liveness::new(&config, t0)
@@ -97,36 +126,62 @@ mod tests {
     fn the_rules_in_a_table() {
         let s = Duration::from_secs;
         let t0 = Instant::now();
-        // Each case: events (at seconds after t0) then the verdict at a time.
         enum Ev {
             Data(u64),
             Pong,
             Ping(u64),
+            /// A check at this time (it may start a probe).
+            Check(u64),
         }
-        let cases: Vec<(&str, Vec<Ev>, u64, Option<&str>)> = vec![
-            ("fresh", vec![], 5, None),
-            ("pinged, answered", vec![Ev::Ping(10), Ev::Pong], 25, None),
-            ("pinged, no answer", vec![Ev::Ping(10)], 21, Some("no PONG")),
+        use Check::{Dead, Fine, Probe};
+        let dead = |r: &str| Dead(r.to_owned());
+        let cases: Vec<(&str, Vec<Ev>, u64, Check)> = vec![
+            ("fresh", vec![], 5, Fine),
+            ("pinged, answered", vec![Ev::Ping(10), Ev::Pong], 25, Fine),
+            (
+                "pinged, no answer",
+                vec![Ev::Ping(10)],
+                21,
+                dead("no PONG in time"),
+            ),
             (
                 "data answers a ping",
                 vec![Ev::Ping(10), Ev::Data(15)],
                 25,
-                None,
+                Fine,
             ),
             (
-                "quiet but answering",
+                "quiet: probe first",
                 vec![Ev::Ping(50), Ev::Pong],
                 61,
-                Some("stale"),
+                Probe,
             ),
-            ("data keeps it fresh", vec![Ev::Data(50)], 100, None),
-            ("data too long ago", vec![Ev::Data(50)], 111, Some("stale")),
+            ("probe out, waiting", vec![Ev::Check(61)], 65, Fine),
+            (
+                "probe unanswered: frozen",
+                vec![Ev::Check(61)],
+                67,
+                dead("no data for 60 s, nor an answer to a probe (frozen socket)"),
+            ),
+            (
+                "probe answered: quiet, kept",
+                vec![Ev::Check(61), Ev::Data(63)],
+                100,
+                Fine,
+            ),
+            (
+                "answered, quiet again: a new probe",
+                vec![Ev::Check(61), Ev::Data(63)],
+                124,
+                Probe,
+            ),
+            ("data keeps it fresh", vec![Ev::Data(50)], 100, Fine),
             // A second ping does not push the first one's deadline back.
             (
                 "deadline kept",
                 vec![Ev::Ping(10), Ev::Ping(20)],
                 21,
-                Some("no PONG"),
+                dead("no PONG in time"),
             ),
         ];
         for (name, events, at, want) in cases {
@@ -136,14 +191,12 @@ mod tests {
                     Ev::Data(t) => l.data(t0 + s(t)),
                     Ev::Pong => l.pong(),
                     Ev::Ping(t) => l.pinged(t0 + s(t)),
+                    Ev::Check(t) => {
+                        l.check(t0 + s(t));
+                    }
                 }
             }
-            let got = l.verdict(t0 + s(at));
-            match (got, want) {
-                (None, None) => {}
-                (Some(g), Some(w)) => assert!(g.contains(w), "{name}: {g}"),
-                (g, w) => panic!("{name}: got {g:?}, want {w:?}"),
-            }
+            assert_eq!(l.check(t0 + s(at)), want, "{name}");
         }
         let l = liveness(t0);
         assert!(!l.ping_due(t0 + s(9)) && l.ping_due(t0 + s(10)));
@@ -151,7 +204,7 @@ mod tests {
         let mut l = liveness(t0);
         l.pinged(t0 + s(10));
         l.resume(t0 + s(100));
-        assert_eq!(l.verdict(t0 + s(101)), None);
-        assert!(l.verdict(t0 + s(161)).is_some_and(|v| v.contains("stale")));
+        assert_eq!(l.check(t0 + s(101)), Fine);
+        assert_eq!(l.check(t0 + s(161)), Probe);
     }
 }

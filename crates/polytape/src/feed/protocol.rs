@@ -36,6 +36,12 @@ pub(crate) fn operation_frames(op: &str, ids: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A subscribe operation for one held token, its book asked for: a live socket answers with
+/// that book (a quiet one included), a frozen one does not.
+pub(crate) fn probe_frame(token: &str) -> String {
+    json!({"operation": "subscribe", "assets_ids": [token], "initial_dump": true}).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

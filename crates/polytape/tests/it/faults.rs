@@ -328,3 +328,48 @@ fn a_connection_thread_that_panics_is_restarted_with_its_tokens() {
     assert_eq!(gaps, 1);
     pipeline::assert_missing_within_gaps(db.url(), &sim, Duration::from_secs(2));
 }
+
+/// Quiet is not frozen: a feed with no data at all for five stale timeouts keeps its
+/// sockets (each silence is probed, and a book answers), with no gap and no reconnect.
+#[test]
+fn a_quiet_feed_keeps_its_sockets_and_writes_no_gap() {
+    let _w = Watchdog::new("a_quiet_feed_keeps_its_sockets", Duration::from_secs(60));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim_with(polytape_sim::SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 300,
+        trade_rate: 0.0,
+        noise_per_trade: 0,
+        idle_noise: Duration::from_secs(3600),
+        ..polytape_sim::SimConfig::default()
+    });
+    pipeline::load_markets(&db, &sim);
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .max_tokens_per_conn(200)
+        .build()
+        .expect("a valid config");
+    let listener = Listener::from_database(config).expect("listener");
+    let conns = listener.chunks().len();
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(20), || health
+        .snapshot()
+        .connections_active
+        == conns));
+    // Five stale timeouts (3 s each) of silence.
+    let quiet_until = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < quiet_until {
+        let h = health.snapshot();
+        assert_eq!(h.reconnections, 0, "a quiet socket is kept: {h:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (h, _) = running.stop();
+    assert_eq!((h.reconnections, h.gaps_recorded), (0, 0));
+    assert_eq!(db.count("gaps"), 0, "no false gap");
+    assert!(
+        h.messages_received > 0,
+        "the probes were answered with books"
+    );
+}
