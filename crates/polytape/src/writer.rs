@@ -237,6 +237,17 @@ impl Writer {
                     }
                     return;
                 }
+                Err(AppendError::Full) if self.spool.bytes() == 0 && entry.trades() > 1 => {
+                    // Larger than the whole spool (a batch grown under a backlog, a small
+                    // spool): in halves, each spooled in order.
+                    let Entry::Trades(mut trades) = entry else {
+                        return;
+                    };
+                    let right = trades.split_off(trades.len() / 2);
+                    self.spool_entry(Entry::Trades(trades));
+                    self.spool_entry(Entry::Trades(right));
+                    return;
+                }
                 Err(e) => {
                     if self.full_since.is_none() {
                         match &e {

@@ -202,6 +202,10 @@ fn a_full_spool_makes_readers_wait_and_the_wait_is_a_gap() {
         .to_builder()
         .channel_capacity(200)
         .spool_max_bytes(64 * 1024)
+        // Batches of a second (~2,000 trades, ~500 KB): larger than the whole spool, so they
+        // are spooled in halves.
+        .batch_size(5000)
+        .batch_max_age(Duration::from_secs(1))
         .build()
         .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
