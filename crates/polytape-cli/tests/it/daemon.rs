@@ -684,9 +684,21 @@ fn backfill_loads_history_once_and_audit_shows_it() {
             >= 30
             && polytape_sim::now_ms() > started + 8_000
     }));
+    // A window that has settled: the exchange keeps trading after it.
+    let until = chrono::DateTime::from_timestamp_millis(started + 5_000)
+        .expect("a time")
+        .to_rfc3339();
     let run = || {
         let mut c = polytape(&db, &sim);
-        c.args(["backfill", "--market", &market.slug, "--since", "5m"]);
+        c.args([
+            "backfill",
+            "--market",
+            &market.slug,
+            "--since",
+            "5m",
+            "--until",
+            &until,
+        ]);
         let out = output(c);
         assert!(
             out.status.success(),
