@@ -801,8 +801,8 @@ fn backfill(server: &str, n: u64) -> Result {
                 .read_to_string()?,
         )?;
         if stats["trades_generated"].as_u64().unwrap_or(0) >= n {
-            // Every block settled.
-            std::thread::sleep(Duration::from_secs(7));
+            // Every block settled (history leaves the last 12 s for later).
+            std::thread::sleep(Duration::from_secs(14));
             until = chrono::Utc::now().timestamp_millis();
             break;
         }

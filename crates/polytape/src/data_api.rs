@@ -7,7 +7,7 @@
 //! `Retry-After` honoured).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -16,7 +16,7 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::{Decimal, Side};
-use crate::http::retry_after;
+use crate::http::{RetryPolicy, get_text};
 
 /// Condition ids per request.
 pub(crate) const MARKETS_PER_REQUEST: usize = 20;
@@ -89,8 +89,7 @@ impl Row<'_> {
 pub(crate) struct DataApiClient {
     base: String,
     agent: ureq::Agent,
-    backoff: Backoff,
-    attempts: u32,
+    retry: RetryPolicy,
     page: usize,
     budget: usize,
     recent: VecDeque<Instant>,
@@ -110,8 +109,13 @@ impl DataApiClient {
         DataApiClient {
             base: config.data_api_url.trim_end_matches('/').to_owned(),
             agent,
-            backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
-            attempts: config.gamma_attempts,
+            retry: RetryPolicy {
+                attempts: config.gamma_attempts,
+                backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
+                max_retry_after: MAX_RETRY_AFTER,
+                body_limit: 256 << 20,
+                service: "data api",
+            },
             page: config.data_api_page,
             budget: config.data_api_budget as usize,
             recent: VecDeque::new(),
@@ -166,49 +170,10 @@ impl DataApiClient {
             markets.join(","),
             self.page
         );
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.wait_for_budget();
-            let wait = match self.agent.get(&url).call() {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    if status == 200 {
-                        let body = resp
-                            .body_mut()
-                            .with_config()
-                            .limit(256 << 20)
-                            .read_to_string()
-                            .map_err(|e| Error::http(format!("data api: reading body: {e}")))?;
-                        self.requests += 1;
-                        return self.parse(&body);
-                    }
-                    if status == 400 {
-                        return Err(Error::http(format!("data api: HTTP 400 for {url}")));
-                    }
-                    if status != 429 && status < 500 {
-                        return Err(Error::http(format!("data api: HTTP {status} for {url}")));
-                    }
-                    let after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
-                    log::warn!("data api: HTTP {status} (attempt {attempt})");
-                    after.unwrap_or_else(|| self.backoff.delay(attempt - 1))
-                }
-                Err(e) => {
-                    log::warn!("data api: {e} (attempt {attempt})");
-                    self.backoff.delay(attempt - 1)
-                }
-            };
-            if attempt >= self.attempts {
-                return Err(Error::http(format!(
-                    "data api: giving up after {attempt} attempts"
-                )));
-            }
-            std::thread::sleep(wait);
-        }
+        self.wait_for_budget();
+        let body = get_text(&self.agent, &url, &self.retry)?;
+        self.requests += 1;
+        self.parse(&body)
     }
 
     fn parse(&mut self, body: &str) -> Result<Vec<ApiTrade>> {

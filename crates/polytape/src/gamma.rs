@@ -8,7 +8,7 @@
 //! `Retry-After`.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::http::retry_after;
+use crate::http::{RetryPolicy, get_text};
 use crate::store::markets::MarketRow;
 
 /// Most markets per listing page (the endpoint's limit).
@@ -30,8 +30,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 pub struct GammaClient {
     base: String,
     agent: ureq::Agent,
-    max_attempts: u32,
-    backoff: Backoff,
+    retry: RetryPolicy,
 }
 
 /// One market as Gamma lists it. Every field is optional: a missing field makes a market
@@ -157,8 +156,13 @@ impl GammaClient {
         GammaClient {
             base: config.gamma_url.trim_end_matches('/').to_owned(),
             agent,
-            max_attempts: config.gamma_attempts,
-            backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
+            retry: RetryPolicy {
+                attempts: config.gamma_attempts,
+                backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
+                max_retry_after: MAX_RETRY_AFTER,
+                body_limit: 64 << 20,
+                service: "gamma",
+            },
         }
     }
 
@@ -166,49 +170,8 @@ impl GammaClient {
     /// errors.
     fn get_json(&self, path_and_query: &str) -> Result<Value> {
         let url = format!("{}{path_and_query}", self.base);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let wait = match self.agent.get(&url).call() {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    if status == 200 {
-                        let body = resp
-                            .body_mut()
-                            .with_config()
-                            .limit(64 << 20)
-                            .read_to_string()
-                            .map_err(|e| Error::http(format!("{url}: reading body: {e}")))?;
-                        return serde_json::from_str(&body)
-                            .map_err(|e| Error::http(format!("{url}: invalid JSON: {e}")));
-                    }
-                    if status != 429 && status < 500 {
-                        return Err(Error::http(format!("{url}: HTTP {status}")));
-                    }
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
-                    log::warn!("gamma: {url}: HTTP {status} (attempt {attempt})");
-                    retry_after.unwrap_or_else(|| self.backoff(attempt))
-                }
-                Err(e) => {
-                    log::warn!("gamma: {url}: {e} (attempt {attempt})");
-                    self.backoff(attempt)
-                }
-            };
-            if attempt >= self.max_attempts {
-                return Err(Error::http(format!(
-                    "{url}: giving up after {attempt} attempts"
-                )));
-            }
-            std::thread::sleep(wait);
-        }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        self.backoff.delay(attempt.saturating_sub(1))
+        let body = get_text(&self.agent, &url, &self.retry)?;
+        serde_json::from_str(&body).map_err(|e| Error::http(format!("{url}: invalid JSON: {e}")))
     }
 
     /// One page of `/markets/keyset`.

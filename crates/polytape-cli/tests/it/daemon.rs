@@ -682,7 +682,8 @@ fn backfill_loads_history_once_and_audit_shows_it() {
             .filter(|t| t.market == market.condition_id && t.timestamp_ms > started)
             .count()
             >= 30
-            && polytape_sim::now_ms() > started + 8_000
+            // The window below (to `started` + 5 s) settled: blocks trail by up to 12 s.
+            && polytape_sim::now_ms() > started + 18_000
     }));
     // A window that has settled: the exchange keeps trading after it.
     let until = chrono::DateTime::from_timestamp_millis(started + 5_000)

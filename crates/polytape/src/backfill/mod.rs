@@ -431,8 +431,8 @@ fn tape_rows(db: &mut Client, assets: &[String], from_ms: i64, to_ms: i64) -> Re
 }
 
 /// Loads the settled trades of `markets` (slugs or condition ids, all in the `markets`
-/// table: run a sync first) with a match time in `from_ms..=to_ms` (Unix ms) into the
-/// tape, through the writer's COPY path, as `data_api`. Idempotent: what the tape holds
+/// table: run a sync first) with a match time in `from_ms..=to_ms` (Unix ms; the last 12 s
+/// are left for a later run, their blocks may still be coming) into the tape, through the writer's COPY path, as `data_api`. Idempotent: what the tape holds
 /// already (from the feed or an earlier run) is not added again.
 pub fn history(config: &Config, markets: &[String], from_ms: i64, to_ms: i64) -> Result<Filled> {
     let mut db = crate::store::connect(config)?;
@@ -457,6 +457,9 @@ pub fn history(config: &Config, markets: &[String], from_ms: i64, to_ms: i64) ->
     for r in &rows {
         assets.extend(r.try_get::<_, Vec<String>>(1)?);
     }
+    // Only settled time: a trade matched in the last seconds may have its block still to
+    // come, and a window that grows between two runs would not be idempotent.
+    let to_ms = to_ms.min(now_ms() - (BLOCK_LAG_S + 2) * 1000);
     let mut backfill = Backfill::new(config, Health::new());
     backfill.fill_window(&mut db, &assets, from_ms, to_ms)
 }

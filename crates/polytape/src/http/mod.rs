@@ -1,5 +1,8 @@
-//! What polytape's HTTP clients (Gamma, and the market channel's upgrade) share.
+//! What polytape's HTTP clients (Gamma, the Data API, the market channel's upgrade) share:
+//! one retry loop and one `Retry-After` parser.
 
+mod get;
 mod retry_after;
 
+pub(crate) use get::{RetryPolicy, get_text};
 pub(crate) use retry_after::retry_after;

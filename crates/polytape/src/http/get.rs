@@ -1,0 +1,64 @@
+//! One blocking GET with the retry rules every HTTP client of polytape shares: 429 and 5xx
+//! (and transport errors) are tried again, waiting what `Retry-After` asks (capped) or the
+//! backoff; any other status is final.
+
+use std::time::{Duration, SystemTime};
+
+use super::retry_after;
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+
+/// How a client retries.
+pub(crate) struct RetryPolicy {
+    /// Tries in all (at least one).
+    pub(crate) attempts: u32,
+    pub(crate) backoff: Backoff,
+    /// Longest wait a `Retry-After` may ask for.
+    pub(crate) max_retry_after: Duration,
+    /// Largest body read.
+    pub(crate) body_limit: u64,
+    /// Names the service in logs and errors (`gamma`, `data api`).
+    pub(crate) service: &'static str,
+}
+
+/// GETs `url` and returns the body of a 200, retrying as `policy` says.
+pub(crate) fn get_text(agent: &ureq::Agent, url: &str, policy: &RetryPolicy) -> Result<String> {
+    let service = policy.service;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let wait = match agent.get(url).call() {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                if status == 200 {
+                    return resp
+                        .body_mut()
+                        .with_config()
+                        .limit(policy.body_limit)
+                        .read_to_string()
+                        .map_err(|e| Error::http(format!("{service}: {url}: reading body: {e}")));
+                }
+                if status != 429 && status < 500 {
+                    return Err(Error::http(format!("{service}: {url}: HTTP {status}")));
+                }
+                let asked = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after(v, SystemTime::now(), policy.max_retry_after));
+                log::warn!("{service}: {url}: HTTP {status} (attempt {attempt})");
+                asked.unwrap_or_else(|| policy.backoff.delay(attempt - 1))
+            }
+            Err(e) => {
+                log::warn!("{service}: {url}: {e} (attempt {attempt})");
+                policy.backoff.delay(attempt - 1)
+            }
+        };
+        if attempt >= policy.attempts.max(1) {
+            return Err(Error::http(format!(
+                "{service}: {url}: giving up after {attempt} attempts"
+            )));
+        }
+        std::thread::sleep(wait);
+    }
+}
