@@ -100,12 +100,7 @@ pub(crate) struct DataApiClient {
 
 impl DataApiClient {
     pub(crate) fn new(config: &Config) -> DataApiClient {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.gamma_timeout))
-            .http_status_as_error(false)
-            .user_agent(concat!("polytape/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = crate::http::agent(config.gamma_timeout);
         DataApiClient {
             base: config.data_api_url.trim_end_matches('/').to_owned(),
             agent,

@@ -147,12 +147,7 @@ pub(crate) struct Page {
 impl GammaClient {
     /// A client for `config`'s Gamma URL, with its timeout and retry policy.
     pub fn new(config: &Config) -> GammaClient {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.gamma_timeout))
-            .http_status_as_error(false)
-            .user_agent(concat!("polytape/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = crate::http::agent(config.gamma_timeout);
         GammaClient {
             base: config.gamma_url.trim_end_matches('/').to_owned(),
             agent,

@@ -21,6 +21,17 @@ pub(crate) struct RetryPolicy {
     pub(crate) service: &'static str,
 }
 
+/// The blocking HTTP client of every service polytape asks: a whole-request timeout, statuses
+/// left to the caller (they decide what is final), polytape's user agent.
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(concat!("polytape/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
 /// GETs `url` and returns the body of a 200, retrying as `policy` says.
 pub(crate) fn get_text(agent: &ureq::Agent, url: &str, policy: &RetryPolicy) -> Result<String> {
     let service = policy.service;

@@ -4,5 +4,5 @@
 mod get;
 mod retry_after;
 
-pub(crate) use get::{RetryPolicy, get_text};
+pub(crate) use get::{RetryPolicy, agent, get_text};
 pub(crate) use retry_after::retry_after;
