@@ -556,7 +556,8 @@ fn the_data_api_serves_every_executed_trade() {
         listen: "127.0.0.1:0".into(),
         markets: 20,
         trade_rate: 500.0,
-        data_api_rate_limit: 30,
+        // This part polls; the rate limit gets a simulator of its own below.
+        data_api_rate_limit: 0,
         ..SimConfig::default()
     });
     // Nobody subscribes: trades are executed all the same, and none is delivered.
@@ -618,6 +619,14 @@ fn the_data_api_serves_every_executed_trade() {
     let (status, _, _) = get(&format!("{base}/trades?limit=10001"));
     assert_eq!(status, 400);
     // The rate limit: 30 requests per 10 s here.
+    let limited = pipeline::sim_with(SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 5,
+        trade_rate: 0.0,
+        data_api_rate_limit: 30,
+        ..SimConfig::default()
+    });
+    let base = format!("http://{}", limited.addr());
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
