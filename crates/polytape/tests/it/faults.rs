@@ -348,6 +348,8 @@ fn a_quiet_feed_keeps_its_sockets_and_writes_no_gap() {
     let config = pipeline::config(&db, &sim)
         .to_builder()
         .max_tokens_per_conn(200)
+        // Room for a loaded machine to answer a probe.
+        .probe_timeout(Duration::from_secs(3))
         .build()
         .expect("a valid config");
     let listener = Listener::from_database(config).expect("listener");
