@@ -28,16 +28,6 @@ pub fn block_time_s(t: &TradeRecord) -> i64 {
     block + 2 * (t.seq % 2) as i64
 }
 
-/// The settlement transaction's hash: always present here, even for trades whose feed event
-/// leaves it out (the same hash the feed carries when it carries one).
-pub fn settlement_hash(t: &TradeRecord) -> String {
-    format!(
-        "0x{:016x}{:048x}",
-        t.seq,
-        t.seq.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    )
-}
-
 fn bad(msg: &str) -> Response {
     Response::json(400, &json!({"error": msg}))
 }
@@ -125,7 +115,7 @@ pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
                 "eventSlug": m.slug,
                 "outcome": m.outcomes[t.outcome as usize],
                 "outcomeIndex": 999,
-                "transactionHash": settlement_hash(t),
+                "transactionHash": t.settlement_hash(),
             }))
         })
         .collect();

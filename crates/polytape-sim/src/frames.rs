@@ -47,14 +47,19 @@ impl TradeRecord {
         }
     }
 
+    /// The settlement transaction's hash, as the Data API always shows it.
+    pub fn settlement_hash(&self) -> String {
+        format!(
+            "0x{:016x}{:048x}",
+            self.seq,
+            self.seq.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        )
+    }
+
+    /// The hash as the feed carries it: the settlement hash, except on the trades whose feed
+    /// event leaves it out.
     pub fn transaction_hash(&self) -> Option<String> {
-        self.has_tx.then(|| {
-            format!(
-                "0x{:016x}{:048x}",
-                self.seq,
-                self.seq.wrapping_mul(0x2545_F491_4F6C_DD1D)
-            )
-        })
+        self.has_tx.then(|| self.settlement_hash())
     }
 
     pub fn side(&self) -> &'static str {
