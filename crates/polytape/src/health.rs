@@ -530,7 +530,7 @@ impl Health {
         self.shared.trades_backfilled.fetch_add(trades, Relaxed);
     }
 
-    pub(crate) fn gap_filled(&self, _added: u64) {
+    pub(crate) fn gap_filled(&self) {
         self.shared.gaps_filled.fetch_add(1, Relaxed);
     }
 

@@ -149,14 +149,7 @@ impl Backfill {
         }
         let mut db = crate::store::connect(&self.config)?;
         let requests_before = self.api.requests;
-        let markets: Vec<String> = db
-            .query(
-                "SELECT condition_id FROM markets WHERE token_ids && $1 ORDER BY condition_id",
-                &[&tokens],
-            )?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<std::result::Result<_, _>>()?;
+        let markets = markets_holding(&mut db, &tokens)?;
         let wanted: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
         let gaps: Vec<(i64, i64, Vec<String>)> = db
             .query(
@@ -307,7 +300,7 @@ impl Backfill {
                          WHERE id = $1",
                         &[&id, &(f.added as i32)],
                     )?;
-                    self.health.gap_filled(f.added as u64);
+                    self.health.gap_filled();
                     filled += 1;
                     log::info!(
                         "backfill: gap {id} ({} ms, {} tokens) filled: {} trades listed, {} added",
@@ -346,14 +339,7 @@ impl Backfill {
         to_ms: i64,
     ) -> Result<Filled> {
         let requests_before = self.api.requests;
-        let markets: Vec<String> = db
-            .query(
-                "SELECT condition_id FROM markets WHERE token_ids && $1 ORDER BY condition_id",
-                &[&assets],
-            )?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<std::result::Result<_, _>>()?;
+        let markets = markets_holding(db, assets)?;
         let wanted: std::collections::HashSet<&str> = assets.iter().map(String::as_str).collect();
         // Never a window that reaches into seconds still settling: rows arriving while the
         // pages are read would shift the offsets under them (pages are newest first).
@@ -391,6 +377,17 @@ impl Backfill {
             .gaps_open(row.try_get::<_, i64>(0)? as u64, row.try_get(1)?);
         Ok(())
     }
+}
+
+/// The condition ids of the markets that hold any of `tokens`, in order.
+fn markets_holding(db: &mut Client, tokens: &[String]) -> Result<Vec<String>> {
+    db.query(
+        "SELECT condition_id FROM markets WHERE token_ids && $1 ORDER BY condition_id",
+        &[&tokens],
+    )?
+    .iter()
+    .map(|r| Ok(r.try_get(0)?))
+    .collect()
 }
 
 /// An asset id short enough for a log line.
