@@ -134,6 +134,9 @@ pub(crate) struct RunArgs {
     /// Seconds without a data frame after which a socket is replaced.
     #[arg(long, env = "POLYTAPE_STALE_TIMEOUT_SECS", default_value_t = defaults::STALE_TIMEOUT.as_secs())]
     pub(crate) stale_timeout_secs: u64,
+    /// Seconds after which a socket is replaced, make before break (staggered; 0: never).
+    #[arg(long, env = "POLYTAPE_RECYCLE_SECS", default_value_t = defaults::RECYCLE_INTERVAL.as_secs())]
+    pub(crate) recycle_secs: u64,
     /// Seconds between market re-syncs.
     #[arg(long, env = "POLYTAPE_SYNC_INTERVAL_SECS", default_value_t = SYNC_INTERVAL_SECS)]
     pub(crate) sync_interval_secs: u64,
@@ -206,6 +209,7 @@ impl RunArgs {
             .ws_ca_file(self.ws_ca_file.clone())
             .max_tokens_per_conn(self.max_tokens_per_conn)
             .stale_timeout(Duration::from_secs(self.stale_timeout_secs))
+            .recycle_interval(Duration::from_secs(self.recycle_secs))
             .batch_size(self.batch_size)
             .batch_max_age(Duration::from_millis(self.batch_max_age_ms))
             .channel_capacity(self.channel_capacity)

@@ -135,6 +135,8 @@ pub struct SimStats {
     pub dropped_clients: u64,
     /// Sockets closed for a frame with too many asset ids.
     pub frames_refused: u64,
+    /// Deliveries of a trade already delivered on another socket (a client's overlap).
+    pub repeat_deliveries: u64,
     pub subscribed_assets: usize,
     pub markets: usize,
 }
@@ -164,11 +166,14 @@ impl Sim {
             stalled: RwLock::new(HashSet::new()),
             max_assets_per_socket: AtomicUsize::new(config.max_assets_per_socket),
             upgrades_per_sec: AtomicU32::new(config.upgrades_per_sec),
+            refuse_upgrades: AtomicBool::new(false),
             upgrade_window: Mutex::new((Instant::now(), 0)),
             freeze_new: AtomicBool::new(config.freeze),
             gamma_failures: AtomicU32::new(0),
             gamma_fail_status: AtomicU32::new(429),
             delivered: Mutex::new(Vec::new()),
+            delivered_seqs: Mutex::new(HashSet::new()),
+            repeat_deliveries: AtomicU64::new(0),
             executed: Mutex::new(Vec::new()),
             data_api_requests: AtomicU64::new(0),
             data_api_recent: Mutex::new(std::collections::VecDeque::new()),
@@ -299,6 +304,11 @@ impl Sim {
         self.state.upgrades_per_sec.store(n, SeqCst);
     }
 
+    /// Answers every upgrade with 429 (open sockets go on) until called with `false`.
+    pub fn refuse_upgrades(&self, on: bool) {
+        self.state.refuse_upgrades.store(on, SeqCst);
+    }
+
     /// Sends every open socket a set of malformed frames (bad JSON, bad numbers, unknown
     /// events, a binary frame). None carries a valid trade.
     pub fn send_malformed(&self) -> usize {
@@ -353,6 +363,7 @@ fn stats(state: &SimState) -> SimStats {
         upgrades_rejected: state.upgrades_rejected.load(Relaxed),
         dropped_clients: state.dropped_clients.load(Relaxed),
         frames_refused: state.frames_refused.load(Relaxed),
+        repeat_deliveries: state.repeat_deliveries.load(Relaxed),
         subscribed_assets: hub.subscribers.len(),
         markets: state.markets.read().len(),
     }

@@ -82,12 +82,19 @@ pub(crate) struct SimState {
     pub(crate) stalled: RwLock<HashSet<(u32, u8)>>,
     pub(crate) max_assets_per_socket: AtomicUsize,
     pub(crate) upgrades_per_sec: AtomicU32,
+    /// Every upgrade is answered with 429 while set.
+    pub(crate) refuse_upgrades: AtomicBool,
     pub(crate) upgrade_window: Mutex<(Instant, u32)>,
     pub(crate) freeze_new: AtomicBool,
     /// The next this-many listing requests fail with `gamma_fail_status`.
     pub(crate) gamma_failures: AtomicU32,
     pub(crate) gamma_fail_status: AtomicU32,
+    /// Every trade delivered, once (a trade delivered on two sockets, as during a client's
+    /// make-before-break overlap, is one trade delivered).
     pub(crate) delivered: Mutex<Vec<TradeRecord>>,
+    pub(crate) delivered_seqs: Mutex<HashSet<u64>>,
+    /// Deliveries of a trade already delivered on another socket.
+    pub(crate) repeat_deliveries: AtomicU64,
     /// Every trade the exchange executed, subscribed or not: the ground truth of the tape.
     pub(crate) executed: Mutex<Vec<TradeRecord>>,
     /// Data API requests answered, and the times of the recent ones (the rate limit).
@@ -214,13 +221,25 @@ impl SimState {
     }
 
     pub(crate) fn delivered(&self, trades: &[TradeRecord]) {
-        if !trades.is_empty() {
-            self.delivered.lock().extend_from_slice(trades);
+        if trades.is_empty() {
+            return;
+        }
+        let mut seqs = self.delivered_seqs.lock();
+        let mut delivered = self.delivered.lock();
+        for t in trades {
+            if seqs.insert(t.seq) {
+                delivered.push(*t);
+            } else {
+                self.repeat_deliveries.fetch_add(1, Relaxed);
+            }
         }
     }
 
     /// Whether an upgrade may go ahead under the rate limit.
     pub(crate) fn admit_upgrade(&self) -> bool {
+        if self.refuse_upgrades.load(Relaxed) {
+            return false;
+        }
         let limit = self.upgrades_per_sec.load(Relaxed);
         if limit == 0 {
             return true;

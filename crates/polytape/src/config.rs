@@ -40,6 +40,9 @@ pub mod defaults {
     pub const MAX_TOKENS_PER_CONN: usize = 500;
     /// A socket without a data frame this long is replaced.
     pub const STALE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// A socket is replaced, make before break, after this long (staggered; zero: never):
+    /// long-lived sockets are where single assets stall.
+    pub const RECYCLE_INTERVAL: Duration = Duration::from_secs(6 * 3600);
     /// Trades per database batch.
     pub const BATCH_SIZE: usize = 1_000;
     /// Longest a trade waits for its batch (a p99 of commit − receive well under 250 ms at
@@ -105,6 +108,7 @@ pub struct Config {
     pub(crate) pong_timeout: Duration,
     pub(crate) stale_timeout: Duration,
     pub(crate) probe_timeout: Duration,
+    pub(crate) recycle_interval: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) open_interval: Duration,
     pub(crate) backoff_min: Duration,
@@ -143,6 +147,7 @@ impl Default for Config {
             pong_timeout: PONG_TIMEOUT,
             stale_timeout: defaults::STALE_TIMEOUT,
             probe_timeout: PROBE_TIMEOUT,
+            recycle_interval: defaults::RECYCLE_INTERVAL,
             connect_timeout: CONNECT_TIMEOUT,
             open_interval: OPEN_INTERVAL,
             backoff_min: BACKOFF_MIN,
@@ -354,6 +359,9 @@ impl ConfigBuilder {
         stale_timeout: Duration,
         /// How long a probed silent socket has to answer before it is taken for frozen (5 s).
         probe_timeout: Duration,
+        /// A socket is replaced after this long, make before break (6 h, staggered over the
+        /// connections; zero: never).
+        recycle_interval: Duration,
         /// TCP connect, TLS and WebSocket handshake, each (10 s).
         connect_timeout: Duration,
         /// Least time between two socket opens over all connections (50 ms; the live

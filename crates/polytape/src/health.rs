@@ -66,6 +66,7 @@ struct Shared {
     oldest_open_gap_ms: AtomicI64,
     stalls_repaired: AtomicU64,
     connections_restarted: AtomicU64,
+    sockets_recycled: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
     last_insert_ts: AtomicI64,
@@ -268,6 +269,8 @@ pub struct HealthSnapshot {
     pub stalls_repaired: u64,
     /// Connection threads that ended unexpectedly (a panic) and were started again.
     pub connections_restarted: u64,
+    /// Sockets replaced make before break (planned, not a loss: no gap).
+    pub sockets_recycled: u64,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }
@@ -349,6 +352,7 @@ impl Health {
             data_api_errors: s.data_api_errors.load(Relaxed),
             stalls_repaired: s.stalls_repaired.load(Relaxed),
             connections_restarted: s.connections_restarted.load(Relaxed),
+            sockets_recycled: s.sockets_recycled.load(Relaxed),
             connections,
         }
     }
@@ -538,6 +542,10 @@ impl Health {
         self.shared.connections_restarted.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn socket_recycled(&self) {
+        self.shared.sockets_recycled.fetch_add(1, Relaxed);
+    }
+
     /// When connection `id` last got a data frame (Unix ms; 0: never).
     pub(crate) fn last_message_ms(&self, id: usize) -> i64 {
         let state = self.shared.state.lock();
@@ -590,7 +598,12 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 22] = [
+        let counters: [(&str, &str, f64); 23] = [
+            (
+                "sockets_recycled_total",
+                "Sockets replaced make before break (planned; no gap).",
+                self.sockets_recycled as f64,
+            ),
             (
                 "connections_restarted_total",
                 "Connection threads that ended unexpectedly and were started again.",

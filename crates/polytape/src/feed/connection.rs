@@ -15,7 +15,7 @@ use tungstenite::Message;
 use super::event::{Gap, Record, Trade, parse_frame, preview};
 use super::liveness::{Check, Liveness};
 use super::protocol;
-use super::socket::{OpenGate, Socket, Unblock, open};
+use super::socket::{OpenGate, Socket, Unblock, hand_to, open, set_read_timeout};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms, now_us};
@@ -41,6 +41,92 @@ pub enum Command {
     /// Makes the connection thread panic: for the supervision test only.
     #[cfg(feature = "bench")]
     Panic,
+}
+
+/// Read timeout of both sockets while a recycle overlaps them.
+const OVERLAP_TICK: Duration = Duration::from_millis(20);
+
+fn is_timeout(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(e) if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ))
+}
+
+/// Closes a socket nobody will read again: a close frame if it goes, then the TCP close.
+fn drop_socket(mut ws: Socket) {
+    let _ = ws.close(None);
+    let _ = ws.flush();
+}
+
+/// When a connection's socket is next replaced, make before break.
+struct Recycle {
+    /// Zero: never.
+    interval: Duration,
+    /// The connection's share of the stagger, in [0, 1).
+    stagger: f64,
+    next: Option<Instant>,
+    /// A turn at the open gate, booked once the recycle was due.
+    turn: Option<Instant>,
+    failures: u32,
+}
+
+impl Recycle {
+    fn new(config: &Config, id: usize) -> Self {
+        // Golden-ratio steps spread any number of connections evenly over an interval.
+        let stagger = (id as f64 * 0.618_033_988_75).fract();
+        Recycle {
+            interval: config.recycle_interval,
+            stagger,
+            next: None,
+            turn: None,
+            failures: 0,
+        }
+    }
+
+    /// A socket was just subscribed: its first recycle. The first socket of a connection
+    /// lives a staggered part of the interval, so connections started together are not
+    /// recycled together.
+    fn started(&mut self, first: bool) {
+        self.turn = None;
+        self.next = (!self.interval.is_zero()).then(|| {
+            let life = if first {
+                self.interval.mul_f64(1.0 - self.stagger)
+            } else {
+                self.interval
+            };
+            Instant::now() + life
+        });
+    }
+
+    /// After a recycle (or a failed one): when the next is due, returned as a delay.
+    fn schedule(&mut self, config: &Config, succeeded: bool) -> Duration {
+        self.turn = None;
+        let delay = if succeeded {
+            self.failures = 0;
+            self.interval
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            Backoff::new(
+                config.backoff_min.max(Duration::from_secs(1)),
+                config.backoff_max,
+            )
+            .delay(self.failures)
+            .min(self.interval)
+        };
+        self.next = (!self.interval.is_zero()).then(|| Instant::now() + delay);
+        delay
+    }
+
+    /// `None`: not due; `Some(false)`: due, but no turn at the open gate booked yet;
+    /// `Some(true)`: go.
+    fn due(&self, now: Instant) -> Option<bool> {
+        match (self.next, self.turn) {
+            (Some(next), None) if now >= next => Some(false),
+            (Some(_), Some(turn)) if now >= turn => Some(true),
+            _ => None,
+        }
+    }
 }
 
 /// Logs at most one line per interval, counting what it held back.
@@ -116,6 +202,9 @@ pub struct Connection {
     was_blocked: bool,
     /// When this reader fell behind (a send waited), until it reads its socket dry.
     behind_since_ms: Option<i64>,
+    recycle: Recycle,
+    /// Sockets subscribed so far.
+    sessions: u64,
 }
 
 /// What a listener keeps of a connection it started.
@@ -140,6 +229,7 @@ impl Connection {
             tls,
         } = shared;
         let status = health.add_connection(id, tokens.len());
+        let recycle = Recycle::new(&config, id);
         let tokens = Arc::new(Mutex::new(tokens));
         let (tx, rx) = crossbeam_channel::unbounded();
         let unblock = Unblock::default();
@@ -169,6 +259,8 @@ impl Connection {
             invalid_trades: LogLimiter::new(),
             was_blocked: false,
             behind_since_ms: None,
+            recycle,
+            sessions: 0,
         };
         (conn, parts)
     }
@@ -341,6 +433,8 @@ impl Connection {
         }
         // From now on these tokens are covered: a loss is measured from here at the latest.
         self.last_data_ms = now_ms();
+        self.recycle.started(self.sessions == 0);
+        self.sessions += 1;
         log::info!("connection {}: subscribed {} tokens", self.id, tokens.len());
         let end = self.read_loop(&mut ws);
         if matches!(end, End::Stopped) {
@@ -356,83 +450,211 @@ impl Connection {
             if self.stop.is_stopped() {
                 return End::Stopped;
             }
-            if let Err(end) = self.apply_commands(ws) {
+            let step = self
+                .apply_commands(ws)
+                .and_then(|()| self.read_once(ws, &mut liveness))
+                .and_then(|()| self.keep_alive(ws, &mut liveness))
+                .and_then(|()| match self.recycle.due(Instant::now()) {
+                    Some(true) => self.recycle(ws, &mut liveness),
+                    Some(false) => {
+                        // Due: book a turn at the open gate and keep reading until it comes.
+                        self.recycle.turn = Some(self.gate.reserve());
+                        Ok(())
+                    }
+                    None => Ok(()),
+                });
+            if let Err(end) = step {
                 return end;
             }
-            match ws.read() {
-                Ok(Message::Text(text)) => {
-                    let text = text.as_str();
-                    match text {
-                        "PONG" => liveness.pong(),
-                        "INVALID OPERATION" => {
-                            log::warn!("connection {}: server said INVALID OPERATION", self.id)
-                        }
-                        _ => {
-                            liveness.data(Instant::now());
-                            if let Err(end) = self.on_frame(text) {
-                                return end;
-                            }
-                            if std::mem::take(&mut self.was_blocked) {
-                                liveness.resume(Instant::now());
-                            }
-                        }
+        }
+    }
+
+    /// One read on `ws` (it returns within its read timeout), and what it brought.
+    fn read_once(&mut self, ws: &mut Socket, liveness: &mut Liveness) -> Result<(), End> {
+        match ws.read() {
+            Ok(Message::Text(text)) => match text.as_str() {
+                "PONG" => liveness.pong(),
+                "INVALID OPERATION" => {
+                    log::warn!("connection {}: server said INVALID OPERATION", self.id)
+                }
+                text => {
+                    liveness.data(Instant::now());
+                    self.on_frame(text)?;
+                    if std::mem::take(&mut self.was_blocked) {
+                        liveness.resume(Instant::now());
                     }
                 }
-                Ok(Message::Binary(_)) => {
-                    self.counts.add_malformed();
-                    self.bad_frames.log(|held| {
-                        log::warn!(
-                            "connection {}: unexpected binary frame (+{held} held back)",
-                            self.id
-                        )
-                    });
+            },
+            Ok(Message::Binary(_)) => {
+                self.counts.add_malformed();
+                self.bad_frames.log(|held| {
+                    log::warn!(
+                        "connection {}: unexpected binary frame (+{held} held back)",
+                        self.id
+                    )
+                });
+            }
+            Ok(Message::Close(frame)) => {
+                // Keep reading: tungstenite answers the close and ends with ConnectionClosed.
+                log::info!("connection {}: server closed: {frame:?}", self.id);
+            }
+            Ok(_) => {} // protocol ping/pong: tungstenite answers pings itself
+            Err(e) if is_timeout(&e) => {
+                self.publish(); // a quiet socket: nothing left to batch with
+                // Read dry: whatever the reader fell behind on is read.
+                self.behind_since_ms = None;
+            }
+            Err(tungstenite::Error::Capacity(e)) => {
+                self.health.oversized_frame();
+                return Err(End::Failed(format!("oversized frame ({e})")));
+            }
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return Err(End::Failed("closed".into()));
+            }
+            Err(e) => return Err(End::Failed(format!("read: {e}"))),
+        }
+        Ok(())
+    }
+
+    /// The text `PING` when it is due, and the liveness verdict: fine, probe, or dead.
+    fn keep_alive(&mut self, ws: &mut Socket, liveness: &mut Liveness) -> Result<(), End> {
+        let now = Instant::now();
+        if liveness.ping_due(now) {
+            ws.send(Message::text("PING"))
+                .map_err(|e| End::Failed(format!("ping: {e}")))?;
+            liveness.pinged(now);
+        }
+        match liveness.check(now) {
+            Check::Fine => Ok(()),
+            Check::Probe => {
+                // Quiet or frozen? Ask for one held token's book: a live socket answers.
+                let probe = self.tokens.lock().first().cloned();
+                if let Some(token) = probe {
+                    log::debug!("connection {}: silent; probing with one book", self.id);
+                    ws.send(Message::text(protocol::probe_frame(&token)))
+                        .map_err(|e| End::Failed(format!("probe: {e}")))?;
                 }
-                Ok(Message::Close(frame)) => {
-                    // Keep reading: tungstenite answers the close and ends with ConnectionClosed.
-                    log::info!("connection {}: server closed: {frame:?}", self.id);
+                Ok(())
+            }
+            Check::Dead(reason) => Err(End::Failed(reason)),
+        }
+    }
+
+    /// Make before break: a replacement socket is opened and subscribed while `ws` is still
+    /// read; once the replacement has delivered (the book of one held token, asked for with
+    /// the subscription, proves the server processed it), `ws` is closed politely and the
+    /// replacement takes its place. Trades of the overlap arrive twice and collide on the
+    /// natural key; none is lost, so no gap is written. A replacement that fails or stays
+    /// silent is dropped, the old socket kept, and the recycle tried again later.
+    ///
+    /// Commands wait in their channel meanwhile: the replacement is subscribed with the
+    /// token list as it was, and they apply to it once it is in place.
+    fn recycle(&mut self, ws: &mut Socket, liveness: &mut Liveness) -> Result<(), End> {
+        let tokens = self.tokens.lock().clone();
+        let Some(probe_token) = tokens.first().cloned() else {
+            self.recycle.schedule(&self.config, false);
+            return Ok(());
+        };
+        let mut new = match open(&self.config, self.tls.as_ref(), &self.unblock, OVERLAP_TICK) {
+            Ok(new) => new,
+            Err(end) => {
+                let reason = match end {
+                    End::Failed(r) => r,
+                    End::RateLimited(_) => "upgrade answered 429".into(),
+                    End::Stopped | End::WriterGone => "stopped".into(),
+                };
+                return self.recycle_failed(ws, None, &reason);
+            }
+        };
+        let frames = protocol::subscription_frames(&tokens);
+        let probe = protocol::probe_frame(&probe_token);
+        if let Err(e) = frames
+            .into_iter()
+            .chain(std::iter::once(probe))
+            .try_for_each(|f| new.send(Message::text(f)))
+        {
+            return self.recycle_failed(ws, Some(new), &format!("subscribe: {e}"));
+        }
+        if let Err(e) = set_read_timeout(ws, OVERLAP_TICK) {
+            return self.recycle_failed(ws, Some(new), &format!("socket setup: {e}"));
+        }
+        let deadline = Instant::now() + self.config.connect_timeout + self.config.probe_timeout;
+        let mut new_pinged = Instant::now();
+        loop {
+            if self.stop.is_stopped() {
+                drop_socket(new);
+                return Err(End::Stopped);
+            }
+            // The old socket stays read (and alive) until the new one is proven.
+            if let Err(end) = self
+                .read_once(ws, liveness)
+                .and_then(|()| self.keep_alive(ws, liveness))
+            {
+                drop_socket(new);
+                return Err(end);
+            }
+            match new.read() {
+                Ok(Message::Text(text)) if text.as_str() == "PONG" => {}
+                Ok(Message::Text(text)) if text.as_str() != "INVALID OPERATION" => {
+                    self.on_frame(text.as_str())?;
+                    // Only the probe's answer proves every subscription frame before it
+                    // was taken: a trade could come from the first frame alone.
+                    if protocol::answers_probe(text.as_str(), &probe_token) {
+                        break;
+                    }
                 }
-                Ok(_) => {} // protocol ping/pong: tungstenite answers pings itself
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    self.publish(); // a quiet socket: nothing left to batch with
-                    // Read dry: whatever the reader fell behind on is read.
-                    self.behind_since_ms = None;
-                }
-                Err(tungstenite::Error::Capacity(e)) => {
-                    self.health.oversized_frame();
-                    return End::Failed(format!("oversized frame ({e})"));
-                }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return End::Failed("closed".into());
-                }
-                Err(e) => return End::Failed(format!("read: {e}")),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => return self.recycle_failed(ws, Some(new), &format!("read: {e}")),
             }
             let now = Instant::now();
-            if liveness.ping_due(now) {
-                if let Err(e) = ws.send(Message::text("PING")) {
-                    return End::Failed(format!("ping: {e}"));
-                }
-                liveness.pinged(now);
+            if now > deadline {
+                return self.recycle_failed(ws, Some(new), "no data in time");
             }
-            match liveness.check(now) {
-                Check::Fine => {}
-                Check::Probe => {
-                    // Quiet or frozen? Ask for one held token's book: a live socket answers.
-                    let probe = self.tokens.lock().first().cloned();
-                    if let Some(token) = probe {
-                        log::debug!("connection {}: silent; probing with one book", self.id);
-                        if let Err(e) = ws.send(Message::text(protocol::probe_frame(&token))) {
-                            return End::Failed(format!("probe: {e}"));
-                        }
-                    }
+            if now.duration_since(new_pinged) >= self.config.ping_interval {
+                if let Err(e) = new.send(Message::text("PING")) {
+                    return self.recycle_failed(ws, Some(new), &format!("ping: {e}"));
                 }
-                Check::Dead(reason) => return End::Failed(reason),
+                new_pinged = now;
             }
         }
+        // The replacement delivers: the old socket goes, read to its end.
+        if let Err(e) = set_read_timeout(&new, TICK) {
+            return self.recycle_failed(ws, Some(new), &format!("socket setup: {e}"));
+        }
+        let mut old = std::mem::replace(ws, new);
+        self.close(&mut old);
+        drop(old);
+        hand_to(&self.unblock, ws);
+        *liveness = Liveness::new(&self.config, Instant::now());
+        self.recycle.schedule(&self.config, true);
+        self.health.socket_recycled();
+        log::info!(
+            "connection {}: socket recycled (make before break; {} tokens)",
+            self.id,
+            tokens.len()
+        );
+        Ok(())
+    }
+
+    /// A recycle that did not work out: the old socket stays, as it was.
+    fn recycle_failed(
+        &mut self,
+        ws: &mut Socket,
+        new: Option<Socket>,
+        reason: &str,
+    ) -> Result<(), End> {
+        if let Some(new) = new {
+            drop_socket(new);
+        }
+        hand_to(&self.unblock, ws);
+        let retry = self.recycle.schedule(&self.config, false);
+        log::warn!(
+            "connection {}: recycle failed ({reason}); keeping the old socket, next try in {} s",
+            self.id,
+            retry.as_secs()
+        );
+        set_read_timeout(ws, TICK).map_err(|e| End::Failed(format!("socket setup: {e}")))
     }
 
     fn apply_commands(&mut self, ws: &mut Socket) -> Result<(), End> {
@@ -537,13 +759,87 @@ impl Connection {
                     }
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if is_timeout(&e) => {}
                 Err(_) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(interval: Duration) -> Config {
+        Config::builder()
+            .recycle_interval(interval)
+            .build()
+            .expect("config")
+    }
+
+    #[test]
+    fn first_recycles_are_staggered_then_periodic() {
+        let hour = Duration::from_secs(3600);
+        let c = config(hour);
+        let lives: Vec<Duration> = (0..8)
+            .map(|id| {
+                let mut r = Recycle::new(&c, id);
+                r.started(true);
+                r.next.expect("scheduled") - Instant::now()
+            })
+            .collect();
+        // Connections started together are recycled apart: no two within 3 minutes.
+        for (i, a) in lives.iter().enumerate() {
+            assert!(*a <= hour);
+            for b in &lives[i + 1..] {
+                assert!(a.abs_diff(*b) > Duration::from_secs(180), "{lives:?}");
+            }
+        }
+        let mut r = Recycle::new(&c, 3);
+        r.started(false);
+        let life = r.next.expect("scheduled") - Instant::now();
+        assert!(
+            life > hour - Duration::from_secs(1),
+            "later sockets live the interval"
+        );
+    }
+
+    #[test]
+    fn a_due_recycle_books_a_turn_first_and_failures_back_off() {
+        let c = config(Duration::from_secs(60));
+        let mut r = Recycle::new(&c, 0);
+        assert_eq!(
+            r.due(Instant::now()),
+            None,
+            "nothing before the first socket"
+        );
+        r.next = Some(Instant::now());
+        assert_eq!(r.due(Instant::now()), Some(false), "due: book a turn");
+        r.turn = Some(Instant::now() + Duration::from_secs(5));
+        assert_eq!(r.due(Instant::now()), None, "waiting for the turn");
+        r.turn = Some(Instant::now());
+        assert_eq!(r.due(Instant::now()), Some(true));
+        let first = r.schedule(&c, false);
+        let second = r.schedule(&c, false);
+        assert!(first >= Duration::from_secs(1) && second >= first);
+        for _ in 0..20 {
+            assert!(
+                r.schedule(&c, false) <= Duration::from_secs(60),
+                "capped by the interval"
+            );
+        }
+        assert_eq!(r.schedule(&c, true), Duration::from_secs(60));
+        assert_eq!(r.failures, 0);
+        assert_eq!(r.turn, None);
+    }
+
+    #[test]
+    fn a_zero_interval_never_recycles() {
+        let c = config(Duration::ZERO);
+        let mut r = Recycle::new(&c, 1);
+        r.started(true);
+        assert_eq!(r.next, None);
+        r.schedule(&c, false);
+        assert_eq!(r.due(Instant::now() + Duration::from_secs(86_400)), None);
     }
 }

@@ -42,6 +42,24 @@ pub(crate) fn probe_frame(token: &str) -> String {
     json!({"operation": "subscribe", "assets_ids": [token], "initial_dump": true}).to_string()
 }
 
+/// Whether `frame` carries the book of `token` that [`probe_frame`] asked for (a dump's book
+/// may come without its `event_type`, as the live feed sends them: then `bids` marks it).
+/// Parsed in full: it is called on the few frames of a recycle's replacement only.
+pub(crate) fn answers_probe(frame: &str, token: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(frame) else {
+        return false;
+    };
+    let is_book = |v: &serde_json::Value| {
+        v.get("asset_id").and_then(|a| a.as_str()) == Some(token)
+            && (v.get("event_type").and_then(|e| e.as_str()) == Some("book")
+                || v.get("bids").is_some())
+    };
+    match &value {
+        serde_json::Value::Array(items) => items.iter().any(is_book),
+        v => is_book(v),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +104,22 @@ mod tests {
             un.iter()
                 .all(|f| f.contains("\"operation\":\"unsubscribe\""))
         );
+    }
+
+    #[test]
+    fn a_probe_is_answered_by_that_tokens_book_only() {
+        let book = r#"{"event_type":"book","asset_id":"7","bids":[],"asks":[]}"#;
+        assert!(answers_probe(book, "7"));
+        assert!(answers_probe(
+            r#"[{"asset_id":"8","bids":[]},{"asset_id":"7","bids":[]}]"#,
+            "7"
+        ));
+        assert!(!answers_probe(book, "8"), "another token's book");
+        assert!(!answers_probe(
+            r#"{"event_type":"last_trade_price","asset_id":"7","price":"0.5"}"#,
+            "7"
+        ));
+        assert!(!answers_probe("PONG", "7"));
+        assert!(!answers_probe("[1, 2", "7"));
     }
 }

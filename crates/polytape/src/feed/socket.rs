@@ -55,14 +55,18 @@ impl OpenGate {
         }
     }
 
+    /// Books the next turn without waiting for it: for a caller with a socket to keep
+    /// reading meanwhile.
+    pub(crate) fn reserve(&self) -> Instant {
+        let mut next = self.next.lock();
+        let slot = (*next).max(Instant::now());
+        *next = slot + self.interval;
+        slot
+    }
+
     /// Waits for this caller's turn; false when stopped meanwhile.
     pub(crate) fn wait_turn(&self, stop: &StopSignal) -> bool {
-        let slot = {
-            let mut next = self.next.lock();
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
+        let slot = self.reserve();
         let wait = slot.saturating_duration_since(Instant::now());
         if wait.is_zero() {
             !stop.is_stopped()
@@ -141,12 +145,30 @@ pub(crate) fn open(
                 HandshakeError::Failure(e) => End::Failed(format!("handshake: {e}")),
                 HandshakeError::Interrupted(_) => End::Failed("handshake timed out".into()),
             })?;
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(tick)).map_err(io)?;
-    } else if let MaybeTlsStream::Rustls(s) = ws.get_ref() {
-        s.get_ref().set_read_timeout(Some(tick)).map_err(io)?;
-    }
+    set_read_timeout(&ws, tick).map_err(io)?;
     Ok(ws)
+}
+
+/// The TCP stream under a socket, plain or TLS.
+fn tcp(ws: &Socket) -> Option<&TcpStream> {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => Some(s),
+        MaybeTlsStream::Rustls(s) => Some(s.get_ref()),
+        _ => None,
+    }
+}
+
+/// How long a read on `ws` may block before it returns `WouldBlock`/`TimedOut`.
+pub(crate) fn set_read_timeout(ws: &Socket, timeout: Duration) -> std::io::Result<()> {
+    match tcp(ws) {
+        Some(s) => s.set_read_timeout(Some(timeout)),
+        None => Ok(()),
+    }
+}
+
+/// Makes `ws` the socket `unblock` shuts down.
+pub(crate) fn hand_to(unblock: &Unblock, ws: &Socket) {
+    unblock.set(tcp(ws).and_then(|s| s.try_clone().ok()));
 }
 
 /// The rustls client configuration shared by every socket: webpki roots built in, plus the
