@@ -68,13 +68,17 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal, hurry: StopSignal) -> Res
     }
     let groups = open_token_groups(&mut db, config.shard)?;
     drop(db);
-    let listener = Listener::new(lc.clone(), groups)?.wait_for_markets();
+    let tracker = ResolutionTracker::new(lc);
+    let tracker_handle = tracker.handle();
+    // New markets are subscribed as the feed announces them, resolutions checked as they
+    // are announced; the re-sync and the tracker's rounds catch whatever is missed.
+    let listener = Listener::new(lc.clone(), groups)?
+        .wait_for_markets()
+        .follow_markets(config.shard, Some(tracker_handle.clone()));
     let handle = listener.handle();
     let listener_thread = spawn("polytape-listener", move || listener.run())?;
 
     let aux_stop = StopSignal::new();
-    let tracker = ResolutionTracker::new(lc);
-    let tracker_handle = tracker.handle();
     let tracker_thread = spawn("polytape-resolver", move || tracker.run())?;
     let sync_thread = {
         let (stop, handle, config) = (aux_stop.clone(), handle.clone(), config.clone());

@@ -95,10 +95,25 @@ pub fn read_request_by(stream: &mut TcpStream, deadline: Option<Instant>) -> io:
             ));
         }
     };
+    parse_request(&buf, head_len)
+}
+
+/// Parses a request whose head is `buf[..head_len]` (the rest of `buf` is kept as what
+/// followed it). Public for the fuzzer: every byte a client sends goes through here.
+pub fn parse_request(buf: &[u8], head_len: usize) -> io::Result<Request> {
+    let head_len = head_len.min(buf.len());
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
-    req.parse(&buf[..head_len])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    match req.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "incomplete request head",
+            ));
+        }
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    }
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let query = query
@@ -134,18 +149,15 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
+            // Two hex digits exactly: `u8::from_str_radix` alone would take "+1" as 1.
+            b'%' if i + 2 < bytes.len()
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit() =>
+            {
+                let hex = [bytes[i + 1], bytes[i + 2]];
+                let hex = std::str::from_utf8(&hex).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                i += 3;
             }
             b'+' => {
                 out.push(b' ');
@@ -458,5 +470,28 @@ mod tests {
         assert_eq!(percent_decode("a%20b+c"), "a b c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+        // Not hex digits, though `from_str_radix` takes a sign (found reading for the fuzzer).
+        assert_eq!(percent_decode("%+1x"), "% 1x");
+        assert_eq!(percent_decode("%-1"), "%-1");
+        assert_eq!(percent_decode("%e2%82%AC"), "€");
+        assert_eq!(percent_decode("%%41"), "%A");
+    }
+
+    #[test]
+    fn any_bytes_parse_to_a_request_or_an_error() {
+        let good = b"GET /health?x=%41 HTTP/1.1\r\nHost: a\r\n\r\nrest";
+        let r = parse_request(good, good.len() - 4).expect("parses");
+        assert_eq!(
+            (r.path.as_str(), r.rest.as_slice()),
+            ("/health", &b"rest"[..])
+        );
+        assert_eq!(r.query, vec![("x".to_owned(), "A".to_owned())]);
+        for bad in [&b""[..], b"\xff\xfe\r\n\r\n", b"GET / HTTP/1.1\r\n"] {
+            assert!(parse_request(bad, bad.len()).is_err(), "{bad:?}");
+        }
+        assert!(
+            parse_request(good, 10_000).is_ok(),
+            "a head length past the end is clamped"
+        );
     }
 }

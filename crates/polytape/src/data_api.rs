@@ -85,6 +85,25 @@ impl Row<'_> {
     }
 }
 
+/// One `/trades` answer: the usable trades, and how many rows were not (each logged).
+/// Every byte the Data API sends goes through here: fuzzed.
+pub(crate) fn decode_trades(body: &str) -> Result<(Vec<ApiTrade>, u64)> {
+    let rows: Vec<Row<'_>> = serde_json::from_str(body)
+        .map_err(|e| Error::http(format!("data api: not a list of trades: {e}")))?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut bad = 0;
+    for row in &rows {
+        match row.to_trade() {
+            Ok(t) => out.push(t),
+            Err(why) => {
+                bad += 1;
+                log::warn!("data api: an unusable row ({why}), skipped");
+            }
+        }
+    }
+    Ok((out, bad))
+}
+
 /// A blocking Data API client with a request budget of its own.
 pub(crate) struct DataApiClient {
     base: String,
@@ -172,19 +191,9 @@ impl DataApiClient {
     }
 
     fn parse(&mut self, body: &str) -> Result<Vec<ApiTrade>> {
-        let rows: Vec<Row<'_>> = serde_json::from_str(body)
-            .map_err(|e| Error::http(format!("data api: not a list of trades: {e}")))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match row.to_trade() {
-                Ok(t) => out.push(t),
-                Err(why) => {
-                    self.bad_rows += 1;
-                    log::warn!("data api: an unusable row ({why}), skipped");
-                }
-            }
-        }
-        Ok(out)
+        let (trades, bad) = decode_trades(body)?;
+        self.bad_rows += bad;
+        Ok(trades)
     }
 
     /// At most `budget` requests in any 10 s: well under the service's 200.

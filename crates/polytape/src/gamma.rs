@@ -177,24 +177,7 @@ impl GammaClient {
             path.push_str(c);
         }
         let v = self.get_json(&path)?;
-        let mut page = Page {
-            next_cursor: v
-                .get("next_cursor")
-                .and_then(Value::as_str)
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned),
-            ..Page::default()
-        };
-        let Some(items) = v.get("markets").and_then(Value::as_array) else {
-            return Err(Error::http(format!("{path}: no `markets` array")));
-        };
-        for item in items {
-            match GammaMarket::deserialize(item) {
-                Ok(m) => page.markets.push(m),
-                Err(_) => page.unreadable += 1,
-            }
-        }
-        Ok(page)
+        decode_page(&v).ok_or_else(|| Error::http(format!("{path}: no `markets` array")))
     }
 
     /// Every market for `query` (for example `closed=false`), page by page; `each` sees
@@ -221,15 +204,16 @@ impl GammaClient {
         }
     }
 
-    /// The closed markets among these condition ids (asked in batches of at most 100, with
-    /// `closed` sent explicitly as the listing wants).
-    pub(crate) fn closed_markets_by_condition_ids(
+    /// The closed (or open) markets among these condition ids (asked in batches of at most
+    /// 100, with `closed` sent explicitly as the listing wants).
+    pub(crate) fn markets_by_condition_ids(
         &self,
         ids: &[String],
+        closed: bool,
     ) -> Result<Vec<GammaMarket>> {
         let mut out = Vec::new();
         for batch in ids.chunks(PAGE_LIMIT) {
-            let mut query = String::from("closed=true");
+            let mut query = format!("closed={closed}");
             for id in batch {
                 query.push_str("&condition_ids=");
                 query.push_str(id);
@@ -239,6 +223,27 @@ impl GammaClient {
         }
         Ok(out)
     }
+}
+
+/// One `/markets/keyset` answer: its markets (each one that does not deserialize counted as
+/// unreadable, never failing the page) and the next cursor; `None` without a `markets`
+/// array. Every byte Gamma sends goes through here (and [`GammaMarket::to_row`]): fuzzed.
+pub(crate) fn decode_page(v: &Value) -> Option<Page> {
+    let mut page = Page {
+        next_cursor: v
+            .get("next_cursor")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        ..Page::default()
+    };
+    for item in v.get("markets").and_then(Value::as_array)? {
+        match GammaMarket::deserialize(item) {
+            Ok(m) => page.markets.push(m),
+            Err(_) => page.unreadable += 1,
+        }
+    }
+    Some(page)
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@
 #![cfg_attr(not(feature = "bench"), warn(missing_docs))]
 #![forbid(unsafe_code)]
 
+mod announce;
 pub mod backfill;
 mod backoff;
 pub mod config;
@@ -115,9 +116,9 @@ pub use health::{ConnectionSnapshot, ConnectionState, HealthSnapshot};
 pub use listener::{Listener, ListenerHandle, plan_chunks};
 pub use stop::StopSignal;
 
-/// Hooks for polytape's own benchmarks and integration tests (the `bench` feature): the
-/// writer on its own, the frame parser, the live health counters, market rows loaded
-/// directly. Not a stable API.
+/// Hooks for polytape's own benchmarks, integration tests and fuzz targets (the `bench`
+/// feature): the writer on its own, the frame parser, the live health counters, market rows
+/// loaded directly, the decoders of what Gamma and the Data API send. Not a stable API.
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench {
@@ -126,4 +127,28 @@ pub mod bench {
     pub use crate::spool::{SpoolRun, round_trip as spool_round_trip};
     pub use crate::store::markets::{MarketRow, active_token_groups, upsert_markets};
     pub use crate::store::trades::{CopyFormat, TradeWriter};
+
+    /// Decodes a Gamma `/markets/keyset` body as the sync does, every market through to its
+    /// table row; returns (usable rows, markets skipped). For the fuzzer: must not panic.
+    pub fn decode_gamma_page(body: &str) -> Option<(usize, usize)> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let page = crate::gamma::decode_page(&v)?;
+        let rows = page.markets.iter().filter_map(|m| m.to_row().ok()).count();
+        for m in &page.markets {
+            let _ = crate::resolution::infer_winner(m);
+        }
+        Some((rows, page.markets.len() - rows + page.unreadable))
+    }
+
+    /// Decodes a Data API `/trades` body as the backfill does; returns (usable trades, rows
+    /// skipped). For the fuzzer: must not panic.
+    pub fn decode_data_api_trades(body: &str) -> Option<(usize, u64)> {
+        let (trades, bad) = crate::data_api::decode_trades(body).ok()?;
+        Some((trades.len(), bad))
+    }
+
+    /// The feed's market announcements in a frame (for the fuzzer).
+    pub fn announcements(frame: &str) -> usize {
+        crate::announce::announcements(frame).len()
+    }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::{Condvar, Mutex};
 
+use crate::announce::Follower;
 use crate::backfill::{Backfill, Resubscribe};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -24,8 +25,10 @@ use crate::feed::Record;
 use crate::feed::connection::{Command, Connection, ConnectionParts, Shared as ConnectionShared};
 use crate::feed::socket::{OpenGate, tls_config};
 use crate::health::{Health, HealthSnapshot};
+use crate::resolution::TrackerHandle;
 use crate::spool::Spool;
 use crate::stop::StopSignal;
+use crate::store::markets::Shard;
 use crate::store::sessions::SessionKeeper;
 use crate::writer::{HeldTokens, StopDeadline, Writer};
 
@@ -147,6 +150,8 @@ pub struct Listener {
     groups: Vec<Vec<String>>,
     /// Run even with no tokens, waiting for [`ListenerHandle::set_markets`] (the daemon).
     wait_for_markets: bool,
+    /// Follow the feed's market announcements (`new_market`, `market_resolved`).
+    follow: Option<(Option<Shard>, Option<TrackerHandle>)>,
     health: Health,
     control: Receiver<Control>,
     handle: ListenerHandle,
@@ -171,6 +176,7 @@ impl Listener {
             config: Arc::new(config),
             groups,
             wait_for_markets: false,
+            follow: None,
             health,
             control: rx,
             handle,
@@ -188,6 +194,17 @@ impl Listener {
     /// [`ListenerHandle::set_markets`], instead of returning at once.
     pub fn wait_for_markets(mut self) -> Self {
         self.wait_for_markets = true;
+        self
+    }
+
+    /// Follows the feed's market announcements (its custom features): a `new_market` is
+    /// fetched from Gamma, stored in `markets` and subscribed within seconds, if it belongs
+    /// to `shard` (all markets: `None`), on connections with room or a new one; a
+    /// `market_resolved` makes `resolver` check that market with Gamma now. The `markets`
+    /// table becomes the listener's source of truth, as for a re-sync, which stays the
+    /// safety net for announcements missed.
+    pub fn follow_markets(mut self, shard: Option<Shard>, resolver: Option<TrackerHandle>) -> Self {
+        self.follow = Some((shard, resolver));
         self
     }
 
@@ -336,6 +353,22 @@ impl Listener {
                 .spawn(move || keeper.run(|| clean.load(std::sync::atomic::Ordering::SeqCst)))?
         };
         let conn_stop = StopSignal::new();
+        // Announcements: from every connection to one follower thread. A hint dropped on a
+        // full queue is caught by the next re-sync.
+        let follow_stop = StopSignal::new();
+        let (announce, follower_thread) = match &self.follow {
+            Some((shard, resolver)) => {
+                let (atx, arx) = bounded(1024);
+                let follower =
+                    Follower::new(&self.config, *shard, resolver.clone(), self.handle.clone());
+                let stop = follow_stop.clone();
+                let thread = std::thread::Builder::new()
+                    .name("polytape-announce".into())
+                    .spawn(move || follower.run(arx, stop))?;
+                (Some(atx), Some(thread))
+            }
+            None => (None, None),
+        };
         let gate = Arc::new(OpenGate::new(self.config.open_interval));
         let shared = ConnectionShared {
             config: Arc::clone(&self.config),
@@ -344,6 +377,7 @@ impl Listener {
             stop: conn_stop.clone(),
             gate,
             tls,
+            announce,
         };
         let spawner = Spawner { shared, registry };
         let mut slots = Vec::new();
@@ -386,6 +420,7 @@ impl Listener {
         // The backfill stops between two gaps; one in the middle of a request is left to end
         // on its own (its writes are idempotent) rather than hold the stop up.
         backfill_stop.stop();
+        follow_stop.stop();
         log::info!("listener: stopping {} connections", slots.len());
         conn_stop.stop();
         let deadline = Instant::now() + POLITE_CLOSE;
@@ -413,6 +448,16 @@ impl Listener {
         }
         if backfill_thread.is_finished() {
             let _ = backfill_thread.join();
+        }
+        // The follower ends within a tick, or within its Gamma request.
+        if let Some(t) = follower_thread {
+            let deadline = Instant::now() + POLITE_CLOSE;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
         if !writer_ok {
             return Err(Error::data("the writer thread ended before the listener"));

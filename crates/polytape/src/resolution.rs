@@ -4,7 +4,9 @@
 //! Gamma about the closed markets we hold without a resolution, and records what it can
 //! infer in `resolutions`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -155,6 +157,7 @@ pub struct ResolutionTracker {
     gamma: GammaClient,
     health: Arc<Mutex<TrackerHealth>>,
     stop: StopSignal,
+    urgent: Urgent,
 }
 
 /// Stops a running tracker and reads its health. Cheap to clone.
@@ -162,7 +165,16 @@ pub struct ResolutionTracker {
 pub struct TrackerHandle {
     health: Arc<Mutex<TrackerHealth>>,
     stop: StopSignal,
+    urgent: Urgent,
 }
+
+/// Markets to check soon: (condition id, tries so far, when).
+type Urgent = Arc<Mutex<Vec<(String, u32, Instant)>>>;
+
+/// How often a tracker between rounds looks for markets to check now.
+const URGENT_POLL: Duration = Duration::from_millis(250);
+const URGENT_FIRST_RETRY: Duration = Duration::from_secs(15);
+const URGENT_TRIES: u32 = 6;
 
 impl TrackerHandle {
     /// Stops the tracker after its current round.
@@ -174,6 +186,19 @@ impl TrackerHandle {
     pub fn health(&self) -> TrackerHealth {
         self.health.lock().clone()
     }
+
+    /// Asks the running tracker to check these markets now rather than at its next round
+    /// (a `market_resolved` announcement). Gamma stays the source of truth: a market it does
+    /// not list as closed yet is asked about again over the next minutes.
+    pub fn check_now(&self, condition_ids: Vec<String>) {
+        let now = Instant::now();
+        let mut urgent = self.urgent.lock();
+        for id in condition_ids {
+            if !urgent.iter().any(|u| u.0 == id) {
+                urgent.push((id, 0, now));
+            }
+        }
+    }
 }
 
 impl ResolutionTracker {
@@ -184,6 +209,7 @@ impl ResolutionTracker {
             gamma: GammaClient::new(config),
             health: Arc::default(),
             stop: StopSignal::new(),
+            urgent: Arc::default(),
         }
     }
 
@@ -192,6 +218,7 @@ impl ResolutionTracker {
         TrackerHandle {
             health: Arc::clone(&self.health),
             stop: self.stop.clone(),
+            urgent: Arc::clone(&self.urgent),
         }
     }
 
@@ -216,10 +243,32 @@ impl ResolutionTracker {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<std::result::Result<_, _>>()?;
+        let (mut report, _) = self.resolve(&mut db, &ids)?;
+        // Those still waiting, and why.
+        for row in db.query(
+            "SELECT last_reason, count(*) FROM resolution_attempts
+             WHERE next_attempt_at > now() GROUP BY 1 ORDER BY 2 DESC",
+            &[],
+        )? {
+            let n: i64 = row.try_get(1)?;
+            report.waiting += n as usize;
+            report.waiting_reasons.push((row.try_get(0)?, n as usize));
+        }
+        Ok(report)
+    }
+
+    /// Asks Gamma about these markets and records every strict verdict; returns the report
+    /// and the ids Gamma listed as closed.
+    fn resolve(
+        &self,
+        db: &mut postgres::Client,
+        ids: &[String],
+    ) -> Result<(RoundReport, HashSet<String>)> {
         let mut report = RoundReport::default();
+        let mut listed = HashSet::new();
         if !ids.is_empty() {
             // Gamma lists only the closed ones among them.
-            let markets = self.gamma.closed_markets_by_condition_ids(&ids)?;
+            let markets = self.gamma.markets_by_condition_ids(ids, true)?;
             let asked: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
             let mut tx = db.transaction()?;
             for m in &markets {
@@ -230,6 +279,7 @@ impl ResolutionTracker {
                     continue;
                 }
                 report.asked += 1;
+                listed.insert(cid.to_owned());
                 tx.execute(
                     "UPDATE markets SET closed = true, accepting_orders = false, updated_at = now()
                      WHERE condition_id = $1 AND NOT closed",
@@ -280,23 +330,57 @@ impl ResolutionTracker {
             }
             tx.commit()?;
         }
-        // Those still waiting, and why.
-        for row in db.query(
-            "SELECT last_reason, count(*) FROM resolution_attempts
-             WHERE next_attempt_at > now() GROUP BY 1 ORDER BY 2 DESC",
-            &[],
-        )? {
-            let n: i64 = row.try_get(1)?;
-            report.waiting += n as usize;
-            report.waiting_reasons.push((row.try_get(0)?, n as usize));
-        }
-        Ok(report)
+        Ok((report, listed))
     }
 
-    /// Runs a round every `interval` until stopped. A failed round is logged, counted and
-    /// tried again next time; it never ends the loop.
+    /// Checks the markets [`TrackerHandle::check_now`] asked about whose time has come; one
+    /// Gamma does not list as closed yet is asked again later (15 s, doubling, six times),
+    /// then left to the rounds.
+    fn check_urgent(&self) {
+        let now = Instant::now();
+        let due: Vec<(String, u32)> = {
+            let mut urgent = self.urgent.lock();
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut *urgent)
+                .into_iter()
+                .partition(|u| u.2 <= now);
+            *urgent = later;
+            due.into_iter().map(|(id, n, _)| (id, n)).collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
+        let result =
+            crate::store::connect(&self.config).and_then(|mut db| self.resolve(&mut db, &ids));
+        let listed = match result {
+            Ok((report, listed)) => {
+                self.health.lock().resolved += report.resolved() as u64;
+                log::info!(
+                    "resolution: checked {} announced markets: {} winners, {} splits, {} unresolved",
+                    ids.len(),
+                    report.winners,
+                    report.splits,
+                    report.unresolved
+                );
+                listed
+            }
+            Err(e) => {
+                log::warn!("resolution: announced markets: {e}; will retry");
+                HashSet::new()
+            }
+        };
+        let mut urgent = self.urgent.lock();
+        for (id, n) in due {
+            if !listed.contains(&id) && n + 1 < URGENT_TRIES {
+                let wait = URGENT_FIRST_RETRY.saturating_mul(1 << n);
+                urgent.push((id, n + 1, Instant::now() + wait));
+            }
+        }
+    }
+
     /// Runs a round every configured resolve interval until [`TrackerHandle::stop`]; a failed
-    /// round is counted, logged and tried again at the next one.
+    /// round is counted, logged and tried again at the next one. Between rounds, markets
+    /// passed to [`TrackerHandle::check_now`] are checked as they come.
     pub fn run(self) {
         let interval = self.config.resolve_interval;
         loop {
@@ -323,8 +407,17 @@ impl ResolutionTracker {
                     log::warn!("resolution: round failed, will retry: {e}");
                 }
             }
-            if self.stop.wait_timeout(interval) {
-                break;
+            // Between rounds, the announced markets are checked as they come.
+            let next_round = Instant::now() + interval;
+            loop {
+                let left = next_round.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if self.stop.wait_timeout(left.min(URGENT_POLL)) {
+                    return;
+                }
+                self.check_urgent();
             }
         }
     }

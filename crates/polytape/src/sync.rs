@@ -45,7 +45,7 @@ pub fn sync_markets(db: &mut Client, gamma: &GammaClient) -> Result<SyncReport> 
         .filter(|id| !open_ids.contains(id))
         .collect();
     if !held.is_empty() {
-        let refreshed = gamma.closed_markets_by_condition_ids(&held)?;
+        let refreshed = gamma.markets_by_condition_ids(&held, true)?;
         report.refreshed = refreshed.len();
         store_markets(db, &refreshed, &mut report, None)?;
     }

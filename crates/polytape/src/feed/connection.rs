@@ -16,6 +16,7 @@ use super::event::{Gap, Record, Trade, parse_frame, preview};
 use super::liveness::{Check, Liveness};
 use super::protocol;
 use super::socket::{OpenGate, Socket, Unblock, hand_to, open, set_read_timeout};
+use crate::announce::{Announcement, announcements};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms, now_us};
@@ -174,6 +175,8 @@ pub(crate) struct Shared {
     pub stop: StopSignal,
     pub gate: Arc<OpenGate>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where market announcements go, when the listener follows them.
+    pub announce: Option<Sender<Announcement>>,
 }
 
 /// One connection: a chunk of tokens, held on one socket for as long as the listener runs.
@@ -188,6 +191,7 @@ pub struct Connection {
     stop: StopSignal,
     gate: Arc<OpenGate>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    announce: Option<Sender<Announcement>>,
     unblock: Unblock,
     parsed: Vec<Trade>,
     counts: FrameCounts,
@@ -227,6 +231,7 @@ impl Connection {
             stop,
             gate,
             tls,
+            announce,
         } = shared;
         let status = health.add_connection(id, tokens.len());
         let recycle = Recycle::new(&config, id);
@@ -249,6 +254,7 @@ impl Connection {
             stop,
             gate,
             tls,
+            announce,
             unblock,
             parsed: Vec::new(),
             counts: FrameCounts::default(),
@@ -406,7 +412,7 @@ impl Connection {
         };
         // The subscription must be the first frame; at most 100 ids a frame (protocol.rs).
         let tokens = self.tokens.lock().clone();
-        for frame in protocol::subscription_frames(&tokens) {
+        for frame in protocol::subscription_frames(&tokens, self.announce.is_some()) {
             if let Err(e) = ws.send(Message::text(frame)) {
                 return End::Failed(format!("subscribe: {e}"));
             }
@@ -566,7 +572,7 @@ impl Connection {
                 return self.recycle_failed(ws, None, &reason);
             }
         };
-        let frames = protocol::subscription_frames(&tokens);
+        let frames = protocol::subscription_frames(&tokens, self.announce.is_some());
         let probe = protocol::probe_frame(&probe_token);
         if let Err(e) = frames
             .into_iter()
@@ -685,6 +691,9 @@ impl Connection {
         match parse_frame(text, received_us, &mut self.parsed) {
             Ok(summary) => {
                 self.counts.add_frame(&summary);
+                if summary.announcements > 0 {
+                    self.announce_from(text);
+                }
                 if let Some(reason) = summary.last_invalid {
                     self.invalid_trades.log(|held| {
                         log::warn!(
@@ -737,6 +746,19 @@ impl Connection {
             self.publish();
         }
         Ok(())
+    }
+
+    /// Passes a frame's market announcements to the follower (if the listener has one).
+    fn announce_from(&self, text: &str) {
+        let Some(tx) = &self.announce else { return };
+        for a in announcements(text) {
+            if tx.try_send(a).is_err() {
+                log::warn!(
+                    "connection {}: announcement queue full; the re-sync will catch up",
+                    self.id
+                );
+            }
+        }
     }
 
     fn publish(&mut self) {

@@ -200,6 +200,8 @@ pub struct FrameSummary {
     pub last_invalid: Option<InvalidTrade>,
     /// Events whose type we do not know (skipped, as the live feed adds types over time).
     pub unknown_events: u32,
+    /// `new_market` and `market_resolved` events (read again by the follower, if any).
+    pub announcements: u32,
 }
 
 /// A frame that is not JSON of the expected shape.
@@ -371,6 +373,7 @@ impl RawEvent<'_> {
                     summary.last_invalid = Some(reason);
                 }
             },
+            Some("new_market" | "market_resolved") => summary.announcements += 1,
             Some(t) if is_known_event(t) => {}
             None if self.bids.is_some() => {} // a `book` snapshot without `event_type`
             _ => summary.unknown_events += 1,
@@ -435,7 +438,7 @@ impl RawEvent<'_> {
 
 /// Asset and condition ids: decimal digits or `0x` hex, nothing a COPY row would need to
 /// escape.
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 

@@ -13,12 +13,16 @@ use serde_json::json;
 pub(crate) const MAX_IDS_PER_FRAME: usize = 100;
 
 /// The frames that subscribe `tokens` on a new socket: a `type: market` frame first (it must
-/// be the socket's first frame), then `operation: subscribe` frames.
-pub(crate) fn subscription_frames(tokens: &[String]) -> Vec<String> {
+/// be the socket's first frame; it turns the custom features on, for the market
+/// announcements, when `announcements`), then `operation: subscribe` frames.
+pub(crate) fn subscription_frames(tokens: &[String], announcements: bool) -> Vec<String> {
     let mut chunks = tokens.chunks(MAX_IDS_PER_FRAME);
     let first = chunks.next().unwrap_or(&[]);
-    let mut frames =
-        vec![json!({"type": "market", "assets_ids": first, "initial_dump": false}).to_string()];
+    let mut first_frame = json!({"type": "market", "assets_ids": first, "initial_dump": false});
+    if announcements {
+        first_frame["custom_feature_enabled"] = json!(true);
+    }
+    let mut frames = vec![first_frame.to_string()];
     frames.extend(operation_frames("subscribe", &tokens[first.len()..]));
     frames
 }
@@ -79,8 +83,12 @@ mod tests {
     fn never_more_than_100_ids_a_frame_and_every_id_once() {
         for n in [0usize, 1, 99, 100, 101, 250, 500] {
             let tokens: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
-            let frames = subscription_frames(&tokens);
+            let frames = subscription_frames(&tokens, false);
             assert_eq!(frames.len(), n.div_ceil(100).max(1), "{n}");
+            assert!(!frames[0].contains("custom_feature_enabled"));
+            let custom = subscription_frames(&tokens, true);
+            assert!(custom[0].contains("\"custom_feature_enabled\":true"));
+            assert!(custom[1..].iter().all(|f| !f.contains("custom_feature")));
             assert!(
                 frames[0].contains("\"type\":\"market\""),
                 "{n}: first is the subscription"

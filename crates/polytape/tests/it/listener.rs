@@ -468,3 +468,99 @@ fn a_failed_recycle_keeps_the_old_socket() {
     assert_eq!(gap_rows(&db), 0);
     assert_stored_equals_delivered(&db, &sim);
 }
+
+/// `new_market` announcements: each market is fetched from Gamma, stored, and subscribed
+/// within seconds (no re-sync runs here), only if it is in this listener's shard, and on a
+/// new connection when the running ones are full.
+#[test]
+fn announced_new_markets_are_subscribed_within_seconds_in_their_shard() {
+    use polytape::sync::{Shard, open_token_groups};
+    let _w = Watchdog::new("announced_new_markets", Duration::from_secs(90));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim_with(polytape_sim::SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 30,
+        trade_rate: 300.0,
+        noise_per_trade: 0,
+        ..polytape_sim::SimConfig::default()
+    });
+    pipeline::load_markets(&db, &sim);
+    let shard = Shard { index: 0, count: 2 };
+    let groups = open_token_groups(&mut db.client(), Some(shard)).expect("groups");
+    let held: usize = groups.iter().map(Vec::len).sum();
+    // The running connection is full: a new market needs a new one.
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .max_tokens_per_conn(held)
+        .build()
+        .expect("config");
+    let listener = Listener::new(config, groups)
+        .expect("listener")
+        .follow_markets(Some(shard), None);
+    let health = listener.health();
+    let running = Running::start(listener);
+    // Subscribed on the simulator's side (custom features on), not only sent.
+    assert!(wait_until(Duration::from_secs(20), || sim
+        .stats()
+        .subscribed_assets
+        == held));
+    let added: Vec<String> = (0..10).map(|_| sim.add_market().condition_id).collect();
+    let announced = Instant::now();
+    let stored = |db: &TestDb| -> i64 {
+        db.client()
+            .query_one(
+                "SELECT count(*) FROM markets WHERE condition_id = ANY($1)",
+                &[&added],
+            )
+            .expect("count")
+            .get(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || stored(&db) == 10),
+        "every announced market stored: {}",
+        stored(&db)
+    );
+    let expected: usize = open_token_groups(&mut db.client(), Some(shard))
+        .expect("groups")
+        .iter()
+        .map(Vec::len)
+        .sum();
+    let in_shard = (expected - held) / 2;
+    assert!(
+        in_shard > 0 && in_shard < 10,
+        "the seed puts some markets in each shard: {in_shard}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || sim.stats().subscribed_assets
+            == expected),
+        "subscribed {} of {expected}",
+        sim.stats().subscribed_assets
+    );
+    eprintln!(
+        "10 markets announced, {in_shard} in this shard: stored and subscribed in {} ms",
+        announced.elapsed().as_millis()
+    );
+    let h = health.snapshot();
+    assert_eq!(
+        h.connections.len(),
+        2,
+        "a second connection for the newcomers"
+    );
+    assert!(h.connections.iter().all(|c| c.tokens as usize <= held));
+    // Trades of the newcomers are stored.
+    let newcomer_trades = || -> i64 {
+        db.client()
+            .query_one(
+                "SELECT count(*) FROM trades WHERE market = ANY($1)",
+                &[&added],
+            )
+            .expect("count")
+            .get(0)
+    };
+    assert!(wait_until(Duration::from_secs(20), || newcomer_trades() > 0));
+    let (h, _) = running.stop();
+    assert_eq!(h.reconnections, 0);
+    assert_eq!(sim.stats().frames_refused, 0);
+    assert_stored_equals_delivered(&db, &sim);
+}

@@ -120,3 +120,69 @@ fn a_failing_round_is_counted_and_retried_not_fatal() {
     thread.join().expect("the tracker thread ends cleanly");
     assert_eq!(db.count("resolutions"), 0);
 }
+
+/// A `market_resolved` announcement has the tracker check that market with Gamma at once:
+/// the verdict is recorded within seconds, long before the next round (an hour away).
+#[test]
+fn an_announced_resolution_is_checked_at_once() {
+    use polytape::Listener;
+    use polytape_testkit::pipeline::Running;
+    let _w = Watchdog::new("an_announced_resolution", Duration::from_secs(90));
+    polytape_testkit::init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim_with(polytape_sim::SimConfig {
+        listen: "127.0.0.1:0".into(),
+        markets: 20,
+        trade_rate: 100.0,
+        noise_per_trade: 0,
+        ..polytape_sim::SimConfig::default()
+    });
+    pipeline::load_markets(&db, &sim);
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .resolve_interval(Duration::from_secs(3600))
+        .build()
+        .expect("config");
+    let tracker = ResolutionTracker::new(&config);
+    let tracker_handle = tracker.handle();
+    let tracker_thread = std::thread::spawn(move || tracker.run());
+    assert!(wait_until(Duration::from_secs(20), || tracker_handle
+        .health()
+        .rounds
+        == 1));
+    let listener = Listener::from_database(config)
+        .expect("listener")
+        .follow_markets(None, Some(tracker_handle.clone()));
+    let handle = listener.handle();
+    let running = Running::start(listener);
+    // Subscribed on the simulator's side (custom features on), not only sent.
+    let tokens = pipeline::open_tokens(&sim);
+    assert!(wait_until(Duration::from_secs(20), || sim
+        .stats()
+        .subscribed_assets
+        == tokens));
+    let market = sim
+        .markets()
+        .into_iter()
+        .find(|m| m.is_open() && m.version != "v3")
+        .expect("an open market");
+    assert!(sim.close_market(&market.condition_id, SimResolution::Winner(1)));
+    let winner = || -> Option<String> {
+        db.client()
+            .query_opt(
+                "SELECT winning_token_id FROM resolutions WHERE condition_id = $1",
+                &[&market.condition_id],
+            )
+            .expect("query")
+            .map(|r| r.get(0))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || winner().is_some()),
+        "recorded after the announcement"
+    );
+    assert_eq!(winner().as_deref(), Some(market.token_ids[1].as_str()));
+    assert_eq!(tracker_handle.health().rounds, 1, "no round ran meanwhile");
+    running.stop();
+    tracker_handle.stop();
+    tracker_thread.join().expect("tracker");
+}
