@@ -153,7 +153,6 @@ fn an_announced_resolution_is_checked_at_once() {
     let listener = Listener::from_database(config)
         .expect("listener")
         .follow_markets(None, Some(tracker_handle.clone()));
-    let handle = listener.handle();
     let running = Running::start(listener);
     // Subscribed on the simulator's side (custom features on), not only sent.
     let tokens = pipeline::open_tokens(&sim);
