@@ -75,6 +75,56 @@ pub(crate) enum Command {
     Backfill(BackfillArgs),
     /// Per market and hour: trades from the feed, trades filled in, open gaps; a verdict.
     Audit(AuditArgs),
+    /// Write whole monthly partitions of the tape to Parquet (zstd), checked by reading back.
+    #[cfg(feature = "archive")]
+    Archive(ArchiveArgs),
+    /// Detach and drop monthly partitions older than a number of months (archived ones only,
+    /// unless told otherwise).
+    Retention(RetentionArgs),
+}
+
+#[cfg(feature = "archive")]
+#[derive(Args, Debug)]
+pub(crate) struct ArchiveArgs {
+    /// Archive every partition of a month before this one (`YYYY-MM`).
+    #[arg(long, value_parser = parse_month)]
+    pub(crate) before: chrono::NaiveDate,
+    /// The folder for the Parquet files (one per month: `trade_tape_YYYY_MM.parquet`).
+    #[arg(long)]
+    pub(crate) out: std::path::PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RetentionArgs {
+    /// Months to keep besides the current one: `12m`, or `1y` (= `12m`).
+    #[arg(long, value_parser = parse_months)]
+    pub(crate) keep: u32,
+    /// Drop partitions even when no archive of them is recorded (their trades are gone).
+    #[arg(long)]
+    pub(crate) no_archive: bool,
+}
+
+/// `YYYY-MM` as the first day of that month.
+#[cfg(feature = "archive")]
+pub(crate) fn parse_month(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(&format!("{}-01", s.trim()), "%Y-%m-%d")
+        .map_err(|_| format!("{s:?}: expected a month as YYYY-MM"))
+}
+
+/// `12m` or `1y`: a number of months.
+pub(crate) fn parse_months(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u32 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected months like 12m, or years like 1y"))?;
+    match unit {
+        "m" => Ok(n),
+        "y" => n
+            .checked_mul(12)
+            .ok_or_else(|| format!("{s:?}: too many years")),
+        _ => Err(format!("{s:?}: the unit must be m (months) or y (years)")),
+    }
 }
 
 #[derive(Args, Debug)]

@@ -53,6 +53,7 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal, hurry: StopSignal) -> Res
     let applied = polytape::store::migrate(lc)?;
     log::info!("migrations: {applied} applied");
     let mut db = polytape::store::connect(lc)?;
+    maintain_tape(&mut db);
     let gamma = GammaClient::new(lc);
     match sync_markets(&mut db, &gamma) {
         Ok(r) => log::info!(
@@ -189,6 +190,7 @@ fn resync_loop(stop: &StopSignal, handle: &ListenerHandle, config: &DaemonConfig
         let result = polytape::store::connect(lc).and_then(|mut db| {
             let report = sync_markets(&mut db, &gamma)?;
             let groups = open_token_groups(&mut db, config.shard)?;
+            maintain_tape(&mut db);
             Ok((report, groups))
         });
         match result {
@@ -202,6 +204,21 @@ fn resync_loop(stop: &StopSignal, handle: &ListenerHandle, config: &DaemonConfig
             }
             Err(e) => log::warn!("market re-sync failed, will retry: {e}"),
         }
+    }
+}
+
+/// The tape's partitions: the next months made ahead, a month that is over compacted. A
+/// failure is logged and tried again at the next re-sync (the default partition takes any
+/// trade whose month is missing meanwhile).
+fn maintain_tape(db: &mut postgres::Client) {
+    match polytape::store::tape::maintain(db, chrono::Utc::now()) {
+        Ok(m) if m.created > 0 || !m.compacted.is_empty() => log::info!(
+            "tape: {} partitions made ahead, {} compacted",
+            m.created,
+            m.compacted.len()
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("tape maintenance failed, will retry: {e}"),
     }
 }
 

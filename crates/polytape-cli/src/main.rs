@@ -6,6 +6,7 @@ mod audit;
 mod cli;
 mod daemon;
 mod status;
+mod tape;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -36,6 +37,9 @@ fn main() -> ExitCode {
         Command::Resolve => resolve(&cli.common),
         Command::Backfill(ref args) => backfill(&cli.common, args),
         Command::Audit(ref args) => audit::audit(&cli.common, args),
+        #[cfg(feature = "archive")]
+        Command::Archive(ref args) => tape::archive(&cli.common, args),
+        Command::Retention(ref args) => tape::retention(&cli.common, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,6 +36,8 @@ enum Kind {
     Http(String),
     Config(String),
     Data(String),
+    /// A row refused before it reached the server, with the SQLSTATE the server would give.
+    Refused(&'static str, String),
 }
 
 impl Error {
@@ -71,10 +73,20 @@ impl Error {
         }
     }
 
+    /// A row polytape refuses to write because it cannot be stored exactly, classified as the
+    /// server's refusals are (`code`, a class-22 SQLSTATE): the row is isolated and kept in
+    /// `trades_rejected`.
+    pub(crate) fn refused(code: &'static str, msg: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Refused(code, msg.into()),
+        }
+    }
+
     /// The SQLSTATE code, when the database refused something.
     pub fn code(&self) -> Option<&str> {
         match &self.kind {
             Kind::Db(e) | Kind::Unavailable(e, _) => e.code().map(|c| c.code()),
+            Kind::Refused(code, _) => Some(code),
             _ => None,
         }
     }
@@ -88,7 +100,7 @@ impl Error {
             Kind::Io(_) => ErrorKind::Io,
             Kind::Http(_) => ErrorKind::Http,
             Kind::Config(_) => ErrorKind::Config,
-            Kind::Data(_) => ErrorKind::Data,
+            Kind::Data(_) | Kind::Refused(..) => ErrorKind::Data,
         }
     }
 
@@ -138,6 +150,7 @@ impl fmt::Display for Error {
             Kind::Http(m) => write!(f, "http: {m}"),
             Kind::Config(m) => write!(f, "configuration: {m}"),
             Kind::Data(m) => write!(f, "data: {m}"),
+            Kind::Refused(code, m) => write!(f, "refused: {m} ({code})"),
         }
     }
 }

@@ -147,6 +147,11 @@ pub mod bench {
         Some((trades.len(), bad))
     }
 
+    /// Applies the migrations up to `last` only (a test of a later migration starts there).
+    pub fn migrate_up_to(config: &crate::Config, last: i32) -> crate::Result<usize> {
+        crate::store::migrate_up_to(config, last)
+    }
+
     /// The feed's market announcements in a frame (for the fuzzer).
     pub fn announcements(frame: &str) -> usize {
         crate::announce::announcements(frame).len()

@@ -13,7 +13,8 @@ use polytape_testkit::{TestDb, Watchdog, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_polytape");
 
-fn polytape(db: &TestDb, sim: &Sim) -> Command {
+/// The real binary, pointed at `db` and `sim` (health off, a spool folder of its own).
+pub(crate) fn polytape(db: &TestDb, sim: &Sim) -> Command {
     let mut c = Command::new(BIN);
     c.env("DATABASE_URL", db.url())
         .env("POLYTAPE_WS_URL", sim.ws_url())
@@ -25,11 +26,11 @@ fn polytape(db: &TestDb, sim: &Sim) -> Command {
     c
 }
 
-fn output(mut c: Command) -> Output {
+pub(crate) fn output(mut c: Command) -> Output {
     c.output().expect("polytape runs")
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -96,7 +97,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 5");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 6");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);
@@ -641,7 +642,7 @@ fn a_revoked_grant_turns_readyz_503_and_loses_nothing() {
         == Some(200)
         && db.count("trades") > 50));
     db.client()
-        .batch_execute(&format!("REVOKE INSERT ON trades FROM {}", role.name()))
+        .batch_execute(&format!("REVOKE INSERT ON trade_tape FROM {}", role.name()))
         .expect("revoke");
     assert!(
         wait_until(Duration::from_secs(20), || status("/readyz") == Some(503)),
@@ -649,7 +650,7 @@ fn a_revoked_grant_turns_readyz_503_and_loses_nothing() {
     );
     assert_eq!(status("/livez"), Some(200));
     db.client()
-        .batch_execute(&format!("GRANT INSERT ON trades TO {}", role.name()))
+        .batch_execute(&format!("GRANT INSERT ON trade_tape TO {}", role.name()))
         .expect("grant");
     assert!(wait_until(Duration::from_secs(40), || status("/readyz") == Some(200)));
     signal(&child.0, "TERM");

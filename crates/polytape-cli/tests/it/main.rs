@@ -2,3 +2,5 @@
 //! the simulator.
 
 mod daemon;
+#[cfg(feature = "archive")]
+mod tape;

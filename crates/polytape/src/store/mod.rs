@@ -4,6 +4,7 @@ pub(crate) mod connstr;
 pub(crate) mod failure;
 pub(crate) mod markets;
 pub(crate) mod sessions;
+pub mod tape;
 mod tls;
 pub(crate) mod trades;
 
@@ -38,6 +39,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         5,
         "resolution_attempts",
         include_str!("../../migrations/V5__resolution_attempts.sql"),
+    ),
+    (
+        6,
+        "compact_tape",
+        include_str!("../../migrations/V6__compact_tape.sql"),
     ),
 ];
 
@@ -128,20 +134,25 @@ fn where_tried(config: &postgres::Config) -> String {
 /// from two processes at once (the second waits on an advisory lock). Returns how many it
 /// applied.
 pub fn migrate(config: &Config) -> Result<usize> {
-    let mut client = connect_with(&config.database_url, config.migration_timeout)?;
-    migrate_on(&mut client)
+    migrate_up_to(config, i32::MAX)
 }
 
-fn migrate_on(client: &mut Client) -> Result<usize> {
+/// [`migrate`], stopping after migration `last` (tests of a later migration start from here).
+pub(crate) fn migrate_up_to(config: &Config, last: i32) -> Result<usize> {
+    let mut client = connect_with(&config.database_url, config.migration_timeout)?;
+    migrate_on(&mut client, last)
+}
+
+fn migrate_on(client: &mut Client, last: i32) -> Result<usize> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let result = apply_migrations(client);
+    let result = apply_migrations(client, last);
     let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
     let applied = result?;
     unlock?;
     Ok(applied)
 }
 
-fn apply_migrations(client: &mut Client) -> Result<usize> {
+fn apply_migrations(client: &mut Client, last: i32) -> Result<usize> {
     // A role that may write but not create (a least-privilege deployment) can still start
     // against a database that is up to date: the table is created only when it is missing.
     let exists: bool = client
@@ -157,7 +168,7 @@ fn apply_migrations(client: &mut Client) -> Result<usize> {
         )?;
     }
     let mut applied = 0;
-    for &(version, name, sql) in MIGRATIONS {
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 <= last) {
         let done = client
             .query_opt(
                 "SELECT 1 FROM polytape_migrations WHERE version = $1",

@@ -1,7 +1,12 @@
 //! The trade writer: drains the channel, writes batches with `COPY`, idempotently, and never
 //! drops a trade it has taken off the channel.
 //!
-//! A batch is first `COPY`ed straight into `trades`, in one transaction. If any row of it is
+//! Trades go to the compact tape (`trade_tape`, migration V6): each asset id becomes a 4-byte
+//! token id from the `tokens` dictionary (cached here; new tokens are committed on their own
+//! before the batch that needs them, so a cached id always exists), the hash 32 bytes. The
+//! month partitions a batch needs are made before it is written (`store::partitions`).
+//!
+//! A batch is first `COPY`ed straight into `trade_tape`, in one transaction. If any row of it is
 //! already stored (SQLSTATE 23505 on the natural key: a batch retried after an ambiguous
 //! commit, or a trade the feed sent twice), that transaction rolls back and the batch takes
 //! the slow path: `COPY` into a temporary staging table (created on a connection's first
@@ -17,6 +22,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use std::collections::{HashMap, HashSet};
+
 use postgres::Client;
 
 use crate::config::Config;
@@ -26,21 +33,10 @@ use crate::health::Health;
 use crate::store::failure::{Failure, classify};
 
 const CREATE_STAGING: &str = "
-    CREATE TEMP TABLE IF NOT EXISTS trades_staging (
-        asset_id         text NOT NULL,
-        market           text NOT NULL,
-        price            numeric NOT NULL,
-        size             numeric NOT NULL,
-        side             text NOT NULL,
-        fee_rate_bps     integer,
-        traded_at        timestamptz NOT NULL,
-        transaction_hash text,
-        received_at      timestamptz NOT NULL,
-        source           text NOT NULL
-    ) ON COMMIT DELETE ROWS";
+    CREATE TEMP TABLE IF NOT EXISTS trades_staging (LIKE trade_tape) ON COMMIT DELETE ROWS";
 
-const COLUMNS: &str = "asset_id, market, price, size, side, fee_rate_bps, traded_at, \
-                       transaction_hash, received_at, source";
+const COLUMNS: &str = "traded_at, received_at, token, fee_rate_bps, is_buy, source, price, \
+                       size, tx";
 
 const UNIQUE_VIOLATION: &str = "23505";
 
@@ -68,6 +64,10 @@ pub struct TradeWriter {
     staging_only: bool,
     format: CopyFormat,
     source: Source,
+    /// Token ids by asset id, as committed in `tokens`.
+    tokens: HashMap<String, i32>,
+    /// Months (year · 12 + month − 1) whose partition is known to exist.
+    months: HashSet<i32>,
 }
 
 /// Where the trades a writer stores came from (the `source` column).
@@ -80,11 +80,11 @@ pub enum Source {
 }
 
 impl Source {
-    /// As stored.
-    pub fn as_str(self) -> &'static str {
+    /// As `trade_tape` stores it (one byte; the `trades` view says `feed` or `data_api`).
+    fn code(self) -> u8 {
         match self {
-            Source::Feed => "feed",
-            Source::DataApi => "data_api",
+            Source::Feed => b'f',
+            Source::DataApi => b'd',
         }
     }
 }
@@ -100,6 +100,8 @@ impl TradeWriter {
             staging_only: false,
             format: CopyFormat::Binary,
             source: Source::Feed,
+            tokens: HashMap::new(),
+            months: HashSet::new(),
         }
     }
 
@@ -254,26 +256,99 @@ impl TradeWriter {
     }
 
     /// One attempt at one batch, in one transaction. Returns how many rows were new.
+    ///
+    /// A trade the compact tape cannot hold exactly (a hash that is not whole bytes of hex,
+    /// a fee outside `smallint`) is refused as a class-22 error, so [`TradeWriter::commit`]
+    /// isolates it into `trades_rejected`, never stores it changed.
     pub fn write(&mut self, batch: &[Trade]) -> Result<u64> {
+        if let Some(t) = batch.iter().find(|t| !fits_the_tape(t)) {
+            return Err(crate::Error::refused(
+                "22023",
+                format!(
+                    "the compact tape cannot hold this trade exactly (hash {:?}, fee {:?})",
+                    t.transaction_hash, t.fee_rate_bps
+                ),
+            ));
+        }
+        self.prepare(batch)?;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        let source = self.source.code();
         match self.format {
             CopyFormat::Binary => {
                 buf.extend_from_slice(BINARY_HEADER);
                 for t in batch {
-                    encode_binary_row(&mut buf, t, self.source);
+                    encode_binary_row(&mut buf, t, self.tokens[&t.asset_id], source);
                 }
                 buf.extend_from_slice(&(-1i16).to_be_bytes());
             }
             CopyFormat::Text => {
                 for t in batch {
-                    encode_row(&mut buf, t, self.source);
+                    encode_row(&mut buf, t, self.tokens[&t.asset_id], source);
                 }
             }
         }
         let result = self.copy_and_move(&buf);
         self.buf = buf;
         result
+    }
+
+    /// Makes sure every token of `batch` has its id cached and every month its partition.
+    /// New tokens are committed here, on their own: an id in the cache always exists, even
+    /// when the batch's own transaction rolls back.
+    fn prepare(&mut self, batch: &[Trade]) -> Result<()> {
+        let mut months: Vec<i32> = batch
+            .iter()
+            .map(|t| month_of(t.timestamp_ms))
+            .filter(|m| !self.months.contains(m))
+            .collect();
+        months.sort_unstable();
+        months.dedup();
+        let mut assets: Vec<&str> = Vec::new();
+        let mut markets: Vec<&str> = Vec::new();
+        for t in batch {
+            if !self.tokens.contains_key(&t.asset_id) && !assets.contains(&t.asset_id.as_str()) {
+                assets.push(&t.asset_id);
+                markets.push(&t.market);
+            }
+        }
+        if months.is_empty() && assets.is_empty() {
+            return Ok(());
+        }
+        let client = self.client()?;
+        for &m in &months {
+            crate::store::tape::ensure_month(client, m)?;
+        }
+        let mut found = Vec::new();
+        if !assets.is_empty() {
+            client.execute(
+                "INSERT INTO tokens (asset_id, market, outcome)
+                 SELECT u.a, u.m, k.outcomes[array_position(k.token_ids, u.a)]
+                 FROM unnest($1::text[], $2::text[]) AS u(a, m)
+                 LEFT JOIN markets k ON k.condition_id = u.m
+                 ON CONFLICT (asset_id) DO NOTHING",
+                &[&assets, &markets],
+            )?;
+            for row in client.query(
+                "SELECT asset_id, id FROM tokens WHERE asset_id = ANY($1)",
+                &[&assets],
+            )? {
+                found.push((row.try_get::<_, String>(0)?, row.try_get::<_, i32>(1)?));
+            }
+        }
+        self.months.extend(months);
+        self.tokens.extend(found);
+        match batch
+            .iter()
+            .find(|t| !self.tokens.contains_key(&t.asset_id))
+        {
+            // Cannot happen (the insert above made every one); refuse rather than guess.
+            Some(t) => Err(crate::Error::data(format!(
+                "token {} has no id after its insert",
+                t.asset_id
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn copy_and_move(&mut self, rows: &[u8]) -> Result<u64> {
@@ -289,12 +364,12 @@ impl TradeWriter {
         }
     }
 
-    /// The fast path: every row is new, so COPY straight into `trades`.
+    /// The fast path: every row is new, so COPY straight into `trade_tape`.
     fn copy_direct(&mut self, rows: &[u8]) -> Result<u64> {
         let option = self.format.option();
         let client = self.client()?;
         let mut tx = client.transaction()?;
-        let mut copy = tx.copy_in(&format!("COPY trades ({COLUMNS}) FROM STDIN{option}"))?;
+        let mut copy = tx.copy_in(&format!("COPY trade_tape ({COLUMNS}) FROM STDIN{option}"))?;
         copy.write_all(rows)?;
         let n = copy.finish()?;
         tx.commit()?;
@@ -316,7 +391,7 @@ impl TradeWriter {
         copy.finish()?;
         let inserted = tx.execute(
             &format!(
-                "INSERT INTO trades ({COLUMNS}) SELECT {COLUMNS} FROM trades_staging \
+                "INSERT INTO trade_tape ({COLUMNS}) SELECT {COLUMNS} FROM trades_staging \
                  ON CONFLICT DO NOTHING"
             ),
             &[],
@@ -341,33 +416,63 @@ const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
-/// One binary COPY row: a field count, then each field as a length and its bytes (-1: NULL).
-fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade, source: Source) {
-    buf.extend_from_slice(&10i16.to_be_bytes());
-    binary_text(buf, &t.asset_id);
-    binary_text(buf, &t.market);
-    binary_numeric(buf, t.price.as_str());
-    binary_numeric(buf, t.size.as_str());
-    binary_text(buf, t.side.as_str());
-    match t.fee_rate_bps {
+/// Whether `t` can be stored in `trade_tape` exactly: its hash whole bytes of hex, its fee a
+/// `smallint`.
+fn fits_the_tape(t: &Trade) -> bool {
+    t.transaction_hash
+        .as_deref()
+        .is_none_or(|h| hex_bytes(h).is_some())
+        && t.fee_rate_bps.is_none_or(|f| i16::try_from(f).is_ok())
+}
+
+/// `0x` and an even number of hex digits, as bytes.
+fn hex_bytes(h: &str) -> Option<Vec<u8>> {
+    let digits = h.strip_prefix("0x")?.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    digits
+        .chunks(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+/// The month of a Unix-ms time, as year · 12 + month − 1 (UTC).
+fn month_of(ms: i64) -> i32 {
+    use chrono::Datelike;
+    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    t.year() * 12 + t.month0() as i32
+}
+
+/// One binary COPY row of `trade_tape` (see `COLUMNS`): a field count, then each field as a
+/// length and its bytes (-1: NULL). `t` fits the tape ([`fits_the_tape`]).
+fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade, token: i32, source: u8) {
+    buf.extend_from_slice(&9i16.to_be_bytes());
+    binary_timestamp(buf, t.timestamp_ms.saturating_mul(1000));
+    binary_timestamp(buf, t.received_at_us);
+    buf.extend_from_slice(&4i32.to_be_bytes());
+    buf.extend_from_slice(&token.to_be_bytes());
+    match t.fee_rate_bps.and_then(|f| i16::try_from(f).ok()) {
         Some(f) => {
-            buf.extend_from_slice(&4i32.to_be_bytes());
+            buf.extend_from_slice(&2i32.to_be_bytes());
             buf.extend_from_slice(&f.to_be_bytes());
         }
         None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
     }
-    binary_timestamp(buf, t.timestamp_ms.saturating_mul(1000));
-    match &t.transaction_hash {
-        Some(h) => binary_text(buf, h),
+    buf.extend_from_slice(&1i32.to_be_bytes());
+    buf.push(u8::from(t.side == crate::feed::Side::Buy));
+    buf.extend_from_slice(&1i32.to_be_bytes());
+    buf.push(source);
+    binary_numeric(buf, t.price.as_str());
+    binary_numeric(buf, t.size.as_str());
+    match t.transaction_hash.as_deref().and_then(hex_bytes) {
+        Some(h) => {
+            buf.extend_from_slice(&(h.len() as i32).to_be_bytes());
+            buf.extend_from_slice(&h);
+        }
         None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
     }
-    binary_timestamp(buf, t.received_at_us);
-    binary_text(buf, source.as_str());
-}
-
-fn binary_text(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
-    buf.extend_from_slice(s.as_bytes());
 }
 
 fn binary_timestamp(buf: &mut Vec<u8>, unix_us: i64) {
@@ -419,38 +524,43 @@ fn group(ascii: &[u8]) -> i16 {
         .fold(0i16, |acc, b| acc * 10 + i16::from(b.wrapping_sub(b'0')))
 }
 
-/// One COPY text row. Every field was validated by the parser to hold no tab, newline or
-/// backslash, so nothing needs escaping.
-fn encode_row(buf: &mut Vec<u8>, t: &Trade, source: Source) {
-    let _ = write!(
+/// One COPY text row of `trade_tape` (see `COLUMNS`). Every field was validated by the
+/// parser to hold no tab, newline or backslash, so nothing needs escaping; the hash goes as
+/// bytea's hex form (`\\x…`: the backslash itself escaped for COPY).
+fn encode_row(buf: &mut Vec<u8>, t: &Trade, token: i32, source: u8) {
+    write_timestamp(buf, chrono::DateTime::from_timestamp_millis(t.timestamp_ms));
+    buf.push(b'\t');
+    write_timestamp(
         buf,
-        "{}\t{}\t{}\t{}\t{}\t",
-        t.asset_id,
-        t.market,
-        t.price,
-        t.size,
-        t.side.as_str()
+        chrono::DateTime::from_timestamp_micros(t.received_at_us),
     );
+    let _ = write!(buf, "\t{token}\t");
     match t.fee_rate_bps {
         Some(f) => {
             let _ = write!(buf, "{f}\t");
         }
         None => buf.extend_from_slice(b"\\N\t"),
     }
-    write_timestamp(buf, chrono::DateTime::from_timestamp_millis(t.timestamp_ms));
-    buf.push(b'\t');
-    match &t.transaction_hash {
-        Some(h) => {
-            let _ = write!(buf, "{h}\t");
-        }
-        None => buf.extend_from_slice(b"\\N\t"),
-    }
-    write_timestamp(
+    let is_buy = if t.side == crate::feed::Side::Buy {
+        "t"
+    } else {
+        "f"
+    };
+    let _ = write!(
         buf,
-        chrono::DateTime::from_timestamp_micros(t.received_at_us),
+        "{is_buy}\t{}\t{}\t{}\t",
+        source as char, t.price, t.size
     );
-    buf.push(b'\t');
-    buf.extend_from_slice(source.as_str().as_bytes());
+    match t
+        .transaction_hash
+        .as_deref()
+        .and_then(|h| h.strip_prefix("0x"))
+    {
+        Some(hex) => {
+            let _ = write!(buf, "\\\\x{}", hex.to_ascii_lowercase());
+        }
+        None => buf.extend_from_slice(b"\\N"),
+    }
     buf.push(b'\n');
 }
 

@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        5,
-        "V1 to V5 once each: {applied:?}"
+        6,
+        "V1 to V6 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [
@@ -69,4 +69,162 @@ fn a_repeated_trade_is_stored_once_even_without_a_hash() {
     assert!(c
         .execute("INSERT INTO trades (asset_id, market, price, size, side, traded_at) VALUES ('1','0xa',0.5,1,'HOLD',now())", &[])
         .is_err(), "side is checked");
+}
+
+/// V6 (the compact, partitioned tape) keeps every row of the old `trades` table: read back
+/// through the `trades` view, the same values in every contract column; the months get
+/// partitions; a row the compact tape cannot hold exactly (a hash that is not hex) lands in
+/// `trades_rejected` instead of being changed; and the natural key still stores a repeat once.
+#[test]
+fn the_compact_tape_migration_keeps_existing_data() {
+    let _w = Watchdog::new("the_compact_tape_migration", Duration::from_secs(120));
+    let db = TestDb::empty();
+    assert_eq!(
+        polytape::bench::migrate_up_to(&db.config(), 5).expect("V1-V5"),
+        5
+    );
+    let mut c = db.client();
+    // 3,000 trades over two months, 40 assets, every 10th without a hash, some filled from
+    // the Data API, mixed decimal spellings; and one with a hash that is not hex.
+    c.batch_execute(
+        "INSERT INTO trades (asset_id, market, price, size, side, fee_rate_bps, traded_at,
+                             transaction_hash, received_at, source)
+         SELECT (7000000000000000000 + g % 40)::text, '0xm' || (g % 40 / 2),
+                round((1 + g % 997)::numeric / 1000, 3), (g % 5000)::numeric / 100 + 0.10,
+                CASE WHEN g % 3 = 0 THEN 'SELL' ELSE 'BUY' END,
+                CASE WHEN g % 4 = 0 THEN 0 END,
+                '2026-09-20'::timestamptz + g * interval '17 minutes',
+                CASE WHEN g % 10 <> 0 THEN '0x' || md5(g::text) || md5('x' || g) END,
+                '2026-09-20'::timestamptz + g * interval '17 minutes' + interval '40 ms',
+                CASE WHEN g % 7 = 0 THEN 'data_api' ELSE 'feed' END
+         FROM generate_series(1, 3000) g;
+         INSERT INTO trades (asset_id, market, price, size, side, traded_at, transaction_hash)
+         VALUES ('1', '0xa', 0.5, 1, 'BUY', '2026-10-01', '0xnothex');",
+    )
+    .expect("old rows");
+    let contract = "SELECT asset_id, market, price::text, size::text, side, fee_rate_bps,
+                           traded_at, transaction_hash, received_at, source
+                    FROM trades WHERE asset_id <> '1' ORDER BY traded_at, asset_id";
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<i32>,
+        std::time::SystemTime,
+        Option<String>,
+        std::time::SystemTime,
+        String,
+    );
+    let read = |c: &mut postgres::Client| -> Vec<Row> {
+        c.query(contract, &[])
+            .expect("contract query")
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                    r.get(7),
+                    r.get(8),
+                    r.get(9),
+                )
+            })
+            .collect()
+    };
+    let before = read(&mut c);
+    assert_eq!(before.len(), 3000);
+    assert_eq!(polytape::store::migrate(&db.config()).expect("V6"), 1);
+    let after = read(&mut c);
+    assert_eq!(before, after, "every row, every contract column, unchanged");
+    let count =
+        |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).expect(sql).get(0) };
+    assert_eq!(count(&mut c, "SELECT count(*) FROM tokens"), 40);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM trades_rejected WHERE transaction_hash = '0xnothex'"
+        ),
+        1,
+        "kept, not changed"
+    );
+    // 2026-09-20 + 3,000 × 17 min reaches late October: two months, each its partition
+    // (October from g = 932 on), and nothing left in the default partition.
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM tape_partitions WHERE month IN ('2026-09-01', '2026-10-01')"
+        ),
+        2
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM trade_tape_default"), 0);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM trade_tape_2026_10"),
+        2069
+    );
+    // The natural key still holds through the view.
+    let repeat = "INSERT INTO trades (asset_id, market, price, size, side, traded_at,
+                                      transaction_hash)
+                  SELECT asset_id, market, price, size, side, traded_at, transaction_hash
+                  FROM trades WHERE asset_id <> '1' ORDER BY traded_at LIMIT 5";
+    assert_eq!(c.execute(repeat, &[]).expect("repeat"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM trades"), 3000);
+}
+
+/// Partitions: made ahead of the current month; a month that is over gets its index rebuilt
+/// once; a trade that arrived before its month's partition existed (in the default
+/// partition) moves into that partition when it is made.
+#[test]
+fn partitions_are_made_ahead_compacted_once_and_take_over_the_default() {
+    use chrono::{Datelike, Utc};
+    let _w = Watchdog::new("partitions", Duration::from_secs(60));
+    let db = TestDb::new();
+    let mut c = db.client();
+    c.batch_execute(
+        "INSERT INTO trades (asset_id, market, price, size, side, traded_at)
+         VALUES ('1', '0xa', 0.5, 3, 'BUY', '2025-05-07 10:00:00+00');
+         INSERT INTO tokens (asset_id, market) VALUES ('2', '0xb');
+         INSERT INTO trade_tape (traded_at, received_at, token, is_buy, price, size)
+         SELECT '2031-05-03 12:00:00+00', now(), id, false, 0.25, 7 FROM tokens WHERE asset_id = '2';",
+    )
+    .expect("rows");
+    let count =
+        |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).expect(sql).get(0) };
+    assert_eq!(count(&mut c, "SELECT count(*) FROM trade_tape_default"), 1);
+    let now = Utc::now();
+    let first = polytape::store::tape::maintain(&mut c, now).expect("maintain");
+    assert!(
+        first.compacted.contains(&"trade_tape_2025_05".to_owned()),
+        "{first:?}"
+    );
+    let months: Vec<String> = (0..3)
+        .map(|k| {
+            let m = now.year() * 12 + now.month0() as i32 + k;
+            format!("trade_tape_{:04}_{:02}", m / 12, m % 12 + 1)
+        })
+        .collect();
+    for m in &months {
+        assert!(
+            c.query_one("SELECT to_regclass($1) IS NOT NULL", &[m])
+                .expect("regclass")
+                .get::<_, bool>(0),
+            "{m} made ahead"
+        );
+    }
+    let second = polytape::store::tape::maintain(&mut c, now).expect("maintain again");
+    assert!(
+        second.compacted.is_empty() && second.created == 0,
+        "{second:?}"
+    );
+    // The month of the stray row is made: the row moves out of the default partition.
+    c.execute("SELECT tape_ensure_month('2031-05-01')", &[])
+        .expect("ensure");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM trade_tape_default"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM trade_tape_2031_05"), 1);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM trades"), 2);
 }

@@ -413,6 +413,7 @@ fn recycling_sockets_loses_no_trade_and_writes_no_gap() {
     assert!(stats.trades_delivered > 1000);
     assert_stored_equals_delivered(&db, &sim);
     let tape = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, to_ms);
+    eprintln!("recycling: {tape:?}");
     assert!(tape.executed > 500, "{tape:?}");
     assert_eq!(tape.filled, 0, "all from the feed: {tape:?}");
 }

@@ -144,7 +144,7 @@ fn a_revoked_grant_keeps_every_trade_until_it_is_granted_again() {
         .trades_inserted
         >= 200));
     db.client()
-        .batch_execute(&format!("REVOKE INSERT ON trades FROM {}", role.name()))
+        .batch_execute(&format!("REVOKE INSERT ON trade_tape FROM {}", role.name()))
         .expect("revoke");
     assert!(
         wait_until(Duration::from_secs(30), || {
@@ -157,7 +157,7 @@ fn a_revoked_grant_keeps_every_trade_until_it_is_granted_again() {
     let failure = health.snapshot().db_failure.unwrap_or_default();
     assert!(failure.contains("42501"), "{failure}");
     db.client()
-        .batch_execute(&format!("GRANT INSERT ON trades TO {}", role.name()))
+        .batch_execute(&format!("GRANT INSERT ON trade_tape TO {}", role.name()))
         .expect("grant");
     // Configuration failures are retried every 10 s.
     assert!(

@@ -172,7 +172,7 @@ fn a_check_refused_row_lands_in_trades_rejected() {
     let _w = Watchdog::new("a_check_refused_row", Duration::from_secs(30));
     let db = TestDb::new();
     db.client()
-        .batch_execute("ALTER TABLE trades ADD CONSTRAINT no_poison CHECK (asset_id <> 'poison')")
+        .batch_execute("ALTER TABLE tokens ADD CONSTRAINT no_poison CHECK (asset_id <> 'poison')")
         .expect("constraint");
     let (mut w, health) = writer(&db);
     let mut batch: Vec<Trade> = (0..50).map(trade).collect();

@@ -1,0 +1,146 @@
+//! `polytape archive` and `polytape retention` on partitions made in the past.
+
+use std::time::Duration;
+
+use arrow_array::{Array, Decimal128Array, StringArray, TimestampMicrosecondArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use polytape_testkit::{TestDb, Watchdog, pipeline};
+
+use crate::daemon::{output, polytape, stdout};
+
+/// Trades in three months of 2024 (600 each), hand-inserted through the `trades` view.
+fn old_months(db: &TestDb) {
+    db.client()
+        .batch_execute(
+            "INSERT INTO trades (asset_id, market, price, size, side, fee_rate_bps, traded_at,
+                                 transaction_hash, source)
+             SELECT (5000 + g % 6)::text, '0xm' || (g % 3), (1 + g % 999)::numeric / 1000,
+                    (g % 700)::numeric / 100 + 0.000001,
+                    CASE WHEN g % 2 = 0 THEN 'BUY' ELSE 'SELL' END, CASE WHEN g % 5 = 0 THEN 10 END,
+                    m + (g % 600) * interval '1 hour' + g * interval '1 microsecond',
+                    CASE WHEN g % 4 <> 0 THEN '0x' || md5(g::text) || md5(m::text || g) END,
+                    CASE WHEN g % 9 = 0 THEN 'data_api' ELSE 'feed' END
+             FROM generate_series(0, 599) g,
+                  unnest(ARRAY['2024-01-01', '2024-02-01', '2024-03-01']::timestamptz[]) m",
+        )
+        .expect("old trades");
+}
+
+#[test]
+fn archives_read_back_whole_and_retention_drops_only_what_is_archived() {
+    let _w = Watchdog::new("archive_and_retention", Duration::from_secs(120));
+    let db = TestDb::new();
+    let sim = pipeline::sim(1, 0.0);
+    old_months(&db);
+    let count = |sql: &str| -> i64 { db.client().query_one(sql, &[]).expect(sql).get(0) };
+    assert_eq!(count("SELECT count(*) FROM trades"), 1800);
+    let out = tempdir();
+
+    let mut c = polytape(&db, &sim);
+    c.args(["archive", "--before", "2024-03", "--out"])
+        .arg(&out);
+    let o = output(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("trade_tape_2024_01"), "{}", stdout(&o));
+
+    // Every row of January, read back from Parquet, equals the database's, value for value.
+    let file = out.join("trade_tape_2024_01.parquet");
+    let mut from_file = Vec::new();
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).expect("file"))
+            .expect("parquet")
+            .build()
+            .expect("reader");
+    for batch in reader {
+        let b = batch.expect("batch");
+        let text = |i: usize| b.column(i).as_any().downcast_ref::<StringArray>().cloned();
+        let dec = |i: usize| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<Decimal128Array>()
+                .cloned()
+        };
+        let (asset, price, size) = (
+            text(0).expect("asset"),
+            dec(2).expect("price"),
+            dec(3).expect("size"),
+        );
+        let hash = text(7).expect("hash");
+        let traded = b
+            .column(6)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .cloned()
+            .expect("timestamps");
+        for r in 0..b.num_rows() {
+            from_file.push((
+                asset.value(r).to_owned(),
+                traded.value(r),
+                price.value_as_string(r),
+                size.value_as_string(r),
+                (!hash.is_null(r)).then(|| hash.value(r).to_owned()),
+            ));
+        }
+    }
+    let from_db: Vec<(String, i64, String, String, Option<String>)> = db
+        .client()
+        .query(
+            "SELECT asset_id, (extract(epoch FROM traded_at) * 1000000)::bigint,
+                    to_char(price, 'FM0.000000000000000000'), to_char(size, 'FM99990.000000000000000000'),
+                    transaction_hash
+             FROM trades WHERE traded_at < '2024-02-01' ORDER BY traded_at",
+            &[],
+        )
+        .expect("january")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(from_file.len(), 600);
+    assert_eq!(from_file, from_db);
+    assert_eq!(
+        count("SELECT count(*) FROM tape_partitions WHERE archived_at IS NOT NULL"),
+        2,
+        "January and February"
+    );
+
+    // Keep 12 months: January and February (archived) go; March has no archive and stays.
+    let mut c = polytape(&db, &sim);
+    c.args(["retention", "--keep", "12m"]);
+    let o = output(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).contains("kept 1 old partitions"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(count("SELECT count(*) FROM trades"), 600);
+    assert_eq!(
+        count("SELECT count(*) FROM trades WHERE traded_at >= '2024-03-01'"),
+        600
+    );
+    assert!(file.exists(), "the archive stays");
+    // Told so, March goes too; the months polytape made ahead stay.
+    let mut c = polytape(&db, &sim);
+    c.args(["retention", "--keep", "1y", "--no-archive"]);
+    assert!(output(c).status.success());
+    assert_eq!(count("SELECT count(*) FROM trades"), 0);
+    assert!(count("SELECT count(*) FROM tape_partitions WHERE dropped_at IS NULL") >= 3);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "polytape-archive-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn fastrand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}

@@ -1,0 +1,198 @@
+//! The tape's monthly partitions: made ahead of time, compacted once their month is over,
+//! archived and dropped by the operator's retention (`polytape archive`, `polytape
+//! retention`).
+//!
+//! Partitions are native declarative partitions of `trade_tape` by `traded_at`, one per UTC
+//! month, made by the SQL function `tape_ensure_month` (migration V6), which also moves out
+//! of the default partition whatever arrived before its month was prepared. Every partition
+//! is recorded in `tape_partitions` with what became of it.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// Months made ahead of the current one, so the writer never waits on a `CREATE TABLE`.
+const MONTHS_AHEAD: i32 = 2;
+
+/// One monthly partition of the tape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// Its table name (`trade_tape_2026_11`).
+    pub name: String,
+    /// The first day of its month (UTC).
+    pub month: NaiveDate,
+    /// Where it was archived, and how many rows the archive holds, if it was.
+    pub archive: Option<(String, i64)>,
+    /// Whether its index was rebuilt after its month ended.
+    pub compacted: bool,
+}
+
+/// Makes the partition of month `index` (year · 12 + month − 1), if it is missing.
+pub(crate) fn ensure_month(db: &mut Client, index: i32) -> Result<()> {
+    let first = month_start(index)?;
+    db.execute("SELECT tape_ensure_month($1)", &[&first])?;
+    Ok(())
+}
+
+fn month_start(index: i32) -> Result<NaiveDate> {
+    NaiveDate::from_ymd_opt(index.div_euclid(12), index.rem_euclid(12) as u32 + 1, 1)
+        .ok_or_else(|| Error::data(format!("no such month: {index}")))
+}
+
+fn month_index(t: DateTime<Utc>) -> i32 {
+    t.year() * 12 + t.month0() as i32
+}
+
+/// What [`maintain`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Partitions made ahead.
+    pub created: usize,
+    /// Partitions of past months whose index was rebuilt.
+    pub compacted: Vec<String>,
+}
+
+/// Keeps the tape's partitions in shape (the daemon calls it with every market re-sync):
+/// this month's and the next two exist; a month that ended more than a day ago has its index
+/// rebuilt once (`REINDEX … CONCURRENTLY`: writers go on). A live month's natural-key index
+/// fills its pages about half (each token's entries grow at their own right edge, and a
+/// B-tree splits such a page in halves); rebuilt, it takes about 40% less room
+/// (BENCHMARKS.md).
+pub fn maintain(db: &mut Client, now: DateTime<Utc>) -> Result<Maintenance> {
+    let mut report = Maintenance::default();
+    let this = month_index(now);
+    for m in this..=this + MONTHS_AHEAD {
+        let first = month_start(m)?;
+        let made: bool = db
+            .query_one("SELECT tape_ensure_month($1)", &[&first])?
+            .try_get(0)?;
+        report.created += usize::from(made);
+    }
+    // Over for a day: late trades (a backfill) are rare from then on.
+    let settled = month_start(month_index(now - chrono::Duration::days(1)))?;
+    let due: Vec<String> = db
+        .query(
+            "SELECT name FROM tape_partitions
+             WHERE month < $1 AND compacted_at IS NULL AND dropped_at IS NULL
+             ORDER BY month",
+            &[&settled],
+        )?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+    for name in due {
+        // Not in a transaction: CONCURRENTLY cannot be. The name comes from our own table
+        // and is quoted anyway.
+        db.batch_execute(&format!(
+            "REINDEX TABLE CONCURRENTLY {}",
+            quote_ident(&name)
+        ))?;
+        db.execute(
+            "UPDATE tape_partitions SET compacted_at = now() WHERE name = $1",
+            &[&name],
+        )?;
+        log::info!("tape: partition {name} compacted (its month is over)");
+        report.compacted.push(name);
+    }
+    Ok(report)
+}
+
+/// Every partition still attached, oldest first.
+pub fn partitions(db: &mut Client) -> Result<Vec<Partition>> {
+    db.query(
+        "SELECT name, month, archive_path, archive_rows, compacted_at IS NOT NULL
+         FROM tape_partitions WHERE dropped_at IS NULL ORDER BY month",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        let path: Option<String> = r.try_get(2)?;
+        let rows: Option<i64> = r.try_get(3)?;
+        Ok(Partition {
+            name: r.try_get(0)?,
+            month: r.try_get(1)?,
+            archive: path.zip(rows),
+            compacted: r.try_get(4)?,
+        })
+    })
+    .collect()
+}
+
+/// Records that `partition` was archived to `path` with `rows` rows (checked by the caller
+/// against the partition and by reading the archive back).
+pub fn mark_archived(db: &mut Client, partition: &str, path: &str, rows: i64) -> Result<()> {
+    let n = db.execute(
+        "UPDATE tape_partitions SET archived_at = now(), archive_path = $2, archive_rows = $3
+         WHERE name = $1 AND dropped_at IS NULL",
+        &[&partition, &path, &rows],
+    )?;
+    if n == 0 {
+        return Err(Error::data(format!("no partition {partition}")));
+    }
+    Ok(())
+}
+
+/// What [`drop_before`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Partitions detached and dropped.
+    pub dropped: Vec<String>,
+    /// Partitions old enough that were kept because no archive of them is recorded.
+    pub kept_unarchived: Vec<String>,
+}
+
+/// Detaches and drops every partition whose month ended before `cutoff`'s month began,
+/// keeping those without a recorded archive unless `without_archive`. Rows in the default
+/// partition are never dropped.
+pub fn drop_before(db: &mut Client, cutoff: NaiveDate, without_archive: bool) -> Result<Retention> {
+    let first = month_start(cutoff.year() * 12 + cutoff.month0() as i32)?;
+    let mut report = Retention::default();
+    for p in partitions(db)?.into_iter().filter(|p| p.month < first) {
+        if p.archive.is_none() && !without_archive {
+            report.kept_unarchived.push(p.name);
+            continue;
+        }
+        let mut tx = db.transaction()?;
+        tx.batch_execute(&format!(
+            "ALTER TABLE trade_tape DETACH PARTITION {name}; DROP TABLE {name};",
+            name = quote_ident(&p.name)
+        ))?;
+        tx.execute(
+            "UPDATE tape_partitions SET dropped_at = now() WHERE name = $1",
+            &[&p.name],
+        )?;
+        tx.commit()?;
+        log::info!("tape: partition {} dropped", p.name);
+        report.dropped.push(p.name);
+    }
+    Ok(report)
+}
+
+/// A SQL identifier, quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_indexes_round_trip() {
+        let t = DateTime::parse_from_rfc3339("2026-01-31T23:59:59Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let m = month_index(t);
+        assert_eq!(month_start(m).ok(), NaiveDate::from_ymd_opt(2026, 1, 1));
+        assert_eq!(
+            month_start(m - 1).ok(),
+            NaiveDate::from_ymd_opt(2025, 12, 1)
+        );
+        assert_eq!(
+            month_start(m + 11).ok(),
+            NaiveDate::from_ymd_opt(2026, 12, 1)
+        );
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}
