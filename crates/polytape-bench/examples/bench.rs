@@ -22,6 +22,11 @@ use polytape::{Config, Listener};
 use polytape_sim::frames::{self, TradeRecord};
 use polytape_sim::universe::generate_market;
 
+// The storage section lives beside this file (not in `examples/`, where it would be an
+// example of its own).
+#[path = "bench_parts/storage.rs"]
+mod storage;
+
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Result {
@@ -61,6 +66,9 @@ fn main() -> Result {
     }
     if want("parser") {
         parser();
+    }
+    if want("storage") {
+        storage::storage(&server)?;
     }
     if want("health") {
         health_contention();
@@ -129,6 +137,12 @@ struct BenchDb {
 
 impl BenchDb {
     fn new(server: &str, name: &str) -> Result<BenchDb> {
+        BenchDb::new_at(server, name, i32::MAX)
+    }
+
+    /// A database with the migrations up to `last` applied (5: the schema before the
+    /// compact tape).
+    fn new_at(server: &str, name: &str, last: i32) -> Result<BenchDb> {
         let mut admin =
             postgres::Client::connect(&format!("{server} dbname=postgres"), postgres::NoTls)?;
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
@@ -137,7 +151,7 @@ impl BenchDb {
             server: server.to_owned(),
             name: name.to_owned(),
         };
-        polytape::store::migrate(&Config::builder().database_url(db.url()).build()?)?;
+        polytape::bench::migrate_up_to(&Config::builder().database_url(db.url()).build()?, last)?;
         Ok(db)
     }
 
@@ -381,7 +395,8 @@ fn ceiling(server: &str, n: u64) -> Result {
         ),
     ];
     for (name, ddl) in variants {
-        let db = BenchDb::new(server, "polytape_bench_ceiling")?;
+        // The index variants of the schema before V6 (the storage section measures V6).
+        let db = BenchDb::new_at(server, "polytape_bench_ceiling", 5)?;
         if !ddl.is_empty() {
             db.client()?.batch_execute(ddl)?;
         }
