@@ -258,6 +258,9 @@ fn end_to_end(server: &str, n: u64) -> Result {
         "--idle-noise-ms",
         "1000",
         "--block-on-slow-sockets",
+        // The exchange trades whether or not anyone listens: hold the clock until every
+        // connection is subscribed, or the first million trades go to nobody.
+        "--start-when-subscribed",
     ])?;
     let db = BenchDb::new(server, "polytape_bench_e2e")?;
     let mut config = prepare(&db, &sim)?;

@@ -17,8 +17,12 @@ use crate::state::{Outgoing, SimState};
 pub(crate) fn generate(state: &Arc<SimState>) {
     let config = &state.config;
     let mut rng = fastrand::Rng::with_seed(config.seed);
-    let start = Instant::now();
+    let mut start = Instant::now();
     let mut produced: u64 = 0;
+    // With `start_when_subscribed`, the clock starts once subscriptions exist and have held
+    // still for half a second (every client connected), not at launch.
+    let mut settled: Option<(usize, Instant)> = None;
+    let mut started = false;
     let mut seq: u64 = 0;
     let mut noise: u64 = 0;
     let mut tradable: Vec<(u32, u8)> = Vec::new();
@@ -28,6 +32,23 @@ pub(crate) fn generate(state: &Arc<SimState>) {
     const MAX_PER_TICK: u64 = 20_000;
     const MAX_EVENTS_PER_FRAME: usize = 500;
     while !state.stopping.load(Relaxed) {
+        if config.start_when_subscribed && !started {
+            let subscribed = state.hub.lock().subscribers.len();
+            match settled {
+                Some((n, since)) if n == subscribed && subscribed > 0 => {
+                    if since.elapsed() >= Duration::from_millis(500) {
+                        started = true;
+                        start = Instant::now();
+                        log::info!("polytape-sim: {subscribed} assets subscribed; trading starts");
+                    }
+                }
+                _ => settled = Some((subscribed, Instant::now())),
+            }
+            if !started {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+        }
         if config.max_trades.is_some_and(|max| produced >= max) || config.trade_rate <= 0.0 {
             std::thread::sleep(Duration::from_millis(20));
             continue;

@@ -27,6 +27,9 @@ struct Args {
     /// Stop generating after this many trades.
     #[arg(long)]
     max_trades: Option<u64>,
+    /// Start trading only once subscriptions exist and have held still for 0.5 s.
+    #[arg(long)]
+    start_when_subscribed: bool,
     /// `price_change` events per trade (the live feed sends about 50).
     #[arg(long, default_value_t = 50)]
     noise_per_trade: u32,
@@ -75,6 +78,7 @@ fn main() {
         seed: args.seed,
         trade_rate: args.trade_rate,
         max_trades: args.max_trades,
+        start_when_subscribed: args.start_when_subscribed,
         noise_per_trade: args.noise_per_trade,
         idle_noise: Duration::from_millis(args.idle_noise_ms),
         client_idle_timeout: Duration::from_secs(args.client_idle_timeout_secs),

@@ -258,9 +258,9 @@ fn sizes(db: &BenchDb, relation: &str, n: u64, name: &str) -> Result<f64> {
     let mut c = db.client()?;
     let row = c.query_one(
         "WITH parts AS (
-             SELECT relid FROM pg_partition_tree($1::regclass) WHERE isleaf
-             UNION ALL SELECT $1::regclass WHERE NOT EXISTS
-                 (SELECT 1 FROM pg_partition_tree($1::regclass) WHERE NOT isleaf))
+             SELECT relid FROM pg_partition_tree($1::text::regclass) WHERE isleaf
+             UNION ALL SELECT $1::text::regclass WHERE NOT EXISTS
+                 (SELECT 1 FROM pg_partition_tree($1::text::regclass) WHERE NOT isleaf))
          SELECT sum(pg_relation_size(relid))::bigint, sum(pg_indexes_size(relid))::bigint,
                 sum(pg_total_relation_size(relid))::bigint
          FROM parts",
@@ -289,9 +289,17 @@ fn sizes(db: &BenchDb, relation: &str, n: u64, name: &str) -> Result<f64> {
 fn explain(db: &BenchDb, sql: &str) -> Result<(f64, i64, String)> {
     let mut c = db.client()?;
     let q = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}");
-    c.query(&q, &[])?;
-    let rows = c.query(&q, &[])?;
-    let text: serde_json::Value = serde_json::from_str(rows[0].get::<_, &str>(0))?;
+    // The simple protocol hands the plan over as text (EXPLAIN's JSON is of type json).
+    c.simple_query(&q)?;
+    let text = c
+        .simple_query(&q)?
+        .into_iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .ok_or("EXPLAIN returned no plan")?;
+    let text: serde_json::Value = serde_json::from_str(&text)?;
     let plan = &text[0];
     let ms = plan["Execution Time"].as_f64().unwrap_or(0.0);
     let top = &plan["Plan"];
