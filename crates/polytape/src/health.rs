@@ -67,6 +67,8 @@ struct Shared {
     stalls_repaired: AtomicU64,
     connections_restarted: AtomicU64,
     sockets_recycled: AtomicU64,
+    spool_corrupt_records: AtomicU64,
+    data_api_bad_rows: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
     last_insert_ts: AtomicI64,
@@ -271,6 +273,10 @@ pub struct HealthSnapshot {
     pub connections_restarted: u64,
     /// Sockets replaced make before break (planned, not a loss: no gap).
     pub sockets_recycled: u64,
+    /// Spool records found unreadable (their segment's rest skipped, logged): should be 0.
+    pub spool_corrupt_records: u64,
+    /// Data API rows the backfill could not use (skipped, logged).
+    pub data_api_bad_rows: u64,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }
@@ -353,6 +359,8 @@ impl Health {
             stalls_repaired: s.stalls_repaired.load(Relaxed),
             connections_restarted: s.connections_restarted.load(Relaxed),
             sockets_recycled: s.sockets_recycled.load(Relaxed),
+            spool_corrupt_records: s.spool_corrupt_records.load(Relaxed),
+            data_api_bad_rows: s.data_api_bad_rows.load(Relaxed),
             connections,
         }
     }
@@ -523,8 +531,9 @@ impl Health {
     }
 
     /// The spool's size now, and when its oldest record was spooled (0: empty).
-    pub(crate) fn spool_state(&self, bytes: u64, segments: usize, oldest_ms: i64) {
+    pub(crate) fn spool_state(&self, bytes: u64, segments: usize, oldest_ms: i64, corrupt: u64) {
         let s = &self.shared;
+        s.spool_corrupt_records.store(corrupt, Relaxed);
         s.spool_bytes.store(bytes, Relaxed);
         s.spool_segments.store(segments as u64, Relaxed);
         s.spool_oldest_ms.store(oldest_ms, Relaxed);
@@ -540,6 +549,11 @@ impl Health {
 
     pub(crate) fn connection_restarted(&self) {
         self.shared.connections_restarted.fetch_add(1, Relaxed);
+    }
+
+    /// The Data API client's count of unusable rows so far.
+    pub(crate) fn data_api_bad_rows(&self, total: u64) {
+        self.shared.data_api_bad_rows.store(total, Relaxed);
     }
 
     pub(crate) fn socket_recycled(&self) {
@@ -598,7 +612,17 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 23] = [
+        let counters: [(&str, &str, f64); 25] = [
+            (
+                "spool_corrupt_records_total",
+                "Spool records found unreadable (the rest of their segment skipped).",
+                self.spool_corrupt_records as f64,
+            ),
+            (
+                "data_api_bad_rows_total",
+                "Data API rows the backfill could not use.",
+                self.data_api_bad_rows as f64,
+            ),
             (
                 "sockets_recycled_total",
                 "Sockets replaced make before break (planned; no gap).",
@@ -824,5 +848,31 @@ impl HealthSnapshot {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counters kept elsewhere (the spool's corrupt records, the Data API client's bad rows)
+    /// reach the snapshot and the metrics.
+    #[test]
+    fn outside_counters_reach_the_snapshot_and_the_metrics() {
+        let h = Health::new();
+        h.spool_state(4096, 2, 0, 3);
+        h.data_api_bad_rows(7);
+        let s = h.snapshot();
+        assert_eq!((s.spool_corrupt_records, s.data_api_bad_rows), (3, 7));
+        let text = s.to_prometheus();
+        assert!(
+            text.contains("polytape_spool_corrupt_records_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("polytape_data_api_bad_rows_total 7"),
+            "{text}"
+        );
+        assert!(text.contains("polytape_spool_bytes 4096"), "{text}");
     }
 }

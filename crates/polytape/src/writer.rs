@@ -423,8 +423,12 @@ impl Writer {
             Ok(Some((at, _))) => at,
             _ => 0,
         };
-        self.health
-            .spool_state(self.spool.bytes(), self.spool.segments(), oldest);
+        self.health.spool_state(
+            self.spool.bytes(),
+            self.spool.segments(),
+            oldest,
+            self.spool.corrupt,
+        );
     }
 
     /// Every sender is gone: replay what the spool holds until it is empty or the stop

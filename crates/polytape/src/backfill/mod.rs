@@ -108,12 +108,14 @@ impl Backfill {
             if let Err(e) = self.round(&stop) {
                 log::debug!("backfill: round failed ({e}); will retry");
             }
+            self.health.data_api_bad_rows(self.api.bad_rows);
             if !sweep_every.is_zero() && last_sweep.elapsed() >= sweep_every {
                 last_sweep = std::time::Instant::now();
                 if let Err(e) = self.sweep(&stop) {
                     self.health.data_api_error();
                     log::warn!("reconcile: sweep failed ({e}); will retry");
                 }
+                self.health.data_api_bad_rows(self.api.bad_rows);
             }
         }
     }
