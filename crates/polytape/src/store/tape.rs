@@ -28,11 +28,13 @@ pub struct Partition {
     pub compacted: bool,
 }
 
-/// Makes the partition of month `index` (year · 12 + month − 1), if it is missing.
-pub(crate) fn ensure_month(db: &mut Client, index: i32) -> Result<()> {
+/// Makes the partition of month `index` (year · 12 + month − 1) if it is missing; true when
+/// it was.
+pub(crate) fn ensure_month(db: &mut Client, index: i32) -> Result<bool> {
     let first = month_start(index)?;
-    db.execute("SELECT tape_ensure_month($1)", &[&first])?;
-    Ok(())
+    Ok(db
+        .query_one("SELECT tape_ensure_month($1)", &[&first])?
+        .try_get(0)?)
 }
 
 fn month_start(index: i32) -> Result<NaiveDate> {
@@ -40,7 +42,9 @@ fn month_start(index: i32) -> Result<NaiveDate> {
         .ok_or_else(|| Error::data(format!("no such month: {index}")))
 }
 
-fn month_index(t: DateTime<Utc>) -> i32 {
+/// The month of `t` as year · 12 + month − 1 (UTC): how the writer and [`maintain`] name
+/// months.
+pub(crate) fn month_index(t: DateTime<Utc>) -> i32 {
     t.year() * 12 + t.month0() as i32
 }
 
@@ -63,11 +67,7 @@ pub fn maintain(db: &mut Client, now: DateTime<Utc>) -> Result<Maintenance> {
     let mut report = Maintenance::default();
     let this = month_index(now);
     for m in this..=this + MONTHS_AHEAD {
-        let first = month_start(m)?;
-        let made: bool = db
-            .query_one("SELECT tape_ensure_month($1)", &[&first])?
-            .try_get(0)?;
-        report.created += usize::from(made);
+        report.created += usize::from(ensure_month(db, m)?);
     }
     // Over for a day: late trades (a backfill) are rare from then on.
     let settled = month_start(month_index(now - chrono::Duration::days(1)))?;

@@ -299,15 +299,20 @@ impl TradeWriter {
     fn prepare(&mut self, batch: &[Trade]) -> Result<()> {
         let mut months: Vec<i32> = batch
             .iter()
-            .map(|t| month_of(t.timestamp_ms))
+            .map(|t| {
+                crate::store::tape::month_index(
+                    chrono::DateTime::from_timestamp_millis(t.timestamp_ms).unwrap_or_default(),
+                )
+            })
             .filter(|m| !self.months.contains(m))
             .collect();
         months.sort_unstable();
         months.dedup();
         let mut assets: Vec<&str> = Vec::new();
         let mut markets: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for t in batch {
-            if !self.tokens.contains_key(&t.asset_id) && !assets.contains(&t.asset_id.as_str()) {
+            if !self.tokens.contains_key(&t.asset_id) && seen.insert(&t.asset_id) {
                 assets.push(&t.asset_id);
                 markets.push(&t.market);
             }
@@ -421,28 +426,21 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 fn fits_the_tape(t: &Trade) -> bool {
     t.transaction_hash
         .as_deref()
-        .is_none_or(|h| hex_bytes(h).is_some())
+        .is_none_or(|h| hex_digits(h).is_some())
         && t.fee_rate_bps.is_none_or(|f| i16::try_from(f).is_ok())
 }
 
-/// `0x` and an even number of hex digits, as bytes.
-fn hex_bytes(h: &str) -> Option<Vec<u8>> {
+/// The digits of `0x` and an even number of hex digits (whole bytes), or `None`.
+fn hex_digits(h: &str) -> Option<&[u8]> {
     let digits = h.strip_prefix("0x")?.as_bytes();
-    if digits.len() % 2 != 0 {
-        return None;
-    }
-    let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    digits
-        .chunks(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    (digits.len() % 2 == 0 && digits.iter().all(u8::is_ascii_hexdigit)).then_some(digits)
 }
 
-/// The month of a Unix-ms time, as year · 12 + month − 1 (UTC).
-fn month_of(ms: i64) -> i32 {
-    use chrono::Datelike;
-    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    t.year() * 12 + t.month0() as i32
+/// Appends the bytes of hex `digits` (checked by [`hex_digits`]) to `buf`, with no
+/// allocation: this runs for every trade.
+fn push_hex_bytes(buf: &mut Vec<u8>, digits: &[u8]) {
+    let nibble = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+    buf.extend(digits.chunks(2).map(|p| (nibble(p[0]) << 4) | nibble(p[1])));
 }
 
 /// One binary COPY row of `trade_tape` (see `COLUMNS`): a field count, then each field as a
@@ -466,10 +464,10 @@ fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade, token: i32, source: u8) {
     buf.push(source);
     binary_numeric(buf, t.price.as_str());
     binary_numeric(buf, t.size.as_str());
-    match t.transaction_hash.as_deref().and_then(hex_bytes) {
-        Some(h) => {
-            buf.extend_from_slice(&(h.len() as i32).to_be_bytes());
-            buf.extend_from_slice(&h);
+    match t.transaction_hash.as_deref().and_then(hex_digits) {
+        Some(digits) => {
+            buf.extend_from_slice(&((digits.len() / 2) as i32).to_be_bytes());
+            push_hex_bytes(buf, digits);
         }
         None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
     }
