@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::error::Result;
 use crate::feed::Decimal;
@@ -372,7 +373,8 @@ impl ResolutionTracker {
         let mut urgent = self.urgent.lock();
         for (id, n) in due {
             if !listed.contains(&id) && n + 1 < URGENT_TRIES {
-                let wait = URGENT_FIRST_RETRY.saturating_mul(1 << n);
+                // The one backoff schedule, without jitter: 15 s, 30 s, 60 s …
+                let wait = Backoff::new(URGENT_FIRST_RETRY, Duration::from_secs(3600)).step(n);
                 urgent.push((id, n + 1, Instant::now() + wait));
             }
         }
