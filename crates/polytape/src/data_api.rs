@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::{Decimal, Side};
@@ -123,13 +122,7 @@ impl DataApiClient {
         DataApiClient {
             base: config.data_api_url.trim_end_matches('/').to_owned(),
             agent,
-            retry: RetryPolicy {
-                attempts: config.gamma_attempts,
-                backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
-                max_retry_after: MAX_RETRY_AFTER,
-                body_limit: 256 << 20,
-                service: "data api",
-            },
+            retry: RetryPolicy::from_config(config, "data api", MAX_RETRY_AFTER, 256 << 20),
             page: config.data_api_page,
             budget: config.data_api_budget as usize,
             recent: VecDeque::new(),

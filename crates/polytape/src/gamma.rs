@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::{RetryPolicy, get_text};
@@ -151,13 +150,7 @@ impl GammaClient {
         GammaClient {
             base: config.gamma_url.trim_end_matches('/').to_owned(),
             agent,
-            retry: RetryPolicy {
-                attempts: config.gamma_attempts,
-                backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
-                max_retry_after: MAX_RETRY_AFTER,
-                body_limit: 64 << 20,
-                service: "gamma",
-            },
+            retry: RetryPolicy::from_config(config, "gamma", MAX_RETRY_AFTER, 64 << 20),
         }
     }
 

@@ -21,6 +21,25 @@ pub(crate) struct RetryPolicy {
     pub(crate) service: &'static str,
 }
 
+impl RetryPolicy {
+    /// The configured attempts and backoff (the `gamma_*` settings serve every HTTP service
+    /// polytape asks), with this service's name, `Retry-After` cap and body limit.
+    pub(crate) fn from_config(
+        config: &crate::config::Config,
+        service: &'static str,
+        max_retry_after: Duration,
+        body_limit: u64,
+    ) -> RetryPolicy {
+        RetryPolicy {
+            attempts: config.gamma_attempts,
+            backoff: Backoff::new(config.gamma_backoff_min, config.gamma_backoff_max),
+            max_retry_after,
+            body_limit,
+            service,
+        }
+    }
+}
+
 /// The blocking HTTP client of every service polytape asks: a whole-request timeout, statuses
 /// left to the caller (they decide what is final), polytape's user agent.
 pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
