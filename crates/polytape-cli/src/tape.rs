@@ -7,7 +7,7 @@
 //! partition only when its archive is recorded and its file is there, unless told
 //! `--no-archive`.
 
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{Datelike, Months, Utc};
 
 use crate::Result;
 use crate::cli::{Common, RetentionArgs};
@@ -17,9 +17,10 @@ pub(crate) fn retention(common: &Common, args: &RetentionArgs) -> Result {
     let config = common.config()?;
     polytape::store::migrate(&config)?;
     let mut db = polytape::store::connect(&config)?;
-    let today = Utc::now().date_naive();
-    let this = today.year() * 12 + today.month0() as i32 - args.keep as i32;
-    let cutoff = NaiveDate::from_ymd_opt(this.div_euclid(12), this.rem_euclid(12) as u32 + 1, 1)
+    let cutoff = Utc::now()
+        .date_naive()
+        .with_day(1)
+        .and_then(|first| first.checked_sub_months(Months::new(args.keep)))
         .ok_or("the cutoff month is out of range")?;
     if !args.no_archive {
         // An archive on record whose file is gone is no archive: refuse before dropping any.
