@@ -46,8 +46,14 @@ pub fn run(command: &mut std::process::Command, what: &str) {
 
 /// A new, empty folder for a disk spool, under the temporary directory, named after `name`.
 pub fn spool_dir(name: &str) -> std::path::PathBuf {
+    scratch_dir(&format!("spool-{name}"))
+}
+
+/// A path for a folder of this test's own under the temporary directory (unique to the
+/// process and the call, named after `purpose`); nothing is there yet.
+pub fn scratch_dir(purpose: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "polytape-spool-{name}-{}-{}",
+        "polytape-{purpose}-{}-{}",
         std::process::id(),
         fastrand::u32(..)
     ));

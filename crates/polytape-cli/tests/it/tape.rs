@@ -35,7 +35,7 @@ fn archives_read_back_whole_and_retention_drops_only_what_is_archived() {
     old_months(&db);
     let count = |sql: &str| -> i64 { db.client().query_one(sql, &[]).expect(sql).get(0) };
     assert_eq!(count("SELECT count(*) FROM trades"), 1800);
-    let out = tempdir();
+    let out = polytape_testkit::scratch_dir("archive");
 
     let mut c = polytape(&db, &sim);
     c.args(["archive", "--before", "2024-03", "--out"])
@@ -127,20 +127,4 @@ fn archives_read_back_whole_and_retention_drops_only_what_is_archived() {
     assert_eq!(count("SELECT count(*) FROM trades"), 0);
     assert!(count("SELECT count(*) FROM tape_partitions WHERE dropped_at IS NULL") >= 3);
     let _ = std::fs::remove_dir_all(&out);
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "polytape-archive-{}-{}",
-        std::process::id(),
-        fastrand_suffix()
-    ));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-fn fastrand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }
