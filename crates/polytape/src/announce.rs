@@ -34,9 +34,6 @@ pub(crate) enum Announcement {
 /// some. Rare frames: parsed in full. Anything without a usable condition id is skipped.
 pub(crate) fn announcements(frame: &str) -> Vec<Announcement> {
     use serde_json::Value;
-    let Ok(value) = serde_json::from_str::<Value>(frame) else {
-        return Vec::new();
-    };
     let one = |v: &Value| {
         let market = v
             .get("market")
@@ -49,10 +46,10 @@ pub(crate) fn announcements(frame: &str) -> Vec<Announcement> {
             _ => None,
         }
     };
-    match &value {
-        Value::Array(items) => items.iter().filter_map(one).collect(),
-        v => one(v).into_iter().collect(),
-    }
+    crate::feed::json_events(frame)
+        .iter()
+        .filter_map(one)
+        .collect()
 }
 
 /// An announcement handled this recently is a repeat (one copy per connection).

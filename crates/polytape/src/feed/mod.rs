@@ -6,7 +6,7 @@ mod liveness;
 mod protocol;
 pub(crate) mod socket;
 
-pub(crate) use event::is_identifier;
 #[cfg(feature = "bench")]
 pub use event::parse_frame;
 pub use event::{Decimal, FrameSummary, Gap, Record, Side, Trade};
+pub(crate) use event::{is_identifier, json_events};

@@ -50,18 +50,11 @@ pub(crate) fn probe_frame(token: &str) -> String {
 /// may come without its `event_type`, as the live feed sends them: then `bids` marks it).
 /// Parsed in full: it is called on the few frames of a recycle's replacement only.
 pub(crate) fn answers_probe(frame: &str, token: &str) -> bool {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(frame) else {
-        return false;
-    };
-    let is_book = |v: &serde_json::Value| {
+    super::event::json_events(frame).iter().any(|v| {
         v.get("asset_id").and_then(|a| a.as_str()) == Some(token)
             && (v.get("event_type").and_then(|e| e.as_str()) == Some("book")
                 || v.get("bids").is_some())
-    };
-    match &value {
-        serde_json::Value::Array(items) => items.iter().any(is_book),
-        v => is_book(v),
-    }
+    })
 }
 
 #[cfg(test)]
