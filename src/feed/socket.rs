@@ -12,10 +12,18 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, HandshakeError, WebSocket};
 
-use super::connection::End;
 use crate::config::Config;
 use crate::http::retry_after;
 use crate::stop::StopSignal;
+
+/// Why a socket session ended (or could not start).
+pub(crate) enum End {
+    Stopped,
+    /// The writer is gone: nothing more can be stored.
+    WriterGone,
+    Failed(String),
+    RateLimited(Option<Duration>),
+}
 
 /// Longest wait a 429's `Retry-After` may ask of a socket.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);

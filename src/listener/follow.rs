@@ -17,40 +17,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::feed::Announcement;
 use crate::gamma::GammaClient;
-use crate::listener::ListenerHandle;
 use crate::resolution::TrackerHandle;
 use crate::stop::StopSignal;
 use crate::store::markets::Shard;
-
-/// What the feed announced about a market (its condition id).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Announcement {
-    NewMarket(String),
-    Resolved(String),
-}
-
-/// Reads the announcements out of a frame that [`crate::feed::parse_frame`] found to hold
-/// some. Rare frames: parsed in full. Anything without a usable condition id is skipped.
-pub(crate) fn announcements(frame: &str) -> Vec<Announcement> {
-    use serde_json::Value;
-    let one = |v: &Value| {
-        let market = v
-            .get("market")
-            .and_then(Value::as_str)
-            .filter(|m| crate::feed::is_identifier(m))?
-            .to_owned();
-        match v.get("event_type").and_then(Value::as_str)? {
-            "new_market" => Some(Announcement::NewMarket(market)),
-            "market_resolved" => Some(Announcement::Resolved(market)),
-            _ => None,
-        }
-    };
-    crate::feed::json_events(frame)
-        .iter()
-        .filter_map(one)
-        .collect()
-}
 
 /// An announcement handled this recently is a repeat (one copy per connection).
 const REPEAT_WINDOW: Duration = Duration::from_secs(600);
@@ -67,7 +38,8 @@ pub(crate) struct Follower {
     gamma: GammaClient,
     shard: Option<Shard>,
     resolver: Option<TrackerHandle>,
-    listener: ListenerHandle,
+    /// Hands the new open set to the listener (its `set_markets`).
+    subscribe: Box<dyn Fn(Vec<Vec<String>>) + Send>,
     seen: HashMap<Announcement, Instant>,
     /// New markets Gamma did not list yet: (condition id, tries, next try).
     pending: Vec<(String, u32, Instant)>,
@@ -78,14 +50,14 @@ impl Follower {
         config: &Config,
         shard: Option<Shard>,
         resolver: Option<TrackerHandle>,
-        listener: ListenerHandle,
+        subscribe: impl Fn(Vec<Vec<String>>) + Send + 'static,
     ) -> Self {
         Follower {
             config: config.clone(),
             gamma: GammaClient::new(config),
             shard,
             resolver,
-            listener,
+            subscribe: Box::new(subscribe),
             seen: HashMap::new(),
             pending: Vec::new(),
         }
@@ -192,35 +164,7 @@ impl Follower {
         crate::store::markets::upsert_markets(&mut db, &rows)?;
         let groups = crate::store::markets::active_token_groups_in(&mut db, self.shard)?;
         log::info!("announced: {} markets stored; subscribing", rows.len());
-        self.listener.set_markets(groups);
+        (self.subscribe)(groups);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn announcements_are_read_from_objects_and_arrays() {
-        let new = r#"{"event_type":"new_market","market":"0xabc","assets_ids":["1","2"]}"#;
-        assert_eq!(
-            announcements(new),
-            vec![Announcement::NewMarket("0xabc".into())]
-        );
-        let both = r#"[{"event_type":"market_resolved","market":"0x1","winning_asset_id":"1"},
-                       {"event_type":"book","market":"0x2","asset_id":"3"},
-                       {"event_type":"new_market","market":"0x3"}]"#;
-        assert_eq!(
-            announcements(both),
-            vec![
-                Announcement::Resolved("0x1".into()),
-                Announcement::NewMarket("0x3".into())
-            ]
-        );
-        // No usable condition id, bad JSON: nothing.
-        assert!(announcements(r#"{"event_type":"new_market","market":""}"#).is_empty());
-        assert!(announcements(r#"{"event_type":"new_market","market":7}"#).is_empty());
-        assert!(announcements(r#"{"event_type":"new_market""#).is_empty());
     }
 }

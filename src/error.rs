@@ -94,7 +94,7 @@ impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match &self.kind {
-            Kind::Db(e) if crate::store::is_connection_error(e) => ErrorKind::Unavailable,
+            Kind::Db(e) if is_connection_error(e) => ErrorKind::Unavailable,
             Kind::Db(_) => ErrorKind::Database,
             Kind::Unavailable(..) => ErrorKind::Unavailable,
             Kind::Io(_) => ErrorKind::Io,
@@ -179,6 +179,24 @@ impl From<std::io::Error> for Error {
 
 /// `Result` with polytape's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether an error means the connection is gone (as opposed to the server refusing a
+/// statement): closed client, I/O error, server shutting down or crashed.
+fn is_connection_error(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+            // class 08 connection exceptions, 57014 query_canceled (statement timeout).
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "57014")
+        }
+        // No SQLSTATE: the error did not come from the server (I/O, protocol, timeout).
+        None => e.as_db_error().is_none(),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,21 +8,24 @@
 //! **A full channel blocks the connection threads** that try to send (they stop reading
 //! their sockets until the writer catches up): a trade that was received is never dropped.
 //! The time readers spend blocked is counted in `send_blocked_ms`.
+//!
+//! `connections.rs` plans the chunks and keeps the connection threads; `follow.rs` acts on
+//! the feed's market announcements.
 
-use std::collections::HashSet;
+mod connections;
+mod follow;
+
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::{Condvar, Mutex};
 
-use crate::announce::Follower;
 use crate::backfill::{Backfill, Resubscribe};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::Record;
-use crate::feed::connection::{Command, Connection, ConnectionParts, Shared as ConnectionShared};
+use crate::feed::connection::{Command, Shared as ConnectionShared};
 use crate::feed::socket::{OpenGate, tls_config};
 use crate::health::{Health, HealthSnapshot};
 use crate::resolution::TrackerHandle;
@@ -32,36 +35,12 @@ use crate::store::markets::Shard;
 use crate::store::sessions::SessionKeeper;
 use crate::writer::{HeldTokens, StopDeadline, Writer};
 
-/// How long a stop waits for connections to close politely before shutting their sockets.
+pub use self::connections::plan_chunks;
+use self::connections::{Connections, Registry};
+use self::follow::Follower;
+
+/// How long a stop waits for the writer and the sessions thread after the connections.
 const POLITE_CLOSE: Duration = Duration::from_secs(2);
-
-/// Splits market token groups into chunks of at most `max` tokens, keeping each market's
-/// tokens together (a group larger than `max` is split, as nothing else can hold it).
-/// Tokens seen before are skipped.
-pub fn plan_chunks(groups: &[Vec<String>], max: usize) -> Vec<Vec<String>> {
-    let max = max.max(1);
-    let mut seen = HashSet::new();
-    let mut chunks: Vec<Vec<String>> = Vec::new();
-    let mut current: Vec<String> = Vec::new();
-    for group in groups {
-        let group: Vec<String> = group
-            .iter()
-            .filter(|t| seen.insert(t.as_str()))
-            .cloned()
-            .collect();
-        for part in group.chunks(max) {
-            if current.len() + part.len() > max {
-                chunks.push(std::mem::take(&mut current));
-            }
-            current.extend_from_slice(part);
-        }
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
 enum Control {
     Stop,
     SetMarkets(Vec<Vec<String>>),
@@ -136,12 +115,6 @@ impl ListenerHandle {
     pub fn crash_connection(&self, id: usize) {
         let _ = self.control.send(Control::Crash(id));
     }
-}
-
-/// A running connection, as the listener keeps it.
-struct Slot {
-    parts: ConnectionParts,
-    thread: JoinHandle<()>,
 }
 
 /// The trade listener. Build it, take a [`ListenerHandle`], call [`Listener::run`].
@@ -359,8 +332,11 @@ impl Listener {
         let (announce, follower_thread) = match &self.follow {
             Some((shard, resolver)) => {
                 let (atx, arx) = bounded(1024);
+                let handle = self.handle.clone();
                 let follower =
-                    Follower::new(&self.config, *shard, resolver.clone(), self.handle.clone());
+                    Follower::new(&self.config, *shard, resolver.clone(), move |groups| {
+                        handle.set_markets(groups)
+                    });
                 let stop = follow_stop.clone();
                 let thread = std::thread::Builder::new()
                     .name("polytape-announce".into())
@@ -379,14 +355,11 @@ impl Listener {
             tls,
             announce,
         };
-        let spawner = Spawner { shared, registry };
-        let mut slots = Vec::new();
-        for chunk in chunks {
-            slots.push(spawner.spawn(slots.len(), chunk)?);
-        }
+        let mut connections =
+            Connections::start(shared, registry, chunks, self.config.max_tokens_per_conn)?;
         log::info!(
             "listener: {} connections started for {} tokens",
-            slots.len(),
+            connections.len(),
             self.groups.iter().map(Vec::len).sum::<usize>()
         );
         // Until a stop (or every handle is gone), apply market-set updates. A writer that
@@ -395,19 +368,15 @@ impl Listener {
         loop {
             match self.control.recv_timeout(Duration::from_secs(1)) {
                 Ok(Control::SetMarkets(groups)) => {
-                    if let Err(e) = self.apply(&spawner, &mut slots, &groups) {
+                    if let Err(e) = connections.apply(&groups) {
                         log::error!("listener: cannot apply the new market set: {e}");
                     }
                 }
                 #[cfg(feature = "bench")]
-                Ok(Control::Crash(id)) => {
-                    if let Some(slot) = slots.get(id) {
-                        let _ = slot.parts.commands.send(Command::Panic);
-                    }
-                }
+                Ok(Control::Crash(id)) => connections.crash(id),
                 Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.supervise(&spawner, &mut slots);
+                    connections.supervise();
                     if writer_thread.is_finished() {
                         log::error!("listener: the writer thread ended; stopping");
                         writer_died = true;
@@ -421,22 +390,9 @@ impl Listener {
         // on its own (its writes are idempotent) rather than hold the stop up.
         backfill_stop.stop();
         follow_stop.stop();
-        log::info!("listener: stopping {} connections", slots.len());
-        conn_stop.stop();
-        let deadline = Instant::now() + POLITE_CLOSE;
-        while slots.iter().any(|s| !s.thread.is_finished()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        for slot in &slots {
-            if !slot.thread.is_finished() {
-                slot.parts.unblock.shutdown();
-            }
-        }
-        for slot in slots {
-            let _ = slot.thread.join();
-        }
-        // The last sender: once dropped, the writer drains what is left and returns.
-        drop(spawner);
+        log::info!("listener: stopping {} connections", connections.len());
+        // The last senders go with them: the writer then drains what is left and returns.
+        connections.stop(&conn_stop);
         let writer_ok = writer_thread.join().is_ok() && !writer_died;
         // The run ended cleanly once the writer did: what it did not commit is in the spool.
         writer_clean.store(writer_ok, std::sync::atomic::Ordering::SeqCst);
@@ -475,180 +431,5 @@ impl Listener {
             s.reconnections
         );
         Ok(())
-    }
-
-    /// Starts again every connection whose thread ended while the listener runs (a panic:
-    /// nothing else ends one before a stop), with its tokens; they had no socket from its last
-    /// data frame, which becomes a gap at the resubscription.
-    fn supervise(&self, spawner: &Spawner, slots: &mut [Slot]) {
-        for (id, slot) in slots.iter_mut().enumerate() {
-            if !slot.thread.is_finished() {
-                continue;
-            }
-            let tokens = slot.parts.tokens.lock().clone();
-            let last = self.health.last_message_ms(id);
-            let from_ms = if last > 0 {
-                last
-            } else {
-                crate::health::now_ms()
-            };
-            log::error!(
-                "listener: connection {id} ended unexpectedly; starting it again with its {} tokens",
-                tokens.len()
-            );
-            match spawner.respawn(id, tokens, from_ms) {
-                Ok(new) => {
-                    let old = std::mem::replace(slot, new);
-                    let _ = old.thread.join(); // finished: returns at once (with the panic)
-                    self.health.connection_restarted();
-                }
-                Err(e) => log::error!("listener: cannot restart connection {id}: {e}"),
-            }
-        }
-    }
-
-    /// Moves the running connections to a new market set without reopening sockets.
-    fn apply(
-        &self,
-        spawner: &Spawner,
-        slots: &mut Vec<Slot>,
-        groups: &[Vec<String>],
-    ) -> Result<()> {
-        let max = self.config.max_tokens_per_conn;
-        let desired: HashSet<&str> = groups.iter().flatten().map(String::as_str).collect();
-        let mut held: HashSet<String> = HashSet::new();
-        let mut loads = Vec::with_capacity(slots.len());
-        let mut removed_total = 0;
-        for slot in slots.iter() {
-            let tokens = slot.parts.tokens.lock().clone();
-            let (keep, drop): (Vec<String>, Vec<String>) = tokens
-                .into_iter()
-                .partition(|t| desired.contains(t.as_str()));
-            if !drop.is_empty() {
-                removed_total += drop.len();
-                let _ = slot.parts.commands.send(Command::Unsubscribe(drop));
-            }
-            loads.push(keep.len());
-            held.extend(keep);
-        }
-        let mut fresh: Vec<Vec<String>> = Vec::new();
-        let mut added_total = 0;
-        for group in groups {
-            let group: Vec<String> = group
-                .iter()
-                .filter(|t| !held.contains(*t))
-                .cloned()
-                .collect();
-            if group.is_empty() {
-                continue;
-            }
-            held.extend(group.iter().cloned());
-            added_total += group.len();
-            match loads.iter().position(|&n| n + group.len() <= max) {
-                Some(i) => {
-                    loads[i] += group.len();
-                    let _ = slots[i].parts.commands.send(Command::Subscribe(group));
-                }
-                None => fresh.push(group),
-            }
-        }
-        for chunk in plan_chunks(&fresh, max) {
-            let id = slots.len();
-            slots.push(spawner.spawn(id, chunk)?);
-        }
-        log::info!(
-            "listener: market set updated: {added_total} tokens added, {removed_total} removed, \
-             {} connections",
-            slots.len()
-        );
-        Ok(())
-    }
-}
-
-/// Every connection's token list (shared with the connection, which updates it).
-type Registry = Arc<Mutex<Vec<(Arc<Mutex<Vec<String>>>, Sender<Command>)>>>;
-
-/// Starts connection threads, all sharing the listener's channel, health, stop and gate.
-struct Spawner {
-    shared: ConnectionShared,
-    /// Every connection's token list, for gaps that cover them all.
-    registry: Registry,
-}
-
-impl Spawner {
-    fn spawn(&self, id: usize, tokens: Vec<String>) -> Result<Slot> {
-        let (conn, parts) = Connection::new(id, tokens, self.shared.clone());
-        self.registry
-            .lock()
-            .push((Arc::clone(&parts.tokens), parts.commands.clone()));
-        Self::start(id, conn, parts)
-    }
-
-    /// A new thread for connection `id`, whose tokens had no socket since `from_ms`.
-    fn respawn(&self, id: usize, tokens: Vec<String>, from_ms: i64) -> Result<Slot> {
-        let (conn, parts) = Connection::new(id, tokens, self.shared.clone());
-        let conn = conn.with_loss(from_ms, "connection thread ended unexpectedly");
-        if let Some(entry) = self.registry.lock().get_mut(id) {
-            *entry = (Arc::clone(&parts.tokens), parts.commands.clone());
-        }
-        Self::start(id, conn, parts)
-    }
-
-    fn start(id: usize, conn: Connection, parts: ConnectionParts) -> Result<Slot> {
-        let thread = std::thread::Builder::new()
-            .name(format!("polytape-conn-{id}"))
-            .spawn(move || conn.run())?;
-        Ok(Slot { parts, thread })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn toks(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn chunks_of_two_from_five_tokens() {
-        let groups: Vec<Vec<String>> = ["t1", "t2", "t3", "t4", "t5"]
-            .iter()
-            .map(|t| toks(&[t]))
-            .collect();
-        assert_eq!(
-            plan_chunks(&groups, 2),
-            vec![toks(&["t1", "t2"]), toks(&["t3", "t4"]), toks(&["t5"])]
-        );
-    }
-
-    #[test]
-    fn a_market_never_straddles_two_chunks() {
-        let groups = vec![
-            toks(&["a1", "a2"]),
-            toks(&["b1", "b2"]),
-            toks(&["c1", "c2"]),
-        ];
-        let chunks = plan_chunks(&groups, 3);
-        assert_eq!(
-            chunks,
-            vec![
-                toks(&["a1", "a2"]),
-                toks(&["b1", "b2"]),
-                toks(&["c1", "c2"])
-            ]
-        );
-        let chunks = plan_chunks(&groups, 4);
-        assert_eq!(
-            chunks,
-            vec![toks(&["a1", "a2", "b1", "b2"]), toks(&["c1", "c2"])]
-        );
-    }
-
-    #[test]
-    fn repeated_tokens_are_held_once() {
-        let groups = vec![toks(&["a", "b"]), toks(&["b", "c"]), toks(&["a"])];
-        assert_eq!(plan_chunks(&groups, 10), vec![toks(&["a", "b", "c"])]);
-        assert!(plan_chunks(&[], 10).is_empty());
     }
 }

@@ -180,7 +180,7 @@ impl Default for Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("database_url", &crate::store::redact(&self.database_url))
+            .field("database_url", &crate::connstr::redact(&self.database_url))
             .field("ws_url", &self.ws_url)
             .field("gamma_url", &self.gamma_url)
             .field("max_tokens_per_conn", &self.max_tokens_per_conn)
@@ -253,7 +253,7 @@ impl Config {
         if !(self.gamma_url.starts_with("http://") || self.gamma_url.starts_with("https://")) {
             return fail("gamma_url must start with http:// or https://");
         }
-        crate::store::connstr::ConnString::parse(&self.database_url)?;
+        crate::connstr::ConnString::parse(&self.database_url)?;
         if self.max_tokens_per_conn < 2 {
             return fail("max_tokens_per_conn must be at least 2 (both tokens of a market)");
         }

@@ -3,13 +3,20 @@
 //! The data path touches only atomics: thirty-odd connection threads bumping a counter per
 //! frame must not queue on one lock. The `parking_lot` mutex guards what changes on events
 //! (the list of connections and the database's state), so a snapshot takes the lock once.
+//!
+//! This file holds the counters and what records them (a connection's status among them);
+//! `snapshot.rs` the copy a reader gets, `prometheus.rs` its text for `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use serde::Serialize;
+
+mod prometheus;
+mod snapshot;
+
+pub use self::snapshot::{ConnectionSnapshot, ConnectionState, HealthSnapshot};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -137,31 +144,6 @@ pub struct Latencies {
     pub since_event_us: Vec<u64>,
 }
 
-/// A connection's state, as the health snapshot shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionState {
-    /// Opening a socket.
-    Connecting,
-    /// Subscribed and reading.
-    Connected,
-    /// Waiting before the next try (or for tokens to hold).
-    Backoff,
-    /// Stopped for good.
-    Stopped,
-}
-
-impl ConnectionState {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            0 => ConnectionState::Connecting,
-            1 => ConnectionState::Connected,
-            2 => ConnectionState::Backoff,
-            _ => ConnectionState::Stopped,
-        }
-    }
-}
-
 /// Live status of one connection, updated by its own thread without a lock.
 pub(crate) struct ConnectionHealth {
     id: usize,
@@ -194,113 +176,12 @@ impl ConnectionHealth {
     }
 }
 
-/// A point-in-time copy of the live health counters, serialisable as the daemon's `/health` body.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct HealthSnapshot {
-    /// Trades parsed from the feed and queued for writing.
-    pub trades_received: u64,
-    /// Trades stored (new rows).
-    pub trades_inserted: u64,
-    /// Batches committed.
-    pub batches_inserted: u64,
-    /// Sockets connected now.
-    pub connections_active: usize,
-    /// Socket reconnections, over all connections.
-    pub reconnections: u64,
-    /// Trades waiting in the channel.
-    pub queue_depth: u64,
-    /// Event time of the newest trade received.
-    pub last_trade_ts: Option<DateTime<Utc>>,
-    /// When the last batch was committed.
-    pub last_insert_ts: Option<DateTime<Utc>>,
-    /// When a socket last reconnected.
-    pub last_reconnect_ts: Option<DateTime<Utc>>,
-    /// When the listener started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Data frames received.
-    pub messages_received: u64,
-    /// Malformed frames plus trades refused by validation.
-    pub parse_errors: u64,
-    /// Trade events refused by validation.
-    pub invalid_trades: u64,
-    /// Events of a type polytape does not know.
-    pub unknown_events: u64,
-    /// Frames over the size limit.
-    pub oversized_frames: u64,
-    /// Trades already stored, skipped by the natural key.
-    pub duplicates_skipped: u64,
-    /// Trades the database refused, isolated and skipped.
-    pub rows_rejected: u64,
-    /// Socket losses recorded in the `gaps` table.
-    pub gaps_recorded: u64,
-    /// Failed database writes (each retried or isolated).
-    pub db_errors: u64,
-    /// Total time connection threads spent waiting on a full channel, in milliseconds.
-    pub send_blocked_ms: u64,
-    /// Since when the writer has had no database connection, if it has none now.
-    pub db_lost_since: Option<DateTime<Utc>>,
-    /// A database failure only an operator can fix (a revoked grant, a dropped table, a
-    /// read-only server), while it lasts; trades are spooled meanwhile.
-    pub db_failure: Option<String>,
-    /// Trades written to the disk spool (the database away or behind).
-    pub trades_spooled: u64,
-    /// Trades replayed from the spool into the database.
-    pub trades_replayed: u64,
-    /// Trades that could be neither committed nor spooled before a stop's deadline (the
-    /// spool full and the database away): lost, and said so in the log.
-    pub trades_unkept: u64,
-    /// Bytes in the spool now.
-    pub spool_bytes: u64,
-    /// Spool segment files now.
-    pub spool_segments: u64,
-    /// When the oldest record still in the spool was spooled.
-    pub spool_oldest_ts: Option<DateTime<Utc>>,
-    /// Trades per second replayed from the spool, over the last replay.
-    pub spool_replay_rate: u64,
-    /// Trades added from the Data API to fill holes.
-    pub trades_backfilled: u64,
-    /// Gaps filled from the Data API.
-    pub gaps_filled: u64,
-    /// Gaps not filled yet (as of the backfill's last round).
-    pub gaps_open: u64,
-    /// Where the oldest open gap starts.
-    pub oldest_open_gap_ts: Option<DateTime<Utc>>,
-    /// Data API failures (each gap stays open and is retried).
-    pub data_api_errors: u64,
-    /// Assets found stalled on a live socket by a reconciliation sweep, and subscribed afresh.
-    pub stalls_repaired: u64,
-    /// Connection threads that ended unexpectedly (a panic) and were started again.
-    pub connections_restarted: u64,
-    /// Sockets replaced make before break (planned, not a loss: no gap).
-    pub sockets_recycled: u64,
-    /// Spool records found unreadable (their segment's rest skipped, logged): should be 0.
-    pub spool_corrupt_records: u64,
-    /// Data API rows the backfill could not use (skipped, logged).
-    pub data_api_bad_rows: u64,
-    /// Every connection's own status.
-    pub connections: Vec<ConnectionSnapshot>,
-}
-
-/// One connection's status.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ConnectionSnapshot {
-    /// The connection's id (stable for the listener's life).
-    pub id: usize,
-    /// Tokens it holds.
-    pub tokens: u64,
-    /// What it is doing.
-    pub state: ConnectionState,
-    /// When its last data frame arrived.
-    pub last_message_ts: Option<DateTime<Utc>>,
-    /// Its reconnections.
-    pub reconnects: u64,
-}
-
 impl Health {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Every counter now. Takes the lock once.
     pub fn snapshot(&self) -> HealthSnapshot {
         let s = &self.shared;
         let state = s.state.lock();
@@ -599,255 +480,6 @@ impl Health {
         } else if state.db_lost_since == 0 {
             state.db_lost_since = now_ms();
         }
-    }
-}
-
-impl HealthSnapshot {
-    /// The snapshot in Prometheus text exposition format.
-    pub fn to_prometheus(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::with_capacity(4096);
-        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP polytape_{name} {help}");
-            let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
-            let _ = writeln!(out, "polytape_{name} {value}");
-        };
-        let counters: [(&str, &str, f64); 25] = [
-            (
-                "spool_corrupt_records_total",
-                "Spool records found unreadable (the rest of their segment skipped).",
-                self.spool_corrupt_records as f64,
-            ),
-            (
-                "data_api_bad_rows_total",
-                "Data API rows the backfill could not use.",
-                self.data_api_bad_rows as f64,
-            ),
-            (
-                "sockets_recycled_total",
-                "Sockets replaced make before break (planned; no gap).",
-                self.sockets_recycled as f64,
-            ),
-            (
-                "connections_restarted_total",
-                "Connection threads that ended unexpectedly and were started again.",
-                self.connections_restarted as f64,
-            ),
-            (
-                "stalls_repaired_total",
-                "Assets stalled on a live socket, found by a sweep and subscribed afresh.",
-                self.stalls_repaired as f64,
-            ),
-            (
-                "trades_backfilled_total",
-                "Trades added from the Data API to fill holes.",
-                self.trades_backfilled as f64,
-            ),
-            (
-                "gaps_filled_total",
-                "Gaps filled from the Data API.",
-                self.gaps_filled as f64,
-            ),
-            (
-                "data_api_errors_total",
-                "Data API failures (the gap stays open and is retried).",
-                self.data_api_errors as f64,
-            ),
-            (
-                "trades_spooled_total",
-                "Trades written to the disk spool (database away or behind).",
-                self.trades_spooled as f64,
-            ),
-            (
-                "trades_replayed_total",
-                "Trades replayed from the spool into the database.",
-                self.trades_replayed as f64,
-            ),
-            (
-                "trades_unkept_total",
-                "Trades neither committed nor spooled before a stop's deadline.",
-                self.trades_unkept as f64,
-            ),
-            (
-                "gaps_recorded_total",
-                "Socket losses recorded in the gaps table (trades may be missing there).",
-                self.gaps_recorded as f64,
-            ),
-            (
-                "trades_received_total",
-                "Trades parsed from the feed and queued for writing.",
-                self.trades_received as f64,
-            ),
-            (
-                "trades_inserted_total",
-                "Trades stored (new rows).",
-                self.trades_inserted as f64,
-            ),
-            (
-                "batches_inserted_total",
-                "Batches committed.",
-                self.batches_inserted as f64,
-            ),
-            (
-                "duplicates_skipped_total",
-                "Trades already stored, skipped by the natural key.",
-                self.duplicates_skipped as f64,
-            ),
-            (
-                "rows_rejected_total",
-                "Trades the database refused, isolated and skipped.",
-                self.rows_rejected as f64,
-            ),
-            (
-                "messages_received_total",
-                "Data frames received.",
-                self.messages_received as f64,
-            ),
-            (
-                "parse_errors_total",
-                "Malformed frames and refused trades.",
-                self.parse_errors as f64,
-            ),
-            (
-                "invalid_trades_total",
-                "Trade events refused by validation.",
-                self.invalid_trades as f64,
-            ),
-            (
-                "unknown_events_total",
-                "Events of a type polytape does not know.",
-                self.unknown_events as f64,
-            ),
-            (
-                "oversized_frames_total",
-                "Frames over the size limit.",
-                self.oversized_frames as f64,
-            ),
-            (
-                "db_errors_total",
-                "Failed database writes (each retried or isolated).",
-                self.db_errors as f64,
-            ),
-            (
-                "reconnections_total",
-                "Socket reconnections.",
-                self.reconnections as f64,
-            ),
-            (
-                "send_blocked_seconds_total",
-                "Time connection threads waited on a full channel.",
-                self.send_blocked_ms as f64 / 1000.0,
-            ),
-        ];
-        for (name, help, value) in counters {
-            metric(name, "counter", help, value);
-        }
-        metric(
-            "connections_active",
-            "gauge",
-            "Sockets connected now.",
-            self.connections_active as f64,
-        );
-        metric(
-            "connections",
-            "gauge",
-            "Connections (sockets the listener holds or retries).",
-            self.connections.len() as f64,
-        );
-        metric(
-            "spool_bytes",
-            "gauge",
-            "Bytes in the disk spool.",
-            self.spool_bytes as f64,
-        );
-        metric(
-            "spool_segments",
-            "gauge",
-            "Segment files in the disk spool.",
-            self.spool_segments as f64,
-        );
-        metric(
-            "spool_oldest_age_seconds",
-            "gauge",
-            "Age of the oldest record in the spool (0 when empty).",
-            self.spool_oldest_ts.map_or(0.0, |t| {
-                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
-            }),
-        );
-        metric(
-            "spool_replay_trades_per_second",
-            "gauge",
-            "Replay rate from the spool, over the last replay.",
-            self.spool_replay_rate as f64,
-        );
-        metric(
-            "gaps_open",
-            "gauge",
-            "Gaps not filled yet.",
-            self.gaps_open as f64,
-        );
-        metric(
-            "oldest_open_gap_timestamp_seconds",
-            "gauge",
-            "Where the oldest open gap starts (0: none).",
-            self.oldest_open_gap_ts
-                .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0),
-        );
-        metric(
-            "database_failure",
-            "gauge",
-            "1 while a database failure needs an operator (grant, table, read-only).",
-            if self.db_failure.is_some() { 1.0 } else { 0.0 },
-        );
-        metric(
-            "queue_depth",
-            "gauge",
-            "Trades waiting in the channel.",
-            self.queue_depth as f64,
-        );
-        let secs =
-            |t: Option<DateTime<Utc>>| t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
-        metric(
-            "last_trade_timestamp_seconds",
-            "gauge",
-            "Event time of the newest trade received.",
-            secs(self.last_trade_ts),
-        );
-        metric(
-            "last_insert_timestamp_seconds",
-            "gauge",
-            "When the last batch was committed.",
-            secs(self.last_insert_ts),
-        );
-        metric(
-            "started_timestamp_seconds",
-            "gauge",
-            "When the listener started.",
-            secs(self.started_at),
-        );
-        metric(
-            "database_up",
-            "gauge",
-            "1 when the writer has a database connection.",
-            if self.db_lost_since.is_some() {
-                0.0
-            } else {
-                1.0
-            },
-        );
-        let _ = writeln!(
-            out,
-            "# HELP polytape_connection_reconnects_total Reconnections per connection."
-        );
-        let _ = writeln!(out, "# TYPE polytape_connection_reconnects_total counter");
-        for c in &self.connections {
-            let _ = writeln!(
-                out,
-                "polytape_connection_reconnects_total{{connection=\"{}\"}} {}",
-                c.id, c.reconnects
-            );
-        }
-        out
     }
 }
 

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::connstr::ConnString;
+use crate::connstr::ConnString;
 use crate::error::{Error, Result};
 
 /// How much of the server's identity to check.

@@ -90,10 +90,10 @@
 #![cfg_attr(not(feature = "bench"), warn(missing_docs))]
 #![forbid(unsafe_code)]
 
-mod announce;
 pub mod backfill;
 mod backoff;
 pub mod config;
+mod connstr;
 mod data_api;
 mod error;
 mod feed;
@@ -154,6 +154,6 @@ pub mod bench {
 
     /// The feed's market announcements in a frame (for the fuzzer).
     pub fn announcements(frame: &str) -> usize {
-        crate::announce::announcements(frame).len()
+        crate::feed::announcements(frame).len()
     }
 }

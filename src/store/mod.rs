@@ -1,6 +1,5 @@
 //! The PostgreSQL side: connections, migrations, markets and the trade writer.
 
-pub(crate) mod connstr;
 pub(crate) mod failure;
 pub(crate) mod markets;
 pub(crate) mod sessions;
@@ -8,7 +7,7 @@ pub mod tape;
 mod tls;
 pub(crate) mod trades;
 
-pub use connstr::redact;
+pub use crate::connstr::redact;
 
 use std::time::Duration;
 
@@ -189,22 +188,4 @@ fn apply_migrations(client: &mut Client, last: i32) -> Result<usize> {
         applied += 1;
     }
     Ok(applied)
-}
-
-/// Whether an error means the connection is gone (as opposed to the server refusing a
-/// statement): closed client, I/O error, server shutting down or crashed.
-pub(crate) fn is_connection_error(e: &postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        Some(code) => {
-            let c = code.code();
-            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
-            // class 08 connection exceptions, 57014 query_canceled (statement timeout).
-            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "57014")
-        }
-        // No SQLSTATE: the error did not come from the server (I/O, protocol, timeout).
-        None => e.as_db_error().is_none(),
-    }
 }

@@ -1,0 +1,189 @@
+//! One read on a connection's socket and what it brings: frames parsed into trades for the
+//! channel (a full channel makes this reader wait, never drop), counts for health, the text
+//! `PING`s and the liveness verdict.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TrySendError;
+use tungstenite::Message;
+
+use super::{Connection, is_timeout};
+use crate::feed::announcement::announcements;
+use crate::feed::event::{Record, parse_frame, preview};
+use crate::feed::liveness::{Check, Liveness};
+use crate::feed::protocol;
+use crate::feed::socket::{End, Socket};
+use crate::health::now_us;
+
+/// Counts of frames without trades are published to the shared health after this many
+/// frames...
+const PUBLISH_EVERY_FRAMES: u64 = 64;
+/// ...or this long, whichever comes first.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
+impl Connection {
+    /// One read on `ws` (it returns within its read timeout), and what it brought.
+    pub(super) fn read_once(
+        &mut self,
+        ws: &mut Socket,
+        liveness: &mut Liveness,
+    ) -> Result<(), End> {
+        match ws.read() {
+            Ok(Message::Text(text)) => match text.as_str() {
+                "PONG" => liveness.pong(),
+                "INVALID OPERATION" => {
+                    log::warn!("connection {}: server said INVALID OPERATION", self.id)
+                }
+                text => {
+                    liveness.data(Instant::now());
+                    self.on_frame(text)?;
+                    if std::mem::take(&mut self.was_blocked) {
+                        liveness.resume(Instant::now());
+                    }
+                }
+            },
+            Ok(Message::Binary(_)) => {
+                self.counts.add_malformed();
+                self.bad_frames.log(|held| {
+                    log::warn!(
+                        "connection {}: unexpected binary frame (+{held} held back)",
+                        self.id
+                    )
+                });
+            }
+            Ok(Message::Close(frame)) => {
+                // Keep reading: tungstenite answers the close and ends with ConnectionClosed.
+                log::info!("connection {}: server closed: {frame:?}", self.id);
+            }
+            Ok(_) => {} // protocol ping/pong: tungstenite answers pings itself
+            Err(e) if is_timeout(&e) => {
+                self.publish(); // a quiet socket: nothing left to batch with
+                // Read dry: whatever the reader fell behind on is read.
+                self.behind_since_ms = None;
+            }
+            Err(tungstenite::Error::Capacity(e)) => {
+                self.health.oversized_frame();
+                return Err(End::Failed(format!("oversized frame ({e})")));
+            }
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return Err(End::Failed("closed".into()));
+            }
+            Err(e) => return Err(End::Failed(format!("read: {e}"))),
+        }
+        Ok(())
+    }
+
+    /// The text `PING` when it is due, and the liveness verdict: fine, probe, or dead.
+    pub(super) fn keep_alive(
+        &mut self,
+        ws: &mut Socket,
+        liveness: &mut Liveness,
+    ) -> Result<(), End> {
+        let now = Instant::now();
+        if liveness.ping_due(now) {
+            ws.send(Message::text("PING"))
+                .map_err(|e| End::Failed(format!("ping: {e}")))?;
+            liveness.pinged(now);
+        }
+        match liveness.check(now) {
+            Check::Fine => Ok(()),
+            Check::Probe => {
+                // Quiet or frozen? Ask for one held token's book: a live socket answers.
+                let probe = self.tokens.lock().first().cloned();
+                if let Some(token) = probe {
+                    log::debug!("connection {}: silent; probing with one book", self.id);
+                    ws.send(Message::text(protocol::probe_frame(&token)))
+                        .map_err(|e| End::Failed(format!("probe: {e}")))?;
+                }
+                Ok(())
+            }
+            Check::Dead(reason) => Err(End::Failed(reason)),
+        }
+    }
+
+    pub(super) fn on_frame(&mut self, text: &str) -> Result<(), End> {
+        // One clock read per frame, not two.
+        let received_us = now_us();
+        let now = received_us / 1000;
+        self.status.message(now);
+        self.last_data_ms = now;
+        match parse_frame(text, received_us, &mut self.parsed) {
+            Ok(summary) => {
+                self.counts.add_frame(&summary);
+                if summary.announcements > 0 {
+                    self.announce_from(text);
+                }
+                if let Some(reason) = summary.last_invalid {
+                    self.invalid_trades.log(|held| {
+                        log::warn!(
+                            "connection {}: refused a trade: {reason}: {} (+{held} held back)",
+                            self.id,
+                            preview(text)
+                        )
+                    });
+                }
+            }
+            Err(e) => {
+                self.counts.add_malformed();
+                self.bad_frames
+                    .log(|held| log::warn!("connection {}: {e} (+{held} held back)", self.id));
+            }
+        }
+        if !self.parsed.is_empty() {
+            // Trades are published before they enter the channel, so a snapshot never shows
+            // more trades inserted than received. Frames without trades (some fifty book
+            // updates for every trade on the live feed) are only counted locally.
+            let newest = self
+                .parsed
+                .iter()
+                .map(|t| t.timestamp_ms)
+                .max()
+                .unwrap_or(0);
+            self.counts.add_trades(self.parsed.len() as u64, newest);
+            self.publish();
+        }
+        for trade in self.parsed.drain(..) {
+            // A full channel blocks this reader (and so the socket): received trades are never
+            // dropped. The time spent blocked is counted.
+            match self.trades.try_send(Record::Trade(trade)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(record)) => {
+                    let start = Instant::now();
+                    self.behind_since_ms.get_or_insert(now);
+                    if self.trades.send(record).is_err() {
+                        return Err(End::WriterGone);
+                    }
+                    self.health.send_blocked(start.elapsed().as_micros() as u64);
+                    self.was_blocked = true;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(End::WriterGone),
+            }
+        }
+        if self.counts.frames >= PUBLISH_EVERY_FRAMES
+            || self.last_publish.elapsed() >= PUBLISH_EVERY
+        {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// Passes a frame's market announcements to the follower (if the listener has one).
+    fn announce_from(&self, text: &str) {
+        let Some(tx) = &self.announce else { return };
+        for a in announcements(text) {
+            if tx.try_send(a).is_err() {
+                log::warn!(
+                    "connection {}: announcement queue full; the re-sync will catch up",
+                    self.id
+                );
+            }
+        }
+    }
+
+    pub(super) fn publish(&mut self) {
+        if !self.counts.is_empty() {
+            self.health.publish(&mut self.counts);
+        }
+        self.last_publish = Instant::now();
+    }
+}
