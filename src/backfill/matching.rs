@@ -23,7 +23,7 @@
 use std::collections::HashSet;
 
 use crate::data_api::ApiTrade;
-use crate::feed::Side;
+use crate::feed::{Decimal, Side};
 
 /// How long before its block a trade may have matched.
 pub(crate) const BEFORE_BLOCK_MS: i64 = 12_000;
@@ -42,23 +42,6 @@ pub(crate) struct TapeRow {
     pub(crate) transaction_hash: Option<String>,
 }
 
-/// A decimal's value as text without trailing fractional zeros: `0.480` and `0.48` are one
-/// price.
-pub(crate) fn canonical(s: &str) -> String {
-    match s.split_once('.') {
-        Some((int, frac)) => {
-            let frac = frac.trim_end_matches('0');
-            let int = if int.is_empty() { "0" } else { int };
-            if frac.is_empty() {
-                int.to_owned()
-            } else {
-                format!("{int}.{frac}")
-            }
-        }
-        None => s.to_owned(),
-    }
-}
-
 /// The Data API trades the tape does not hold, by the rule above.
 pub(crate) fn missing<'a>(api: &'a [ApiTrade], tape: &[TapeRow]) -> Vec<&'a ApiTrade> {
     let hashes: HashSet<(&str, String)> = tape
@@ -75,7 +58,10 @@ pub(crate) fn missing<'a>(api: &'a [ApiTrade], tape: &[TapeRow]) -> Vec<&'a ApiT
         if hashes.contains(&(t.asset.as_str(), t.transaction_hash.to_ascii_lowercase())) {
             continue;
         }
-        let (price, size) = (canonical(t.price.as_str()), canonical(t.size.as_str()));
+        let (price, size) = (
+            Decimal::canonical(t.price.as_str()),
+            Decimal::canonical(t.size.as_str()),
+        );
         let block_ms = t.timestamp_s * 1000;
         let twin = tape.iter().enumerate().find(|(i, r)| {
             !unhashed_used[*i]
@@ -123,8 +109,8 @@ mod tests {
         TapeRow {
             asset: asset.into(),
             side,
-            price: canonical(price),
-            size: canonical(size),
+            price: Decimal::canonical(price),
+            size: Decimal::canonical(size),
             timestamp_ms: ms,
             transaction_hash: hash.map(str::to_owned),
         }
@@ -141,7 +127,7 @@ mod tests {
             ("7", "7"),
             ("0.0", "0"),
         ] {
-            assert_eq!(canonical(a), b, "{a}");
+            assert_eq!(Decimal::canonical(a), b, "{a}");
         }
     }
 

@@ -24,12 +24,12 @@ use postgres::Client;
 use crate::config::Config;
 use crate::data_api::{ApiTrade, DataApiClient, MARKETS_PER_REQUEST};
 use crate::error::Result;
-use crate::feed::{Side, Trade};
+use crate::feed::{Decimal, Side, Trade};
 use crate::health::{Health, now_ms, now_us};
 use crate::stop::StopSignal;
 use crate::store::trades::{Source, TradeWriter};
 use crate::writer::HeldTokens;
-use matching::{TapeRow, canonical};
+use matching::TapeRow;
 
 /// Block times run up to this long after the last match of a window.
 const BLOCK_LAG_S: i64 = 10;
@@ -420,8 +420,8 @@ fn tape_rows(db: &mut Client, assets: &[String], from_ms: i64, to_ms: i64) -> Re
             Ok(TapeRow {
                 asset: r.try_get(0)?,
                 side: if side == "BUY" { Side::Buy } else { Side::Sell },
-                price: canonical(&price),
-                size: canonical(&size),
+                price: Decimal::canonical(&price),
+                size: Decimal::canonical(&size),
                 timestamp_ms: r.try_get(4)?,
                 transaction_hash: r.try_get(5)?,
             })

@@ -87,6 +87,24 @@ impl Decimal {
         &self.0
     }
 
+    /// The shortest spelling of a decimal's value: trailing fractional zeros and a bare point
+    /// dropped, a missing integer part written (`0.480`, `.48` and `0.48` all give `0.48`).
+    /// The key for comparing one value that came by different roads: the feed's text,
+    /// PostgreSQL's `numeric::text`, the Data API's JSON numbers. Text that is not a decimal
+    /// is returned as it is.
+    pub fn canonical(text: &str) -> String {
+        let Some(d) = Decimal::parse(text) else {
+            return text.to_owned();
+        };
+        match d.0.split_once('.') {
+            Some((int, frac)) => match frac.trim_end_matches('0') {
+                "" => int.to_owned(),
+                frac => format!("{int}.{frac}"),
+            },
+            None => d.0.into_string(),
+        }
+    }
+
     /// The integer part, as digits.
     fn int_part(&self) -> &str {
         self.0.split('.').next().unwrap_or("0")

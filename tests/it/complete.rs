@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use polytape::Listener;
-use polytape_testkit::pipeline::{self, Running};
+use polytape_testkit::pipeline;
 use polytape_testkit::{TestDb, Watchdog, init_logs, wait_until};
 
 /// Every socket dropped by the server (a reconnect within a second): the short hole each
@@ -15,42 +14,28 @@ fn dropped_sockets_are_filled_from_the_data_api() {
     init_logs();
     let db = TestDb::new();
     let sim = pipeline::sim(120, 600.0);
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .max_tokens_per_conn(100)
-        .backfill_settle(Duration::from_secs(3))
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let conns = listener.chunks().len();
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(30), || {
-        let h = health.snapshot();
-        h.connections_active == conns && h.trades_inserted > 200
-    }));
+    let p = pipeline::start(&db, &sim, |c| {
+        c.max_tokens_per_conn(100)
+            .backfill_settle(Duration::from_secs(3))
+    });
+    p.wait_up(201);
     let from_ms = polytape_sim::now_ms();
-    assert_eq!(sim.drop_sockets(), conns);
+    assert_eq!(sim.drop_sockets(), p.conns);
     assert!(wait_until(Duration::from_secs(30), || {
-        let h = health.snapshot();
-        h.gaps_recorded >= conns as u64 && h.connections_active == conns
+        let h = p.snapshot();
+        h.gaps_recorded >= p.conns as u64 && h.connections_active == p.conns
     }));
-    let before = health.snapshot().trades_inserted;
-    assert!(wait_until(Duration::from_secs(30), || health
-        .snapshot()
-        .trades_inserted
-        > before + 300));
+    p.wait_more_trades(301);
     let to_ms = polytape_sim::now_ms();
     assert!(
         wait_until(Duration::from_secs(60), || {
-            let h = health.snapshot();
+            let h = p.snapshot();
             h.gaps_filled >= h.gaps_recorded && h.gaps_open == 0
         }),
         "{:?}",
-        health.snapshot()
+        p.snapshot()
     );
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     let report = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, to_ms);
     eprintln!(
         "dropped sockets: executed {}, from the feed {}, filled {}, lost 0; {} gaps filled",
@@ -67,46 +52,31 @@ fn a_frozen_feed_is_filled_from_the_data_api() {
     init_logs();
     let db = TestDb::new();
     let sim = pipeline::sim(120, 300.0);
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .backfill_settle(Duration::from_secs(3))
-        .data_api_page(50) // small pages: paging and window splitting run for real
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let conns = listener.chunks().len();
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(30), || {
-        let h = health.snapshot();
-        h.connections_active == conns && h.trades_inserted > 100
-    }));
+    let p = pipeline::start(&db, &sim, |c| {
+        c.backfill_settle(Duration::from_secs(3)).data_api_page(50) // small pages: paging and window splitting run for real
+    });
+    p.wait_up(101);
     let from_ms = polytape_sim::now_ms();
     // The hole: frozen sockets deliver nothing until the listener replaces them.
     assert!(sim.freeze_open_sockets() > 0);
-    assert!(wait_until(Duration::from_secs(30), || health
+    assert!(wait_until(Duration::from_secs(30), || p
         .snapshot()
         .gaps_recorded
-        >= conns as u64));
-    let before = health.snapshot().trades_inserted;
-    assert!(wait_until(Duration::from_secs(30), || health
-        .snapshot()
-        .trades_inserted
-        > before + 300));
+        >= p.conns as u64));
+    p.wait_more_trades(301);
     let to_ms = polytape_sim::now_ms();
     // Settled and filled: every recorded gap.
     assert!(
         wait_until(Duration::from_secs(60), || {
-            let h = health.snapshot();
+            let h = p.snapshot();
             h.gaps_filled >= h.gaps_recorded && h.gaps_open == 0
         }),
         "{:?}",
-        health.snapshot()
+        p.snapshot()
     );
     // The window checked ends before the fill: a socket lost later (a loaded machine) would
     // have a gap of its own, not yet settled.
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     let report = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, to_ms);
     assert!(report.filled > 0, "the hole was filled: {report:?}");
     assert!(h.trades_backfilled as usize >= report.filled, "{report:?}");
@@ -130,21 +100,11 @@ fn stalled_assets_are_found_filled_and_resubscribed() {
     init_logs();
     let db = TestDb::new();
     let sim = pipeline::sim(60, 400.0);
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .backfill_settle(Duration::from_secs(2))
-        .reconcile_interval(Duration::from_secs(2))
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let conns = listener.chunks().len();
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(30), || {
-        let h = health.snapshot();
-        h.connections_active == conns && h.trades_inserted > 100
-    }));
+    let p = pipeline::start(&db, &sim, |c| {
+        c.backfill_settle(Duration::from_secs(2))
+            .reconcile_interval(Duration::from_secs(2))
+    });
+    p.wait_up(101);
     // The sweeps start a little after the first socket is up (block times trail match
     // times): stall only once one has run.
     assert!(wait_until(Duration::from_secs(40), || sim
@@ -162,12 +122,10 @@ fn stalled_assets_are_found_filled_and_resubscribed() {
         assert!(sim.stall_asset(a, true));
     }
     assert!(
-        wait_until(Duration::from_secs(40), || health
-            .snapshot()
-            .stalls_repaired
+        wait_until(Duration::from_secs(40), || p.snapshot().stalls_repaired
             >= stalled.len() as u64),
         "{:?}",
-        health.snapshot()
+        p.snapshot()
     );
     let repaired_at = polytape_sim::now_ms();
     // Delivering again after the fresh subscription.
@@ -179,11 +137,11 @@ fn stalled_assets_are_found_filled_and_resubscribed() {
     // Everything up to `to_ms` swept, then the check: settle (2 s) + block lag (≤ 5 s) + a
     // sweep interval (2 s) + a poll (1 s).
     let to_ms = polytape_sim::now_ms();
-    let filled_before = health.snapshot().trades_backfilled;
+    let filled_before = p.snapshot().trades_backfilled;
     assert!(wait_until(Duration::from_secs(20), || {
         polytape_sim::now_ms() > to_ms + 11_000
     }));
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     let report = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, to_ms);
     assert!(report.filled > 0 && filled_before > 0, "{report:?}");
     assert_eq!(h.reconnections, 0, "no socket was lost");

@@ -31,26 +31,13 @@ fn dropped_sockets_reconnect_and_resubscribe() {
     init_logs();
     let db = TestDb::new();
     let sim = pipeline::sim(300, 1000.0);
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .max_tokens_per_conn(200)
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let conns = listener.chunks().len();
-    let health = listener.health();
-    let running = Running::start(listener);
-    wait_for_more_trades(&health, 500);
+    let p = pipeline::start(&db, &sim, |c| c.max_tokens_per_conn(200));
+    let conns = p.conns;
+    p.wait_more_trades(500);
     assert_eq!(sim.drop_sockets(), conns);
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let s = health.snapshot();
-            s.reconnections >= conns as u64 && s.connections_active == conns
-        }),
-        "{:?}",
-        health.snapshot()
-    );
+    p.wait(Duration::from_secs(20), "every socket back", |s| {
+        s.reconnections >= conns as u64 && s.connections_active == conns
+    });
     assert!(
         wait_until(Duration::from_secs(10), || {
             sim.stats().subscribed_assets == pipeline::open_tokens(&sim)
@@ -58,8 +45,8 @@ fn dropped_sockets_reconnect_and_resubscribe() {
         "every token resubscribed: {:?}",
         sim.stats()
     );
-    wait_for_more_trades(&health, 500);
-    let (h, _) = running.stop();
+    p.wait_more_trades(500);
+    let (h, _) = p.stop();
     assert!(h.last_reconnect_ts.is_some());
     assert!(h.connections.iter().all(|c| c.reconnects >= 1));
     assert_stored_equals_delivered(&db, &sim);
@@ -171,27 +158,15 @@ fn upgrades_answered_429_are_retried_until_every_socket_is_open() {
     let db = TestDb::new();
     let sim = pipeline::sim(300, 50.0);
     sim.set_upgrades_per_sec(2);
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .max_tokens_per_conn(100)
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let conns = listener.chunks().len();
-    assert!(conns >= 5);
-    let health = listener.health();
-    let running = Running::start(listener);
+    let p = pipeline::start(&db, &sim, |c| c.max_tokens_per_conn(100));
     assert!(
-        wait_until(Duration::from_secs(30), || health
-            .snapshot()
-            .connections_active
-            == conns),
+        wait_until(Duration::from_secs(30), || p.snapshot().connections_active
+            == p.conns),
         "{:?}",
-        health.snapshot()
+        p.snapshot()
     );
     assert!(sim.stats().upgrades_rejected > 0, "the burst was throttled");
-    running.stop();
+    p.stop();
     assert_stored_equals_delivered(&db, &sim);
 }
 
@@ -337,37 +312,26 @@ fn a_quiet_feed_keeps_its_sockets_and_writes_no_gap() {
     init_logs();
     let db = TestDb::new();
     let sim = pipeline::sim_with(polytape_sim::SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 300,
-        trade_rate: 0.0,
-        noise_per_trade: 0,
         idle_noise: Duration::from_secs(3600),
-        ..polytape_sim::SimConfig::default()
+        ..pipeline::sim_config(300, 0.0)
     });
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .max_tokens_per_conn(200)
-        // Room for a loaded machine to answer a probe.
-        .probe_timeout(Duration::from_secs(3))
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let conns = listener.chunks().len();
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(20), || health
+    let p = pipeline::start(&db, &sim, |c| {
+        c.max_tokens_per_conn(200)
+            // Room for a loaded machine to answer a probe.
+            .probe_timeout(Duration::from_secs(3))
+    });
+    assert!(wait_until(Duration::from_secs(20), || p
         .snapshot()
         .connections_active
-        == conns));
+        == p.conns));
     // Five stale timeouts (3 s each) of silence.
     let quiet_until = std::time::Instant::now() + Duration::from_secs(15);
     while std::time::Instant::now() < quiet_until {
-        let h = health.snapshot();
+        let h = p.snapshot();
         assert_eq!(h.reconnections, 0, "a quiet socket is kept: {h:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     assert_eq!((h.reconnections, h.gaps_recorded), (0, 0));
     assert_eq!(db.count("gaps"), 0, "no false gap");
     assert!(

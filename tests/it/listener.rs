@@ -255,29 +255,23 @@ fn stop_writes_what_was_queued_and_ends_every_thread() {
     init_logs();
     let db = TestDb::new();
     let sim = pipeline::sim(200, 3000.0);
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .max_tokens_per_conn(100)
-        .batch_size(50_000)
-        .batch_max_age(Duration::from_secs(30))
-        .channel_capacity(100_000)
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(20), || health
+    let p = pipeline::start(&db, &sim, |c| {
+        c.max_tokens_per_conn(100)
+            .batch_size(50_000)
+            .batch_max_age(Duration::from_secs(30))
+            .channel_capacity(100_000)
+    });
+    assert!(wait_until(Duration::from_secs(20), || p
         .snapshot()
         .trades_received
         >= 2000));
     assert_eq!(
-        health.snapshot().trades_inserted,
+        p.snapshot().trades_inserted,
         0,
         "nothing written before the stop"
     );
     let started = Instant::now();
-    let (final_health, _) = running.stop();
+    let (final_health, _) = p.stop();
     let took = started.elapsed();
     eprintln!(
         "stop took {} ms with {} trades queued",
@@ -302,13 +296,8 @@ fn no_frame_carries_more_than_100_asset_ids() {
     init_logs();
     let db = TestDb::new();
     let sim = pipeline::sim_with(polytape_sim::SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 400,
-        trade_rate: 300.0,
-        noise_per_trade: 0,
-        idle_noise: Duration::from_millis(200),
         max_ids_per_frame: 100,
-        ..polytape_sim::SimConfig::default()
+        ..pipeline::sim_config(400, 300.0)
     });
     pipeline::load_markets(&db, &sim);
     let mut groups = polytape::bench::active_token_groups(&mut db.client()).expect("groups");
@@ -343,14 +332,6 @@ fn no_frame_carries_more_than_100_asset_ids() {
     assert_stored_equals_delivered(&db, &sim);
 }
 
-/// Gap rows on record.
-fn gap_rows(db: &TestDb) -> i64 {
-    db.client()
-        .query_one("SELECT count(*) FROM gaps", &[])
-        .expect("gaps")
-        .get(0)
-}
-
 /// Planned recycling is make before break: across 20 recycles under load, every delivered
 /// trade is stored once, no gap is written and no reconnection counted. (With break before
 /// make, each recycle would be a reconnection with a gap, and the trades of its second lost.)
@@ -360,24 +341,14 @@ fn recycling_sockets_loses_no_trade_and_writes_no_gap() {
     init_logs();
     let db = TestDb::new();
     let sim = pipeline::sim_with(polytape_sim::SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 60,
-        trade_rate: 400.0,
         noise_per_trade: 2,
-        idle_noise: Duration::from_millis(200),
-        ..polytape_sim::SimConfig::default()
+        ..pipeline::sim_config(60, 400.0)
     });
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .max_tokens_per_conn(40)
-        .recycle_interval(Duration::from_millis(400))
-        .build()
-        .expect("config");
-    let listener = Listener::from_database(config).expect("listener");
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(20), || health
+    let p = pipeline::start(&db, &sim, |c| {
+        c.max_tokens_per_conn(40)
+            .recycle_interval(Duration::from_millis(400))
+    });
+    assert!(wait_until(Duration::from_secs(20), || p
         .snapshot()
         .connections_active
         == 3));
@@ -385,15 +356,13 @@ fn recycling_sockets_loses_no_trade_and_writes_no_gap() {
     // alone would not see trades lost while no socket was subscribed.
     let from_ms = polytape::bench::now_ms() + 500;
     assert!(
-        wait_until(Duration::from_secs(60), || health
-            .snapshot()
-            .sockets_recycled
+        wait_until(Duration::from_secs(60), || p.snapshot().sockets_recycled
             >= 20),
         "{:?}",
-        health.snapshot()
+        p.snapshot()
     );
     let to_ms = polytape::bench::now_ms() - 500;
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     let stats = sim.stats();
     eprintln!(
         "recycles {}, sockets opened {}, trades delivered {}, repeats in overlaps {}, \
@@ -406,7 +375,7 @@ fn recycling_sockets_loses_no_trade_and_writes_no_gap() {
     );
     assert_eq!(h.reconnections, 0, "a recycle is not a reconnection");
     assert_eq!(
-        gap_rows(&db),
+        db.count("gaps"),
         0,
         "a recycle loses nothing, so records no gap"
     );
@@ -425,23 +394,9 @@ fn a_failed_recycle_keeps_the_old_socket() {
     let _w = Watchdog::new("a_failed_recycle", Duration::from_secs(90));
     init_logs();
     let db = TestDb::new();
-    let sim = pipeline::sim_with(polytape_sim::SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 20,
-        trade_rate: 200.0,
-        noise_per_trade: 0,
-        ..polytape_sim::SimConfig::default()
-    });
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .recycle_interval(Duration::from_secs(1))
-        .build()
-        .expect("config");
-    let listener = Listener::from_database(config).expect("listener");
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(20), || health
+    let sim = pipeline::sim(20, 200.0);
+    let p = pipeline::start(&db, &sim, |c| c.recycle_interval(Duration::from_secs(1)));
+    assert!(wait_until(Duration::from_secs(20), || p
         .snapshot()
         .connections_active
         == 1));
@@ -452,21 +407,19 @@ fn a_failed_recycle_keeps_the_old_socket() {
         "the recycle was tried: {:?}",
         sim.stats()
     );
-    let during = health.snapshot();
+    let during = p.snapshot();
     assert_eq!(during.sockets_recycled, 0);
     assert_eq!(during.connections_active, 1, "the old socket is kept");
     sim.refuse_upgrades(false);
     assert!(
-        wait_until(Duration::from_secs(30), || health
-            .snapshot()
-            .sockets_recycled
+        wait_until(Duration::from_secs(30), || p.snapshot().sockets_recycled
             >= 1),
         "recycled once upgrades go through: {:?}",
-        health.snapshot()
+        p.snapshot()
     );
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     assert_eq!(h.reconnections, 0);
-    assert_eq!(gap_rows(&db), 0);
+    assert_eq!(db.count("gaps"), 0);
     assert_stored_equals_delivered(&db, &sim);
 }
 
@@ -479,13 +432,7 @@ fn announced_new_markets_are_subscribed_within_seconds_in_their_shard() {
     let _w = Watchdog::new("announced_new_markets", Duration::from_secs(90));
     init_logs();
     let db = TestDb::new();
-    let sim = pipeline::sim_with(polytape_sim::SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 30,
-        trade_rate: 300.0,
-        noise_per_trade: 0,
-        ..polytape_sim::SimConfig::default()
-    });
+    let sim = pipeline::sim(30, 300.0);
     pipeline::load_markets(&db, &sim);
     let shard = Shard { index: 0, count: 2 };
     let groups = open_token_groups(&mut db.client(), Some(shard)).expect("groups");

@@ -130,13 +130,7 @@ fn an_announced_resolution_is_checked_at_once() {
     let _w = Watchdog::new("an_announced_resolution", Duration::from_secs(90));
     polytape_testkit::init_logs();
     let db = TestDb::new();
-    let sim = pipeline::sim_with(polytape_sim::SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 20,
-        trade_rate: 100.0,
-        noise_per_trade: 0,
-        ..polytape_sim::SimConfig::default()
-    });
+    let sim = pipeline::sim(20, 100.0);
     pipeline::load_markets(&db, &sim);
     let config = pipeline::config(&db, &sim)
         .to_builder()

@@ -3,22 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use polytape::Listener;
 use polytape_testkit::db::PrivateCluster;
-use polytape_testkit::pipeline::{self, Running, assert_stored_at_equals_delivered};
+use polytape_testkit::pipeline::{self, assert_stored_at_equals_delivered};
 use polytape_testkit::{TestDb, Watchdog, init_logs, wait_until};
-
-/// Loads the simulator's markets into the database at `url`.
-fn load_markets_at(url: &str, sim: &polytape_sim::Sim) {
-    let rows: Vec<_> = sim
-        .markets()
-        .iter()
-        .filter(|m| m.version != "v3")
-        .map(pipeline::market_row)
-        .collect();
-    let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
-    polytape::bench::upsert_markets(&mut c, &rows).expect("markets");
-}
 
 /// How long the outage test keeps the database stopped: 3 minutes, as the issue asks
 /// (`POLYTAPE_TEST_OUTAGE_SECS` shortens it for a quick local run).
@@ -44,30 +31,17 @@ fn a_database_outage_never_reaches_the_sockets() {
     let cluster = PrivateCluster::start().expect("initdb is needed for this test");
     let url = cluster.database_url();
     let sim = pipeline::sim(1200, 300.0);
-    load_markets_at(&url, &sim);
     let spool = polytape_testkit::spool_dir("outage");
-    let config = pipeline::config_for(&url, &sim)
-        .to_builder()
-        .channel_capacity(1000)
-        .spool_dir(&spool)
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let conns = listener.chunks().len();
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(30), || {
-        let h = health.snapshot();
-        h.connections_active == conns && h.trades_inserted >= 300
-    }));
+    let p = pipeline::start_at(&url, &sim, |c| c.channel_capacity(1000).spool_dir(&spool));
+    p.wait_up(300);
 
     let from_ms = polytape_sim::now_ms();
     cluster.stop();
     let stopped = Instant::now();
-    let spooled_at_stop = health.snapshot().trades_spooled;
+    let spooled_at_stop = p.snapshot().trades_spooled;
     while stopped.elapsed() < outage {
         std::thread::sleep(Duration::from_secs(1));
-        let h = health.snapshot();
+        let h = p.snapshot();
         assert_eq!(
             h.reconnections, 0,
             "no socket lost during the outage: {h:?}"
@@ -78,7 +52,7 @@ fn a_database_outage_never_reaches_the_sockets() {
             h.queue_depth
         );
     }
-    let during = health.snapshot();
+    let during = p.snapshot();
     assert!(during.db_lost_since.is_some());
     assert!(
         during.trades_spooled > spooled_at_stop + 100,
@@ -88,14 +62,14 @@ fn a_database_outage_never_reaches_the_sockets() {
     cluster.start_again();
     assert!(
         wait_until(Duration::from_secs(60), || {
-            let h = health.snapshot();
+            let h = p.snapshot();
             h.spool_bytes == 0 && h.db_lost_since.is_none()
         }),
         "the spool is replayed: {:?}",
-        health.snapshot()
+        p.snapshot()
     );
     let to_ms = polytape_sim::now_ms() - 1000;
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     let stored = assert_stored_at_equals_delivered(&url, &sim);
     // And complete: every trade the exchange executed on the held markets meanwhile.
     let complete = pipeline::assert_stored_equals_executed(&url, &sim, from_ms, to_ms);
@@ -130,16 +104,8 @@ fn a_revoked_grant_keeps_every_trade_until_it_is_granted_again() {
     let db = TestDb::new();
     let role = db.role();
     let sim = pipeline::sim(100, 300.0);
-    pipeline::load_markets(&db, &sim);
-    let config = pipeline::config(&db, &sim)
-        .to_builder()
-        .database_url(role.url())
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(30), || health
+    let p = pipeline::start(&db, &sim, |c| c.database_url(role.url()));
+    assert!(wait_until(Duration::from_secs(30), || p
         .snapshot()
         .trades_inserted
         >= 200));
@@ -148,13 +114,13 @@ fn a_revoked_grant_keeps_every_trade_until_it_is_granted_again() {
         .expect("revoke");
     assert!(
         wait_until(Duration::from_secs(30), || {
-            let h = health.snapshot();
+            let h = p.snapshot();
             h.db_failure.is_some() && h.trades_spooled > 100
         }),
         "a configuration failure, reported, with trades spooled: {:?}",
-        health.snapshot()
+        p.snapshot()
     );
-    let failure = health.snapshot().db_failure.unwrap_or_default();
+    let failure = p.snapshot().db_failure.unwrap_or_default();
     assert!(failure.contains("42501"), "{failure}");
     db.client()
         .batch_execute(&format!("GRANT INSERT ON trade_tape TO {}", role.name()))
@@ -162,13 +128,13 @@ fn a_revoked_grant_keeps_every_trade_until_it_is_granted_again() {
     // Configuration failures are retried every 10 s.
     assert!(
         wait_until(Duration::from_secs(40), || {
-            let h = health.snapshot();
+            let h = p.snapshot();
             h.db_failure.is_none() && h.spool_bytes == 0
         }),
         "resumes after GRANT: {:?}",
-        health.snapshot()
+        p.snapshot()
     );
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     assert_stored_at_equals_delivered(db.url(), &sim);
     assert_eq!(h.reconnections, 0);
     assert_eq!(
@@ -187,31 +153,21 @@ fn a_full_spool_makes_readers_wait_and_the_wait_is_a_gap() {
     let cluster = PrivateCluster::start().expect("initdb is needed for this test");
     let url = cluster.database_url();
     let sim = pipeline::sim_with(polytape_sim::SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 100,
         // Enough bytes a second to fill the kernel's socket buffers soon after the readers
         // stop reading.
-        trade_rate: 2000.0,
         noise_per_trade: 10,
-        idle_noise: Duration::from_millis(200),
         slow_client_timeout: Some(Duration::from_secs(5)),
-        ..polytape_sim::SimConfig::default()
+        ..pipeline::sim_config(100, 2000.0)
     });
-    load_markets_at(&url, &sim);
-    let config = pipeline::config_for(&url, &sim)
-        .to_builder()
-        .channel_capacity(200)
-        .spool_max_bytes(64 * 1024)
-        // Batches of a second (~2,000 trades, ~500 KB): larger than the whole spool, so they
-        // are spooled in halves.
-        .batch_size(5000)
-        .batch_max_age(Duration::from_secs(1))
-        .build()
-        .expect("a valid config");
-    let listener = Listener::from_database(config).expect("listener");
-    let health = listener.health();
-    let running = Running::start(listener);
-    assert!(wait_until(Duration::from_secs(30), || health
+    let p = pipeline::start_at(&url, &sim, |c| {
+        c.channel_capacity(200)
+            .spool_max_bytes(64 * 1024)
+            // Batches of a second (~2,000 trades, ~500 KB): larger than the whole spool, so they
+            // are spooled in halves.
+            .batch_size(5000)
+            .batch_max_age(Duration::from_secs(1))
+    });
+    assert!(wait_until(Duration::from_secs(30), || p
         .snapshot()
         .trades_inserted
         >= 300));
@@ -221,26 +177,26 @@ fn a_full_spool_makes_readers_wait_and_the_wait_is_a_gap() {
     assert!(
         wait_until(Duration::from_secs(60), || sim.stats().dropped_clients > 0),
         "the server dropped a client that fell behind: {:?}",
-        health.snapshot()
+        p.snapshot()
     );
     cluster.start_again();
     assert!(
         wait_until(Duration::from_secs(60), || {
-            let h = health.snapshot();
+            let h = p.snapshot();
             // Not `queue_depth == 0`: at 2,000 trades/s with one-second batches the batch
             // being built is never empty for long, so that sample is a race.
             h.spool_bytes == 0 && h.db_lost_since.is_none() && h.trades_replayed == h.trades_spooled
         }),
         "{:?}",
-        health.snapshot()
+        p.snapshot()
     );
     // Trades flow again on the new sockets.
-    let now = health.snapshot().trades_inserted;
-    assert!(wait_until(Duration::from_secs(30), || health
+    let now = p.snapshot().trades_inserted;
+    assert!(wait_until(Duration::from_secs(30), || p
         .snapshot()
         .trades_inserted
         > now + 100));
-    let (h, _) = running.stop();
+    let (h, _) = p.stop();
     let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
     let full_gaps: i64 = c
         .query_one(

@@ -3,8 +3,11 @@
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::wait_until;
+
+use polytape::bench::Health;
 use polytape::bench::MarketRow;
-use polytape::{Config, HealthSnapshot, Listener, ListenerHandle};
+use polytape::{Config, ConfigBuilder, Decimal, HealthSnapshot, Listener, ListenerHandle};
 use polytape_sim::universe::SimMarket;
 use polytape_sim::{Sim, SimConfig, SimTrade};
 
@@ -12,7 +15,14 @@ use super::TestDb;
 
 /// A simulator on a free loopback port.
 pub fn sim(markets: u64, trade_rate: f64) -> Sim {
-    sim_with(SimConfig {
+    sim_with(sim_config(markets, trade_rate))
+}
+
+/// The tests' simulator: a free loopback port, `markets` markets trading `trade_rate` trades
+/// a second, no book events between trades. Change what a test is about with
+/// `SimConfig { noise_per_trade: 2, ..sim_config(60, 400.0) }`.
+pub fn sim_config(markets: u64, trade_rate: f64) -> SimConfig {
+    SimConfig {
         listen: "127.0.0.1:0".into(),
         markets,
         trade_rate,
@@ -21,7 +31,7 @@ pub fn sim(markets: u64, trade_rate: f64) -> Sim {
         noise_per_trade: 0,
         idle_noise: Duration::from_millis(200),
         ..SimConfig::default()
-    })
+    }
 }
 
 pub fn sim_with(config: SimConfig) -> Sim {
@@ -49,13 +59,18 @@ pub fn market_row(m: &SimMarket) -> MarketRow {
 
 /// Writes the simulator's known-version markets into `db`; returns how many are open.
 pub fn load_markets(db: &TestDb, sim: &Sim) -> usize {
+    load_markets_at(db.url(), sim)
+}
+
+/// [`load_markets`] for a database given by URL.
+pub fn load_markets_at(url: &str, sim: &Sim) -> usize {
     let rows: Vec<MarketRow> = sim
         .markets()
         .iter()
         .filter(|m| m.version != "v3")
         .map(market_row)
         .collect();
-    let mut client = db.client();
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
     polytape::bench::upsert_markets(&mut client, &rows).expect("upsert markets");
     rows.iter()
         .filter(|r| !r.closed && r.enable_order_book)
@@ -128,6 +143,113 @@ impl Drop for Running {
         if self.thread.is_some() {
             self.handle.stop();
         }
+    }
+}
+
+/// A running test pipeline: the simulator's markets in the database, a listener over all of
+/// them on its own thread, and its live health. What most integration tests start with:
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use polytape_testkit::{TestDb, pipeline};
+/// let db = TestDb::new();
+/// let sim = pipeline::sim(100, 300.0);
+/// let p = pipeline::start(&db, &sim, |c| c.max_tokens_per_conn(100));
+/// p.wait_up(200); // every connection subscribed, 200 trades stored
+/// let (health, _) = p.stop();
+/// pipeline::assert_stored_equals_delivered(&db, &sim);
+/// ```
+pub struct Pipeline {
+    /// The listener's live counters.
+    pub health: Health,
+    /// How many connections the listener opened (one per chunk).
+    pub conns: usize,
+    running: Running,
+}
+
+/// Loads `sim`'s markets into `db`, builds the test configuration ([`config`]) changed by
+/// `configure`, and starts a listener over every open market of the table.
+pub fn start(
+    db: &TestDb,
+    sim: &Sim,
+    configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Pipeline {
+    load_markets(db, sim);
+    start_with(config(db, sim), configure)
+}
+
+/// [`start`] for a database given by URL (a private cluster): markets loaded, the test
+/// configuration for that URL changed by `configure`.
+pub fn start_at(
+    url: &str,
+    sim: &Sim,
+    configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Pipeline {
+    load_markets_at(url, sim);
+    start_with(config_for(url, sim), configure)
+}
+
+fn start_with(base: Config, configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Pipeline {
+    let config = configure(base.to_builder())
+        .build()
+        .expect("a valid test configuration");
+    let listener = Listener::from_database(config).expect("a listener over the markets table");
+    Pipeline {
+        health: listener.health(),
+        conns: listener.chunks().len(),
+        running: Running::start(listener),
+    }
+}
+
+impl Pipeline {
+    /// The listener's health now.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        self.health.snapshot()
+    }
+
+    /// The listener's handle (market-set changes, stops).
+    pub fn handle(&self) -> &ListenerHandle {
+        &self.running.handle
+    }
+
+    /// Waits up to `timeout` for `cond` on the health; panics with `what` and the last
+    /// snapshot when it does not come.
+    pub fn wait(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&HealthSnapshot) -> bool,
+    ) {
+        let mut last = None;
+        let ok = wait_until(timeout, || {
+            let s = self.health.snapshot();
+            let ok = cond(&s);
+            last = Some(s);
+            ok
+        });
+        assert!(ok, "waited {timeout:?} for {what}: {last:?}");
+    }
+
+    /// Waits (30 s) until every connection is subscribed and at least `inserted` trades are
+    /// stored.
+    pub fn wait_up(&self, inserted: u64) {
+        let conns = self.conns;
+        self.wait(Duration::from_secs(30), "every connection up", |h| {
+            h.connections_active == conns && h.trades_inserted >= inserted
+        });
+    }
+
+    /// Waits (30 s) until `more` trades are stored beyond those stored now.
+    pub fn wait_more_trades(&self, more: u64) {
+        let before = self.snapshot().trades_inserted;
+        self.wait(Duration::from_secs(30), "more trades stored", |h| {
+            h.trades_inserted >= before + more
+        });
+    }
+
+    /// Stops the listener; the final health from both `stop()` and `run()`.
+    pub fn stop(self) -> (HealthSnapshot, HealthSnapshot) {
+        self.running.stop()
     }
 }
 
@@ -286,19 +408,7 @@ pub fn assert_stored_equals_executed(
     to_ms: i64,
 ) -> Completeness {
     use std::collections::{HashMap, HashSet};
-    let canon = |s: &str| -> String {
-        match s.split_once('.') {
-            Some((i, f)) => {
-                let f = f.trim_end_matches('0');
-                if f.is_empty() {
-                    i.to_owned()
-                } else {
-                    format!("{i}.{f}")
-                }
-            }
-            None => s.to_owned(),
-        }
-    };
+    let canon = Decimal::canonical;
     let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
     let held: HashSet<String> = client
         .query(

@@ -134,11 +134,8 @@ fn a_silent_client_is_closed() {
 fn trades_flow_in_wire_form_and_delivered_is_exact() {
     let _w = Watchdog::new("trades_flow_in_wire_form", Duration::from_secs(60));
     let sim = pipeline::sim_with(SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 50,
-        trade_rate: 3000.0,
         noise_per_trade: 3,
-        ..SimConfig::default()
+        ..pipeline::sim_config(50, 3000.0)
     });
     let tokens = open_tokens(&sim, 20);
     let mut c = ws::connect(&sim.ws_url());
@@ -373,11 +370,8 @@ fn keyset_paging_covers_every_market_once() {
 fn the_same_seed_gives_the_same_universe() {
     let seeded = |seed| {
         pipeline::sim_with(SimConfig {
-            listen: "127.0.0.1:0".into(),
-            markets: 300,
             seed,
-            trade_rate: 0.0,
-            ..SimConfig::default()
+            ..pipeline::sim_config(300, 0.0)
         })
     };
     let (a, b, c) = (seeded(42), seeded(42), seeded(43));
@@ -553,12 +547,9 @@ fn upgrades_too_fast_get_429_and_control_endpoints_work() {
 fn the_data_api_serves_every_executed_trade() {
     let _w = Watchdog::new("the_data_api_serves", Duration::from_secs(60));
     let sim = pipeline::sim_with(SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 20,
-        trade_rate: 500.0,
         // This part polls; the rate limit gets a simulator of its own below.
         data_api_rate_limit: 0,
-        ..SimConfig::default()
+        ..pipeline::sim_config(20, 500.0)
     });
     // Nobody subscribes: trades are executed all the same, and none is delivered.
     assert!(polytape_testkit::wait_until(
@@ -620,11 +611,8 @@ fn the_data_api_serves_every_executed_trade() {
     assert_eq!(status, 400);
     // The rate limit: 30 requests per 10 s here.
     let limited = pipeline::sim_with(SimConfig {
-        listen: "127.0.0.1:0".into(),
-        markets: 5,
-        trade_rate: 0.0,
         data_api_rate_limit: 30,
-        ..SimConfig::default()
+        ..pipeline::sim_config(5, 0.0)
     });
     let base = format!("http://{}", limited.addr());
     let agent: ureq::Agent = ureq::Agent::config_builder()
