@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "compact_tape",
         include_str!("../../migrations/V6__compact_tape.sql"),
     ),
+    (
+        7,
+        "safe_tape_ensure_month",
+        include_str!("../../migrations/V7__safe_tape_ensure_month.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do
@@ -142,7 +147,34 @@ pub(crate) fn migrate_up_to(config: &Config, last: i32) -> Result<usize> {
     migrate_on(&mut client, last)
 }
 
+/// The oldest PostgreSQL polytape runs on: the natural key is `UNIQUE … NULLS NOT DISTINCT`
+/// (PostgreSQL 15), and on 14 the migration would die with a bare syntax error.
+const MIN_SERVER_VERSION: i32 = 150_000;
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`], in a sentence that names both.
+fn check_server_version(version_num: i32) -> Result<()> {
+    if version_num >= MIN_SERVER_VERSION {
+        return Ok(());
+    }
+    // server_version_num: major · 10000 + minor since PostgreSQL 10.
+    Err(Error::config(format!(
+        "PostgreSQL {}.{} found; polytape needs PostgreSQL {} or newer (its natural key is \
+         UNIQUE … NULLS NOT DISTINCT)",
+        version_num / 10_000,
+        version_num % 10_000,
+        MIN_SERVER_VERSION / 10_000
+    )))
+}
+
 fn migrate_on(client: &mut Client, last: i32) -> Result<usize> {
+    let version: String = client
+        .query_one("SELECT current_setting('server_version_num')", &[])?
+        .try_get(0)?;
+    let version = version
+        .trim()
+        .parse()
+        .map_err(|_| Error::data(format!("server_version_num {version:?} is not a number")))?;
+    check_server_version(version)?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
     let result = apply_migrations(client, last);
     let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
@@ -188,4 +220,20 @@ fn apply_migrations(client: &mut Client, last: i32) -> Result<usize> {
         applied += 1;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_15_are_refused_by_name() {
+        assert!(check_server_version(150_000).is_ok());
+        assert!(check_server_version(170_004).is_ok());
+        let e = check_server_version(140_010).expect_err("14 is refused");
+        assert!(e.is_config(), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("PostgreSQL 14.10 found"), "{text}");
+        assert!(text.contains("PostgreSQL 15 or newer"), "{text}");
+    }
 }

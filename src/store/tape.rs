@@ -26,6 +26,10 @@ pub struct Partition {
     pub archive: Option<(String, i64)>,
     /// Whether its index was rebuilt after its month ended.
     pub compacted: bool,
+    /// Whether it holds rows no archive has: it was dropped by retention, then made again
+    /// for a late trade (a backfill of an old window). Its archive is the month's; the late
+    /// rows go to a file of their own, and retention keeps it until they have.
+    pub late_rows: bool,
 }
 
 /// Makes the partition of month `index` (year · 12 + month − 1) if it is missing; true when
@@ -101,7 +105,8 @@ pub fn maintain(db: &mut Client, now: DateTime<Utc>) -> Result<Maintenance> {
 /// Every partition still attached, oldest first.
 pub fn partitions(db: &mut Client) -> Result<Vec<Partition>> {
     db.query(
-        "SELECT name, month, archive_path, archive_rows, compacted_at IS NOT NULL
+        "SELECT name, month, archive_path, archive_rows, compacted_at IS NOT NULL,
+                late_rows_since IS NOT NULL
          FROM tape_partitions WHERE dropped_at IS NULL ORDER BY month",
         &[],
     )?
@@ -114,16 +119,25 @@ pub fn partitions(db: &mut Client) -> Result<Vec<Partition>> {
             month: r.try_get(1)?,
             archive: path.zip(rows),
             compacted: r.try_get(4)?,
+            late_rows: r.try_get(5)?,
         })
     })
     .collect()
 }
 
 /// Records that `partition` was archived to `path` with `rows` rows (checked by the caller
-/// against the partition and by reading the archive back).
+/// against the partition and by reading the archive back). For a partition with
+/// [`Partition::late_rows`], `path` holds the late rows: it is added to the month's
+/// `late_archives`, and the month's own archive stays on record.
 pub fn mark_archived(db: &mut Client, partition: &str, path: &str, rows: i64) -> Result<()> {
     let n = db.execute(
-        "UPDATE tape_partitions SET archived_at = now(), archive_path = $2, archive_rows = $3
+        "UPDATE tape_partitions SET archived_at = now(),
+             archive_path = CASE WHEN late_rows_since IS NULL THEN $2 ELSE archive_path END,
+             archive_rows = CASE WHEN late_rows_since IS NULL THEN $3
+                                 ELSE coalesce(archive_rows, 0) + $3 END,
+             late_archives = CASE WHEN late_rows_since IS NULL THEN late_archives
+                                  ELSE array_append(late_archives, $2) END,
+             late_rows_since = NULL
          WHERE name = $1 AND dropped_at IS NULL",
         &[&partition, &path, &rows],
     )?;
@@ -143,13 +157,14 @@ pub struct Retention {
 }
 
 /// Detaches and drops every partition whose month ended before `cutoff`'s month began,
-/// keeping those without a recorded archive unless `without_archive`. Rows in the default
+/// keeping those without a recorded archive (or with late rows not archived yet) unless
+/// `without_archive`. Rows in the default
 /// partition are never dropped.
 pub fn drop_before(db: &mut Client, cutoff: NaiveDate, without_archive: bool) -> Result<Retention> {
     let first = month_start(cutoff.year() * 12 + cutoff.month0() as i32)?;
     let mut report = Retention::default();
     for p in partitions(db)?.into_iter().filter(|p| p.month < first) {
-        if p.archive.is_none() && !without_archive {
+        if (p.archive.is_none() || p.late_rows) && !without_archive {
             report.kept_unarchived.push(p.name);
             continue;
         }

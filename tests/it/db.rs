@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        6,
-        "V1 to V6 once each: {applied:?}"
+        7,
+        "V1 to V7 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [
@@ -139,7 +139,10 @@ fn the_compact_tape_migration_keeps_existing_data() {
     };
     let before = read(&mut c);
     assert_eq!(before.len(), 3000);
-    assert_eq!(polytape::store::migrate(&db.config()).expect("V6"), 1);
+    assert_eq!(
+        polytape::bench::migrate_up_to(&db.config(), 6).expect("V6"),
+        1
+    );
     let after = read(&mut c);
     assert_eq!(before, after, "every row, every contract column, unchanged");
     let count =
@@ -227,4 +230,89 @@ fn partitions_are_made_ahead_compacted_once_and_take_over_the_default() {
     assert_eq!(count(&mut c, "SELECT count(*) FROM trade_tape_default"), 0);
     assert_eq!(count(&mut c, "SELECT count(*) FROM trade_tape_2031_05"), 1);
     assert_eq!(count(&mut c, "SELECT count(*) FROM trades"), 2);
+}
+
+/// The attack on V6's `tape_ensure_month` (SECURITY DEFINER, `search_path FROM CURRENT`,
+/// unqualified names, EXECUTE for PUBLIC): a role with nothing but CONNECT and TEMP puts a
+/// temporary `tape_partitions` with a trigger in front of the real one and gets its trigger
+/// run as the role that migrated. Shown working against V6, then refused by V7 (no EXECUTE
+/// for PUBLIC; and with EXECUTE granted, the schema-qualified names never reach pg_temp);
+/// the writer role, with the documented grant, still opens a new month.
+#[test]
+fn tape_ensure_month_cannot_be_hijacked_through_pg_temp() {
+    let _w = Watchdog::new("tape_ensure_month_hijack", Duration::from_secs(60));
+    let db = TestDb::empty();
+    polytape::bench::migrate_up_to(&db.config(), 6).expect("V1-V6");
+    let attacker = db.bare_role("attacker");
+    let attack = |month: &str| -> Result<(), postgres::Error> {
+        let mut c = postgres::Client::connect(attacker.url(), postgres::NoTls).expect("connect");
+        c.batch_execute(
+            "CREATE TEMP TABLE tape_partitions (
+                 name text PRIMARY KEY, month date UNIQUE, created_at timestamptz,
+                 compacted_at timestamptz, archived_at timestamptz, archive_path text,
+                 archive_rows bigint, dropped_at timestamptz, late_rows_since timestamptz,
+                 late_archives text[]);
+             CREATE FUNCTION pg_temp.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 CREATE TABLE public.escalated ();
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER escalate BEFORE INSERT ON pg_temp.tape_partitions
+                 FOR EACH ROW EXECUTE FUNCTION pg_temp.escalate();",
+        )?;
+        c.query_one("SELECT tape_ensure_month($1::text::date)", &[&month])?;
+        Ok(())
+    };
+    let escalated = || -> bool {
+        db.client()
+            .query_one("SELECT to_regclass('public.escalated') IS NOT NULL", &[])
+            .expect("look")
+            .get(0)
+    };
+    // V6: the attack works (this is the hole).
+    attack("2031-01-01").expect("under V6 the attacker may call the function");
+    assert!(
+        escalated(),
+        "V6: the attacker's trigger ran as the migrating role"
+    );
+    db.client()
+        .batch_execute("DROP TABLE public.escalated")
+        .expect("clean up");
+
+    // V7: refused outright, since EXECUTE is no longer PUBLIC's.
+    assert_eq!(polytape::store::migrate(&db.config()).expect("V7"), 1);
+    let refused = attack("2031-02-01").expect_err("no EXECUTE for PUBLIC");
+    assert_eq!(
+        refused.code(),
+        Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{refused}"
+    );
+    assert!(!escalated(), "V7: nothing ran as the migrating role");
+    // Even a role that was granted EXECUTE cannot redirect it: every name is qualified.
+    db.client()
+        .batch_execute(&format!(
+            "GRANT EXECUTE ON FUNCTION tape_ensure_month(date) TO {}",
+            attacker.name()
+        ))
+        .expect("grant");
+    attack("2031-03-01").expect("a grantee may open a month");
+    assert!(!escalated(), "the temporary table was never used");
+    let recorded: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM public.tape_partitions WHERE month = '2031-03-01'",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(recorded, 1, "the month is recorded in the real table");
+
+    // The writer role, with the grant README documents, opens a new month.
+    let writer = db.role();
+    let mut w = postgres::Client::connect(writer.url(), postgres::NoTls).expect("connect");
+    let made: bool = w
+        .query_one("SELECT tape_ensure_month('2031-04-01')", &[])
+        .expect("the writer opens a month")
+        .get(0);
+    assert!(made);
 }

@@ -114,16 +114,24 @@ mod parquet_archive {
             .into_iter()
             .filter(|p| p.month < args.before)
             .filter(|p| {
-                p.archive
-                    .as_ref()
-                    .is_none_or(|(path, _)| !Path::new(path).exists())
+                p.late_rows
+                    || p.archive
+                        .as_ref()
+                        .is_none_or(|(path, _)| !Path::new(path).exists())
             })
             .collect();
         if due.is_empty() {
             println!("archive: nothing to archive before {}", args.before);
         }
         for p in due {
-            let path = args.out.join(format!("{}.parquet", p.name));
+            // Late rows of a month archived and dropped before go to a file of their own: the
+            // month's archive is never written over.
+            let path = if p.late_rows {
+                let at = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+                args.out.join(format!("{}.late-{at}.parquet", p.name))
+            } else {
+                args.out.join(format!("{}.parquet", p.name))
+            };
             let started = std::time::Instant::now();
             let rows = write_partition(&mut db, &p.name, &path)?;
             // Recorded with an absolute path: retention checks the file is still there.
@@ -197,7 +205,21 @@ mod parquet_archive {
             )
             .into());
         }
-        std::fs::rename(&tmp, path)?;
+        // Never over an existing file: a hard link fails where `path` exists (a rename would
+        // replace it), and the temporary name goes once the final one stands.
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => std::fs::remove_file(&tmp)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(format!(
+                    "{partition}: {} exists already, and polytape never writes over an \
+                     archive: move it aside, or archive to another --out",
+                    path.display()
+                )
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(written)
     }
 

@@ -501,8 +501,25 @@ impl TestDb {
     /// A new role with every privilege polytape uses on this database's tables and
     /// sequences (and TEMP, for the writer's staging table).
     pub fn role(&self) -> TestRole {
+        let role = self.bare_role("role");
+        // What README tells an operator to grant the role polytape writes with.
+        self.client()
+            .batch_execute(&format!(
+                "GRANT USAGE ON SCHEMA public TO {name};
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name};
+                 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {name};
+                 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {name}",
+                name = role.name
+            ))
+            .expect("grant");
+        role
+    }
+
+    /// A login role (named after this database and `suffix`) with CONNECT and TEMP on this
+    /// database and nothing else: what any user of a shared server may have.
+    pub fn bare_role(&self, suffix: &str) -> TestRole {
         let server = server();
-        let name = format!("{}_role", self.name);
+        let name = format!("{}_{suffix}", self.name);
         server
             .admin()
             .batch_execute(&format!(
@@ -511,13 +528,6 @@ impl TestDb {
                 db = self.name
             ))
             .expect("create the role");
-        self.client()
-            .batch_execute(&format!(
-                "GRANT USAGE ON SCHEMA public TO {name};
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name};
-                 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {name}"
-            ))
-            .expect("grant");
         let url = format!(
             "host={} port={} user={name} password=polytape-test dbname={} connect_timeout=10",
             server.host, server.port, self.name

@@ -128,3 +128,126 @@ fn archives_read_back_whole_and_retention_drops_only_what_is_archived() {
     assert!(count("SELECT count(*) FROM tape_partitions WHERE dropped_at IS NULL") >= 3);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A month archived and dropped, then a late trade for it (a backfill of an old window): the
+/// month comes back with its archive still on record, `archive` writes the late row to a file
+/// of its own (the month's file is left byte for byte), retention keeps the month until the
+/// late rows are archived, and an archive never replaces a file that is already there.
+#[test]
+fn late_rows_of_an_archived_month_never_overwrite_its_archive() {
+    let _w = Watchdog::new("late_rows_archive", Duration::from_secs(120));
+    let db = TestDb::new();
+    let sim = pipeline::sim(1, 0.0);
+    old_months(&db);
+    let count = |sql: &str| -> i64 { db.client().query_one(sql, &[]).expect(sql).get(0) };
+    let out = polytape_testkit::scratch_dir("late-archive");
+    let run = |args: &[&str]| {
+        let mut c = polytape(&db, &sim);
+        c.args(args);
+        let o = output(c);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        stdout(&o)
+    };
+    let out_arg = out.to_string_lossy().into_owned();
+    run(&["archive", "--before", "2024-02", "--out", &out_arg]);
+    let month_file = out.join("trade_tape_2024_01.parquet");
+    let original = std::fs::read(&month_file).expect("the month's archive");
+    run(&["retention", "--keep", "12m"]);
+    assert_eq!(
+        count("SELECT count(*) FROM trades WHERE traded_at < '2024-02-01'"),
+        0
+    );
+
+    // The straggler: January comes back, its archive still on record.
+    db.client()
+        .batch_execute(
+            "INSERT INTO trades (asset_id, market, price, size, side, traded_at, source)
+             VALUES ('5001', '0xm1', 0.5, 3, 'BUY', '2024-01-15 12:00:00+00', 'data_api')",
+        )
+        .expect("a late trade");
+    let row = db
+        .client()
+        .query_one(
+            "SELECT archive_path IS NOT NULL, archive_rows, late_rows_since IS NOT NULL,
+                    dropped_at IS NULL
+             FROM tape_partitions WHERE name = 'trade_tape_2024_01'",
+            &[],
+        )
+        .expect("january's record");
+    let (has_path, rows, late, live): (bool, Option<i64>, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert!(has_path && live && late, "kept its archive, marked late");
+    assert_eq!(rows, Some(600));
+
+    // Retention keeps it while the late row has no archive.
+    run(&["retention", "--keep", "12m"]);
+    assert_eq!(
+        count("SELECT count(*) FROM trades WHERE traded_at < '2024-02-01'"),
+        1
+    );
+
+    // The late row goes to a file of its own; the month's file is untouched.
+    let said = run(&["archive", "--before", "2024-02", "--out", &out_arg]);
+    assert!(said.contains(".late-"), "{said}");
+    assert_eq!(
+        std::fs::read(&month_file).expect("still there"),
+        original,
+        "the month's archive is byte for byte what it was"
+    );
+    let late_files: Vec<_> = std::fs::read_dir(&out)
+        .expect("out")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".late-"))
+        .collect();
+    assert_eq!(late_files.len(), 1, "one file for the late rows");
+    let late_rows: usize = ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(late_files[0].path()).expect("late file"),
+    )
+    .expect("parquet")
+    .build()
+    .expect("reader")
+    .map(|b| b.expect("batch").num_rows())
+    .sum();
+    assert_eq!(late_rows, 1);
+    let row = db
+        .client()
+        .query_one(
+            "SELECT archive_path, archive_rows, cardinality(late_archives),
+                    late_rows_since IS NULL
+             FROM tape_partitions WHERE name = 'trade_tape_2024_01'",
+            &[],
+        )
+        .expect("january's record");
+    let (path, rows, lates, settled): (String, i64, i32, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert!(path.ends_with("trade_tape_2024_01.parquet"), "{path}");
+    assert_eq!((rows, lates, settled), (601, 1, true));
+    // Now archived, retention may drop it again.
+    run(&["retention", "--keep", "12m"]);
+    assert_eq!(
+        count("SELECT count(*) FROM trades WHERE traded_at < '2024-02-01'"),
+        0
+    );
+
+    // An archive never replaces a file that stands at its name: February, archived to a
+    // folder where a file of that name already is, is refused and the file kept.
+    let other = polytape_testkit::scratch_dir("late-archive-clash");
+    std::fs::create_dir_all(&other).expect("a folder");
+    std::fs::write(other.join("trade_tape_2024_02.parquet"), b"not ours").expect("write");
+    let mut c = polytape(&db, &sim);
+    c.args(["archive", "--before", "2024-03", "--out"])
+        .arg(&other);
+    let o = output(c);
+    assert!(!o.status.success(), "refused");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("never writes over an archive"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(other.join("trade_tape_2024_02.parquet")).expect("kept"),
+        b"not ours"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&other);
+}
