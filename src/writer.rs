@@ -86,6 +86,12 @@ pub(crate) struct Writer {
     held: HeldTokens,
     /// Since when a full spool has kept the writer from draining the channel.
     full_since: Option<i64>,
+    /// Trades the writer could neither commit nor spool (a stop past its deadline with the
+    /// spool full), and gaps it could not record: a run that leaves any is not clean.
+    unkept: u64,
+    gaps_unrecorded: u64,
+    /// When a spool read error was last logged (they are retried every batch).
+    read_error_logged: Option<Instant>,
 }
 
 impl Writer {
@@ -108,6 +114,9 @@ impl Writer {
             deadline,
             held,
             full_since: None,
+            unkept: 0,
+            gaps_unrecorded: 0,
+            read_error_logged: None,
         };
         writer.publish_spool();
         if !writer.spool.is_empty() {
@@ -126,8 +135,10 @@ impl Writer {
     }
 
     /// Runs until every sender is gone and everything received is committed or, past the
-    /// stop deadline, spooled.
-    pub(crate) fn run(mut self, records: Receiver<Record>) {
+    /// stop deadline, spooled. Returns whether the run ends clean: every trade received is
+    /// committed or spooled, and every gap recorded (else the next start must treat this run
+    /// as a crash).
+    pub(crate) fn run(mut self, records: Receiver<Record>) -> bool {
         let mut batch: Vec<Trade> = Vec::with_capacity(self.batch_size);
         let mut gaps: Vec<Gap> = Vec::new();
         loop {
@@ -143,11 +154,44 @@ impl Writer {
                 self.route(Entry::Gap(gap), behind);
             }
             self.replay(REPLAY_SLICE);
+            self.record_skipped();
             if !open {
                 break;
             }
         }
         self.finish();
+        self.record_skipped();
+        let clean = self.unkept == 0 && self.gaps_unrecorded == 0 && self.full_since.is_none();
+        if !clean {
+            log::error!(
+                "writer: stopping unclean: {} trades not kept, {} gaps not recorded; the next \
+                 start takes this run for a crash and records its window",
+                self.unkept,
+                self.gaps_unrecorded + u64::from(self.full_since.is_some())
+            );
+        }
+        clean
+    }
+
+    /// Records, for every held token, a gap over each window whose spooled records could not
+    /// be read back: what was in them is gone from the spool, and the backfill fetches it
+    /// again.
+    fn record_skipped(&mut self) {
+        for (from_ms, to_ms) in self.spool.take_skipped() {
+            let gap = Gap {
+                connection: None,
+                from_ms,
+                to_ms: to_ms.max(from_ms),
+                reason: "spool: unreadable records skipped".into(),
+                asset_ids: (self.held)(),
+            };
+            log::warn!(
+                "writer: spooled records from {from_ms} to {to_ms} could not be read; recording \
+                 a gap for {} tokens",
+                gap.asset_ids.len()
+            );
+            self.route(Entry::Gap(gap), false);
+        }
     }
 
     /// Takes the next batch off the channel: up to `batch_size` trades, or what came within
@@ -269,6 +313,14 @@ impl Writer {
                              {trades} trades could not be kept"
                         );
                         self.health.unkept(trades);
+                        self.unkept += trades;
+                        if let Some(from_ms) = self.full_since.take() {
+                            let gap = self.full_gap(from_ms);
+                            if let Err(e) = self.db.insert_gap(&gap) {
+                                log::error!("writer: cannot record the spool-full gap ({e})");
+                                self.gaps_unrecorded += 1;
+                            }
+                        }
                         return;
                     }
                     // The database may be back: replay makes room. Else wait a little.
@@ -280,15 +332,20 @@ impl Writer {
         }
     }
 
-    /// A gap for every held token, from when the spool filled to now.
-    fn spool_full_gap(&mut self, from_ms: i64) {
-        let gap = Gap {
+    /// The gap of a full spool: every held token, from when it filled to now.
+    fn full_gap(&self, from_ms: i64) -> Gap {
+        Gap {
             connection: None,
             from_ms,
             to_ms: now_ms(),
             reason: "spool full: readers waited".into(),
             asset_ids: (self.held)(),
-        };
+        }
+    }
+
+    /// Records [`Writer::full_gap`], behind whatever is spooled.
+    fn spool_full_gap(&mut self, from_ms: i64) {
+        let gap = self.full_gap(from_ms);
         log::warn!(
             "writer: the spool had no room for {} ms; recording a gap for {} tokens",
             gap.to_ms - gap.from_ms,
@@ -303,6 +360,7 @@ impl Writer {
             // No room again already: commit it directly if the database takes it.
             if let Err(e) = self.db.insert_gap(&gap) {
                 log::error!("writer: cannot record the spool-full gap ({e}): {gap:?}");
+                self.gaps_unrecorded += 1;
             }
         }
     }
@@ -328,7 +386,20 @@ impl Writer {
                 Ok(Some((_, entry))) => entry.clone(),
                 Ok(None) => break,
                 Err(e) => {
-                    log::error!("writer: cannot read the spool ({e}); retrying");
+                    // Not corruption (that is skipped and recorded): the disk failed a read.
+                    // Nothing is dropped; the same record is read again next time.
+                    self.health.spool_read_error();
+                    let loud = self
+                        .read_error_logged
+                        .is_none_or(|t| t.elapsed() >= LOUD_EVERY);
+                    if loud {
+                        log::error!(
+                            "writer: cannot read the spool at {} ({e}); nothing is skipped, \
+                             retrying",
+                            self.spool.dir().display()
+                        );
+                        self.read_error_logged = Some(Instant::now());
+                    }
                     break;
                 }
             };

@@ -75,6 +75,7 @@ struct Shared {
     connections_restarted: AtomicU64,
     sockets_recycled: AtomicU64,
     spool_corrupt_records: AtomicU64,
+    spool_read_errors: AtomicU64,
     data_api_bad_rows: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
@@ -241,6 +242,7 @@ impl Health {
             connections_restarted: s.connections_restarted.load(Relaxed),
             sockets_recycled: s.sockets_recycled.load(Relaxed),
             spool_corrupt_records: s.spool_corrupt_records.load(Relaxed),
+            spool_read_errors: s.spool_read_errors.load(Relaxed),
             data_api_bad_rows: s.data_api_bad_rows.load(Relaxed),
             connections,
         }
@@ -426,6 +428,11 @@ impl Health {
 
     pub(crate) fn gap_filled(&self) {
         self.shared.gaps_filled.fetch_add(1, Relaxed);
+    }
+
+    /// The spool could not be read (an I/O error, retried; not corruption).
+    pub(crate) fn spool_read_error(&self) {
+        self.shared.spool_read_errors.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn connection_restarted(&self) {

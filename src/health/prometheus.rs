@@ -14,7 +14,12 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 25] = [
+        let counters: [(&str, &str, f64); 26] = [
+            (
+                "spool_read_errors_total",
+                "Spool reads that failed on the device (retried, nothing skipped).",
+                self.spool_read_errors as f64,
+            ),
             (
                 "spool_corrupt_records_total",
                 "Spool records found unreadable (the rest of their segment skipped).",

@@ -110,6 +110,8 @@ pub struct HealthSnapshot {
     pub sockets_recycled: u64,
     /// Spool records found unreadable (their segment's rest skipped, logged): should be 0.
     pub spool_corrupt_records: u64,
+    /// Spool reads that failed on the device (EIO, say): retried, nothing skipped.
+    pub spool_read_errors: u64,
     /// Data API rows the backfill could not use (skipped, logged).
     pub data_api_bad_rows: u64,
     /// Every connection's own status.

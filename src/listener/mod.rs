@@ -393,7 +393,7 @@ impl Listener {
         log::info!("listener: stopping {} connections", connections.len());
         // The last senders go with them: the writer then drains what is left and returns.
         connections.stop(&conn_stop);
-        let writer_ok = writer_thread.join().is_ok() && !writer_died;
+        let writer_ok = writer_thread.join().unwrap_or(false) && !writer_died;
         // The run ended cleanly once the writer did: what it did not commit is in the spool.
         writer_clean.store(writer_ok, std::sync::atomic::Ordering::SeqCst);
         keeper_stop.stop();

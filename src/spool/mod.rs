@@ -61,6 +61,13 @@ pub(crate) struct Spool {
     buf: Vec<u8>,
     /// Records skipped because they could not be read (counted in health, logged).
     pub(crate) corrupt: u64,
+    /// When the last record read was spooled (Unix ms).
+    last_at: Option<i64>,
+    /// Where an unreadable run of records began (the last readable record's time), while
+    /// its end (the next readable record's time) is not known yet.
+    skip_from: Option<i64>,
+    /// Windows whose spooled records were skipped unread: (from, to) in Unix ms.
+    skipped: Vec<(i64, i64)>,
 }
 
 impl Spool {
@@ -114,6 +121,9 @@ impl Spool {
             next: None,
             buf: Vec::new(),
             corrupt: 0,
+            last_at: None,
+            skip_from: None,
+            skipped: Vec::new(),
         };
         spool.cut_torn_tail()?;
         Ok(spool)
@@ -203,13 +213,37 @@ impl Spool {
     }
 
     /// The next record to replay, with the time it was spooled (Unix ms), without consuming
-    /// it. Unreadable records (corruption in the middle of a segment) are counted, logged and
-    /// skipped with the rest of their segment: nothing after them in it can be framed.
+    /// it. Unreadable records (a length or CRC that does not match: corruption in the middle
+    /// of a segment) are counted, logged and skipped with the rest of their segment: nothing
+    /// after them in it can be framed; the window they covered is kept for
+    /// [`Spool::take_skipped`]. Any other error (EIO, say) is returned as it is, nothing
+    /// skipped: the same read is tried again at the next call.
     pub(crate) fn peek(&mut self) -> io::Result<Option<(i64, &Entry)>> {
         if self.next.is_none() {
             self.next = self.read_next()?;
+            match &self.next {
+                Some((_, at, _)) => {
+                    let at = *at;
+                    if let Some(from) = self.skip_from.take() {
+                        self.skipped.push((from, at));
+                    }
+                    self.last_at = Some(at);
+                }
+                None => {
+                    if let Some(from) = self.skip_from.take() {
+                        self.skipped.push((from, crate::health::now_ms()));
+                    }
+                }
+            }
         }
         Ok(self.next.as_ref().map(|(_, at, e)| (*at, e)))
+    }
+
+    /// The windows (from, to, Unix ms) whose spooled records were skipped unread since the
+    /// last call: the trades in them are lost to the spool, and the writer records each as a
+    /// gap so the backfill can fetch them again.
+    pub(crate) fn take_skipped(&mut self) -> Vec<(i64, i64)> {
+        std::mem::take(&mut self.skipped)
     }
 
     /// The record returned by [`Spool::peek`] is committed: moves past it, and deletes its
@@ -249,13 +283,30 @@ impl Spool {
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     self.skip_segment(&path, &e.to_string());
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Not corruption: the device failed. Read again from the same offset
+                    // next time, with a fresh handle.
+                    self.reader = None;
+                    return Err(e);
+                }
             }
         }
     }
 
     fn skip_segment(&mut self, path: &Path, why: &str) {
         self.corrupt += 1;
+        if self.skip_from.is_none() {
+            // From the last record read; a first record already unreadable: from when its
+            // segment was last written, the best the disk can say.
+            let from = self.last_at.unwrap_or_else(|| {
+                std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or_else(crate::health::now_ms, |d| d.as_millis() as i64)
+            });
+            self.skip_from = Some(from);
+        }
         log::error!(
             "spool: {} at offset {}: {why}; skipping the rest of this segment",
             path.display(),
@@ -320,16 +371,23 @@ impl Spool {
 }
 
 /// One framed record from `r`, which has `left` bytes before its segment ends: (framed
-/// length, payload). A record that does not fit, or whose CRC does not match, is
-/// `InvalidData`.
+/// length, payload). A record that does not fit, is cut short, or whose CRC does not match
+/// is `InvalidData` (corruption, or a torn tail); any other read error is returned as it is
+/// (an I/O error says nothing about the data).
 fn read_record(r: &mut impl Read, left: u64) -> io::Result<(u64, Vec<u8>)> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
+    let cut_short = |m: &'static str| {
+        move |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof => bad(m),
+            _ => e,
+        }
+    };
     if left < HEADER {
         return Err(bad("a header cut short"));
     }
     let mut header = [0u8; HEADER as usize];
     r.read_exact(&mut header)
-        .map_err(|_| bad("a header cut short"))?;
+        .map_err(cut_short("a header cut short"))?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if len > MAX_RECORD || u64::from(len) > left - HEADER {
@@ -337,7 +395,7 @@ fn read_record(r: &mut impl Read, left: u64) -> io::Result<(u64, Vec<u8>)> {
     }
     let mut payload = vec![0u8; len as usize];
     r.read_exact(&mut payload)
-        .map_err(|_| bad("a record cut short"))?;
+        .map_err(cut_short("a record cut short"))?;
     if crc32fast::hash(&payload) != crc {
         return Err(bad("a record whose CRC does not match"));
     }
@@ -444,6 +502,47 @@ mod tests {
         assert_eq!(spool.corrupt, 1);
         assert_eq!(spool.segments(), 0);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// What was skipped is a window the writer can record as a gap: from the last record
+    /// read to the next one readable.
+    #[test]
+    fn skipped_records_are_a_window_from_the_last_read_to_the_next() {
+        let d = dir("skipped-window");
+        {
+            let mut spool = Spool::open_with(&d, 1 << 30, 1).expect("open");
+            spool.append(&batch(0, 2), 1_000).expect("append");
+            spool.append(&batch(2, 2), 2_000).expect("append");
+            spool.append(&batch(4, 2), 3_000).expect("append");
+        }
+        let seg = d.join(format!("{:020}.seg", 2));
+        let mut bytes = std::fs::read(&seg).expect("read");
+        bytes[20] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+        let mut spool = Spool::open_with(&d, 1 << 30, 1).expect("reopen");
+        let got = drain(&mut spool);
+        assert_eq!(got, vec![batch(0, 2), batch(4, 2)]);
+        assert_eq!(spool.take_skipped(), vec![(1_000, 3_000)]);
+        assert!(spool.take_skipped().is_empty(), "taken once");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A read that fails on the device (EIO) is an error to retry, not corruption: nothing
+    /// is skipped, nothing deleted.
+    #[test]
+    fn an_io_error_is_not_taken_for_corruption() {
+        struct FailingDisk;
+        impl Read for FailingDisk {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("Input/output error (EIO)"))
+            }
+        }
+        let e = read_record(&mut FailingDisk, 100).expect_err("fails");
+        assert_ne!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert_eq!(e.kind(), io::ErrorKind::Other);
+        // Cut short is still corruption (or a torn tail).
+        let e = read_record(&mut &[1u8, 2, 3][..], 100).expect_err("short");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -214,3 +214,58 @@ fn a_full_spool_makes_readers_wait_and_the_wait_is_a_gap() {
         h.gaps_recorded
     );
 }
+
+/// A stop that cannot keep everything (the database refuses every write, the spool is full,
+/// the stop deadline passes) is not a clean stop: the trades it could not keep are counted,
+/// the run's row is left unstopped, and the next start takes it for a crash and records its
+/// window as a gap. (Before, the run was marked cleanly stopped and the loss left no trace.)
+#[test]
+fn a_stop_that_leaves_trades_unkept_is_not_clean() {
+    let _w = Watchdog::new("a_stop_that_leaves_trades_unkept", Duration::from_secs(120));
+    init_logs();
+    let db = TestDb::new();
+    let role = db.role();
+    let sim = pipeline::sim(100, 1000.0);
+    let p = pipeline::start(&db, &sim, |c| {
+        c.database_url(role.url()).spool_max_bytes(64 * 1024)
+    });
+    p.wait_up(200);
+    // Sessions stay writable; trades and gaps are refused: a configuration failure.
+    db.client()
+        .batch_execute(&format!(
+            "REVOKE INSERT ON trade_tape, gaps FROM {}",
+            role.name()
+        ))
+        .expect("revoke");
+    // Full: trades wait in the channel, neither committed nor spooled.
+    p.wait(Duration::from_secs(30), "a full spool", |h| {
+        h.db_failure.is_some() && h.trades_received > h.trades_inserted + h.trades_spooled + 200
+    });
+    let h = p.handle().stop_within(Duration::from_millis(500));
+    assert!(
+        h.trades_unkept > 0,
+        "the stop could not keep everything: {h:?}"
+    );
+    let unstopped: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM sessions WHERE stopped_at IS NULL",
+            &[],
+        )
+        .expect("sessions")
+        .get(0);
+    assert_eq!(unstopped, 1, "the run is not marked cleanly stopped");
+    drop(p);
+    // The next start (with its rights back) records the unclean run's window as a gap.
+    db.client()
+        .batch_execute(&format!(
+            "GRANT INSERT ON trade_tape, gaps TO {}",
+            role.name()
+        ))
+        .expect("grant");
+    let next = pipeline::start(&db, &sim, |c| c.database_url(role.url()));
+    next.wait(Duration::from_secs(30), "the crash window recorded", |_| {
+        db.count("gaps WHERE reason LIKE 'crash:%'") == 1
+    });
+    next.stop();
+}

@@ -2,9 +2,11 @@
 //! PostgreSQL.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use polytape_sim::Sim;
 use polytape_sim::universe::SimResolution;
 
@@ -39,51 +41,88 @@ fn free_addr() -> String {
     l.local_addr().expect("addr").to_string()
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig}");
+/// A `polytape run` (or any long-running command) as a subprocess: its stderr forwarded to
+/// the test's output and kept for the test to read; killed if the test fails while it runs.
+pub(crate) struct Daemon {
+    child: Child,
+    /// Every line the daemon wrote to stderr so far.
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
 }
 
-/// Waits for the child to exit, up to `limit`; returns its status (None: still running) and
-/// how long it waited.
-fn wait_exit(child: &mut Child, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Ok(Some(status)) = child.try_wait() {
-            return (Some(status), started.elapsed());
+impl Daemon {
+    /// Starts `c` (a [`polytape`] command with its arguments).
+    pub(crate) fn spawn(mut c: Command) -> Daemon {
+        let mut child = c.stderr(Stdio::piped()).spawn().expect("spawn polytape");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        if let Some(err) = child.stderr.take() {
+            let kept = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("[polytape] {line}");
+                    kept.lock().push(line);
+                }
+            });
         }
-        std::thread::sleep(Duration::from_millis(10));
+        Daemon { child, log }
     }
-    (None, started.elapsed())
-}
 
-/// Kills the daemon if a test fails while it runs.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    /// Sends `sig` (`TERM`, `INT`, `KILL`) with kill(1).
+    pub(crate) fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig}");
     }
-}
 
-/// Forwards the child's stderr to ours (the test's captured output) on a thread, and keeps
-/// every line for the test to read.
-fn forward_stderr(child: &mut Child) -> std::sync::Arc<parking_lot::Mutex<Vec<String>>> {
-    let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
-    if let Some(err) = child.stderr.take() {
-        let kept = std::sync::Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[polytape] {line}");
-                kept.lock().push(line);
+    /// Waits for the daemon to exit, up to `limit`; returns its status (None: still
+    /// running) and how long it waited.
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (Some(status), started.elapsed());
             }
-        });
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (None, started.elapsed())
     }
-    lines
+
+    /// A graceful stop: SIGTERM, then exit 0 within `limit`.
+    pub(crate) fn stop(self, limit: Duration) {
+        self.stop_with("TERM", limit);
+    }
+
+    /// A graceful stop by `sig` (`TERM` or `INT`): exit 0 within `limit`.
+    pub(crate) fn stop_with(mut self, sig: &str, limit: Duration) {
+        self.signal(sig);
+        let (exit, took) = self.wait_exit(limit);
+        eprintln!("SIG{sig}: exited {exit:?} after {} ms", took.as_millis());
+        assert!(
+            exit.is_some_and(|s| s.success()),
+            "exit 0 within {limit:?} of SIG{sig}: {exit:?}"
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The HTTP status a daemon's health server at `addr` answers for `path` (None: no answer).
+fn status_at(addr: &str, path: &str) -> Option<u16> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .map(|r| r.status().as_u16())
+        .ok()
 }
 
 #[test]
@@ -97,7 +136,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 6");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 7");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);
@@ -169,10 +208,8 @@ fn run_then_signal(sig: &str) {
     let addr = free_addr();
     let mut c = polytape(&db, &sim);
     c.args(["run", "--max-tokens-per-conn", "300"])
-        .env("POLYTAPE_HEALTH_ADDR", &addr)
-        .stderr(Stdio::piped());
-    let mut child = KillOnDrop(c.spawn().expect("spawn"));
-    forward_stderr(&mut child.0);
+        .env("POLYTAPE_HEALTH_ADDR", &addr);
+    let child = Daemon::spawn(c);
     let health_url = format!("http://{addr}/health");
     let fetch = || -> Option<serde_json::Value> {
         let mut resp = ureq::get(&health_url).call().ok()?;
@@ -234,13 +271,7 @@ fn run_then_signal(sig: &str) {
     assert!(status.status.success());
     assert!(stdout(&status).contains("trades_inserted"));
 
-    signal(&child.0, sig);
-    let (exit, took) = wait_exit(&mut child.0, Duration::from_secs(5));
-    eprintln!("SIG{sig}: exited {exit:?} after {} ms", took.as_millis());
-    assert!(
-        exit.is_some_and(|s| s.success()),
-        "exit 0 within 5 s: {exit:?}"
-    );
+    child.stop_with(sig, Duration::from_secs(5));
     let n = assert_stored_equals_delivered(&db, &sim);
     assert!(n > 2000);
 }
@@ -263,20 +294,19 @@ fn a_second_signal_exits_at_once() {
     let db = TestDb::new();
     let sim = pipeline::sim(50, 500.0);
     let mut c = polytape(&db, &sim);
-    c.arg("run").stderr(Stdio::piped());
-    let mut child = KillOnDrop(c.spawn().expect("spawn"));
-    forward_stderr(&mut child.0);
+    c.arg("run");
+    let mut child = Daemon::spawn(c);
     assert!(wait_until(Duration::from_secs(30), || db.count("trades") > 100));
     // With the database gone, a graceful stop cannot finish: the writer keeps its batch.
     db.set_reachable(false);
-    signal(&child.0, "TERM");
-    let (first, _) = wait_exit(&mut child.0, Duration::from_millis(1500));
+    child.signal("TERM");
+    let (first, _) = child.wait_exit(Duration::from_millis(1500));
     assert!(
         first.is_none(),
         "still flushing after the first signal: {first:?}"
     );
-    signal(&child.0, "TERM");
-    let (second, took) = wait_exit(&mut child.0, Duration::from_secs(2));
+    child.signal("TERM");
+    let (second, took) = child.wait_exit(Duration::from_secs(2));
     eprintln!(
         "second signal: exited {second:?} after {} ms",
         took.as_millis()
@@ -300,10 +330,8 @@ fn markets_added_and_closed_during_a_run_are_followed_without_a_restart() {
         "1",
         "--resolve-interval-secs",
         "1",
-    ])
-    .stderr(Stdio::piped());
-    let mut child = KillOnDrop(c.spawn().expect("spawn"));
-    forward_stderr(&mut child.0);
+    ]);
+    let child = Daemon::spawn(c);
     let initial = pipeline::open_tokens(&sim);
     assert!(
         pipeline::wait_stats(&sim, |s| s.subscribed_assets == initial),
@@ -357,9 +385,7 @@ fn markets_added_and_closed_during_a_run_are_followed_without_a_restart() {
         }),
         "winner recorded"
     );
-    signal(&child.0, "TERM");
-    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(5));
-    assert!(exit.is_some_and(|s| s.success()));
+    child.stop(Duration::from_secs(5));
     assert_stored_equals_delivered(&db, &sim);
 }
 
@@ -403,21 +429,10 @@ fn readyz_follows_the_database_and_the_password_is_never_logged() {
     c.env("DATABASE_URL", format!("{} password={secret}", db.url()))
         .env("POLYTAPE_HEALTH_ADDR", &addr)
         .env("RUST_LOG", "debug")
-        .args(["run", "--readiness-grace-secs", "1"])
-        .stderr(Stdio::piped());
-    let mut child = KillOnDrop(c.spawn().expect("spawn"));
-    let log = forward_stderr(&mut child.0);
-    let status = |path: &str| {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        agent
-            .get(&format!("http://{addr}{path}"))
-            .call()
-            .map(|r| r.status().as_u16())
-            .ok()
-    };
+        .args(["run", "--readiness-grace-secs", "1"]);
+    let child = Daemon::spawn(c);
+    let log = Arc::clone(&child.log);
+    let status = |path: &str| status_at(&addr, path);
     assert!(wait_until(Duration::from_secs(30), || status("/readyz") == Some(200)));
     db.set_reachable(false);
     assert!(
@@ -427,9 +442,7 @@ fn readyz_follows_the_database_and_the_password_is_never_logged() {
     assert_eq!(status("/livez"), Some(200), "alive all the same");
     db.set_reachable(true);
     assert!(wait_until(Duration::from_secs(30), || status("/readyz") == Some(200)));
-    signal(&child.0, "TERM");
-    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(5));
-    assert!(exit.is_some_and(|s| s.success()));
+    child.stop(Duration::from_secs(5));
     let log = log.lock();
     assert!(
         log.iter().any(|l| l.contains("***")),
@@ -450,10 +463,9 @@ fn a_shard_holds_its_markets_across_resyncs() {
     let db = TestDb::new();
     let sim = pipeline::sim(200, 100.0);
     let mut c = polytape(&db, &sim);
-    c.args(["run", "--shard", "1/2", "--sync-interval-secs", "1"])
-        .stderr(Stdio::piped());
-    let mut child = KillOnDrop(c.spawn().expect("spawn"));
-    let log = forward_stderr(&mut child.0);
+    c.args(["run", "--shard", "1/2", "--sync-interval-secs", "1"]);
+    let child = Daemon::spawn(c);
+    let log = Arc::clone(&child.log);
     // Only successful re-syncs count: "market re-sync failed" must not pass for one.
     let resyncs = || {
         log.lock()
@@ -477,9 +489,7 @@ fn a_shard_holds_its_markets_across_resyncs() {
         expected,
         "still only its shard"
     );
-    signal(&child.0, "TERM");
-    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(5));
-    assert!(exit.is_some_and(|s| s.success()));
+    child.stop(Duration::from_secs(5));
 }
 
 #[test]
@@ -526,10 +536,8 @@ fn a_sigkill_is_a_gap_and_the_spool_survives_it() {
     let db = TestDb::new();
     let sim = pipeline::sim(200, 300.0);
     let mut c = polytape(&db, &sim);
-    c.args(["run", "--channel-capacity", "1000"])
-        .stderr(Stdio::piped());
-    let mut first = KillOnDrop(c.spawn().expect("spawn"));
-    forward_stderr(&mut first.0);
+    c.args(["run", "--channel-capacity", "1000"]);
+    let mut first = Daemon::spawn(c);
     assert!(wait_until(Duration::from_secs(30), || db.count("trades")
         > 300
         && db.count("sessions") == 1));
@@ -540,18 +548,17 @@ fn a_sigkill_is_a_gap_and_the_spool_survives_it() {
         "trades spooled while the database is away"
     );
     std::thread::sleep(Duration::from_secs(1));
-    signal(&first.0, "KILL");
-    let (exit, _) = wait_exit(&mut first.0, Duration::from_secs(5));
+    first.signal("KILL");
+    let (exit, _) = first.wait_exit(Duration::from_secs(5));
     assert!(exit.is_some_and(|s| !s.success()), "killed: {exit:?}");
     let left = spool_bytes(db.spool_dir());
     assert!(left > 0, "the spool outlives the process");
     db.set_reachable(true);
 
     let mut c = polytape(&db, &sim);
-    c.args(["run", "--channel-capacity", "1000"])
-        .stderr(Stdio::piped());
-    let mut second = KillOnDrop(c.spawn().expect("spawn"));
-    let log = forward_stderr(&mut second.0);
+    c.args(["run", "--channel-capacity", "1000"]);
+    let mut second = Daemon::spawn(c);
+    let log = Arc::clone(&second.log);
     let crash_gaps = || {
         db.client()
             .query_one(
@@ -570,8 +577,8 @@ fn a_sigkill_is_a_gap_and_the_spool_survives_it() {
     let before = db.count("trades");
     assert!(wait_until(Duration::from_secs(30), || db.count("trades")
         > before + 200));
-    signal(&second.0, "TERM");
-    let (exit, _) = wait_exit(&mut second.0, Duration::from_secs(10));
+    second.signal("TERM");
+    let (exit, _) = second.wait_exit(Duration::from_secs(10));
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
 
     let mut client = db.client();
@@ -623,21 +630,9 @@ fn a_revoked_grant_turns_readyz_503_and_loses_nothing() {
     let mut c = polytape(&db, &sim);
     c.env("DATABASE_URL", role.url())
         .env("POLYTAPE_HEALTH_ADDR", &addr)
-        .args(["run", "--readiness-grace-secs", "600"])
-        .stderr(Stdio::piped());
-    let mut child = KillOnDrop(c.spawn().expect("spawn"));
-    forward_stderr(&mut child.0);
-    let status = |path: &str| {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        agent
-            .get(&format!("http://{addr}{path}"))
-            .call()
-            .map(|r| r.status().as_u16())
-            .ok()
-    };
+        .args(["run", "--readiness-grace-secs", "600"]);
+    let child = Daemon::spawn(c);
+    let status = |path: &str| status_at(&addr, path);
     assert!(wait_until(Duration::from_secs(30), || status("/readyz")
         == Some(200)
         && db.count("trades") > 50));
@@ -653,9 +648,7 @@ fn a_revoked_grant_turns_readyz_503_and_loses_nothing() {
         .batch_execute(&format!("GRANT INSERT ON trade_tape TO {}", role.name()))
         .expect("grant");
     assert!(wait_until(Duration::from_secs(40), || status("/readyz") == Some(200)));
-    signal(&child.0, "TERM");
-    let (exit, _) = wait_exit(&mut child.0, Duration::from_secs(10));
-    assert!(exit.is_some_and(|s| s.success()));
+    child.stop(Duration::from_secs(10));
     assert_stored_equals_delivered(&db, &sim);
 }
 
@@ -773,11 +766,8 @@ fn a_crash_window_is_filled_and_the_tape_equals_what_was_executed() {
     let sim = pipeline::sim(100, 300.0);
     let start = |db: &TestDb| {
         let mut c = polytape(db, &sim);
-        c.args(["run", "--backfill-settle-secs", "3"])
-            .stderr(Stdio::piped());
-        let mut child = KillOnDrop(c.spawn().expect("spawn"));
-        forward_stderr(&mut child.0);
-        child
+        c.args(["run", "--backfill-settle-secs", "3"]);
+        Daemon::spawn(c)
     };
     let first = start(&db);
     assert!(wait_until(Duration::from_secs(30), || db.count("trades")
@@ -785,7 +775,7 @@ fn a_crash_window_is_filled_and_the_tape_equals_what_was_executed() {
         && db.count("sessions") == 1));
     let from_ms = polytape_sim::now_ms();
     assert!(wait_until(Duration::from_secs(10), || db.count("trades") > 600));
-    signal(&first.0, "KILL");
+    first.signal("KILL");
     drop(first);
     let crashed_at = polytape_sim::now_ms();
     // The exchange trades on while nothing listens.
@@ -793,7 +783,7 @@ fn a_crash_window_is_filled_and_the_tape_equals_what_was_executed() {
         Duration::from_secs(10),
         || polytape_sim::now_ms() > crashed_at + 2000
     ));
-    let mut second = start(&db);
+    let second = start(&db);
     let open_gaps = || {
         db.client()
             .query_one(
@@ -811,9 +801,7 @@ fn a_crash_window_is_filled_and_the_tape_equals_what_was_executed() {
         open_gaps()
     );
     let to_ms = polytape_sim::now_ms() - 1000;
-    signal(&second.0, "TERM");
-    let (exit, _) = wait_exit(&mut second.0, Duration::from_secs(10));
-    assert!(exit.is_some_and(|s| s.success()));
+    second.stop(Duration::from_secs(10));
     let report = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, to_ms);
     assert!(report.filled > 0, "{report:?}");
     eprintln!(
