@@ -61,18 +61,33 @@ pub struct Maintenance {
     pub compacted: Vec<String>,
 }
 
-/// Keeps the tape's partitions in shape (the daemon calls it with every market re-sync):
-/// this month's and the next two exist; a month that ended more than a day ago has its index
-/// rebuilt once (`REINDEX … CONCURRENTLY`: writers go on). A live month's natural-key index
-/// fills its pages about half (each token's entries grow at their own right edge, and a
-/// B-tree splits such a page in halves); rebuilt, it takes about 40% less room
-/// (BENCHMARKS.md).
-pub fn maintain(db: &mut Client, now: DateTime<Utc>) -> Result<Maintenance> {
-    let mut report = Maintenance::default();
+/// Makes this month's partition and the next two if they are missing; returns how many it
+/// made. Quick (a catalogue lookup when they exist): safe on a start path.
+pub fn prepare(db: &mut Client, now: DateTime<Utc>) -> Result<usize> {
     let this = month_index(now);
+    let mut created = 0;
     for m in this..=this + MONTHS_AHEAD {
-        report.created += usize::from(ensure_month(db, m)?);
+        created += usize::from(ensure_month(db, m)?);
     }
+    Ok(created)
+}
+
+/// Keeps the tape's partitions in shape (the daemon calls it after every market re-sync,
+/// never on its start path): [`prepare`]; then every month that ended more than a day ago
+/// has its index rebuilt once (`REINDEX … CONCURRENTLY`: writers go on). A live month's
+/// natural-key index fills its pages about half (each token's entries grow at their own
+/// right edge, and a B-tree splits such a page in halves); rebuilt, it takes about 40% less
+/// room (BENCHMARKS.md).
+///
+/// A rebuild takes as long as its month is large (20 s at 10 M rows), so it runs without the
+/// connection's statement timeout; an invalid index a rebuild left behind when it was cut
+/// short (a `…_ccnew` index, from a timeout or a crash) is dropped first.
+pub fn maintain(db: &mut Client, now: DateTime<Utc>) -> Result<Maintenance> {
+    let mut report = Maintenance {
+        created: prepare(db, now)?,
+        ..Maintenance::default()
+    };
+    drop_invalid_leftovers(db)?;
     // Over for a day: late trades (a backfill) are rare from then on.
     let settled = month_start(month_index(now - chrono::Duration::days(1)))?;
     let due: Vec<String> = db
@@ -88,10 +103,12 @@ pub fn maintain(db: &mut Client, now: DateTime<Utc>) -> Result<Maintenance> {
     for name in due {
         // Not in a transaction: CONCURRENTLY cannot be. The name comes from our own table
         // and is quoted anyway.
-        db.batch_execute(&format!(
-            "REINDEX TABLE CONCURRENTLY {}",
-            quote_ident(&name)
-        ))?;
+        without_statement_timeout(db, |db| {
+            db.batch_execute(&format!(
+                "REINDEX TABLE CONCURRENTLY {}",
+                quote_ident(&name)
+            ))
+        })?;
         db.execute(
             "UPDATE tape_partitions SET compacted_at = now() WHERE name = $1",
             &[&name],
@@ -100,6 +117,49 @@ pub fn maintain(db: &mut Client, now: DateTime<Utc>) -> Result<Maintenance> {
         report.compacted.push(name);
     }
     Ok(report)
+}
+
+/// Runs `f` with no statement timeout on `db`, then puts the session's own back (also when
+/// `f` fails).
+fn without_statement_timeout(
+    db: &mut Client,
+    f: impl FnOnce(&mut Client) -> std::result::Result<(), postgres::Error>,
+) -> Result<()> {
+    let before: String = db.query_one("SHOW statement_timeout", &[])?.try_get(0)?;
+    db.batch_execute("SET statement_timeout = 0")?;
+    let result = f(db);
+    db.execute(
+        "SELECT set_config('statement_timeout', $1, false)",
+        &[&before],
+    )?;
+    Ok(result?)
+}
+
+/// Drops the invalid indexes an interrupted `REINDEX … CONCURRENTLY` leaves on the tape's
+/// partitions (named `…_ccnew`, `…_ccnew1`, …): they cost every insert and serve no query.
+fn drop_invalid_leftovers(db: &mut Client) -> Result<()> {
+    let leftovers: Vec<String> = db
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(i.relname)
+             FROM pg_index x
+             JOIN pg_class i ON i.oid = x.indexrelid
+             JOIN pg_class t ON t.oid = x.indrelid
+             JOIN pg_namespace n ON n.oid = i.relnamespace
+             JOIN tape_partitions p ON p.name = t.relname
+             WHERE NOT x.indisvalid AND i.relname ~ '_ccnew[0-9]*$'
+               AND n.nspname = current_schema()",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+    for index in leftovers {
+        without_statement_timeout(db, |db| {
+            db.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+        })?;
+        log::warn!("tape: dropped {index}, an invalid index an interrupted rebuild left");
+    }
+    Ok(())
 }
 
 /// Every partition still attached, oldest first.

@@ -232,6 +232,59 @@ fn partitions_are_made_ahead_compacted_once_and_take_over_the_default() {
     assert_eq!(count(&mut c, "SELECT count(*) FROM trades"), 2);
 }
 
+/// A past month's rebuild runs without the connection's statement timeout (it takes as long
+/// as the month is large: before, a month over the 30 s limit failed at every start and left
+/// an invalid `_ccnew` index each time), and such a leftover is dropped first.
+#[test]
+fn compaction_has_no_statement_timeout_and_drops_leftover_indexes() {
+    let _w = Watchdog::new("compaction_no_timeout", Duration::from_secs(120));
+    let db = TestDb::new();
+    let mut c = db.client();
+    c.batch_execute(
+        "SELECT tape_ensure_month('2025-03-01');
+         INSERT INTO tokens (asset_id, market) SELECT g::text, '0xm' FROM generate_series(1, 50) g;
+         INSERT INTO trade_tape (traded_at, received_at, token, is_buy, price, size)
+         SELECT '2025-03-01'::timestamptz + g * interval '1 second', now(), 1 + g % 50,
+                g % 2 = 0, (1 + g % 99)::numeric / 100, g
+         FROM generate_series(1, 400000) g;",
+    )
+    .expect("a past month of 400,000 trades");
+    // What an interrupted REINDEX CONCURRENTLY leaves: an invalid index named …_ccnew.
+    let leftover = c.batch_execute(
+        "CREATE UNIQUE INDEX CONCURRENTLY trade_tape_2025_03_natural_ccnew
+             ON trade_tape_2025_03 (token)",
+    );
+    assert!(
+        leftover.is_err(),
+        "duplicates make it fail, and stay invalid"
+    );
+    let invalid = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM pg_index WHERE NOT indisvalid", &[])
+            .expect("pg_index")
+            .get(0)
+    };
+    assert_eq!(invalid(&mut c), 1);
+    // A connection whose statements may take 100 ms: far less than this rebuild.
+    let config = db
+        .config()
+        .to_builder()
+        .statement_timeout(Duration::from_millis(100))
+        .build()
+        .expect("config");
+    let mut short = polytape::store::connect(&config).expect("connect");
+    let report = polytape::store::tape::maintain(&mut short, chrono::Utc::now()).expect("maintain");
+    assert!(
+        report.compacted.contains(&"trade_tape_2025_03".to_owned()),
+        "{report:?}"
+    );
+    assert_eq!(invalid(&mut c), 0, "no invalid index left");
+    let timeout: String = short
+        .query_one("SHOW statement_timeout", &[])
+        .expect("show")
+        .get(0);
+    assert_eq!(timeout, "100ms", "the session's own timeout is back");
+}
+
 /// The attack on V6's `tape_ensure_month` (SECURITY DEFINER, `search_path FROM CURRENT`,
 /// unqualified names, EXECUTE for PUBLIC): a role with nothing but CONNECT and TEMP puts a
 /// temporary `tape_partitions` with a trigger in front of the real one and gets its trigger

@@ -53,7 +53,13 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal, hurry: StopSignal) -> Res
     let applied = polytape::store::migrate(lc)?;
     log::info!("migrations: {applied} applied");
     let mut db = polytape::store::connect(lc)?;
-    maintain_tape(&mut db);
+    // This month's partition and the next two; the slow part of maintenance (rebuilding a
+    // past month's index) runs after the first re-sync, off the start path.
+    if let Err(e) = polytape::store::tape::prepare(&mut db, chrono::Utc::now()) {
+        log::warn!(
+            "tape: cannot make the next months' partitions yet ({e}); trades go to the default partition meanwhile"
+        );
+    }
     let gamma = GammaClient::new(lc);
     match sync_markets(&mut db, &gamma) {
         Ok(r) => log::info!(
@@ -190,17 +196,18 @@ fn resync_loop(stop: &StopSignal, handle: &ListenerHandle, config: &DaemonConfig
         let result = polytape::store::connect(lc).and_then(|mut db| {
             let report = sync_markets(&mut db, &gamma)?;
             let groups = open_token_groups(&mut db, config.shard)?;
-            maintain_tape(&mut db);
-            Ok((report, groups))
+            Ok((report, groups, db))
         });
         match result {
-            Ok((report, groups)) => {
+            Ok((report, groups, mut db)) => {
                 log::info!(
                     "market re-sync: {} open markets, {} refreshed as closed",
                     report.open_markets,
                     report.refreshed
                 );
                 handle.set_markets(groups);
+                // After the listener has its markets: a rebuild may take minutes.
+                maintain_tape(&mut db);
             }
             Err(e) => log::warn!("market re-sync failed, will retry: {e}"),
         }
