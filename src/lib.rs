@@ -105,6 +105,7 @@ pub mod resolution;
 mod spool;
 mod stop;
 pub mod store;
+mod supervise;
 pub mod sync;
 mod tls;
 mod writer;

@@ -394,8 +394,12 @@ fn markets_holding(db: &mut Client, tokens: &[String]) -> Result<Vec<String>> {
 
 /// An asset id short enough for a log line.
 fn short(asset: &str) -> String {
-    if asset.len() > 12 {
-        format!("{}…{}", &asset[..6], &asset[asset.len() - 4..])
+    // By characters: an asset id is network text, and a byte index could fall inside one.
+    let chars: Vec<char> = asset.chars().collect();
+    if chars.len() > 12 {
+        let head: String = chars[..6].iter().collect();
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        format!("{head}…{tail}")
     } else {
         asset.to_owned()
     }
@@ -461,4 +465,20 @@ pub fn history(config: &Config, markets: &[String], from_ms: i64, to_ms: i64) ->
     let to_ms = to_ms.min(now_ms() - (BLOCK_LAG_S + 2) * 1000);
     let mut backfill = Backfill::new(config, Health::new());
     backfill.fill_window(&mut db, &assets, from_ms, to_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn asset_ids_are_shortened_by_characters() {
+        assert_eq!(short("12345"), "12345");
+        assert_eq!(
+            short("71321045679252212594626385532706912750332728571942532289631379312455583992563"),
+            "713210…2563"
+        );
+        // Not a real asset id, but network text all the same: never a panic.
+        assert_eq!(short("ééééééééééééé"), "éééééé…éééé");
+    }
 }

@@ -76,6 +76,7 @@ struct Shared {
     sockets_recycled: AtomicU64,
     spool_corrupt_records: AtomicU64,
     spool_read_errors: AtomicU64,
+    threads_restarted: AtomicU64,
     data_api_bad_rows: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
@@ -243,6 +244,7 @@ impl Health {
             sockets_recycled: s.sockets_recycled.load(Relaxed),
             spool_corrupt_records: s.spool_corrupt_records.load(Relaxed),
             spool_read_errors: s.spool_read_errors.load(Relaxed),
+            threads_restarted: s.threads_restarted.load(Relaxed),
             data_api_bad_rows: s.data_api_bad_rows.load(Relaxed),
             connections,
         }
@@ -433,6 +435,11 @@ impl Health {
     /// The spool could not be read (an I/O error, retried; not corruption).
     pub(crate) fn spool_read_error(&self) {
         self.shared.spool_read_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A supervised helper thread panicked and was started again.
+    pub(crate) fn thread_restarted(&self) {
+        self.shared.threads_restarted.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn connection_restarted(&self) {

@@ -14,7 +14,12 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 26] = [
+        let counters: [(&str, &str, f64); 27] = [
+            (
+                "threads_restarted_total",
+                "Helper threads (backfill, sessions, announcements) that panicked and were started again.",
+                self.threads_restarted as f64,
+            ),
             (
                 "spool_read_errors_total",
                 "Spool reads that failed on the device (retried, nothing skipped).",

@@ -106,6 +106,9 @@ pub struct HealthSnapshot {
     pub stalls_repaired: u64,
     /// Connection threads that ended unexpectedly (a panic) and were started again.
     pub connections_restarted: u64,
+    /// Helper threads (backfill, sessions, announcements) that panicked and were started
+    /// again: should stay 0.
+    pub threads_restarted: u64,
     /// Sockets replaced make before break (planned, not a loss: no gap).
     pub sockets_recycled: u64,
     /// Spool records found unreadable (their segment's rest skipped, logged): should be 0.

@@ -33,6 +33,7 @@ use crate::spool::Spool;
 use crate::stop::StopSignal;
 use crate::store::markets::Shard;
 use crate::store::sessions::SessionKeeper;
+use crate::supervise::spawn_supervised;
 use crate::writer::{HeldTokens, StopDeadline, Writer};
 
 pub use self::connections::plan_chunks;
@@ -301,29 +302,38 @@ impl Listener {
         let writer_thread = std::thread::Builder::new()
             .name("polytape-writer".into())
             .spawn(move || writer.run(rx))?;
-        // Holes are filled from the Data API once settled.
+        // Holes are filled from the Data API once settled. The helper threads are
+        // supervised: a panic starts them again (counted), it never ends every fill.
         let backfill_stop = StopSignal::new();
         let backfill_thread = {
-            let backfill = Backfill::new(&self.config, self.health.clone())
-                .reconciling(Arc::clone(&held), resubscribe);
-            let stop = backfill_stop.clone();
-            std::thread::Builder::new()
-                .name("polytape-backfill".into())
-                .spawn(move || backfill.run(stop))?
+            let (config, health) = (Arc::clone(&self.config), self.health.clone());
+            let (held, stop) = (Arc::clone(&held), backfill_stop.clone());
+            spawn_supervised(
+                "backfill",
+                self.health.clone(),
+                backfill_stop.clone(),
+                move || {
+                    Backfill::new(&config, health.clone())
+                        .reconciling(Arc::clone(&held), Arc::clone(&resubscribe))
+                        .run(stop.clone())
+                },
+            )?
         };
         let keeper_stop = StopSignal::new();
         let writer_clean = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let keeper_thread = {
-            let keeper = SessionKeeper::new(
-                &self.config,
-                self.health.clone(),
-                Arc::clone(&held),
-                keeper_stop.clone(),
-            );
+            let (config, health) = (Arc::clone(&self.config), self.health.clone());
+            let (held, stop) = (Arc::clone(&held), keeper_stop.clone());
             let clean = Arc::clone(&writer_clean);
-            std::thread::Builder::new()
-                .name("polytape-sessions".into())
-                .spawn(move || keeper.run(|| clean.load(std::sync::atomic::Ordering::SeqCst)))?
+            spawn_supervised(
+                "sessions",
+                self.health.clone(),
+                keeper_stop.clone(),
+                move || {
+                    SessionKeeper::new(&config, health.clone(), Arc::clone(&held), stop.clone())
+                        .run(|| clean.load(std::sync::atomic::Ordering::SeqCst))
+                },
+            )?
         };
         let conn_stop = StopSignal::new();
         // Announcements: from every connection to one follower thread. A hint dropped on a
@@ -332,15 +342,21 @@ impl Listener {
         let (announce, follower_thread) = match &self.follow {
             Some((shard, resolver)) => {
                 let (atx, arx) = bounded(1024);
-                let handle = self.handle.clone();
-                let follower =
-                    Follower::new(&self.config, *shard, resolver.clone(), move |groups| {
-                        handle.set_markets(groups)
-                    });
-                let stop = follow_stop.clone();
-                let thread = std::thread::Builder::new()
-                    .name("polytape-announce".into())
-                    .spawn(move || follower.run(arx, stop))?;
+                let (config, shard, resolver) =
+                    (Arc::clone(&self.config), *shard, resolver.clone());
+                let (handle, stop) = (self.handle.clone(), follow_stop.clone());
+                let thread = spawn_supervised(
+                    "announce",
+                    self.health.clone(),
+                    follow_stop.clone(),
+                    move || {
+                        let handle = handle.clone();
+                        Follower::new(&config, shard, resolver.clone(), move |groups| {
+                            handle.set_markets(groups)
+                        })
+                        .run(arx.clone(), stop.clone())
+                    },
+                )?;
                 (Some(atx), Some(thread))
             }
             None => (None, None),

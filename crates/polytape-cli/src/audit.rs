@@ -49,11 +49,7 @@ pub(crate) fn audit(common: &Common, args: &AuditArgs) -> Result {
         filled += d;
         open += o;
         closed += c;
-        let name = if name.len() > 40 {
-            format!("{}…", &name[..39])
-        } else {
-            name
-        };
+        let name = fit(name, 40);
         println!(
             "{hour:<14} {name:<40} {f:>8} {d:>8} {o:>6} {c:>7}  {}",
             verdict(d, o, c)
@@ -73,5 +69,32 @@ fn verdict(filled: i64, open: i64, closed: i64) -> &'static str {
         "filled"
     } else {
         "complete"
+    }
+}
+
+/// `name` in at most `width` characters (not bytes: slugs and questions come from the
+/// network, and a byte index can fall inside a character): cut with an ellipsis.
+fn fit(name: String, width: usize) -> String {
+    if name.chars().count() <= width {
+        return name;
+    }
+    let mut cut: String = name.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn names_are_cut_by_characters_never_inside_one() {
+        assert_eq!(fit("short".into(), 40), "short");
+        // 45 characters, every one two bytes: byte 39 falls inside a character.
+        let slug = "é".repeat(45);
+        let cut = fit(slug, 40);
+        assert_eq!(cut.chars().count(), 40);
+        assert!(cut.ends_with('…'));
+        assert_eq!(fit("a".repeat(41), 40).chars().count(), 40);
     }
 }

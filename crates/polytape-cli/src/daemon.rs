@@ -10,7 +10,7 @@ use polytape::gamma::GammaClient;
 use polytape::resolution::{ResolutionTracker, TrackerHandle};
 use polytape::sync::{Shard, open_token_groups, sync_markets};
 use polytape::{Config, Listener, ListenerHandle, StopSignal};
-use polytape_http::{Request, Response, serve_requests};
+use polytape_http::{Request, Response, serve_requests_with_priority};
 
 /// Everything `polytape run` needs.
 #[derive(Debug, Clone)]
@@ -107,7 +107,10 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal, hurry: StopSignal) -> Res
     let mut server = match config.health_addr.as_deref() {
         Some(addr) => {
             let state = Arc::clone(&state);
-            let server = serve_requests(addr, "polytape-http", move |req| handle_http(&state, req))
+            let server =
+                serve_requests_with_priority(addr, "polytape-http", &["/livez"], move |req| {
+                    handle_http(&state, req)
+                })
                 .map_err(|e| format!("cannot serve health on {addr}: {e}"))?;
             log::info!("health on http://{}", server.addr());
             Some(server)

@@ -19,6 +19,12 @@ const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_CONNECTIONS: usize = 32;
 /// The time a client has to send its whole request head.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections taken beyond [`MAX_CONNECTIONS`] while every place is held (by slow clients,
+/// say), each given [`OVERFLOW_DEADLINE`] for its head and answered only on a priority path
+/// (a liveness probe); the rest still get 503 at once.
+pub const MAX_OVERFLOW: usize = 16;
+/// The time an overflow connection has to send its head: a prober sends it at once.
+pub const OVERFLOW_DEADLINE: Duration = Duration::from_millis(500);
 
 /// A parsed request head, plus any bytes read past it.
 #[derive(Debug, Clone)]
@@ -269,6 +275,25 @@ impl Server {
     where
         F: Fn(TcpStream) + Send + Sync + 'static,
     {
+        Self::start_with_overflow(addr, name, max, handle, None::<fn(TcpStream)>)
+    }
+
+    /// [`Server::start_bounded`], and while every place is held, up to [`MAX_OVERFLOW`] more
+    /// connections handed to `overflow` (which must be quick to give its place back) before
+    /// any is turned away.
+    pub fn start_with_overflow<F, O>(
+        addr: &str,
+        name: &str,
+        max: Option<usize>,
+        handle: F,
+        overflow: Option<O>,
+    ) -> io::Result<Server>
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+        O: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        let overflow = overflow.map(Arc::new);
+        let overflow_active = Arc::new(AtomicUsize::new(0));
         let active = Arc::new(AtomicUsize::new(0));
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
@@ -291,30 +316,22 @@ impl Server {
                             continue;
                         }
                     };
-                    if max.is_some_and(|max| active.load(Ordering::SeqCst) >= max) {
-                        let mut stream = stream;
-                        let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-                        let _ = Response::text(503, "busy\n").write_to(&mut stream);
-                        continue;
-                    }
-                    active.fetch_add(1, Ordering::SeqCst);
-                    let handle = Arc::clone(&handle);
-                    let place = Arc::clone(&active);
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("{thread_name}-conn"))
-                        .spawn(move || {
-                            // Gives the place back on every path, a panic included.
-                            struct Place(Arc<AtomicUsize>);
-                            impl Drop for Place {
-                                fn drop(&mut self) {
-                                    self.0.fetch_sub(1, Ordering::SeqCst);
-                                }
-                            }
-                            let _place = Place(place);
-                            handle(stream)
-                        });
+                    let full = max.is_some_and(|max| active.load(Ordering::SeqCst) >= max);
+                    let spawned = match (&overflow, full) {
+                        (_, false) => spawn_counted(&thread_name, &active, &handle, stream),
+                        (Some(o), true)
+                            if overflow_active.load(Ordering::SeqCst) < MAX_OVERFLOW =>
+                        {
+                            spawn_counted(&thread_name, &overflow_active, o, stream)
+                        }
+                        _ => {
+                            let mut stream = stream;
+                            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+                            let _ = Response::text(503, "busy\n").write_to(&mut stream);
+                            continue;
+                        }
+                    };
                     if let Err(e) = spawned {
-                        active.fetch_sub(1, Ordering::SeqCst);
                         log::warn!("{thread_name}: cannot spawn a connection thread: {e}");
                     }
                 }
@@ -348,6 +365,35 @@ impl Drop for Server {
     }
 }
 
+/// Hands `stream` to `handle` on a thread of its own, holding one of `places` (counted here,
+/// in the accept loop, and given back on every path the thread ends by, a panic included).
+fn spawn_counted<F>(
+    name: &str,
+    places: &Arc<AtomicUsize>,
+    handle: &Arc<F>,
+    stream: TcpStream,
+) -> io::Result<()>
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    struct Place(Arc<AtomicUsize>);
+    impl Drop for Place {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    places.fetch_add(1, Ordering::SeqCst);
+    let place = Place(Arc::clone(places));
+    let handle = Arc::clone(handle);
+    std::thread::Builder::new()
+        .name(format!("{name}-conn"))
+        .spawn(move || {
+            let _place = place;
+            handle(stream)
+        })
+        .map(drop)
+}
+
 /// Serves plain request/response handlers: reads one request, writes the handler's answer.
 /// Hardened for a port that may be reachable beyond loopback: at most [`MAX_CONNECTIONS`] at
 /// once (the rest get 503 at once), the request head within [`REQUEST_DEADLINE`] and 16 KiB,
@@ -356,24 +402,63 @@ pub fn serve_requests<F>(addr: &str, name: &str, handler: F) -> io::Result<Serve
 where
     F: Fn(&Request) -> Response + Send + Sync + 'static,
 {
-    Server::start_bounded(addr, name, Some(MAX_CONNECTIONS), move |mut stream| {
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        let deadline = Instant::now() + REQUEST_DEADLINE;
-        let response = match read_request_by(&mut stream, Some(deadline)) {
-            Ok(req) => handler(&req),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                return;
-            }
-            Err(e) => Response::text(400, format!("bad request: {e}\n")),
-        };
-        let _ = response.write_to(&mut stream);
-    })
+    serve_requests_with_priority(addr, name, &[], handler)
+}
+
+/// [`serve_requests`], with `priority` paths (a liveness probe) still answered while slow
+/// clients hold every place: up to [`MAX_OVERFLOW`] more connections, each with
+/// [`OVERFLOW_DEADLINE`] for its head, are answered on those paths and 503 on any other.
+pub fn serve_requests_with_priority<F>(
+    addr: &str,
+    name: &str,
+    priority: &[&str],
+    handler: F,
+) -> io::Result<Server>
+where
+    F: Fn(&Request) -> Response + Send + Sync + 'static,
+{
+    let handler = Arc::new(handler);
+    let priority: Vec<String> = priority.iter().map(|p| (*p).to_owned()).collect();
+    let overflow = (!priority.is_empty()).then(|| {
+        let handler = Arc::clone(&handler);
+        move |stream| {
+            answer(stream, OVERFLOW_DEADLINE, |req| {
+                if priority.contains(&req.path) {
+                    handler(req)
+                } else {
+                    Response::text(503, "busy\n")
+                }
+            })
+        }
+    });
+    Server::start_with_overflow(
+        addr,
+        name,
+        Some(MAX_CONNECTIONS),
+        move |stream| answer(stream, REQUEST_DEADLINE, |req| handler(req)),
+        overflow,
+    )
+}
+
+/// Reads one request head from `stream` within `within`, and writes `handler`'s answer
+/// (within 5 s). A client that closes or is too slow gets nothing; a bad head, 400.
+fn answer(mut stream: TcpStream, within: Duration, handler: impl FnOnce(&Request) -> Response) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let deadline = Instant::now() + within;
+    let response = match read_request_by(&mut stream, Some(deadline)) {
+        Ok(req) => handler(&req),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            return;
+        }
+        Err(e) => Response::text(400, format!("bad request: {e}\n")),
+    };
+    let _ = response.write_to(&mut stream);
 }
 
 #[cfg(test)]
@@ -463,6 +548,45 @@ mod tests {
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    }
+
+    /// Slow clients holding every place do not silence a liveness probe: a priority path is
+    /// still answered (others get 503 at once).
+    #[test]
+    fn a_priority_path_is_answered_while_every_place_is_held() {
+        let server = serve_requests_with_priority("127.0.0.1:0", "test-http", &["/livez"], |r| {
+            Response::text(200, format!("{}\n", r.path))
+        })
+        .expect("bind");
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(server.addr()).expect("connect"))
+            .collect();
+        let ask = |path: &str| -> Option<u16> {
+            let mut s = TcpStream::connect(server.addr()).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .ok()?;
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out)
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        // Once the accept loop has counted every idle client, /health is turned away ...
+        let mut busy = None;
+        for _ in 0..50 {
+            busy = ask("/health");
+            if busy == Some(503) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(busy, Some(503));
+        // ... and /livez answered all the same.
+        assert_eq!(ask("/livez"), Some(200));
+        drop(idle);
     }
 
     #[test]
