@@ -111,6 +111,9 @@ pub(crate) struct DataApiClient {
     page: usize,
     budget: usize,
     recent: VecDeque<Instant>,
+    /// The most rows the service has returned in one page: it may cap `limit` lower than
+    /// asked without saying so, and a page of that many rows is not taken for the last.
+    largest_page: usize,
     /// Requests answered, and rows it could not use (counted, logged).
     pub(crate) requests: u64,
     pub(crate) bad_rows: u64,
@@ -126,6 +129,7 @@ impl DataApiClient {
             page: config.data_api_page,
             budget: config.data_api_budget as usize,
             recent: VecDeque::new(),
+            largest_page: 0,
             requests: 0,
             bad_rows: 0,
         }
@@ -133,6 +137,12 @@ impl DataApiClient {
 
     /// Every settled trade of `markets` (at most 20) with a block time in `start..=end`
     /// (epoch seconds), newest first. Windows deeper than the offset cap are split.
+    ///
+    /// Paging goes by the rows the service sent, not by those usable (a page with bad rows
+    /// is as full as any), and a page is the last only when it is shorter than what was asked
+    /// *and* than the largest page the service has sent: a service that caps `limit` lower
+    /// than asked (silently) is paged through to the end all the same (one empty page more,
+    /// until the cap is known).
     pub(crate) fn trades(
         &mut self,
         markets: &[String],
@@ -154,13 +164,14 @@ impl DataApiClient {
                 newer.extend(self.trades(markets, start, mid)?);
                 return Ok(newer);
             }
-            let page = self.page_at(markets, start, end, offset)?;
-            let full = page.len() >= self.page;
+            let (page, rows) = self.page_at(markets, start, end, offset)?;
             out.extend(page);
-            if !full {
+            let last = rows == 0 || (rows < self.page && rows < self.largest_page);
+            self.largest_page = self.largest_page.max(rows);
+            if last {
                 return Ok(out);
             }
-            offset += self.page;
+            offset += rows;
         }
     }
 
@@ -170,7 +181,7 @@ impl DataApiClient {
         start: i64,
         end: i64,
         offset: usize,
-    ) -> Result<Vec<ApiTrade>> {
+    ) -> Result<(Vec<ApiTrade>, usize)> {
         let url = format!(
             "{}/trades?market={}&start={start}&end={end}&limit={}&offset={offset}&takerOnly=true",
             self.base,
@@ -183,10 +194,12 @@ impl DataApiClient {
         self.parse(&body)
     }
 
-    fn parse(&mut self, body: &str) -> Result<Vec<ApiTrade>> {
+    /// The usable trades of a page, and how many rows it had (usable or not).
+    fn parse(&mut self, body: &str) -> Result<(Vec<ApiTrade>, usize)> {
         let (trades, bad) = decode_trades(body)?;
         self.bad_rows += bad;
-        Ok(trades)
+        let rows = trades.len() + bad as usize;
+        Ok((trades, rows))
     }
 
     /// At most `budget` requests in any 10 s: well under the service's 200.

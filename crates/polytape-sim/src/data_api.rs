@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use polytape_http::{Request, Response};
 use serde_json::json;
@@ -21,9 +21,10 @@ pub(crate) const MAX_LIMIT: usize = 10_000;
 pub(crate) const MAX_OFFSET: usize = 10_000;
 
 /// The settlement block time of a trade, in seconds: blocks every 2 s, the trade in the first
-/// or second block at or after its match.
-pub fn block_time_s(t: &TradeRecord) -> i64 {
-    let match_s = t.timestamp_ms.div_euclid(1000) + i64::from(t.timestamp_ms.rem_euclid(1000) > 0);
+/// or second block at or after its match (plus the configured settlement lag).
+pub fn block_time_s(t: &TradeRecord, settlement_lag: Duration) -> i64 {
+    let match_ms = t.timestamp_ms + settlement_lag.as_millis() as i64;
+    let match_s = match_ms.div_euclid(1000) + i64::from(match_ms.rem_euclid(1000) > 0);
     let block = match_s + match_s.rem_euclid(2);
     block + 2 * (t.seq % 2) as i64
 }
@@ -79,25 +80,26 @@ pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
     });
     // Visible: settled at least the lag ago.
     let visible_until_s = (crate::now_ms() - state.config.data_api_lag.as_millis() as i64) / 1000;
+    let lag = state.config.settlement_lag;
     let executed = state.executed.lock();
     let mut rows: Vec<&TradeRecord> = executed
         .iter()
         .filter(|t| wanted_idx.as_ref().is_none_or(|w| w.contains(&t.market)))
         .filter(|t| {
-            let b = block_time_s(t);
+            let b = block_time_s(t, lag);
             b >= start && b <= end && b <= visible_until_s
         })
         .collect();
     // Newest first.
     rows.sort_by(|a, b| {
-        block_time_s(b)
-            .cmp(&block_time_s(a))
+        block_time_s(b, lag)
+            .cmp(&block_time_s(a, lag))
             .then(b.seq.cmp(&a.seq))
     });
     let page: Vec<serde_json::Value> = rows
         .iter()
         .skip(offset as usize)
-        .take(limit as usize)
+        .take((limit as usize).min(state.config.data_api_max_page))
         .filter_map(|t| {
             let m = markets.get(t.market as usize)?;
             // Prices and sizes are JSON numbers, written from their exact decimal text.
@@ -109,7 +111,7 @@ pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
                 "conditionId": m.condition_id,
                 "size": number(&t.size())?,
                 "price": number(&t.price())?,
-                "timestamp": block_time_s(t),
+                "timestamp": block_time_s(t, lag),
                 "title": m.question,
                 "slug": m.slug,
                 "eventSlug": m.slug,

@@ -84,6 +84,12 @@ pub struct SimConfig {
     pub data_api_lag: Duration,
     /// Data API requests per 10 s before 429 (0: no limit; the live service: 200).
     pub data_api_rate_limit: u32,
+    /// Extra time between a trade's match and its block (a congested chain, a retrying
+    /// relayer: tens of seconds at times), on top of the usual 0–5 s.
+    pub settlement_lag: Duration,
+    /// Most rows the Data API returns a page, whatever `limit` asks (the service may cap
+    /// lower than the documented 10,000 without saying so).
+    pub data_api_max_page: usize,
     /// A frame with more asset ids than this closes the socket (the live service closes
     /// clients that send thousands at once; polytape sends at most 100).
     pub max_ids_per_frame: usize,
@@ -109,6 +115,8 @@ impl Default for SimConfig {
             slow_client_timeout: Some(Duration::from_secs(15)),
             data_api_lag: Duration::ZERO,
             data_api_rate_limit: 200,
+            settlement_lag: Duration::ZERO,
+            data_api_max_page: 10_000,
             max_ids_per_frame: 1000,
         }
     }

@@ -67,6 +67,12 @@ struct Args {
     /// A frame with more asset ids than this closes the socket.
     #[arg(long, default_value_t = 1000)]
     max_ids_per_frame: usize,
+    /// Extra seconds between a trade's match and its block (a congested chain).
+    #[arg(long, default_value_t = 0)]
+    settlement_lag_secs: u64,
+    /// Most rows a Data API page returns, whatever `limit` asks.
+    #[arg(long, default_value_t = 10_000)]
+    data_api_max_page: usize,
 }
 
 fn main() {
@@ -92,6 +98,8 @@ fn main() {
         data_api_lag: Duration::from_secs(args.data_api_lag_secs),
         data_api_rate_limit: args.data_api_rate_limit,
         max_ids_per_frame: args.max_ids_per_frame,
+        settlement_lag: Duration::from_secs(args.settlement_lag_secs),
+        data_api_max_page: args.data_api_max_page,
     };
     let sim = match Sim::start(config) {
         Ok(sim) => sim,
