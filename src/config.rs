@@ -36,6 +36,11 @@ pub mod defaults {
     pub const BACKFILL_SETTLE: Duration = Duration::from_secs(600);
     /// Period of the reconciliation sweeps over every held market (zero: none).
     pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(900);
+    /// How long a trade's block may trail its match (blocks come within seconds; a
+    /// congested chain or a retrying relayer makes it tens of seconds): the Data API lists a
+    /// trade by its block, so windows read from it reach this far past the matches they
+    /// cover, and a trade without a hash is matched this far before its block.
+    pub const SETTLEMENT_LAG: Duration = Duration::from_secs(60);
     /// Tokens per socket: the live feed silently stops delivering past ~500.
     pub const MAX_TOKENS_PER_CONN: usize = 500;
     /// A socket without a data frame this long is replaced.
@@ -133,6 +138,7 @@ pub struct Config {
     pub(crate) data_api_budget: u32,
     pub(crate) backfill_settle: Duration,
     pub(crate) reconcile_interval: Duration,
+    pub(crate) settlement_lag: Duration,
 }
 
 impl Default for Config {
@@ -171,6 +177,7 @@ impl Default for Config {
             data_api_page: 10_000,
             data_api_budget: 100,
             backfill_settle: defaults::BACKFILL_SETTLE,
+            settlement_lag: defaults::SETTLEMENT_LAG,
             reconcile_interval: defaults::RECONCILE_INTERVAL,
         }
     }
@@ -297,6 +304,9 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return fail("heartbeat_interval must be positive");
         }
+        if self.settlement_lag < Duration::from_secs(5) {
+            return fail("settlement_lag must be at least 5 s (blocks trail matches by seconds)");
+        }
         if self.statement_timeout.is_zero() || self.resolve_interval.is_zero() {
             return fail("statement_timeout and resolve_interval must be positive");
         }
@@ -418,6 +428,8 @@ impl ConfigBuilder {
         /// Period of the reconciliation sweeps that find holes nobody recorded and stalled
         /// assets (15 min; zero turns them off).
         reconcile_interval: Duration,
+        /// How long a trade's block may trail its match (60 s).
+        settlement_lag: Duration,
     }
 
     setters! {

@@ -9,10 +9,12 @@
 //!    present together: if the feed were one event per taker order, adding the other fills
 //!    would count the same volume twice, and a duplicate is the one error the tape must
 //!    never make.
+//!    The hash is looked up in the whole tape, without a time bound (`trade_tape_tx`): a
+//!    block may trail its match by much more than usual.
 //! 2. **Without a hash** (the feed leaves it out on some trades): present when a tape row
-//!    without a hash, of the same asset, side, price and size, has a match time within
-//!    [`BEFORE_BLOCK`] before the block time and [`AFTER_BLOCK`] after it. Each tape row
-//!    accounts for one Data API trade at most.
+//!    without a hash, of the same asset, side, price and size, has a match time up to the
+//!    settlement lag (`Config::settlement_lag`, 60 s) before the block time and
+//!    [`AFTER_BLOCK_MS`] after it. Each tape row accounts for one Data API trade at most.
 //! 3. Anything else is missing: it is added, with the block time as its time and
 //!    `source = 'data_api'`.
 //!
@@ -25,8 +27,6 @@ use std::collections::HashSet;
 use crate::data_api::ApiTrade;
 use crate::feed::{Decimal, Side};
 
-/// How long before its block a trade may have matched.
-pub(crate) const BEFORE_BLOCK_MS: i64 = 12_000;
 /// How long after its block second a trade's match time may read (clock skew, rounding).
 pub(crate) const AFTER_BLOCK_MS: i64 = 1_000;
 
@@ -42,8 +42,13 @@ pub(crate) struct TapeRow {
     pub(crate) transaction_hash: Option<String>,
 }
 
-/// The Data API trades the tape does not hold, by the rule above.
-pub(crate) fn missing<'a>(api: &'a [ApiTrade], tape: &[TapeRow]) -> Vec<&'a ApiTrade> {
+/// The Data API trades the tape does not hold, by the rule above; a trade may have matched
+/// up to `before_block_ms` before its block.
+pub(crate) fn missing<'a>(
+    api: &'a [ApiTrade],
+    tape: &[TapeRow],
+    before_block_ms: i64,
+) -> Vec<&'a ApiTrade> {
     let hashes: HashSet<(&str, String)> = tape
         .iter()
         .filter_map(|r| {
@@ -70,7 +75,7 @@ pub(crate) fn missing<'a>(api: &'a [ApiTrade], tape: &[TapeRow]) -> Vec<&'a ApiT
                 && r.side == t.side
                 && r.price == price
                 && r.size == size
-                && r.timestamp_ms >= block_ms - BEFORE_BLOCK_MS
+                && r.timestamp_ms >= block_ms - before_block_ms
                 && r.timestamp_ms <= block_ms + 999 + AFTER_BLOCK_MS
         });
         match twin {
@@ -210,8 +215,9 @@ mod tests {
                 vec![0, 1],
             ),
         ];
+        // A settlement lag of 12 s in these cases.
         for (name, api_trades, tape, want) in cases {
-            let got: Vec<usize> = missing(&api_trades, &tape)
+            let got: Vec<usize> = missing(&api_trades, &tape, 12_000)
                 .iter()
                 .map(|m| {
                     api_trades
@@ -222,5 +228,16 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    /// The margin follows the settlement lag: a hashless feed row 30 s before the block is
+    /// missing with a 12 s lag and present with a 60 s one.
+    #[test]
+    fn the_hashless_margin_follows_the_settlement_lag() {
+        let t0 = 1_764_000_000i64;
+        let api_trades = vec![api("a", Sell, "0.3", "5.5", t0 + 30, "0x1")];
+        let tape = vec![row("a", Sell, "0.3", "5.5", t0 * 1000, None)];
+        assert_eq!(missing(&api_trades, &tape, 12_000).len(), 1);
+        assert!(missing(&api_trades, &tape, 60_000).is_empty());
     }
 }

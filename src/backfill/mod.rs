@@ -11,9 +11,13 @@
 //! checked).
 //!
 //! **Never a duplicate**: a Data API trade is present when the tape holds its transaction
-//! hash for its asset; without a hash (the feed omits it on some trades), when a tape row
-//! without a hash has the same asset, side, price and size and a match time up to 12 s
+//! hash for its asset (looked up in the whole tape: a block may trail its match by far more
+//! than usual); without a hash (the feed omits it on some trades), when a tape row without a
+//! hash has the same asset, side, price and size and a match time up to the settlement lag
 //! before the block time (each row counts once). Anything else is added.
+//!
+//! **Windows follow the settlement lag**: a gap's window is read from the Data API up to
+//! the settlement lag past its end (its trades' blocks), and only once that is settled too.
 
 mod matching;
 
@@ -27,12 +31,10 @@ use crate::error::Result;
 use crate::feed::{Decimal, Side, Trade};
 use crate::health::{Health, now_ms, now_us};
 use crate::stop::StopSignal;
-use crate::store::trades::{Source, TradeWriter};
+use crate::store::trades::{Source, TradeWriter, hash_bytes};
 use crate::writer::HeldTokens;
 use matching::TapeRow;
 
-/// Block times run up to this long after the last match of a window.
-const BLOCK_LAG_S: i64 = 10;
 /// Tape rows this far around a window take part in the matching.
 const TAPE_MARGIN_MS: i64 = 15_000;
 /// Gaps taken in one round.
@@ -51,8 +53,12 @@ pub(crate) struct Backfill {
     /// For the reconciliation sweeps: what the listener holds, and how to resubscribe.
     held: Option<HeldTokens>,
     resubscribe: Option<Resubscribe>,
-    /// Swept up to here (block time, Unix ms); from just after the first socket was up.
+    /// Swept up to here (block time, Unix ms); from the listener's start.
     swept_to_ms: Option<i64>,
+    /// Where the first sweep began: trades with a block within the settlement lag of it may
+    /// have matched before their asset was subscribed, so they are filled but not taken for
+    /// a stall.
+    sweep_start_ms: Option<i64>,
     /// Assets subscribed afresh, and when: misses from before that belong to the stall
     /// already repaired (counted once, not again at each sweep that still sees them).
     repaired: std::collections::HashMap<String, i64>,
@@ -79,6 +85,7 @@ impl Backfill {
             held: None,
             resubscribe: None,
             swept_to_ms: None,
+            sweep_start_ms: None,
             repaired: Default::default(),
         }
     }
@@ -99,11 +106,15 @@ impl Backfill {
         let sweep_every = self.config.reconcile_interval;
         let mut last_sweep = std::time::Instant::now();
         while !stop.wait_timeout(every) {
-            // The tape starts when the first socket is up: nothing before that is a hole.
-            // Sweeps select by block time, which runs up to a few seconds after the match:
-            // the first starts that much later, so no trade matched before the start counts.
-            if self.swept_to_ms.is_none() && self.health.snapshot().connections_active > 0 {
-                self.swept_to_ms = Some(now_ms() + matching::BEFORE_BLOCK_MS);
+            // The tape of an asset starts when it is subscribed, and a Data API trade with a
+            // block from then on belongs to it: the sweeps start at the listener's start
+            // (before any subscription), once a socket is up.
+            if self.swept_to_ms.is_none() {
+                let h = self.health.snapshot();
+                if let (true, Some(started)) = (h.connections_active > 0, h.started_at) {
+                    self.swept_to_ms = Some(started.timestamp_millis());
+                    self.sweep_start_ms = Some(started.timestamp_millis());
+                }
             }
             if let Err(e) = self.round(&stop) {
                 log::debug!("backfill: round failed ({e}); will retry");
@@ -118,6 +129,32 @@ impl Backfill {
                 self.health.data_api_bad_rows(self.api.bad_rows);
             }
         }
+    }
+
+    /// How long a block may trail its match, in ms.
+    fn lag_ms(&self) -> i64 {
+        self.config.settlement_lag.as_millis() as i64
+    }
+
+    /// The tape rows that take part in matching `listed`: every row holding one of their
+    /// hashes (whenever it matched), and the rows of `assets` that matched from the
+    /// settlement lag before `from_ms` to `to_ms` (for trades the feed sent without a hash).
+    fn tape_for(
+        &self,
+        db: &mut Client,
+        assets: &[String],
+        listed: &[ApiTrade],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<TapeRow>> {
+        let mut tape = tape_rows(
+            db,
+            assets,
+            from_ms - self.lag_ms() - TAPE_MARGIN_MS,
+            to_ms + TAPE_MARGIN_MS,
+        )?;
+        tape.extend(rows_with_hashes(db, listed)?);
+        Ok(tape)
     }
 
     /// The settled horizon (match time, Unix ms): older than the settle time and than
@@ -161,7 +198,7 @@ impl Backfill {
                  WHERE to_ts >= 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
                    AND from_ts <= 'epoch'::timestamptz + $2::float8 * interval '1 millisecond'",
                 &[
-                    &((from_ms - TAPE_MARGIN_MS) as f64),
+                    &((from_ms - self.lag_ms() - TAPE_MARGIN_MS) as f64),
                     &((to_ms + TAPE_MARGIN_MS) as f64),
                 ],
             )?
@@ -189,25 +226,21 @@ impl Backfill {
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let tape = tape_rows(
-                &mut db,
-                &assets,
-                from_ms - TAPE_MARGIN_MS,
-                to_ms + TAPE_MARGIN_MS,
-            )?;
-            let missing = matching::missing(&listed, &tape);
+            let tape = self.tape_for(&mut db, &assets, &listed, from_ms, to_ms)?;
+            let lag = self.lag_ms();
+            let missing = matching::missing(&listed, &tape, lag);
             for t in &missing {
                 let block_ms = t.timestamp_s * 1000;
                 let covered = gaps.iter().any(|(f, to, a)| {
-                    a.contains(&t.asset)
-                        && block_ms >= f - 2_000
-                        && block_ms <= to + matching::BEFORE_BLOCK_MS
+                    a.contains(&t.asset) && block_ms >= f - 2_000 && block_ms <= to + lag
                 });
                 let already = self
                     .repaired
                     .get(&t.asset)
-                    .is_some_and(|at| block_ms <= at + matching::BEFORE_BLOCK_MS);
-                if !covered && !already {
+                    .is_some_and(|at| block_ms <= at + lag);
+                // Matched, perhaps, before its asset was subscribed: filled, not a stall.
+                let at_start = self.sweep_start_ms.is_some_and(|s| block_ms <= s + lag);
+                if !covered && !already && !at_start {
                     if stalled.is_empty() {
                         log::debug!("reconcile: first uncovered missing trade: {t:?}");
                     }
@@ -273,8 +306,8 @@ impl Backfill {
     pub(crate) fn round(&mut self, stop: &StopSignal) -> Result<usize> {
         let mut db = crate::store::connect(&self.config)?;
         // The horizon: settled, and older than anything still waiting in the spool; and the
-        // gap's trades must all have their blocks, which trail it by up to BLOCK_LAG_S.
-        let horizon = self.horizon_ms() - BLOCK_LAG_S * 1000;
+        // gap's trades must all have their blocks, which trail it by up to the settlement lag.
+        let horizon = self.horizon_ms() - self.lag_ms();
         let gaps = db.query(
             "SELECT id, (extract(epoch FROM from_ts) * 1000)::bigint,
                     (extract(epoch FROM to_ts) * 1000)::bigint, asset_ids, fill_attempts
@@ -348,7 +381,7 @@ impl Backfill {
         let settled_s = (now_ms() - 2_000).div_euclid(1000);
         let (start_s, end_s) = (
             from_ms.div_euclid(1000),
-            (to_ms.div_euclid(1000) + BLOCK_LAG_S).min(settled_s),
+            (to_ms + self.lag_ms()).div_euclid(1000).min(settled_s),
         );
         let mut listed: Vec<ApiTrade> = Vec::new();
         for chunk in markets.chunks(MARKETS_PER_REQUEST) {
@@ -358,8 +391,8 @@ impl Backfill {
                     .filter(|t| wanted.contains(t.asset.as_str())),
             );
         }
-        let tape = tape_rows(db, assets, from_ms - TAPE_MARGIN_MS, to_ms + TAPE_MARGIN_MS)?;
-        let missing = matching::missing(&listed, &tape);
+        let tape = self.tape_for(db, assets, &listed, from_ms, to_ms)?;
+        let missing = matching::missing(&listed, &tape, self.lag_ms());
         let added = self.store_missing(&missing)?;
         Ok(Filled {
             listed: listed.len(),
@@ -416,26 +449,51 @@ fn tape_rows(db: &mut Client, assets: &[String], from_ms: i64, to_ms: i64) -> Re
                              AND 'epoch'::timestamptz + $3::float8 * interval '1 millisecond'",
         &[&assets, &(from_ms as f64), &(to_ms as f64)],
     )?;
-    rows.iter()
-        .map(|r| {
-            let side: String = r.try_get(1)?;
-            let price: String = r.try_get(2)?;
-            let size: String = r.try_get(3)?;
-            Ok(TapeRow {
-                asset: r.try_get(0)?,
-                side: if side == "BUY" { Side::Buy } else { Side::Sell },
-                price: Decimal::canonical(&price),
-                size: Decimal::canonical(&size),
-                timestamp_ms: r.try_get(4)?,
-                transaction_hash: r.try_get(5)?,
-            })
-        })
-        .collect()
+    rows.iter().map(tape_row).collect()
+}
+
+/// A tape row from (asset, side, price, size, match ms, hash).
+fn tape_row(r: &postgres::Row) -> Result<TapeRow> {
+    let side: String = r.try_get(1)?;
+    let price: String = r.try_get(2)?;
+    let size: String = r.try_get(3)?;
+    Ok(TapeRow {
+        asset: r.try_get(0)?,
+        side: if side == "BUY" { Side::Buy } else { Side::Sell },
+        price: Decimal::canonical(&price),
+        size: Decimal::canonical(&size),
+        timestamp_ms: r.try_get(4)?,
+        transaction_hash: r.try_get(5)?,
+    })
+}
+
+/// The tape rows holding any of `listed`'s transaction hashes, whenever they matched
+/// (`trade_tape_tx`, a hash index).
+fn rows_with_hashes(db: &mut Client, listed: &[ApiTrade]) -> Result<Vec<TapeRow>> {
+    let mut hashes: Vec<Vec<u8>> = listed
+        .iter()
+        .filter_map(|t| hash_bytes(&t.transaction_hash))
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    if hashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db.query(
+        "SELECT k.asset_id, CASE WHEN t.is_buy THEN 'BUY' ELSE 'SELL' END, t.price::text,
+                t.size::text, (extract(epoch FROM t.traded_at) * 1000)::bigint,
+                '0x' || encode(t.tx, 'hex')
+         FROM trade_tape t JOIN tokens k ON k.id = t.token
+         WHERE t.tx = ANY($1)",
+        &[&hashes],
+    )?;
+    rows.iter().map(tape_row).collect()
 }
 
 /// Loads the settled trades of `markets` (slugs or condition ids, all in the `markets`
-/// table: run a sync first) with a match time in `from_ms..=to_ms` (Unix ms; the last 12 s
-/// are left for a later run, their blocks may still be coming) into the tape, through the writer's COPY path, as `data_api`. Idempotent: what the tape holds
+/// table: run a sync first) with a match time in `from_ms..=to_ms` (Unix ms; the last
+/// settlement lag and 2 s are left for a later run, their blocks may still be coming) into
+/// the tape, through the writer's COPY path, as `data_api`. Idempotent: what the tape holds
 /// already (from the feed or an earlier run) is not added again.
 pub fn history(config: &Config, markets: &[String], from_ms: i64, to_ms: i64) -> Result<Filled> {
     let mut db = crate::store::connect(config)?;
@@ -462,7 +520,8 @@ pub fn history(config: &Config, markets: &[String], from_ms: i64, to_ms: i64) ->
     }
     // Only settled time: a trade matched in the last seconds may have its block still to
     // come, and a window that grows between two runs would not be idempotent.
-    let to_ms = to_ms.min(now_ms() - (BLOCK_LAG_S + 2) * 1000);
+    let lag_ms = config.settlement_lag.as_millis() as i64;
+    let to_ms = to_ms.min(now_ms() - lag_ms - 2_000);
     let mut backfill = Backfill::new(config, Health::new());
     backfill.fill_window(&mut db, &assets, from_ms, to_ms)
 }

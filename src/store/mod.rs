@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "safe_tape_ensure_month",
         include_str!("../../migrations/V7__safe_tape_ensure_month.sql"),
     ),
+    (
+        8,
+        "tape_hash_lookup",
+        include_str!("../../migrations/V8__tape_hash_lookup.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do

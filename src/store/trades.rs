@@ -436,6 +436,14 @@ fn hex_digits(h: &str) -> Option<&[u8]> {
     (digits.len() % 2 == 0 && digits.iter().all(u8::is_ascii_hexdigit)).then_some(digits)
 }
 
+/// The bytes of a `0x…` transaction hash as `trade_tape.tx` holds them, if it is hex.
+pub(crate) fn hash_bytes(h: &str) -> Option<Vec<u8>> {
+    let digits = hex_digits(h)?;
+    let mut bytes = Vec::with_capacity(digits.len() / 2);
+    push_hex_bytes(&mut bytes, digits);
+    Some(bytes)
+}
+
 /// Appends the bytes of hex `digits` (checked by [`hex_digits`]) to `buf`, with no
 /// allocation: this runs for every trade.
 fn push_hex_bytes(buf: &mut Vec<u8>, digits: &[u8]) {

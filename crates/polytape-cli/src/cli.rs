@@ -48,6 +48,11 @@ pub(crate) struct Common {
     /// Data API base URL (the settled tape, for filling holes).
     #[arg(long, env = "POLYTAPE_DATA_API_URL", default_value = defaults::DATA_API_URL, global = true)]
     pub(crate) data_api_url: String,
+    /// Seconds a trade's block may trail its match (a congested chain): how far past a
+    /// window the Data API is read, and how far before its block a trade without a hash is
+    /// matched.
+    #[arg(long, global = true, env = "POLYTAPE_SETTLEMENT_LAG_SECS", default_value_t = defaults::SETTLEMENT_LAG.as_secs())]
+    pub(crate) settlement_lag_secs: u64,
     /// Address of a running daemon's health endpoint (for `status`), and where `run` serves
     /// it; an empty value turns it off.
     #[arg(
@@ -237,6 +242,7 @@ impl Common {
             .database_url(&self.database_url)
             .gamma_url(&self.gamma_url)
             .data_api_url(&self.data_api_url)
+            .settlement_lag(Duration::from_secs(self.settlement_lag_secs))
             .build()
     }
 
@@ -253,6 +259,7 @@ impl RunArgs {
             .database_url(&common.database_url)
             .gamma_url(&common.gamma_url)
             .data_api_url(&common.data_api_url)
+            .settlement_lag(Duration::from_secs(common.settlement_lag_secs))
             .backfill_settle(Duration::from_secs(self.backfill_settle_secs))
             .reconcile_interval(Duration::from_secs(self.reconcile_interval_secs))
             .ws_url(&self.ws_url)

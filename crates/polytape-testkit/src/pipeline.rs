@@ -104,6 +104,9 @@ pub fn config_for(url: &str, sim: &Sim) -> Config {
         .backoff_max(Duration::from_millis(500))
         .gamma_backoff_min(Duration::from_millis(10))
         .gamma_backoff_max(Duration::from_millis(200))
+        // The simulator's blocks trail their matches by at most ~4 s (unless a test asks for
+        // more); the default 60 s would make every gap fill wait a minute.
+        .settlement_lag(Duration::from_secs(10))
         .build()
         .expect("a valid test configuration")
 }
