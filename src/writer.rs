@@ -144,11 +144,20 @@ impl Writer {
         loop {
             let open = self.fill(&records, &mut batch, &mut gaps);
             let n = batch.len();
+            let received = batch.iter().map(|t| t.received_at_us);
+            let (oldest, newest) = (received.clone().min(), received.max());
+            if let Some(oldest) = oldest {
+                self.health.batch_taken(oldest);
+            }
             self.health.dequeued(n);
             let behind = records.len() >= self.behind_mark;
             if !batch.is_empty() {
                 self.route(Entry::Trades(std::mem::take(&mut batch)), behind);
                 batch.reserve(self.batch_size);
+            }
+            if let Some(newest) = newest {
+                // Committed or spooled (or, past a stop's deadline, counted as unkept).
+                self.health.batch_durable(newest);
             }
             for gap in gaps.drain(..) {
                 self.route(Entry::Gap(gap), behind);

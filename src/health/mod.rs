@@ -65,7 +65,10 @@ struct Shared {
     spool_segments: AtomicU64,
     spool_oldest_ms: AtomicI64,
     spool_replay_rate: AtomicU64,
-    last_committed_received_us: AtomicI64,
+    /// Receive time of the newest trade the listener's writer made durable (committed or
+    /// spooled), and of the oldest trade in the batch it is gathering (0: none).
+    durable_us: AtomicI64,
+    undurable_since_us: AtomicI64,
     trades_backfilled: AtomicU64,
     gaps_filled: AtomicU64,
     data_api_errors: AtomicU64,
@@ -77,6 +80,7 @@ struct Shared {
     spool_corrupt_records: AtomicU64,
     spool_read_errors: AtomicU64,
     threads_restarted: AtomicU64,
+    sessions_reregistered: AtomicU64,
     data_api_bad_rows: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
@@ -245,6 +249,7 @@ impl Health {
             spool_corrupt_records: s.spool_corrupt_records.load(Relaxed),
             spool_read_errors: s.spool_read_errors.load(Relaxed),
             threads_restarted: s.threads_restarted.load(Relaxed),
+            sessions_reregistered: s.sessions_reregistered.load(Relaxed),
             data_api_bad_rows: s.data_api_bad_rows.load(Relaxed),
             connections,
         }
@@ -365,17 +370,34 @@ impl Health {
     }
 
     /// When the newest trade committed so far was received (Unix µs; 0: none yet).
-    pub(crate) fn last_committed_received_us(&self) -> i64 {
-        self.shared.last_committed_received_us.load(Relaxed)
+    /// The listener's writer took a batch off the channel; its oldest trade was received
+    /// at `oldest_us`. Called before the batch leaves the queue's count, so a trade is always
+    /// either queued or in a batch or durable.
+    pub(crate) fn batch_taken(&self, oldest_us: i64) {
+        self.shared.undurable_since_us.store(oldest_us, Relaxed);
     }
 
-    /// Called by the writer after a commit.
-    pub(crate) fn committed(&self, trades: &[crate::feed::Trade]) {
-        if let Some(newest) = trades.iter().map(|t| t.received_at_us).max() {
-            self.shared
-                .last_committed_received_us
-                .fetch_max(newest, Relaxed);
+    /// The batch is committed or spooled: durable up to its newest trade.
+    pub(crate) fn batch_durable(&self, newest_us: i64) {
+        self.shared.durable_us.fetch_max(newest_us, Relaxed);
+        self.shared.undurable_since_us.store(0, Relaxed);
+    }
+
+    /// The receive time from which a crash now would lose trades (Unix µs): the oldest trade
+    /// in the batch being gathered, or, with trades waiting in the channel, the newest trade
+    /// made durable (the channel is filled in arrival order, give or take the interleaving of
+    /// sockets, which the caller's slack covers). `None`: nothing received is at risk.
+    pub(crate) fn at_risk_since_us(&self) -> Option<i64> {
+        let s = &self.shared;
+        let batch = s.undurable_since_us.load(Relaxed);
+        if batch > 0 {
+            return Some(batch);
         }
+        (s.queue_depth.load(Relaxed) > 0).then(|| s.durable_us.load(Relaxed).max(1))
+    }
+
+    /// Called by a trade writer after a commit (latencies, when recorded).
+    pub(crate) fn committed(&self, trades: &[crate::feed::Trade]) {
         if !self.shared.recording_latencies.load(Relaxed) {
             return;
         }
@@ -440,6 +462,11 @@ impl Health {
     /// A supervised helper thread panicked and was started again.
     pub(crate) fn thread_restarted(&self) {
         self.shared.threads_restarted.fetch_add(1, Relaxed);
+    }
+
+    /// This run found its session row closed by another instance and registered again.
+    pub(crate) fn session_reregistered(&self) {
+        self.shared.sessions_reregistered.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn connection_restarted(&self) {

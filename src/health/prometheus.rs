@@ -14,7 +14,12 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 27] = [
+        let counters: [(&str, &str, f64); 28] = [
+            (
+                "sessions_reregistered_total",
+                "Times this run was taken for crashed by another instance and registered again.",
+                self.sessions_reregistered as f64,
+            ),
             (
                 "threads_restarted_total",
                 "Helper threads (backfill, sessions, announcements) that panicked and were started again.",

@@ -109,6 +109,9 @@ pub struct HealthSnapshot {
     /// Helper threads (backfill, sessions, announcements) that panicked and were started
     /// again: should stay 0.
     pub threads_restarted: u64,
+    /// Times this run found its `sessions` row closed by another instance (it lost its
+    /// database connection long enough to be taken for crashed) and registered again.
+    pub sessions_reregistered: u64,
     /// Sockets replaced make before break (planned, not a loss: no gap).
     pub sockets_recycled: u64,
     /// Spool records found unreadable (their segment's rest skipped, logged): should be 0.

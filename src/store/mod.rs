@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tape_hash_lookup",
         include_str!("../../migrations/V8__tape_hash_lookup.sql"),
     ),
+    (
+        9,
+        "session_liveness",
+        include_str!("../../migrations/V9__session_liveness.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do

@@ -314,3 +314,56 @@ fn heartbeats_do_not_rewrite_the_held_set() {
     assert!(held >= 2500, "the held set is written: {held}");
     assert!(bytes < 512 * 1024, "sessions holds {bytes} bytes");
 }
+
+/// A run whose heartbeat looks stale (a slow database, a failover) is alive as long as its
+/// connection holds its lock: another instance starting then records no crash for it
+/// (before, a heartbeat 15 s old was a crash). A run that finds its row closed by another
+/// instance registers again, counted, instead of beating on a closed row forever.
+#[test]
+fn a_live_run_is_never_taken_for_crashed_and_one_that_was_registers_again() {
+    let _w = Watchdog::new("a_live_run_is_never_taken", Duration::from_secs(120));
+    init_logs();
+    let db = TestDb::new();
+    let sim = pipeline::sim(40, 100.0);
+    // Run A beats every 30 s: its row can be made to look stale.
+    let a = pipeline::start(&db, &sim, |c| c.heartbeat_interval(Duration::from_secs(30)));
+    a.wait_up(20);
+    assert!(wait_until(Duration::from_secs(10), || db.count("sessions") == 1));
+    db.client()
+        .batch_execute("UPDATE sessions SET heartbeat_at = now() - interval '1 minute'")
+        .expect("a heartbeat a minute old");
+    // Run B starts with a spool of its own and looks for crashed runs.
+    let b = pipeline::start(&db, &sim, |c| {
+        c.spool_dir(polytape_testkit::spool_dir("second-run"))
+            .heartbeat_interval(Duration::from_millis(200))
+    });
+    b.wait_up(40);
+    assert!(wait_until(Duration::from_secs(10), || db.count("sessions") == 2));
+    // B has recovered (it beats after recovering): no crash recorded for A.
+    let b_beat = |db: &TestDb| {
+        db.count("sessions WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '1 second'")
+    };
+    assert!(wait_until(Duration::from_secs(10), || b_beat(&db) == 1));
+    assert_eq!(
+        db.count("gaps WHERE reason LIKE 'crash:%'"),
+        0,
+        "A is alive"
+    );
+    assert_eq!(db.count("sessions WHERE stopped_at IS NULL"), 2);
+    a.stop();
+
+    // B's row closed behind its back (as another instance would): it registers again.
+    db.client()
+        .batch_execute(
+            "UPDATE sessions SET stopped_at = now(), crashed = true
+             WHERE stopped_at IS NULL",
+        )
+        .expect("close B's row");
+    b.wait(Duration::from_secs(10), "B registered again", |h| {
+        h.sessions_reregistered >= 1
+    });
+    assert!(wait_until(Duration::from_secs(10), || db
+        .count("sessions WHERE stopped_at IS NULL")
+        == 1));
+    b.stop();
+}

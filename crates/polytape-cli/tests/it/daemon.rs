@@ -138,7 +138,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 8");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 9");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);
@@ -882,5 +882,57 @@ fn no_postgres_there_is_explained() {
     assert!(
         err.contains("Is PostgreSQL running") && err.contains("DATABASE_URL"),
         "{err}"
+    );
+}
+
+/// A crash gap starts at the run's safe point: trades received but still waiting to be
+/// committed (here a batch gathered for 20 s while heartbeats go on) are inside it. Before,
+/// the gap started at the last heartbeat, after them: they were lost outside any gap.
+#[test]
+fn a_crash_gap_starts_before_the_trades_that_were_not_yet_committed() {
+    let _w = Watchdog::new("a_crash_gap_starts_before", Duration::from_secs(120));
+    let db = TestDb::new();
+    let sim = pipeline::sim(100, 300.0);
+    let mut c = polytape(&db, &sim);
+    c.args([
+        "run",
+        "--batch-size",
+        "1000000",
+        "--batch-max-age-ms",
+        "20000",
+    ]);
+    let first = Daemon::spawn(c);
+    // Two heartbeats with a batch gathering and nothing committed.
+    let beat = |db: &TestDb| -> Option<String> {
+        db.client()
+            .query_opt("SELECT heartbeat_at::text FROM sessions", &[])
+            .ok()
+            .flatten()
+            .map(|r| r.get(0))
+    };
+    assert!(wait_until(Duration::from_secs(30), || beat(&db).is_some()));
+    let b1 = beat(&db);
+    assert!(wait_until(Duration::from_secs(15), || beat(&db) != b1));
+    assert!(sim.delivered_count() > 500, "trades received");
+    assert_eq!(db.count("trades"), 0, "none committed yet");
+    first.signal("KILL");
+    drop(first);
+    // The restart (ordinary batches) records the crash and carries on.
+    let second = Daemon::spawn({
+        let mut c = polytape(&db, &sim);
+        c.arg("run");
+        c
+    });
+    assert!(wait_until(Duration::from_secs(30), || {
+        db.count("gaps WHERE reason LIKE 'crash:%'") == 1 && db.count("trades") > 200
+    }));
+    second.stop(Duration::from_secs(10));
+    let missing = pipeline::assert_missing_within_gaps(db.url(), &sim, Duration::from_secs(2));
+    eprintln!(
+        "a crash with a batch of ~10 s uncommitted: {missing} trades lost, all inside the crash gap"
+    );
+    assert!(
+        missing > 500,
+        "the batch was lost with the process: {missing}"
     );
 }
