@@ -41,6 +41,9 @@ pub mod defaults {
     /// trade by its block, so windows read from it reach this far past the matches they
     /// cover, and a trade without a hash is matched this far before its block.
     pub const SETTLEMENT_LAG: Duration = Duration::from_secs(60);
+    /// A gap is filled, and a sweep reads, in slices of this much block time: each slice is
+    /// stored (and a gap's progress recorded) before the next is read.
+    pub const BACKFILL_SLICE: Duration = Duration::from_secs(600);
     /// Tokens per socket: the live feed silently stops delivering past ~500.
     pub const MAX_TOKENS_PER_CONN: usize = 500;
     /// A socket without a data frame this long is replaced.
@@ -139,6 +142,7 @@ pub struct Config {
     pub(crate) backfill_settle: Duration,
     pub(crate) reconcile_interval: Duration,
     pub(crate) settlement_lag: Duration,
+    pub(crate) backfill_slice: Duration,
 }
 
 impl Default for Config {
@@ -178,6 +182,7 @@ impl Default for Config {
             data_api_budget: 100,
             backfill_settle: defaults::BACKFILL_SETTLE,
             settlement_lag: defaults::SETTLEMENT_LAG,
+            backfill_slice: defaults::BACKFILL_SLICE,
             reconcile_interval: defaults::RECONCILE_INTERVAL,
         }
     }
@@ -303,6 +308,9 @@ impl Config {
         }
         if self.heartbeat_interval.is_zero() {
             return fail("heartbeat_interval must be positive");
+        }
+        if self.backfill_slice < Duration::from_secs(1) {
+            return fail("backfill_slice must be at least 1 s");
         }
         if self.settlement_lag < Duration::from_secs(5) {
             return fail("settlement_lag must be at least 5 s (blocks trail matches by seconds)");
@@ -430,6 +438,8 @@ impl ConfigBuilder {
         reconcile_interval: Duration,
         /// How long a trade's block may trail its match (60 s).
         settlement_lag: Duration,
+        /// Block time read, matched and stored at a time by a gap fill or a sweep (10 min).
+        backfill_slice: Duration,
     }
 
     setters! {

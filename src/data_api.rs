@@ -153,10 +153,18 @@ impl DataApiClient {
         let mut offset = 0;
         loop {
             if offset > MAX_OFFSET {
-                // Too deep for one window: split it, each half with its own offset budget.
+                // Too deep for one window: split it, each half with its own offset budget; a
+                // single second too deep is split by market instead.
                 if start >= end {
+                    if markets.len() > 1 {
+                        let (left, right) = markets.split_at(markets.len() / 2);
+                        let mut both = self.trades(left, start, end)?;
+                        both.extend(self.trades(right, start, end)?);
+                        return Ok(both);
+                    }
                     return Err(Error::http(format!(
-                        "data api: more than {MAX_OFFSET} trades in the one second {start}"
+                        "data api: more than {MAX_OFFSET} trades of one market in the one \
+                         second {start}"
                     )));
                 }
                 let mid = start + (end - start) / 2;

@@ -21,6 +21,7 @@
 
 mod matching;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use postgres::Client;
@@ -39,6 +40,9 @@ use matching::TapeRow;
 const TAPE_MARGIN_MS: i64 = 15_000;
 /// Gaps taken in one round.
 const GAPS_PER_ROUND: i64 = 50;
+/// The most block time one sweep reads: after a long outage of the Data API, the sweeps
+/// catch up an hour at a time instead of in one unbounded window.
+const MAX_SWEEP_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Asks the listener to subscribe these tokens afresh; returns how many it asked for.
 pub(crate) type Resubscribe = std::sync::Arc<dyn Fn(&[String]) -> usize + Send + Sync>;
@@ -168,9 +172,12 @@ impl Backfill {
     }
 
     /// A reconciliation sweep of every held market over the settled window since the last
-    /// sweep: fills what the tape lacks (holes nobody recorded), and takes missing feed
-    /// trades of an asset that had a socket (no gap covers them) for a **stalled asset**:
-    /// it is subscribed afresh on its socket, counted and logged once.
+    /// sweep (at most [`MAX_SWEEP_WINDOW`] of it: the rest is the next sweep's): fills what
+    /// the tape lacks (holes nobody recorded), and takes missing feed trades of an asset that
+    /// had a socket (no gap covers them) for a **stalled asset**: it is subscribed afresh on
+    /// its socket, counted and logged once. A group of markets the Data API cannot answer for
+    /// becomes a gap over the window (filled later, with its own retries), and the sweep goes
+    /// on: it never stops at one failure, and its window never grows without bound.
     pub(crate) fn sweep(&mut self, stop: &StopSignal) -> Result<usize> {
         let (Some(held), Some(resubscribe)) = (self.held.clone(), self.resubscribe.clone()) else {
             return Ok(0);
@@ -178,7 +185,9 @@ impl Backfill {
         let Some(from_ms) = self.swept_to_ms else {
             return Ok(0);
         };
-        let to_ms = self.horizon_ms();
+        let to_ms = self
+            .horizon_ms()
+            .min(from_ms + MAX_SWEEP_WINDOW.as_millis() as i64);
         if to_ms <= from_ms {
             return Ok(0);
         }
@@ -188,8 +197,9 @@ impl Backfill {
         }
         let mut db = crate::store::connect(&self.config)?;
         let requests_before = self.api.requests;
-        let markets = markets_holding(&mut db, &tokens)?;
-        let wanted: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
+        let markets = markets_with_tokens(&mut db, &tokens)?;
+        let wanted: HashSet<&str> = tokens.iter().map(String::as_str).collect();
+        let lag = self.lag_ms();
         let gaps: Vec<(i64, i64, Vec<String>)> = db
             .query(
                 "SELECT (extract(epoch FROM from_ts) * 1000)::bigint,
@@ -198,7 +208,7 @@ impl Backfill {
                  WHERE to_ts >= 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
                    AND from_ts <= 'epoch'::timestamptz + $2::float8 * interval '1 millisecond'",
                 &[
-                    &((from_ms - self.lag_ms() - TAPE_MARGIN_MS) as f64),
+                    &((from_ms - lag - TAPE_MARGIN_MS) as f64),
                     &((to_ms + TAPE_MARGIN_MS) as f64),
                 ],
             )?
@@ -207,28 +217,38 @@ impl Backfill {
             .collect::<Result<_>>()?;
         let mut stalled: std::collections::BTreeSet<String> = Default::default();
         let mut added = 0;
+        let mut unchecked = 0;
         for chunk in markets.chunks(MARKETS_PER_REQUEST) {
             if stop.is_stopped() {
                 return Ok(added);
             }
-            let listed: Vec<ApiTrade> = self
-                .api
-                .trades(chunk, from_ms.div_euclid(1000), to_ms.div_euclid(1000))?
-                .into_iter()
-                .filter(|t| wanted.contains(t.asset.as_str()))
-                .collect();
-            if listed.is_empty() {
-                continue;
-            }
-            let assets: Vec<String> = listed
-                .iter()
-                .map(|t| t.asset.clone())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let tape = self.tape_for(&mut db, &assets, &listed, from_ms, to_ms)?;
-            let lag = self.lag_ms();
-            let missing = matching::missing(&listed, &tape, lag);
+            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            let (start_s, end_s) = (from_ms.div_euclid(1000), to_ms.div_euclid(1000));
+            let missing = match self.compare(&mut db, &ids, &wanted, start_s, end_s) {
+                Ok((_, missing)) => missing,
+                Err(e) => {
+                    // Not checked now: a gap of its own, filled (and retried) like any other.
+                    let asset_ids: Vec<String> = chunk
+                        .iter()
+                        .flat_map(|(_, t)| t.iter().filter(|t| wanted.contains(t.as_str())))
+                        .cloned()
+                        .collect();
+                    self.writer.insert_gap(&crate::feed::Gap {
+                        connection: None,
+                        from_ms,
+                        to_ms,
+                        reason: format!("reconcile: not checked ({e})"),
+                        asset_ids,
+                    })?; // (counted in gaps_recorded by the writer)
+                    self.health.data_api_error();
+                    unchecked += 1;
+                    log::warn!(
+                        "reconcile: {} markets not checked ({e}); recorded as a gap",
+                        ids.len()
+                    );
+                    continue;
+                }
+            };
             for t in &missing {
                 let block_ms = t.timestamp_s * 1000;
                 let covered = gaps.iter().any(|(f, to, a)| {
@@ -270,16 +290,54 @@ impl Backfill {
             );
         }
         log::info!(
-            "reconcile: swept {} markets over {} s with {} requests; {added} trades added",
+            "reconcile: swept {} markets over {} s with {} requests; {added} trades added{}",
             markets.len(),
             (to_ms - from_ms) / 1000,
-            self.api.requests - requests_before
+            self.api.requests - requests_before,
+            if unchecked > 0 {
+                format!(", {unchecked} groups not checked (recorded as gaps)")
+            } else {
+                String::new()
+            }
         );
         Ok(added)
     }
 
+    /// Lists `markets`' trades with a block in `start_s..=end_s` (those of `wanted` assets)
+    /// and compares them with the tape: (how many were listed, the ones the tape lacks).
+    fn compare(
+        &mut self,
+        db: &mut Client,
+        markets: &[String],
+        wanted: &HashSet<&str>,
+        start_s: i64,
+        end_s: i64,
+    ) -> Result<(usize, Vec<ApiTrade>)> {
+        let listed: Vec<ApiTrade> = self
+            .api
+            .trades(markets, start_s, end_s)?
+            .into_iter()
+            .filter(|t| wanted.contains(t.asset.as_str()))
+            .collect();
+        if listed.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let assets: Vec<String> = listed
+            .iter()
+            .map(|t| t.asset.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let tape = self.tape_for(db, &assets, &listed, start_s * 1000, end_s * 1000 + 999)?;
+        let missing = matching::missing(&listed, &tape, self.lag_ms())
+            .into_iter()
+            .cloned()
+            .collect();
+        Ok((listed.len(), missing))
+    }
+
     /// Adds `missing` to the tape as `data_api`; returns how many.
-    fn store_missing(&mut self, missing: &[&ApiTrade]) -> Result<usize> {
+    fn store_missing(&mut self, missing: &[ApiTrade]) -> Result<usize> {
         let received_at_us = now_us();
         let trades: Vec<Trade> = missing
             .iter()
@@ -310,7 +368,8 @@ impl Backfill {
         let horizon = self.horizon_ms() - self.lag_ms();
         let gaps = db.query(
             "SELECT id, (extract(epoch FROM from_ts) * 1000)::bigint,
-                    (extract(epoch FROM to_ts) * 1000)::bigint, asset_ids, fill_attempts
+                    (extract(epoch FROM to_ts) * 1000)::bigint, asset_ids, fill_attempts,
+                    (extract(epoch FROM filled_to) * 1000)::bigint
              FROM gaps
              WHERE filled_at IS NULL
                AND to_ts < 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
@@ -327,13 +386,25 @@ impl Backfill {
             let (from_ms, to_ms): (i64, i64) = (g.try_get(1)?, g.try_get(2)?);
             let assets: Vec<String> = g.try_get(3)?;
             let attempts: i32 = g.try_get(4)?;
-            match self.fill_window(&mut db, &assets, from_ms, to_ms) {
+            let resume: Option<i64> = g.try_get(5)?;
+            // Each slice is stored before the next is read, and the gap says how far it got.
+            let progress = |db: &mut Client, at_ms: i64, added: usize| -> Result<()> {
+                db.execute(
+                    "UPDATE gaps SET filled_to = 'epoch'::timestamptz
+                                               + $2::float8 * interval '1 millisecond',
+                            filled_trades = coalesce(filled_trades, 0) + $3
+                     WHERE id = $1",
+                    &[&id, &(at_ms as f64), &(added as i32)],
+                )?;
+                Ok(())
+            };
+            match self.fill_window(&mut db, &assets, from_ms, to_ms, resume, progress) {
                 Ok(f) => {
                     db.execute(
-                        "UPDATE gaps SET filled_at = now(), filled_trades = $2,
-                                fill_attempts = fill_attempts + 1, fill_error = NULL
+                        "UPDATE gaps SET filled_at = now(), fill_attempts = fill_attempts + 1,
+                                fill_error = NULL
                          WHERE id = $1",
-                        &[&id, &(f.added as i32)],
+                        &[&id],
                     )?;
                     self.health.gap_filled();
                     filled += 1;
@@ -348,7 +419,7 @@ impl Backfill {
                 Err(e) => {
                     self.health.data_api_error();
                     // 1, 2, 4 … minutes, at most an hour: a gap that cannot be filled now
-                    // stays open and visible, and is tried again.
+                    // stays open and visible, and is tried again from where it got to.
                     let wait_s = (60i64 << attempts.clamp(0, 6)).min(3600);
                     db.execute(
                         "UPDATE gaps SET fill_attempts = fill_attempts + 1, fill_error = $2,
@@ -364,41 +435,45 @@ impl Backfill {
         Ok(filled)
     }
 
-    /// Compares the Data API with the tape for `assets` over `from_ms..=to_ms` (match times)
-    /// and adds what the tape lacks.
+    /// Compares the Data API with the tape for `assets` over match times `from_ms..=to_ms`
+    /// and adds what the tape lacks. The Data API is read by block time, from `from_ms` (or
+    /// `resume_ms`, where an earlier try got to) to the settlement lag past `to_ms`, in
+    /// slices of `backfill_slice`: each slice is matched and stored before the next is read
+    /// (memory stays that of one slice), and `progress(db, next_ms, added)` records where
+    /// the next one begins.
     pub(crate) fn fill_window(
         &mut self,
         db: &mut Client,
         assets: &[String],
         from_ms: i64,
         to_ms: i64,
+        resume_ms: Option<i64>,
+        mut progress: impl FnMut(&mut Client, i64, usize) -> Result<()>,
     ) -> Result<Filled> {
         let requests_before = self.api.requests;
         let markets = markets_holding(db, assets)?;
-        let wanted: std::collections::HashSet<&str> = assets.iter().map(String::as_str).collect();
+        let wanted: HashSet<&str> = assets.iter().map(String::as_str).collect();
         // Never a window that reaches into seconds still settling: rows arriving while the
         // pages are read would shift the offsets under them (pages are newest first).
         let settled_s = (now_ms() - 2_000).div_euclid(1000);
-        let (start_s, end_s) = (
-            from_ms.div_euclid(1000),
-            (to_ms + self.lag_ms()).div_euclid(1000).min(settled_s),
-        );
-        let mut listed: Vec<ApiTrade> = Vec::new();
-        for chunk in markets.chunks(MARKETS_PER_REQUEST) {
-            let page = self.api.trades(chunk, start_s, end_s)?;
-            listed.extend(
-                page.into_iter()
-                    .filter(|t| wanted.contains(t.asset.as_str())),
-            );
+        let end_s = (to_ms + self.lag_ms()).div_euclid(1000).min(settled_s);
+        let slice_s = (self.config.backfill_slice.as_secs() as i64).max(1);
+        let mut at_s = resume_ms.unwrap_or(from_ms).max(from_ms).div_euclid(1000);
+        let mut filled = Filled::default();
+        while at_s <= end_s {
+            let slice_end_s = (at_s + slice_s - 1).min(end_s);
+            let mut added = 0;
+            for chunk in markets.chunks(MARKETS_PER_REQUEST) {
+                let (listed, missing) = self.compare(db, chunk, &wanted, at_s, slice_end_s)?;
+                filled.listed += listed;
+                added += self.store_missing(&missing)?;
+            }
+            filled.added += added;
+            at_s = slice_end_s + 1;
+            progress(db, at_s * 1000, added)?;
         }
-        let tape = self.tape_for(db, assets, &listed, from_ms, to_ms)?;
-        let missing = matching::missing(&listed, &tape, self.lag_ms());
-        let added = self.store_missing(&missing)?;
-        Ok(Filled {
-            listed: listed.len(),
-            added,
-            requests: self.api.requests - requests_before,
-        })
+        filled.requests = self.api.requests - requests_before;
+        Ok(filled)
     }
 
     /// Open gaps and the oldest of them, for health.
@@ -412,6 +487,17 @@ impl Backfill {
             .gaps_open(row.try_get::<_, i64>(0)? as u64, row.try_get(1)?);
         Ok(())
     }
+}
+
+/// The markets that hold any of `tokens` (condition id, token ids), in order.
+fn markets_with_tokens(db: &mut Client, tokens: &[String]) -> Result<Vec<(String, Vec<String>)>> {
+    db.query(
+        "SELECT condition_id, token_ids FROM markets WHERE token_ids && $1 ORDER BY condition_id",
+        &[&tokens],
+    )?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect()
 }
 
 /// The condition ids of the markets that hold any of `tokens`, in order.
@@ -523,7 +609,7 @@ pub fn history(config: &Config, markets: &[String], from_ms: i64, to_ms: i64) ->
     let lag_ms = config.settlement_lag.as_millis() as i64;
     let to_ms = to_ms.min(now_ms() - lag_ms - 2_000);
     let mut backfill = Backfill::new(config, Health::new());
-    backfill.fill_window(&mut db, &assets, from_ms, to_ms)
+    backfill.fill_window(&mut db, &assets, from_ms, to_ms, None, |_, _, _| Ok(()))
 }
 
 #[cfg(test)]

@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "session_liveness",
         include_str!("../../migrations/V9__session_liveness.sql"),
     ),
+    (
+        10,
+        "gap_fill_progress",
+        include_str!("../../migrations/V10__gap_fill_progress.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do

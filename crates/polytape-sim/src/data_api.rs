@@ -40,6 +40,17 @@ pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
             .with_header("Retry-After", wait.to_string());
     }
     state.data_api_requests.fetch_add(1, SeqCst);
+    {
+        let mut fault = state.data_api_fault.lock();
+        match *fault {
+            (0, 0, _) => {}
+            (0, n, status) => {
+                fault.1 = n - 1;
+                return Response::json(status, &json!({"error": "simulated failure"}));
+            }
+            (skip, _, _) => fault.0 = skip - 1,
+        }
+    }
     let num = |name: &str, default: i64| -> Result<i64, Response> {
         match req.param(name) {
             None => Ok(default),

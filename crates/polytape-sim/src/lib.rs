@@ -182,6 +182,7 @@ impl Sim {
             upgrade_window: Mutex::new((Instant::now(), 0)),
             freeze_new: AtomicBool::new(config.freeze),
             gamma_failures: AtomicU32::new(0),
+            data_api_fault: parking_lot::Mutex::new((0, 0, 0)),
             gamma_fail_status: AtomicU32::new(429),
             delivered: Mutex::new(Vec::new()),
             delivered_seqs: Mutex::new(HashSet::new()),
@@ -331,6 +332,12 @@ impl Sim {
     pub fn fail_gamma(&self, n: u32, status: u16) {
         self.state.gamma_fail_status.store(status as u32, SeqCst);
         self.state.gamma_failures.store(n, SeqCst);
+    }
+
+    /// After the next `skip` Data API requests, `n` requests are answered `status` (a
+    /// service that fails part way through a long fill).
+    pub fn fail_data_api_after(&self, skip: u32, n: u32, status: u16) {
+        *self.state.data_api_fault.lock() = (skip, n, status);
     }
 
     /// Sends every open socket one text frame of `bytes` bytes; after it that socket delivers

@@ -89,6 +89,8 @@ pub(crate) struct SimState {
     /// The next this-many listing requests fail with `gamma_fail_status`.
     pub(crate) gamma_failures: AtomicU32,
     pub(crate) gamma_fail_status: AtomicU32,
+    /// Data API requests to answer before failing, then how many fail, with what status.
+    pub(crate) data_api_fault: parking_lot::Mutex<(u32, u32, u16)>,
     /// Every trade delivered, once (a trade delivered on two sockets, as during a client's
     /// make-before-break overlap, is one trade delivered).
     pub(crate) delivered: Mutex<Vec<TradeRecord>>,
