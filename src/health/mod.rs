@@ -393,7 +393,9 @@ impl Health {
         if batch > 0 {
             return Some(batch);
         }
-        (s.queue_depth.load(Relaxed) > 0).then(|| s.durable_us.load(Relaxed).max(1))
+        // Nothing made durable yet: nothing was received before the start either.
+        let floor = s.started_at.load(Relaxed) * 1000;
+        (s.queue_depth.load(Relaxed) > 0).then(|| s.durable_us.load(Relaxed).max(floor).max(1))
     }
 
     /// Called by a trade writer after a commit (latencies, when recorded).
@@ -547,5 +549,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("polytape_spool_bytes 4096"), "{text}");
+    }
+
+    /// The trades at risk of a crash start no earlier than the listener's start, however
+    /// early the writer's first batch (a crash gap once began in 1970).
+    #[test]
+    fn trades_at_risk_are_never_older_than_the_start() {
+        let h = Health::new();
+        assert_eq!(h.at_risk_since_us(), None, "nothing received");
+        h.mark_started();
+        h.trades_queued(5, now_ms());
+        let since = h.at_risk_since_us().expect("queued trades are at risk");
+        assert!(since >= now_us() - 60_000_000, "{since}");
+        h.batch_taken(since + 10);
+        assert_eq!(h.at_risk_since_us(), Some(since + 10), "the batch's oldest");
+        h.dequeued(5);
+        h.batch_durable(since + 20);
+        assert_eq!(h.at_risk_since_us(), None, "all durable");
     }
 }
