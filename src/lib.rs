@@ -92,6 +92,7 @@
 
 pub mod backfill;
 mod backoff;
+pub mod book;
 pub mod config;
 mod connstr;
 mod data_api;

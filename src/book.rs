@@ -1,0 +1,329 @@
+//! An order book for one token, rebuilt from the market channel's events and checked on
+//! every update: the core of the order-book side (issue 18), and what a researcher replays
+//! the book tape with.
+//!
+//! Prices and sizes are exact fixed-point integers with six decimals ([`Price`], [`Size`]):
+//! the exchange's tick is at most four decimals and USDC has six, so every price and size it
+//! sends is held exactly, compared exactly, and written back as the same decimal text. No
+//! float anywhere; text with more decimals, a sign or an exponent is refused, never rounded.
+//!
+//! ```
+//! use polytape::book::{Book, Price, Side, Size};
+//!
+//! let p = |s| Price::parse(s).unwrap();
+//! let q = |s| Size::parse(s).unwrap();
+//! let mut book = Book::new();
+//! // `book`: a snapshot replaces everything.
+//! book.replace([(p("0.48"), q("100")), (p("0.47"), q("50"))], [(p("0.52"), q("75"))]);
+//! // `price_change`: the level's new total ("0" removes it), then the exchange's top of
+//! // book after it, which the rebuilt book must equal.
+//! book.set(Side::Bid, p("0.49"), q("10"));
+//! assert!(book.agrees(Some(p("0.49")), Some(p("0.52"))));
+//! book.set(Side::Bid, p("0.49"), q("0"));
+//! assert_eq!(book.best_bid(), Some(p("0.48")));
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Decimals held: every price and size the exchange sends has at most this many.
+const SCALE: u32 = 6;
+const ONE: u64 = 10u64.pow(SCALE);
+
+/// Parses unsigned decimal text (`"0.48"`, `".48"`, `"219.217767"`, `"12"`) into units of
+/// 10⁻⁶, exactly; `None` for anything else (a sign, an exponent, more than six decimals,
+/// an overflow, empty text).
+fn parse_fixed(text: &str) -> Option<u64> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.len() > SCALE as usize {
+        return None;
+    }
+    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut frac_units: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    frac_units *= 10u64.pow(SCALE - frac.len() as u32);
+    int.checked_mul(ONE)?.checked_add(frac_units)
+}
+
+/// Writes units of 10⁻⁶ as the shortest decimal text (`480000` → `0.48`, `12000000` → `12`).
+fn write_fixed(units: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let (int, frac) = (units / ONE, units % ONE);
+    if frac == 0 {
+        return write!(f, "{int}");
+    }
+    let digits = format!("{frac:06}");
+    write!(f, "{int}.{}", digits.trim_end_matches('0'))
+}
+
+/// A price, exactly: units of 10⁻⁶ (the exchange's tick is at most 0.0001).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Price(u64);
+
+/// A size (shares), exactly: units of 10⁻⁶ (USDC's six decimals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Size(u64);
+
+impl Price {
+    /// Exact decimal text to a price; `None` for anything that is not one (more than six
+    /// decimals, a sign, an exponent) or is above 1, which no outcome price can be.
+    pub fn parse(text: &str) -> Option<Price> {
+        parse_fixed(text).filter(|&u| u <= ONE).map(Price)
+    }
+
+    /// Units of 10⁻⁶.
+    pub fn units(self) -> u64 {
+        self.0
+    }
+
+    /// From units of 10⁻⁶ (at most 1 000 000: a price is at most 1).
+    pub fn from_units(units: u64) -> Option<Price> {
+        (units <= ONE).then_some(Price(units))
+    }
+}
+
+impl Size {
+    /// Exact decimal text to a size; `None` for anything that is not one.
+    pub fn parse(text: &str) -> Option<Size> {
+        parse_fixed(text).map(Size)
+    }
+
+    /// Units of 10⁻⁶.
+    pub fn units(self) -> u64 {
+        self.0
+    }
+
+    /// From units of 10⁻⁶.
+    pub fn from_units(units: u64) -> Size {
+        Size(units)
+    }
+
+    /// True for zero: the level is removed.
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_fixed(self.0, f)
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_fixed(self.0, f)
+    }
+}
+
+/// A side of the book. The feed's `BUY` is the bid side, `SELL` the ask side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Buyers' resting orders (the feed's `BUY`).
+    Bid,
+    /// Sellers' resting orders (the feed's `SELL`).
+    Ask,
+}
+
+impl Side {
+    /// The feed's `BUY` / `SELL` (a `price_change` entry's side).
+    pub fn from_feed(text: &str) -> Option<Side> {
+        match text {
+            "BUY" => Some(Side::Bid),
+            "SELL" => Some(Side::Ask),
+            _ => None,
+        }
+    }
+}
+
+/// One token's order book: the total size resting at each price, both sides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Book {
+    bids: BTreeMap<Price, Size>,
+    asks: BTreeMap<Price, Size>,
+    tick_size: Option<Price>,
+}
+
+impl Book {
+    /// An empty book.
+    pub fn new() -> Book {
+        Book::default()
+    }
+
+    /// A snapshot (`book`): both sides replaced. A level of size zero is no level.
+    pub fn replace(
+        &mut self,
+        bids: impl IntoIterator<Item = (Price, Size)>,
+        asks: impl IntoIterator<Item = (Price, Size)>,
+    ) {
+        let keep = |(_, s): &(Price, Size)| !s.is_zero();
+        self.bids = bids.into_iter().filter(keep).collect();
+        self.asks = asks.into_iter().filter(keep).collect();
+    }
+
+    /// A delta (`price_change`): `size` is the level's new total; zero removes it.
+    pub fn set(&mut self, side: Side, price: Price, size: Size) {
+        let levels = match side {
+            Side::Bid => &mut self.bids,
+            Side::Ask => &mut self.asks,
+        };
+        if size.is_zero() {
+            levels.remove(&price);
+        } else {
+            levels.insert(price, size);
+        }
+    }
+
+    /// `tick_size_change`: the new tick (kept; the levels are the exchange's to move).
+    pub fn set_tick_size(&mut self, tick: Price) {
+        self.tick_size = Some(tick);
+    }
+
+    /// The tick size last announced, if any.
+    pub fn tick_size(&self) -> Option<Price> {
+        self.tick_size
+    }
+
+    /// The highest bid.
+    pub fn best_bid(&self) -> Option<Price> {
+        self.bids.keys().next_back().copied()
+    }
+
+    /// The lowest ask.
+    pub fn best_ask(&self) -> Option<Price> {
+        self.asks.keys().next().copied()
+    }
+
+    /// Whether the rebuilt top of book equals the exchange's (`best_bid`/`best_ask` of a
+    /// `price_change` entry, `None` for an empty side). The feed has no sequence numbers: a
+    /// lost delta shows only here.
+    pub fn agrees(&self, best_bid: Option<Price>, best_ask: Option<Price>) -> bool {
+        self.best_bid() == best_bid && self.best_ask() == best_ask
+    }
+
+    /// Twice the midpoint, in units of 10⁻⁶: exact, where the midpoint itself may need a
+    /// seventh decimal. `None` when a side is empty.
+    pub fn twice_midpoint_units(&self) -> Option<u64> {
+        Some(self.best_bid()?.0 + self.best_ask()?.0)
+    }
+
+    /// The levels of `side`, best first (highest bid, lowest ask), at most `depth` of them
+    /// (0: every level).
+    pub fn levels(&self, side: Side, depth: usize) -> Vec<(Price, Size)> {
+        let depth = if depth == 0 { usize::MAX } else { depth };
+        match side {
+            Side::Bid => self
+                .bids
+                .iter()
+                .rev()
+                .take(depth)
+                .map(|(p, s)| (*p, *s))
+                .collect(),
+            Side::Ask => self
+                .asks
+                .iter()
+                .take(depth)
+                .map(|(p, s)| (*p, *s))
+                .collect(),
+        }
+    }
+
+    /// Levels on both sides.
+    pub fn len(&self) -> usize {
+        self.bids.len() + self.asks.len()
+    }
+
+    /// True when both sides are empty.
+    pub fn is_empty(&self) -> bool {
+        self.bids.is_empty() && self.asks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Price {
+        Price::parse(s).expect("price")
+    }
+
+    fn q(s: &str) -> Size {
+        Size::parse(s).expect("size")
+    }
+
+    #[test]
+    fn decimals_are_held_exactly_and_written_back_the_same() {
+        for (text, back) in [
+            ("0.48", "0.48"),
+            (".48", "0.48"),
+            ("0.480", "0.48"),
+            ("1", "1"),
+            ("0.0001", "0.0001"),
+            ("0", "0"),
+        ] {
+            assert_eq!(p(text).to_string(), back, "{text}");
+        }
+        assert_eq!(q("219.217767").to_string(), "219.217767");
+        assert_eq!(q("1000000").to_string(), "1000000");
+        assert_eq!(q("0.000001").units(), 1);
+        // Refused, never rounded: too many decimals, a sign, an exponent, junk, above 1.
+        for bad in [
+            "0.0000001",
+            "-0.5",
+            "1e-2",
+            "",
+            ".",
+            "0.5.1",
+            "abc",
+            "1.01",
+            " 0.5",
+        ] {
+            assert!(Price::parse(bad).is_none(), "{bad:?}");
+        }
+        assert!(Size::parse("99999999999999999999").is_none(), "overflow");
+    }
+
+    #[test]
+    fn a_book_is_replaced_changed_and_checked() {
+        let mut b = Book::new();
+        b.replace(
+            [
+                (p("0.47"), q("50")),
+                (p("0.48"), q("100")),
+                (p("0.40"), q("0")),
+            ],
+            [(p("0.52"), q("75")), (p("0.55"), q("10"))],
+        );
+        assert_eq!(
+            (b.best_bid(), b.best_ask()),
+            (Some(p("0.48")), Some(p("0.52")))
+        );
+        assert_eq!(b.len(), 4, "a zero level is no level");
+        assert_eq!(
+            b.levels(Side::Bid, 0),
+            vec![(p("0.48"), q("100")), (p("0.47"), q("50"))],
+            "best first"
+        );
+        assert_eq!(b.levels(Side::Ask, 1), vec![(p("0.52"), q("75"))]);
+        // A new best bid, then its removal.
+        b.set(Side::Bid, p("0.50"), q("5"));
+        assert!(b.agrees(Some(p("0.50")), Some(p("0.52"))));
+        b.set(Side::Bid, p("0.50"), q("0"));
+        assert!(b.agrees(Some(p("0.48")), Some(p("0.52"))));
+        assert_eq!(b.twice_midpoint_units(), Some(1_000_000), "midpoint 0.5");
+        // A lost delta: the exchange says the best ask moved, the book does not know it.
+        assert!(!b.agrees(Some(p("0.48")), Some(p("0.51"))));
+        // Sides emptied.
+        b.set(Side::Ask, p("0.52"), q("0"));
+        b.set(Side::Ask, p("0.55"), q("0"));
+        assert!(b.agrees(Some(p("0.48")), None));
+        assert_eq!(b.twice_midpoint_units(), None);
+        assert_eq!(Side::from_feed("BUY"), Some(Side::Bid));
+        assert_eq!(Side::from_feed("buy"), None);
+    }
+}
