@@ -2,6 +2,7 @@
 
 mod announcement;
 pub(crate) mod connection;
+mod decimal;
 pub(crate) mod event;
 mod liveness;
 mod protocol;
@@ -10,6 +11,7 @@ pub(crate) mod socket;
 pub(crate) use announcement::Announcement;
 #[cfg(feature = "bench")]
 pub(crate) use announcement::announcements;
+pub use decimal::Decimal;
 #[cfg(feature = "bench")]
 pub use event::parse_frame;
-pub use event::{Decimal, FrameSummary, Gap, Record, Side, Trade};
+pub use event::{FrameSummary, Gap, Record, Side, Trade};
