@@ -7,6 +7,7 @@
 //! "stored == delivered" exactly. Faults can be switched on at start and at run time, through
 //! the methods of [`Sim`] or `POST /sim/...`.
 
+pub mod book;
 pub mod data_api;
 pub mod frames;
 mod gamma;

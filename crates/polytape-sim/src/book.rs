@@ -1,0 +1,359 @@
+//! The exchange's order book for one token: resting size per price level on the tick grid,
+//! orders that arrive and are cancelled at random, and takers that consume the best levels.
+//! Every change is returned as the level's new total (what a `price_change` entry carries)
+//! with the true best bid and ask after it, and kept in a history, so the book of the token
+//! at any past moment is ground truth a test can compare with.
+//!
+//! Units: prices in ten-thousandths (tick 0.01 = 100, tick 0.001 = 10), sizes in millionths
+//! of a share. Integers only, so the ground truth is exact.
+
+use std::collections::BTreeMap;
+
+/// A price in ten-thousandths (0.4800 = 4800).
+pub type PriceBp = u32;
+/// A size in millionths of a share.
+pub type SizeMicro = u64;
+
+/// Prices are between one tick and one minus one tick: 1 = 10,000.
+const ONE: PriceBp = 10_000;
+/// The tick is 0.01, or 0.001 once the book's midpoint is within 0.04 of 0 or 1.
+const TICK_WIDE: PriceBp = 100;
+const TICK_FINE: PriceBp = 10;
+
+/// A side of the book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BookSide {
+    /// Resting buy orders.
+    Bid,
+    /// Resting sell orders.
+    Ask,
+}
+
+/// One change to a book: the level's new total (0: removed) and the top of book after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LevelChange {
+    pub side: BookSide,
+    pub price: PriceBp,
+    pub size: SizeMicro,
+    pub best_bid: Option<PriceBp>,
+    pub best_ask: Option<PriceBp>,
+}
+
+/// A fill of a taker against one level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    pub price: PriceBp,
+    pub size: SizeMicro,
+}
+
+/// A snapshot: both sides, best first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookState {
+    pub bids: Vec<(PriceBp, SizeMicro)>,
+    pub asks: Vec<(PriceBp, SizeMicro)>,
+    pub tick: PriceBp,
+}
+
+/// One token's book and its history.
+#[derive(Debug, Clone)]
+pub struct SimBook {
+    bids: BTreeMap<PriceBp, SizeMicro>,
+    asks: BTreeMap<PriceBp, SizeMicro>,
+    tick: PriceBp,
+    /// The book as it was first made, and every change since, with its time (Unix ms).
+    start: (i64, BookState),
+    history: Vec<(i64, LevelChange)>,
+}
+
+impl SimBook {
+    /// A book around `mid` (in ten-thousandths): a few levels each side, a tick apart.
+    pub fn new(mid: PriceBp, at_ms: i64, rng: &mut fastrand::Rng) -> SimBook {
+        let tick = tick_for(mid);
+        let mid = (mid / tick * tick).clamp(2 * tick, ONE - 2 * tick);
+        let mut book = SimBook {
+            bids: BTreeMap::new(),
+            asks: BTreeMap::new(),
+            tick,
+            start: (at_ms, BookState::default()),
+            history: Vec::new(),
+        };
+        for k in 1..=rng.u32(3..=8) {
+            if let Some(p) = mid.checked_sub(k * tick).filter(|&p| p >= tick) {
+                book.bids.insert(p, lot(rng));
+            }
+        }
+        for k in 1..=rng.u32(3..=8) {
+            let p = mid + k * tick;
+            if p <= ONE - tick {
+                book.asks.insert(p, lot(rng));
+            }
+        }
+        book.start = (at_ms, book.state(0));
+        book
+    }
+
+    /// The tick now.
+    pub fn tick(&self) -> PriceBp {
+        self.tick
+    }
+
+    /// The highest bid.
+    pub fn best_bid(&self) -> Option<PriceBp> {
+        self.bids.keys().next_back().copied()
+    }
+
+    /// The lowest ask.
+    pub fn best_ask(&self) -> Option<PriceBp> {
+        self.asks.keys().next().copied()
+    }
+
+    /// Both sides, best first, at most `depth` levels each (0: all).
+    pub fn state(&self, depth: usize) -> BookState {
+        let depth = if depth == 0 { usize::MAX } else { depth };
+        BookState {
+            bids: self
+                .bids
+                .iter()
+                .rev()
+                .take(depth)
+                .map(|(p, s)| (*p, *s))
+                .collect(),
+            asks: self
+                .asks
+                .iter()
+                .take(depth)
+                .map(|(p, s)| (*p, *s))
+                .collect(),
+            tick: self.tick,
+        }
+    }
+
+    /// A resting order arrives, or one is cancelled (about as often): near the top of one
+    /// side, never crossing the other. Returns the level's change.
+    pub fn churn(&mut self, at_ms: i64, rng: &mut fastrand::Rng) -> Option<LevelChange> {
+        let side = if rng.bool() {
+            BookSide::Bid
+        } else {
+            BookSide::Ask
+        };
+        let (levels, best, other) = match side {
+            BookSide::Bid => (&self.bids, self.best_bid(), self.best_ask()),
+            BookSide::Ask => (&self.asks, self.best_ask(), self.best_bid()),
+        };
+        let cancel = rng.u8(0..10) < 4 && !levels.is_empty();
+        let (price, size) = if cancel {
+            // One of the resting levels loses some or all of its size.
+            let keys: Vec<PriceBp> = levels.keys().copied().collect();
+            let price = keys[rng.usize(0..keys.len())];
+            let left = levels[&price];
+            let size = if rng.bool() { 0 } else { left / 2 };
+            (price, size)
+        } else {
+            // A new order: at the best, one tick inside it (not crossing), or behind it.
+            let anchor = best.or(other).unwrap_or(ONE / 2);
+            let step = self.tick as i64 * rng.i64(-1..=3);
+            let toward_book = match side {
+                BookSide::Bid => anchor as i64 - step,
+                BookSide::Ask => anchor as i64 + step,
+            };
+            let mut price = (toward_book.clamp(self.tick as i64, (ONE - self.tick) as i64))
+                as PriceBp
+                / self.tick
+                * self.tick;
+            // Never at or through the other side.
+            if let Some(o) = other {
+                price = match side {
+                    BookSide::Bid if price >= o => o.checked_sub(self.tick)?,
+                    BookSide::Ask if price <= o => o + self.tick,
+                    _ => price,
+                };
+            }
+            if price < self.tick || price > ONE - self.tick {
+                return None;
+            }
+            let now = levels.get(&price).copied().unwrap_or(0);
+            (price, now + lot(rng))
+        };
+        Some(self.set(at_ms, side, price, size))
+    }
+
+    /// A taker: a BUY consumes asks from the lowest, a SELL bids from the highest, until
+    /// `size` is filled or the side is empty. Returns the fills and the level changes.
+    pub fn take(
+        &mut self,
+        at_ms: i64,
+        buy: bool,
+        mut size: SizeMicro,
+    ) -> (Vec<Fill>, Vec<LevelChange>) {
+        let (side, mut fills, mut changes) = (
+            if buy { BookSide::Ask } else { BookSide::Bid },
+            Vec::new(),
+            Vec::new(),
+        );
+        while size > 0 {
+            let best = match side {
+                BookSide::Ask => self.best_ask(),
+                BookSide::Bid => self.best_bid(),
+            };
+            let Some(price) = best else { break };
+            let resting = match side {
+                BookSide::Ask => self.asks[&price],
+                BookSide::Bid => self.bids[&price],
+            };
+            let filled = resting.min(size);
+            size -= filled;
+            fills.push(Fill {
+                price,
+                size: filled,
+            });
+            changes.push(self.set(at_ms, side, price, resting - filled));
+        }
+        (fills, changes)
+    }
+
+    /// Sets a level's total and records the change (with the tick the midpoint now asks).
+    fn set(&mut self, at_ms: i64, side: BookSide, price: PriceBp, size: SizeMicro) -> LevelChange {
+        let levels = match side {
+            BookSide::Bid => &mut self.bids,
+            BookSide::Ask => &mut self.asks,
+        };
+        if size == 0 {
+            levels.remove(&price);
+        } else {
+            levels.insert(price, size);
+        }
+        let change = LevelChange {
+            side,
+            price,
+            size,
+            best_bid: self.best_bid(),
+            best_ask: self.best_ask(),
+        };
+        self.history.push((at_ms, change));
+        change
+    }
+
+    /// The tick the book should have now; `Some` when it changed (a `tick_size_change`).
+    pub fn retick(&mut self) -> Option<(PriceBp, PriceBp)> {
+        let mid = (self.best_bid()? + self.best_ask()?) / 2;
+        let tick = tick_for(mid);
+        (tick != self.tick).then(|| {
+            let old = std::mem::replace(&mut self.tick, tick);
+            (old, tick)
+        })
+    }
+
+    /// The book as it was at `at_ms` (Unix ms): its first state with every change up to
+    /// and including that moment applied (the tick given is today's). Before the book
+    /// existed: `None`.
+    pub fn at(&self, at_ms: i64) -> Option<BookState> {
+        if at_ms < self.start.0 {
+            return None;
+        }
+        let mut bids: BTreeMap<PriceBp, SizeMicro> = self.start.1.bids.iter().copied().collect();
+        let mut asks: BTreeMap<PriceBp, SizeMicro> = self.start.1.asks.iter().copied().collect();
+        for (_, c) in self.history.iter().take_while(|(t, _)| *t <= at_ms) {
+            let levels = match c.side {
+                BookSide::Bid => &mut bids,
+                BookSide::Ask => &mut asks,
+            };
+            if c.size == 0 {
+                levels.remove(&c.price);
+            } else {
+                levels.insert(c.price, c.size);
+            }
+        }
+        Some(BookState {
+            bids: bids.into_iter().rev().collect(),
+            asks: asks.into_iter().collect(),
+            tick: self.tick,
+        })
+    }
+}
+
+/// The tick for a midpoint: 0.001 within 0.04 of 0 or 1, else 0.01.
+fn tick_for(mid: PriceBp) -> PriceBp {
+    if !(400..=9_600).contains(&mid) {
+        TICK_FINE
+    } else {
+        TICK_WIDE
+    }
+}
+
+/// A random resting lot: 1 to 500 shares, in whole hundredths.
+fn lot(rng: &mut fastrand::Rng) -> SizeMicro {
+    rng.u64(100..=50_000) * 10_000
+}
+
+/// A price as the feed writes it (`0.48`, `0.485`).
+pub fn price_text(p: PriceBp) -> String {
+    let s = format!("{}.{:04}", p / ONE, p % ONE);
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// A size as the feed writes it (`120.5`, `33`).
+pub fn size_text(s: SizeMicro) -> String {
+    let t = format!("{}.{:06}", s / 1_000_000, s % 1_000_000);
+    t.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crossed(b: &SimBook) -> bool {
+        matches!((b.best_bid(), b.best_ask()), (Some(bid), Some(ask)) if bid >= ask)
+    }
+
+    #[test]
+    fn churn_and_takers_keep_a_valid_book_whose_history_replays_exactly() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut book = SimBook::new(4_800, 1_000, &mut rng);
+        assert!(book.best_bid() < book.best_ask());
+        let mut checkpoints = Vec::new();
+        for i in 0..5_000i64 {
+            let at = 1_000 + i;
+            if i % 17 == 0 {
+                let (fills, changes) = book.take(at, i % 2 == 0, rng.u64(1..=200) * 1_000_000);
+                // A taker fills at the best levels in order, each change its level's new total.
+                assert_eq!(fills.len(), changes.len());
+                for w in fills.windows(2) {
+                    assert!(if i % 2 == 0 {
+                        w[0].price < w[1].price
+                    } else {
+                        w[0].price > w[1].price
+                    });
+                }
+            } else if let Some(c) = book.churn(at, &mut rng) {
+                assert_eq!((c.best_bid, c.best_ask), (book.best_bid(), book.best_ask()));
+            }
+            assert!(!crossed(&book), "never crossed at {i}");
+            if i % 1_000 == 0 {
+                checkpoints.push((at, book.state(0)));
+            }
+        }
+        // The history replays to the book as it was at each checkpoint, and as it is now.
+        for (at, state) in checkpoints {
+            let mut replayed = book.at(at).expect("exists");
+            replayed.tick = state.tick;
+            assert_eq!(replayed, state, "at {at}");
+        }
+        let now = book.at(i64::MAX).expect("exists");
+        assert_eq!(
+            (now.bids, now.asks),
+            (book.state(0).bids, book.state(0).asks)
+        );
+        assert!(book.at(999).is_none(), "before it existed");
+    }
+
+    #[test]
+    fn prices_and_sizes_are_written_as_the_feed_does() {
+        assert_eq!(price_text(4_800), "0.48");
+        assert_eq!(price_text(4_850), "0.485");
+        assert_eq!(price_text(10), "0.001");
+        assert_eq!(size_text(120_500_000), "120.5");
+        assert_eq!(size_text(33_000_000), "33");
+        assert_eq!(tick_for(300), TICK_FINE);
+        assert_eq!(tick_for(5_000), TICK_WIDE);
+    }
+}
