@@ -470,9 +470,15 @@ mod tests {
     }
 
     fn get(addr: SocketAddr) -> Option<u16> {
+        get_path(addr, "/")
+    }
+
+    /// The status a GET of `path` is answered with.
+    fn get_path(addr: SocketAddr, path: &str) -> Option<u16> {
         let mut s = TcpStream::connect(addr).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .ok()?;
         // A turned-away connection may be reset after its 503 (the request it sent is never
         // read): what arrived before the reset is the answer.
         let mut out = Vec::new();
@@ -561,19 +567,7 @@ mod tests {
         let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
             .map(|_| TcpStream::connect(server.addr()).expect("connect"))
             .collect();
-        let ask = |path: &str| -> Option<u16> {
-            let mut s = TcpStream::connect(server.addr()).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .ok()?;
-            let mut out = Vec::new();
-            let _ = s.read_to_end(&mut out);
-            String::from_utf8_lossy(&out)
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        };
+        let ask = |path: &str| get_path(server.addr(), path);
         // Once the accept loop has counted every idle client, /health is turned away ...
         let mut busy = None;
         for _ in 0..50 {
