@@ -34,11 +34,24 @@ pub struct Partition {
 
 /// Makes the partition of month `index` (year · 12 + month − 1) if it is missing; true when
 /// it was.
+///
+/// A role without `EXECUTE` on `tape_ensure_month` (V7 took it from `PUBLIC`; README says
+/// to grant it to the writer) is told so in the log, and its trades of that month are not
+/// refused: they wait in the default partition until a role that may makes the month
+/// (which moves them). Refusing them would stop a least-privilege writer at its first batch.
 pub(crate) fn ensure_month(db: &mut Client, index: i32) -> Result<bool> {
     let first = month_start(index)?;
-    Ok(db
-        .query_one("SELECT tape_ensure_month($1)", &[&first])?
-        .try_get(0)?)
+    match db.query_one("SELECT tape_ensure_month($1)", &[&first]) {
+        Ok(row) => Ok(row.try_get(0)?),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            log::warn!(
+                "tape: this role may not make the partition of {first} (grant it EXECUTE on \
+                 tape_ensure_month, README \"Roles\"); its trades wait in trade_tape_default"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn month_start(index: i32) -> Result<NaiveDate> {

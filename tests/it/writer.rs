@@ -231,3 +231,39 @@ fn a_role_without_temp_still_writes_new_trades() {
     let err = w.commit(&batch).expect_err("no TEMP, no staging");
     assert_eq!(err.code(), Some("42501"), "{err}");
 }
+
+/// A writer role without EXECUTE on `tape_ensure_month` (a deployment that upgraded past V7
+/// and did not grant it) still stores its trades: a month it may not make keeps them in the
+/// default partition, and the owner's next `tape_ensure_month` moves them into the month.
+#[test]
+fn a_role_without_execute_on_tape_ensure_month_still_writes() {
+    let _w = Watchdog::new("a_role_without_execute", Duration::from_secs(30));
+    let db = TestDb::new();
+    let role = db.role();
+    db.client()
+        .batch_execute(&format!(
+            "REVOKE EXECUTE ON FUNCTION tape_ensure_month(date) FROM {}",
+            role.name()
+        ))
+        .expect("revoke execute");
+    let config = Config::builder()
+        .database_url(role.url())
+        .build()
+        .expect("a valid config");
+    let mut w = TradeWriter::new(&config, Health::new());
+    // June 2025: a month nobody made.
+    let batch: Vec<Trade> = (0..100).map(trade).collect();
+    w.commit(&batch)
+        .expect("stored though the month cannot be made");
+    assert_eq!(db.count("trades"), 100);
+    assert_eq!(
+        db.count("trade_tape_default"),
+        100,
+        "waiting in the default partition"
+    );
+    db.client()
+        .execute("SELECT tape_ensure_month('2025-06-01')", &[])
+        .expect("the owner makes the month");
+    assert_eq!(db.count("trade_tape_default"), 0);
+    assert_eq!(db.count("trade_tape_2025_06"), 100);
+}
