@@ -319,9 +319,11 @@ fn a_gap_fill_that_fails_part_way_keeps_its_progress() {
     p.wait(Duration::from_secs(30), "the hole recorded", |h| {
         h.gaps_recorded >= p.conns as u64
     });
-    // Three slices read (three requests each: 20 markets a request), then the Data API
-    // fails (400: not retried).
-    sim.fail_data_api_after(9, 1_000_000, 400);
+    // Six slices read (three requests each: 20 markets a request; six seconds of blocks
+    // from the gap's start, where its missing trades' blocks are), then the Data API fails
+    // (400: not retried) with the rest of the window (the freeze and the settlement lag)
+    // still to read.
+    sim.fail_data_api_after(18, 1_000_000, 400);
     p.wait_more_trades(300);
     let to_ms = polytape_sim::now_ms();
     let progress = |db: &TestDb| -> (i64, i64) {
