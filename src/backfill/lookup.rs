@@ -26,13 +26,10 @@ pub(super) fn markets_with_tokens(
 
 /// The condition ids of the markets that hold any of `tokens`, in order.
 pub(super) fn markets_holding(db: &mut Client, tokens: &[String]) -> Result<Vec<String>> {
-    db.query(
-        "SELECT condition_id FROM markets WHERE token_ids && $1 ORDER BY condition_id",
-        &[&tokens],
-    )?
-    .iter()
-    .map(|r| Ok(r.try_get(0)?))
-    .collect()
+    Ok(markets_with_tokens(db, tokens)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// The tape's trades of `assets` with a time in `from_ms..=to_ms`.

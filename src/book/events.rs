@@ -65,6 +65,16 @@ pub struct BookEvents {
     pub invalid: u32,
 }
 
+impl BookEvents {
+    /// Keeps a usable event, counts one left out.
+    fn push(&mut self, event: Option<BookEvent>) {
+        match event {
+            Some(e) => self.events.push(e),
+            None => self.invalid += 1,
+        }
+    }
+}
+
 /// The book events of one frame (an object or an array of them; anything that is not JSON
 /// holds none). Other event types are not book events and are skipped.
 pub fn book_events(frame: &str) -> BookEvents {
@@ -138,10 +148,26 @@ fn snapshot(v: &Value, out: &mut BookEvents) {
             tick_size,
         })
     })();
-    match event {
-        Some(e) => out.events.push(e),
-        None => out.invalid += 1,
-    }
+    out.push(event);
+}
+
+/// One `price_change` entry `e` of `asset_id`: `top` is read from the entry (the current
+/// form) or absent (the legacy form).
+fn change(e: &Value, asset_id: String, market: &str, ts: i64, with_top: bool) -> Option<BookEvent> {
+    let top = if with_top {
+        Some((top_price(e, "best_bid")?, top_price(e, "best_ask")?))
+    } else {
+        None
+    };
+    Some(BookEvent::Change {
+        asset_id,
+        market: market.to_owned(),
+        timestamp_ms: ts,
+        side: Side::from_feed(e.get("side")?.as_str()?)?,
+        price: Price::parse(e.get("price")?.as_str()?)?,
+        size: Size::parse(e.get("size")?.as_str()?)?,
+        top,
+    })
 }
 
 fn changes(v: &Value, out: &mut BookEvents) {
@@ -152,21 +178,7 @@ fn changes(v: &Value, out: &mut BookEvents) {
     // The current form: entries that each name their asset and carry the top of book.
     if let Some(entries) = v.get("price_changes").and_then(Value::as_array) {
         for e in entries {
-            let change = (|| {
-                Some(BookEvent::Change {
-                    asset_id: id(e, "asset_id")?,
-                    market: market.clone(),
-                    timestamp_ms: ts,
-                    side: Side::from_feed(e.get("side")?.as_str()?)?,
-                    price: Price::parse(e.get("price")?.as_str()?)?,
-                    size: Size::parse(e.get("size")?.as_str()?)?,
-                    top: Some((top_price(e, "best_bid")?, top_price(e, "best_ask")?)),
-                })
-            })();
-            match change {
-                Some(c) => out.events.push(c),
-                None => out.invalid += 1,
-            }
+            out.push(id(e, "asset_id").and_then(|a| change(e, a, &market, ts, true)));
         }
         return;
     }
@@ -179,21 +191,7 @@ fn changes(v: &Value, out: &mut BookEvents) {
         return;
     };
     for e in entries {
-        let change = (|| {
-            Some(BookEvent::Change {
-                asset_id: asset_id.clone(),
-                market: market.clone(),
-                timestamp_ms: ts,
-                side: Side::from_feed(e.get("side")?.as_str()?)?,
-                price: Price::parse(e.get("price")?.as_str()?)?,
-                size: Size::parse(e.get("size")?.as_str()?)?,
-                top: None,
-            })
-        })();
-        match change {
-            Some(c) => out.events.push(c),
-            None => out.invalid += 1,
-        }
+        out.push(change(e, asset_id.clone(), &market, ts, false));
     }
 }
 
@@ -204,23 +202,13 @@ fn tick(v: &Value, out: &mut BookEvents) {
             tick_size: Price::parse(v.get("new_tick_size")?.as_str()?)?,
         })
     })();
-    match event {
-        Some(e) => out.events.push(e),
-        None => out.invalid += 1,
-    }
+    out.push(event);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> Price {
-        Price::parse(s).expect("price")
-    }
-
-    fn q(s: &str) -> Size {
-        Size::parse(s).expect("size")
-    }
+    use crate::book::tests::{p, q};
 
     #[test]
     fn snapshots_changes_and_ticks_are_read_exactly() {

@@ -135,14 +135,15 @@ impl Book {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn p(s: &str) -> Price {
+    /// Exact decimal text to a price or a size (the book tests' shorthand).
+    pub(crate) fn p(s: &str) -> Price {
         Price::parse(s).expect("price")
     }
 
-    fn q(s: &str) -> Size {
+    pub(crate) fn q(s: &str) -> Size {
         Size::parse(s).expect("size")
     }
 
