@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use polytape::bench::{Health, parse_frame};
 use polytape::{Config, Listener};
+use polytape_sim::book::SimBook;
 use polytape_sim::frames::{self, TradeRecord};
 use polytape_sim::universe::generate_market;
 
@@ -614,12 +615,23 @@ fn parser() {
     let markets: Vec<_> = (0..200).map(|i| generate_market(3, i)).collect();
     let mut corpus: Vec<String> = Vec::new();
     let now = 1_780_000_000_000;
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut books: Vec<SimBook> = markets
+        .iter()
+        .map(|m| SimBook::new(m.mid_milli as u32 * 10, now, &mut rng))
+        .collect();
     for round in 0..200u64 {
         let seq = round;
         let m = &markets[(round % 200) as usize];
+        let book = &mut books[(round % 200) as usize];
+        let mut change = || loop {
+            if let Some(c) = book.churn(now, &mut rng) {
+                break c;
+            }
+        };
         for k in 0..48 {
             let mut f = String::new();
-            frames::price_change_event(&mut f, m, round * 100 + k, now);
+            frames::price_change_event(&mut f, m, &[(0, change())], round * 100 + k, now);
             corpus.push(f);
         }
         // One array mixing a trade, a price change and a tick size change.
@@ -636,9 +648,9 @@ fn parser() {
         let mut f = String::from("[");
         frames::trade_event(&mut f, &t, m);
         f.push(',');
-        frames::price_change_event(&mut f, m, round, now);
+        frames::price_change_event(&mut f, m, &[(0, change()), (1, change())], round, now);
         f.push(',');
-        frames::tick_size_event(&mut f, m, now);
+        frames::tick_size_event(&mut f, m, 0, 100, 10, now);
         f.push(']');
         corpus.push(f);
         if round % 20 == 0 {
@@ -647,7 +659,7 @@ fn parser() {
                 if i > 0 {
                     f.push(',');
                 }
-                frames::book_event(&mut f, bm, 0, i as u64, now);
+                frames::book_event(&mut f, bm, 0, &books[i].state(0), None, i as u64, now);
             }
             f.push(']');
             corpus.push(f);

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
+use polytape_sim::book::SimBook;
 use polytape_sim::frames::{self, TradeRecord};
 use polytape_sim::{Sim, SimConfig};
 
@@ -46,13 +47,18 @@ fn main() -> std::io::Result<()> {
         let mut s = String::new();
         frames::trade_event(&mut s, &t, m);
         events.push(std::mem::take(&mut s));
-        frames::price_change_event(&mut s, m, i as u64, now);
+        let mut rng = fastrand::Rng::with_seed(i as u64);
+        let mut book = SimBook::new(m.mid_milli as u32 * 10, now, &mut rng);
+        let changes: Vec<_> = (0..4)
+            .filter_map(|k| book.churn(now, &mut rng).map(|c| ((k % 2) as u8, c)))
+            .collect();
+        frames::price_change_event(&mut s, m, &changes, i as u64, now);
         events.push(std::mem::take(&mut s));
-        frames::tick_size_event(&mut s, m, now);
+        frames::tick_size_event(&mut s, m, 1, 100, 10, now);
         events.push(std::mem::take(&mut s));
-        frames::best_bid_ask_event(&mut s, m, 0, now);
+        frames::best_bid_ask_event(&mut s, m, 0, (book.best_bid(), book.best_ask()), now);
         events.push(std::mem::take(&mut s));
-        frames::book_event(&mut s, m, 1, i as u64, now);
+        frames::book_event(&mut s, m, 1, &book.state(0), book.last_trade, i as u64, now);
         events.push(std::mem::take(&mut s));
         frames::new_market_event(&mut s, m, now);
         events.push(std::mem::take(&mut s));

@@ -63,6 +63,8 @@ pub struct SimBook {
     /// The book as it was first made, and every change since, with its time (Unix ms).
     start: (i64, BookState),
     history: Vec<(i64, LevelChange)>,
+    /// The price of the last trade against it (what `last_trade_price` says).
+    pub last_trade: Option<PriceBp>,
 }
 
 impl SimBook {
@@ -76,6 +78,7 @@ impl SimBook {
             tick,
             start: (at_ms, BookState::default()),
             history: Vec::new(),
+            last_trade: None,
         };
         for k in 1..=rng.u32(3..=8) {
             if let Some(p) = mid.checked_sub(k * tick).filter(|&p| p >= tick) {
@@ -143,9 +146,7 @@ impl SimBook {
         let cancel = rng.u8(0..10) < 4 && !levels.is_empty();
         let (price, size) = if cancel {
             // One of the resting levels loses some or all of its size.
-            let keys: Vec<PriceBp> = levels.keys().copied().collect();
-            let price = keys[rng.usize(0..keys.len())];
-            let left = levels[&price];
+            let (&price, &left) = levels.iter().nth(rng.usize(0..levels.len()))?;
             let size = if rng.bool() { 0 } else { left / 2 };
             (price, size)
         } else {
@@ -233,6 +234,42 @@ impl SimBook {
         change
     }
 
+    /// Makes sure a taker of `size` on this side (a BUY takes asks) fills at one level: when
+    /// the best level holds less (or the side is empty), a resting order tops it up first.
+    /// Returns that change, if one was needed.
+    pub fn ensure_depth(
+        &mut self,
+        at_ms: i64,
+        buy: bool,
+        size: SizeMicro,
+        rng: &mut fastrand::Rng,
+    ) -> Option<LevelChange> {
+        let (side, best) = if buy {
+            (BookSide::Ask, self.best_ask())
+        } else {
+            (BookSide::Bid, self.best_bid())
+        };
+        let price = match best {
+            Some(p) => p,
+            // An empty side gets a level a tick away from the other side (or at the middle).
+            None => match (side, self.best_bid(), self.best_ask()) {
+                (BookSide::Ask, Some(bid), _) => (bid + self.tick).min(ONE - self.tick),
+                (BookSide::Bid, _, Some(ask)) => ask.saturating_sub(self.tick).max(self.tick),
+                _ => ONE / 2,
+            },
+        };
+        let resting = self.level(side, price);
+        (resting < size).then(|| self.set(at_ms, side, price, size + lot(rng)))
+    }
+
+    fn level(&self, side: BookSide, price: PriceBp) -> SizeMicro {
+        let levels = match side {
+            BookSide::Bid => &self.bids,
+            BookSide::Ask => &self.asks,
+        };
+        levels.get(&price).copied().unwrap_or(0)
+    }
+
     /// The tick the book should have now; `Some` when it changed (a `tick_size_change`).
     pub fn retick(&mut self) -> Option<(PriceBp, PriceBp)> {
         let mid = (self.best_bid()? + self.best_ask()?) / 2;
@@ -244,12 +281,10 @@ impl SimBook {
     }
 
     /// The book as it was at `at_ms` (Unix ms): its first state with every change up to
-    /// and including that moment applied (the tick given is today's). Before the book
-    /// existed: `None`.
-    pub fn at(&self, at_ms: i64) -> Option<BookState> {
-        if at_ms < self.start.0 {
-            return None;
-        }
+    /// and including that moment applied (the tick given is today's). A book is made the
+    /// first time anything touches it and nothing changed it before: earlier moments get its
+    /// first state.
+    pub fn at(&self, at_ms: i64) -> BookState {
         let mut bids: BTreeMap<PriceBp, SizeMicro> = self.start.1.bids.iter().copied().collect();
         let mut asks: BTreeMap<PriceBp, SizeMicro> = self.start.1.asks.iter().copied().collect();
         for (_, c) in self.history.iter().take_while(|(t, _)| *t <= at_ms) {
@@ -263,11 +298,11 @@ impl SimBook {
                 levels.insert(c.price, c.size);
             }
         }
-        Some(BookState {
+        BookState {
             bids: bids.into_iter().rev().collect(),
             asks: asks.into_iter().collect(),
             tick: self.tick,
-        })
+        }
     }
 }
 
@@ -310,6 +345,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         let mut book = SimBook::new(4_800, 1_000, &mut rng);
         assert!(book.best_bid() < book.best_ask());
+        let first = book.state(0);
         let mut checkpoints = Vec::new();
         for i in 0..5_000i64 {
             let at = 1_000 + i;
@@ -334,16 +370,23 @@ mod tests {
         }
         // The history replays to the book as it was at each checkpoint, and as it is now.
         for (at, state) in checkpoints {
-            let mut replayed = book.at(at).expect("exists");
+            let mut replayed = book.at(at);
             replayed.tick = state.tick;
             assert_eq!(replayed, state, "at {at}");
         }
-        let now = book.at(i64::MAX).expect("exists");
+        let now = book.at(i64::MAX);
         assert_eq!(
             (now.bids, now.asks),
             (book.state(0).bids, book.state(0).asks)
         );
-        assert!(book.at(999).is_none(), "before it existed");
+        assert_eq!(
+            book.at(999),
+            BookState {
+                tick: book.tick(),
+                ..first
+            },
+            "before: its first state"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use polytape_http::{Request, Response};
 use serde_json::json;
@@ -35,7 +35,7 @@ fn bad(msg: &str) -> Response {
 
 /// `GET /trades`.
 pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
-    if let Some(wait) = state.data_api_throttle() {
+    if let Some(wait) = state.data_api_window.admit() {
         return Response::json(429, &json!({"error": "too many requests"}))
             .with_header("Retry-After", wait.to_string());
     }
@@ -133,30 +133,4 @@ pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
         })
         .collect();
     Response::json(200, &page)
-}
-
-impl SimState {
-    /// `None` when a Data API request may go ahead now; else the seconds to wait.
-    fn data_api_throttle(&self) -> Option<u64> {
-        let limit = self.config.data_api_rate_limit;
-        if limit == 0 {
-            return None;
-        }
-        let window = std::time::Duration::from_secs(10);
-        let mut recent = self.data_api_recent.lock();
-        let now = Instant::now();
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= limit as usize {
-            let oldest = recent.front().copied().unwrap_or(now);
-            let wait = window.saturating_sub(now.duration_since(oldest));
-            return Some(wait.as_secs().max(1));
-        }
-        recent.push_back(now);
-        None
-    }
 }

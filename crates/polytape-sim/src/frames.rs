@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::book::{BookSide, BookState, LevelChange, PriceBp, SizeMicro, price_text, size_text};
 use super::universe::SimMarket;
 
 /// A trade the sim generated, kept compact because the ground-truth log holds every one.
@@ -31,6 +32,11 @@ impl TradeRecord {
             self.seq % 1000 + 1,
             (self.seq / 1000) % 1_000_000
         )
+    }
+
+    /// [`TradeRecord::size`] in millionths of a share.
+    pub fn size_micro_of(seq: u64) -> u64 {
+        (seq % 1000 + 1) * 1_000_000 + (seq / 1000) % 1_000_000
     }
 
     /// The price in canonical form (`0.480`), as PostgreSQL prints it back.
@@ -99,61 +105,100 @@ pub fn trade_event(out: &mut String, t: &TradeRecord, m: &SimMarket) {
     };
 }
 
-/// Appends a `price_change` event for both tokens of a market (the current format).
-pub fn price_change_event(out: &mut String, m: &SimMarket, n: u64, timestamp_ms: i64) {
-    let p = m.mid_milli as u64;
-    let level = (p + n % 7).min(999);
+/// A top-of-book price as `price_change` and `best_bid_ask` write it: an empty bid side
+/// is `"0"`, an empty ask side `""`.
+fn top_text(p: Option<PriceBp>, empty: &'static str) -> String {
+    p.map(price_text).unwrap_or_else(|| empty.to_owned())
+}
+
+/// Appends a `price_change` event: one entry per level change, each with the level's new
+/// total and the true top of book after it. `changes` may name both tokens of the market.
+pub fn price_change_event(
+    out: &mut String,
+    m: &SimMarket,
+    changes: &[(u8, LevelChange)],
+    n: u64,
+    timestamp_ms: i64,
+) {
+    let _ = write!(out, r#"{{"market":"{}","price_changes":["#, m.condition_id);
+    for (i, (outcome, c)) in changes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"asset_id":"{}","price":"{}","size":"{}","side":"{}","hash":"0x{:040x}","best_bid":"{}","best_ask":"{}"}}"#,
+            m.token_ids[*outcome as usize],
+            price_text(c.price),
+            size_text(c.size),
+            match c.side {
+                BookSide::Bid => "BUY",
+                BookSide::Ask => "SELL",
+            },
+            n.wrapping_mul(31).wrapping_add(i as u64),
+            top_text(c.best_bid, "0"),
+            top_text(c.best_ask, ""),
+        );
+    }
     let _ = write!(
         out,
-        r#"{{"market":"{}","price_changes":[{{"asset_id":"{}","price":"0.{level:03}","size":"{}","side":"BUY","hash":"0x{n:040x}","best_bid":"0.{:03}","best_ask":"0.{:03}"}},{{"asset_id":"{}","price":"0.{:03}","size":"{}","side":"SELL","hash":"0x{:040x}","best_bid":"0.{:03}","best_ask":"0.{:03}"}}],"timestamp":"{timestamp_ms}","event_type":"price_change"}}"#,
-        m.condition_id,
-        m.token_ids[0],
-        if n.is_multiple_of(5) {
-            0
-        } else {
-            100 + n % 900
-        },
-        p.saturating_sub(1).max(1),
-        (p + 1).min(999),
-        m.token_ids[1],
-        1000 - level,
-        if n.is_multiple_of(5) {
-            0
-        } else {
-            100 + n % 900
-        },
-        n + 1,
-        (999 - p).max(1),
-        (1001 - p).min(999),
+        r#"],"timestamp":"{timestamp_ms}","event_type":"price_change"}}"#
     );
 }
 
 /// Appends a `tick_size_change` event.
-pub fn tick_size_event(out: &mut String, m: &SimMarket, timestamp_ms: i64) {
+pub fn tick_size_event(
+    out: &mut String,
+    m: &SimMarket,
+    outcome: u8,
+    old: PriceBp,
+    new: PriceBp,
+    timestamp_ms: i64,
+) {
     let _ = write!(
         out,
-        r#"{{"event_type":"tick_size_change","asset_id":"{}","market":"{}","old_tick_size":"0.01","new_tick_size":"0.001","timestamp":"{timestamp_ms}"}}"#,
-        m.token_ids[0], m.condition_id
+        r#"{{"event_type":"tick_size_change","asset_id":"{}","market":"{}","old_tick_size":"{}","new_tick_size":"{}","timestamp":"{timestamp_ms}"}}"#,
+        m.token_ids[outcome as usize],
+        m.condition_id,
+        price_text(old),
+        price_text(new),
     );
 }
 
 /// Appends a `best_bid_ask` event (custom feature).
-pub fn best_bid_ask_event(out: &mut String, m: &SimMarket, outcome: u8, timestamp_ms: i64) {
-    let p = m.mid_milli.clamp(2, 998);
+pub fn best_bid_ask_event(
+    out: &mut String,
+    m: &SimMarket,
+    outcome: u8,
+    (bid, ask): (Option<PriceBp>, Option<PriceBp>),
+    timestamp_ms: i64,
+) {
+    let spread = match (bid, ask) {
+        (Some(b), Some(a)) => price_text(a.saturating_sub(b)),
+        _ => String::new(),
+    };
     let _ = write!(
         out,
-        r#"{{"event_type":"best_bid_ask","market":"{}","asset_id":"{}","best_bid":"0.{:03}","best_ask":"0.{:03}","spread":"0.002","timestamp":"{timestamp_ms}"}}"#,
+        r#"{{"event_type":"best_bid_ask","market":"{}","asset_id":"{}","best_bid":"{}","best_ask":"{}","spread":"{spread}","timestamp":"{timestamp_ms}"}}"#,
         m.condition_id,
         m.token_ids[outcome as usize],
-        p - 1,
-        p + 1
+        top_text(bid, "0"),
+        top_text(ask, ""),
     );
 }
 
-/// Appends a `book` snapshot. Every third one comes without `event_type`, as some initial
-/// dumps do on the live feed.
-pub fn book_event(out: &mut String, m: &SimMarket, outcome: u8, n: u64, timestamp_ms: i64) {
-    let p = m.mid_milli.clamp(10, 990) as u64;
+/// Appends a `book` snapshot: bids from the lowest, asks from the highest (the best last,
+/// as the live feed lists them). Every third one comes without `event_type`, as some
+/// initial dumps do on the live feed.
+pub fn book_event(
+    out: &mut String,
+    m: &SimMarket,
+    outcome: u8,
+    book: &BookState,
+    last_trade: Option<PriceBp>,
+    n: u64,
+    timestamp_ms: i64,
+) {
     let event_type = if n.is_multiple_of(3) {
         ""
     } else {
@@ -161,14 +206,65 @@ pub fn book_event(out: &mut String, m: &SimMarket, outcome: u8, n: u64, timestam
     };
     let _ = write!(
         out,
-        r#"{{{event_type}"asset_id":"{}","market":"{}","bids":[{{"price":".{:03}","size":"120.5"}},{{"price":"0.{:03}","size":"33"}}],"asks":[{{"price":"0.{:03}","size":"80"}},{{"price":"0.{:03}","size":"12.25"}}],"timestamp":"{timestamp_ms}","hash":"0x{n:040x}","tick_size":"0.001","last_trade_price":"0.{p:03}"}}"#,
-        m.token_ids[outcome as usize],
-        m.condition_id,
-        p - 9,
-        p - 1,
-        p + 9,
-        p + 1,
+        r#"{{{event_type}"asset_id":"{}","market":"{}","bids":"#,
+        m.token_ids[outcome as usize], m.condition_id
     );
+    write_levels(out, book.bids.iter().rev());
+    out.push_str(r#","asks":"#);
+    write_levels(out, book.asks.iter().rev());
+    let _ = write!(
+        out,
+        r#","timestamp":"{timestamp_ms}","hash":"0x{n:040x}","tick_size":"{}""#,
+        price_text(book.tick)
+    );
+    if let Some(p) = last_trade {
+        let _ = write!(out, r#","last_trade_price":"{}""#, price_text(p));
+    }
+    out.push('}');
+}
+
+fn write_levels<'a>(out: &mut String, levels: impl Iterator<Item = &'a (PriceBp, SizeMicro)>) {
+    out.push('[');
+    for (i, (p, s)) in levels.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"price":"{}","size":"{}"}}"#,
+            price_text(*p),
+            size_text(*s)
+        );
+    }
+    out.push(']');
+}
+
+/// A book as CLOB REST's `GET /book` answers it.
+pub fn book_json(
+    m: &SimMarket,
+    outcome: u8,
+    book: &BookState,
+    last_trade: Option<PriceBp>,
+    timestamp_ms: i64,
+) -> serde_json::Value {
+    let levels = |l: &[(PriceBp, SizeMicro)]| {
+        l.iter()
+            .rev()
+            .map(|(p, s)| serde_json::json!({"price": price_text(*p), "size": size_text(*s)}))
+            .collect::<Vec<_>>()
+    };
+    serde_json::json!({
+        "market": m.condition_id,
+        "asset_id": m.token_ids[outcome as usize],
+        "timestamp": timestamp_ms.to_string(),
+        "hash": format!("0x{:040x}", timestamp_ms as u64 ^ ((outcome as u64) << 60)),
+        "bids": levels(&book.bids),
+        "asks": levels(&book.asks),
+        "tick_size": price_text(book.tick),
+        "min_order_size": "5",
+        "neg_risk": m.neg_risk,
+        "last_trade_price": last_trade.map(price_text).unwrap_or_default(),
+    })
 }
 
 /// Appends a `new_market` event (custom feature).

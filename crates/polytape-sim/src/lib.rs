@@ -8,10 +8,13 @@
 //! the methods of [`Sim`] or `POST /sim/...`.
 
 pub mod book;
+mod clob;
 pub mod data_api;
+mod exchange;
 pub mod frames;
 mod gamma;
 mod generator;
+mod limits;
 mod routes;
 mod socket;
 mod state;
@@ -30,8 +33,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
+use exchange::Books;
 pub use frames::TradeRecord;
 use generator::generate;
+use limits::RateWindow;
 use polytape_http::Server;
 use routes::handle_connection;
 use state::{Hub, SimState};
@@ -136,6 +141,19 @@ pub struct SimTrade {
     pub transaction_hash: Option<String>,
 }
 
+/// One token's book, as the simulator's ground truth holds it: prices in ten-thousandths,
+/// sizes in millionths of a share, best first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimBookView {
+    pub bids: Vec<(book::PriceBp, book::SizeMicro)>,
+    pub asks: Vec<(book::PriceBp, book::SizeMicro)>,
+    pub tick: book::PriceBp,
+    /// The last trade's price (only for the book now).
+    pub last_trade: Option<book::PriceBp>,
+    /// The moment it is the book of.
+    pub timestamp_ms: i64,
+}
+
 /// Counters of the simulator, served at `/sim/stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimStats {
@@ -152,6 +170,8 @@ pub struct SimStats {
     pub repeat_deliveries: u64,
     pub subscribed_assets: usize,
     pub markets: usize,
+    /// `price_change` messages the drop-delta fault took.
+    pub deltas_dropped: u64,
 }
 
 /// A running simulator. Dropping it stops it.
@@ -176,6 +196,8 @@ impl Sim {
             markets: RwLock::new(markets),
             asset_index: RwLock::new(asset_index),
             hub: Mutex::new(Hub::default()),
+            books: Mutex::new(Books::new(config.seed)),
+            deltas_dropped: AtomicU64::new(0),
             stalled: RwLock::new(HashSet::new()),
             max_assets_per_socket: AtomicUsize::new(config.max_assets_per_socket),
             upgrades_per_sec: AtomicU32::new(config.upgrades_per_sec),
@@ -190,7 +212,9 @@ impl Sim {
             repeat_deliveries: AtomicU64::new(0),
             executed: Mutex::new(Vec::new()),
             data_api_requests: AtomicU64::new(0),
-            data_api_recent: Mutex::new(std::collections::VecDeque::new()),
+            data_api_window: RateWindow::new(config.data_api_rate_limit, Duration::from_secs(10)),
+            book_window: RateWindow::new(1_500, Duration::from_secs(10)),
+            books_window: RateWindow::new(500, Duration::from_secs(10)),
             maybe_delivered: Mutex::new(Vec::new()),
             next_socket: AtomicU64::new(1),
             trades_generated: AtomicU64::new(0),
@@ -357,6 +381,27 @@ impl Sim {
         self.state.close_market(condition_id, resolution)
     }
 
+    /// The book of `token_id` now, or as it was at `at_ms` (Unix ms: after every change
+    /// stamped at or before it): the ground truth a stored book must equal. `None`: no such
+    /// token.
+    pub fn book(&self, token_id: &str, at_ms: Option<i64>) -> Option<SimBookView> {
+        let v = clob::book_view(&self.state, token_id, at_ms)?;
+        Some(SimBookView {
+            bids: v.state.bids,
+            asks: v.state.asks,
+            tick: v.state.tick,
+            last_trade: v.last_trade,
+            timestamp_ms: v.timestamp_ms,
+        })
+    }
+
+    /// Arms the drop-delta fault on one socket (the one holding the most assets): its next
+    /// `n` `price_change` messages are lost in transit, as a delta lost on the live feed.
+    /// Returns whether a socket was open.
+    pub fn drop_deltas(&self, n: u32) -> bool {
+        self.state.drop_deltas_on_one_socket(n)
+    }
+
     /// Stops generating, closes every socket and the listener.
     pub fn shutdown(&mut self) {
         self.state.stopping.store(true, SeqCst);
@@ -386,5 +431,6 @@ fn stats(state: &SimState) -> SimStats {
         repeat_deliveries: state.repeat_deliveries.load(Relaxed),
         subscribed_assets: hub.subscribers.len(),
         markets: state.markets.read().len(),
+        deltas_dropped: state.deltas_dropped.load(Relaxed),
     }
 }

@@ -11,9 +11,9 @@ use crossbeam_channel::bounded;
 
 use polytape_http::{self as http, Request, Response};
 
-use crate::gamma;
 use crate::state::{SimState, SocketControl};
 use crate::universe::SimResolution;
+use crate::{clob, gamma};
 use crate::{socket, stats};
 
 /// Every new TCP connection: a WebSocket upgrade, a listing request or a control request.
@@ -47,6 +47,9 @@ pub(crate) fn handle_connection(state: &Arc<SimState>, mut stream: TcpStream) {
         "/markets/keyset" => gamma::keyset(state, &req),
         "/markets" => gamma::legacy(state, &req),
         "/trades" => crate::data_api::trades(state, &req),
+        "/book" => clob::book(state, &req),
+        "/books" => clob::books(state, &req, &mut stream),
+        "/sim/book" => clob::sim_book(state, &req),
         p if p.starts_with("/sim/") => control(state, &req),
         _ => Response::text(404, "not found\n"),
     };
@@ -138,6 +141,10 @@ fn control(state: &Arc<SimState>, req: &Request) -> Response {
             state.gamma_fail_status.store(status, SeqCst);
             state.gamma_failures.store(n, SeqCst);
             Response::json(200, &n)
+        }
+        "/sim/faults/drop-deltas" => {
+            let n = num("n").unwrap_or(1) as u32;
+            Response::json(200, &state.drop_deltas_on_one_socket(n))
         }
         "/sim/faults/malformed" => Response::json(200, &state.send_malformed()),
         "/sim/faults/oversized" => {

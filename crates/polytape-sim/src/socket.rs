@@ -19,7 +19,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use super::frames::{self, TradeRecord};
+use super::frames::TradeRecord;
 use crate::state::{Outgoing, SimState, SocketControl};
 
 /// How long the thread waits for outgoing frames before it looks at the client's side
@@ -56,7 +56,6 @@ pub(super) struct Session {
     /// Trades in frames written to the WebSocket but not yet flushed.
     unflushed: Vec<TradeRecord>,
     unflushed_bytes: usize,
-    noise_counter: u64,
 }
 
 impl Session {
@@ -90,7 +89,6 @@ impl Session {
             waiting: VecDeque::new(),
             unflushed: Vec::new(),
             unflushed_bytes: 0,
-            noise_counter: id << 32,
         })
     }
 
@@ -235,10 +233,8 @@ impl Session {
             self.subscribed = true;
             let assets = sub.assets_ids.unwrap_or_default();
             let custom = sub.custom_feature_enabled.unwrap_or(false);
-            let books = self.state.subscribe(self.id, &assets, custom);
-            if sub.initial_dump.unwrap_or(true) {
-                self.queue_books(&books);
-            }
+            self.state
+                .subscribe(self.id, &assets, custom, sub.initial_dump.unwrap_or(true));
             return Ok(());
         }
         if text == "PING" {
@@ -251,13 +247,10 @@ impl Session {
                     Some("subscribe") => {
                         // A fresh subscription is what un-stalls an asset on the live feed.
                         self.state.unstall(&assets);
-                        self.state.add_assets(self.id, &assets);
                         // The book of every asset named, held before or not: that is what
-                        // lets a client probe a quiet socket.
-                        if m.initial_dump.unwrap_or(true) {
-                            let books = self.state.asset_keys(&assets);
-                            self.queue_books(&books);
-                        }
+                        // lets a client probe a quiet socket, or resync a book.
+                        self.state
+                            .add_assets(self.id, &assets, m.initial_dump.unwrap_or(true));
                         Ok(())
                     }
                     Some("unsubscribe") => {
@@ -268,26 +261,6 @@ impl Session {
                 }
             }
             _ => self.send_text("INVALID OPERATION".into()),
-        }
-    }
-
-    /// Queues the initial dump: `book` snapshots in array frames of up to 100.
-    fn queue_books(&mut self, assets: &[(u32, u8)]) {
-        let markets = self.state.markets.read();
-        let now = crate::now_ms();
-        for chunk in assets.chunks(100) {
-            let mut text = String::from("[");
-            for (i, (market, outcome)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                self.noise_counter += 1;
-                if let Some(m) = markets.get(*market as usize) {
-                    frames::book_event(&mut text, m, *outcome, self.noise_counter, now);
-                }
-            }
-            text.push(']');
-            self.waiting.push_back(Outgoing::frame(text, Vec::new()));
         }
     }
 
@@ -365,19 +338,11 @@ impl Session {
         self.flush()
     }
 
+    /// An idle socket shows it is alive: the exchange makes a change on one of its assets
+    /// (sent to every socket holding it). Asked at most once per idle period.
     fn queue_noise(&mut self) {
-        let Some((market, _)) = self.state.any_asset_of(self.id) else {
-            return;
-        };
-        let markets = self.state.markets.read();
-        let Some(m) = markets.get(market as usize) else {
-            return;
-        };
-        self.noise_counter += 1;
-        let mut text = String::new();
-        frames::price_change_event(&mut text, m, self.noise_counter, crate::now_ms());
-        drop(markets);
-        self.waiting.push_back(Outgoing::frame(text, Vec::new()));
+        self.state.request_noise(self.id);
+        self.last_sent = Instant::now();
     }
 
     /// Flushes what was written; on success the trades in it are delivered.

@@ -12,7 +12,9 @@ use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use tungstenite::Message;
 
+use crate::exchange::{Books, Request};
 use crate::frames::{self, TradeRecord};
+use crate::limits::RateWindow;
 use crate::universe::{SimMarket, SimResolution, generate_market};
 use crate::{SimConfig, SimTrade};
 
@@ -54,6 +56,8 @@ pub(crate) struct SocketControl {
     pub(crate) drop: AtomicBool,
     pub(crate) poisoned: AtomicBool,
     pub(crate) inject: Mutex<Vec<Outgoing>>,
+    /// The next this-many `price_change` messages for this socket are lost in transit.
+    pub(crate) drop_deltas: AtomicU32,
 }
 
 pub(crate) struct SocketEntry {
@@ -64,6 +68,9 @@ pub(crate) struct SocketEntry {
     pub(crate) assets: HashSet<(u32, u8)>,
     pub(crate) custom: bool,
     pub(crate) control: Arc<SocketControl>,
+    /// Assets whose `book` the socket asked for and has not been sent yet: no book event
+    /// about them goes to it before that book.
+    pub(crate) awaiting: HashSet<(u32, u8)>,
 }
 
 #[derive(Default)]
@@ -72,6 +79,8 @@ pub(crate) struct Hub {
     pub(crate) subscribers: HashMap<(u32, u8), Vec<u64>>,
     /// Bumped on every change that affects which assets trade.
     pub(crate) version: u64,
+    /// What sockets asked the exchange for, answered on the generator's next tick.
+    pub(crate) requests: Vec<Request>,
 }
 
 pub(crate) struct SimState {
@@ -79,6 +88,10 @@ pub(crate) struct SimState {
     pub(crate) markets: RwLock<Vec<SimMarket>>,
     pub(crate) asset_index: RwLock<HashMap<String, (u32, u8)>>,
     pub(crate) hub: Mutex<Hub>,
+    /// Every token's book. Taken after `hub` and `markets`, never before.
+    pub(crate) books: Mutex<Books>,
+    /// `price_change` messages dropped by the fault.
+    pub(crate) deltas_dropped: AtomicU64,
     pub(crate) stalled: RwLock<HashSet<(u32, u8)>>,
     pub(crate) max_assets_per_socket: AtomicUsize,
     pub(crate) upgrades_per_sec: AtomicU32,
@@ -101,7 +114,10 @@ pub(crate) struct SimState {
     pub(crate) executed: Mutex<Vec<TradeRecord>>,
     /// Data API requests answered, and the times of the recent ones (the rate limit).
     pub(crate) data_api_requests: AtomicU64,
-    pub(crate) data_api_recent: Mutex<std::collections::VecDeque<Instant>>,
+    pub(crate) data_api_window: RateWindow,
+    /// CLOB REST's limits: `GET /book`, `POST /books`.
+    pub(crate) book_window: RateWindow,
+    pub(crate) books_window: RateWindow,
     /// Trades written to a socket the simulator then dropped before it knew they were
     /// flushed: the kernel may or may not have passed them on.
     pub(crate) maybe_delivered: Mutex<Vec<TradeRecord>>,
@@ -127,6 +143,7 @@ impl SimState {
                 assets: HashSet::new(),
                 custom: false,
                 control,
+                awaiting: HashSet::new(),
             },
         );
     }
@@ -146,27 +163,34 @@ impl SimState {
         }
     }
 
-    /// The first subscription; returns the known assets, for the initial dump.
-    pub(crate) fn subscribe(&self, id: u64, assets: &[String], custom: bool) -> Vec<(u32, u8)> {
+    /// The first subscription.
+    pub(crate) fn subscribe(&self, id: u64, assets: &[String], custom: bool, dump: bool) {
         if let Some(e) = self.hub.lock().sockets.get_mut(&id) {
             e.custom = custom;
         }
-        self.add_assets(id, assets)
+        self.add_assets(id, assets, dump)
     }
 
-    pub(crate) fn add_assets(&self, id: u64, assets: &[String]) -> Vec<(u32, u8)> {
+    /// Adds assets to a socket; with `dump`, the `book` of every known asset named (held
+    /// before or not) is asked of the exchange, and nothing else about its book reaches
+    /// the socket before it.
+    pub(crate) fn add_assets(&self, id: u64, assets: &[String], dump: bool) {
         let index = self.asset_index.read();
         let mut hub = self.hub.lock();
         let mut added = Vec::new();
+        let mut named = Vec::new();
         let Some(entry) = hub.sockets.get_mut(&id) else {
-            return added;
+            return;
         };
         for a in assets {
             entry.requested.insert(a.clone());
-            if let Some(&key) = index.get(a)
-                && entry.assets.insert(key)
-            {
-                added.push(key);
+            if let Some(&key) = index.get(a) {
+                if entry.assets.insert(key) {
+                    added.push(key);
+                }
+                if dump && entry.awaiting.insert(key) {
+                    named.push(key);
+                }
             }
         }
         entry
@@ -176,8 +200,15 @@ impl SimState {
         for key in &added {
             hub.subscribers.entry(*key).or_default().push(id);
         }
+        if !named.is_empty() {
+            hub.requests.push(Request::Dump(id, named));
+        }
         hub.version += 1;
-        added
+    }
+
+    /// An idle socket asks for a change on one of its assets.
+    pub(crate) fn request_noise(&self, id: u64) {
+        self.hub.lock().requests.push(Request::Noise(id));
     }
 
     pub(crate) fn remove_assets(&self, id: u64, assets: &[String]) {
@@ -190,6 +221,7 @@ impl SimState {
                 if let Some(&key) = index.get(a)
                     && entry.assets.remove(&key)
                 {
+                    entry.awaiting.remove(&key);
                     removed.push(key);
                 }
             }
@@ -207,19 +239,6 @@ impl SimState {
             }
         }
         hub.version += 1;
-    }
-
-    pub(crate) fn any_asset_of(&self, id: u64) -> Option<(u32, u8)> {
-        let hub = self.hub.lock();
-        let entry = hub.sockets.get(&id)?;
-        if entry.requested.len() > self.max_assets_per_socket.load(Relaxed) {
-            return None;
-        }
-        let n = entry.assets.len();
-        if n == 0 {
-            return None;
-        }
-        entry.assets.iter().nth(fastrand::usize(0..n)).copied()
     }
 
     pub(crate) fn delivered(&self, trades: &[TradeRecord]) {
@@ -276,16 +295,6 @@ impl SimState {
     pub(crate) fn freeze(&self, on: bool) -> usize {
         self.freeze_new.store(on, SeqCst);
         self.for_each_socket(|c| c.frozen.store(on, SeqCst))
-    }
-
-    /// Stops (or restarts) trades and updates for one asset while its siblings go on.
-    /// The (market, outcome) keys of these asset ids (unknown ids left out).
-    pub(crate) fn asset_keys(&self, assets: &[String]) -> Vec<(u32, u8)> {
-        let index = self.asset_index.read();
-        assets
-            .iter()
-            .filter_map(|a| index.get(a).copied())
-            .collect()
     }
 
     /// A subscribe operation for these assets: any of them stalled delivers again.
@@ -402,6 +411,17 @@ impl SimState {
             frames::market_resolved_event(&mut text, &m, w, crate::now_ms());
             self.broadcast_custom(&text);
         }
+        true
+    }
+
+    /// Arms the drop-delta fault on one socket (the one holding the most assets): its next
+    /// `n` `price_change` messages are lost in transit. Returns whether a socket was open.
+    pub(crate) fn drop_deltas_on_one_socket(&self, n: u32) -> bool {
+        let hub = self.hub.lock();
+        let Some(entry) = hub.sockets.values().max_by_key(|e| e.assets.len()) else {
+            return false;
+        };
+        entry.control.drop_deltas.fetch_add(n, SeqCst);
         true
     }
 

@@ -1,0 +1,403 @@
+//! The exchange's books, and one tick of the exchange: trades that take from the books,
+//! resting orders that come and go, and every event that tells subscribers so, queued per
+//! socket in the order it happened.
+//!
+//! Everything a socket learns about a book goes through here, under one lock, in one order:
+//! the `book` a subscription asks for is written into the same per-socket queue as the
+//! deltas, after every delta it already includes and before every delta it does not. (A
+//! socket thread that queued its own snapshot could put it behind a delta the generator had
+//! already built, and a client would be wrong through no fault of its own.)
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::Sender;
+
+use crate::book::{LevelChange, SimBook};
+use crate::frames::{self, TradeRecord};
+use crate::state::{Hub, Outgoing, SimState};
+use crate::universe::SimMarket;
+
+/// Every token's book. A book is made around its market's price the first time anything
+/// touches it (a subscription, a trade, a REST request).
+pub(crate) struct Books {
+    by_asset: HashMap<(u32, u8), SimBook>,
+    rng: fastrand::Rng,
+    /// The newest time stamped on a change or on a book sent out (Unix ms). A book sent out
+    /// at time `t` must be the book of every change stamped up to `t`, so no later change
+    /// may be stamped `t` or before: changes are stamped no earlier than `floor_ms`.
+    newest_ms: i64,
+    floor_ms: i64,
+}
+
+impl Books {
+    pub(crate) fn new(seed: u64) -> Books {
+        Books {
+            by_asset: HashMap::new(),
+            rng: fastrand::Rng::with_seed(seed ^ 0x626f_6f6b),
+            newest_ms: 0,
+            floor_ms: 0,
+        }
+    }
+
+    /// The book of `key`, made if it is new.
+    pub(crate) fn book(
+        &mut self,
+        key: (u32, u8),
+        markets: &[SimMarket],
+        now: i64,
+    ) -> Option<(&mut SimBook, &mut fastrand::Rng)> {
+        let m = markets.get(key.0 as usize)?;
+        let rng = &mut self.rng;
+        let book = self.by_asset.entry(key).or_insert_with(|| {
+            let yes = m.mid_milli as u32 * 10;
+            let mid = if key.1 == 0 { yes } else { 10_000 - yes };
+            SimBook::new(mid, now, rng)
+        });
+        Some((book, &mut self.rng))
+    }
+
+    /// The book of `key` if anything has touched it.
+    pub(crate) fn existing(&self, key: (u32, u8)) -> Option<&SimBook> {
+        self.by_asset.get(&key)
+    }
+
+    /// Whether changes may be stamped `now`: not within the millisecond of a book sent out.
+    pub(crate) fn ready(&self, now: i64) -> bool {
+        now >= self.floor_ms
+    }
+
+    /// The time to stamp changes made now with.
+    pub(crate) fn change_stamp(&mut self, now: i64) -> i64 {
+        let t = now.max(self.floor_ms);
+        self.newest_ms = self.newest_ms.max(t);
+        t
+    }
+
+    /// The time to stamp a book sent out now with: no earlier than any change it includes,
+    /// and no change after it will be stamped as early.
+    pub(crate) fn send_stamp(&mut self, now: i64) -> i64 {
+        let t = now.max(self.newest_ms);
+        self.newest_ms = t;
+        self.floor_ms = t + 1;
+        t
+    }
+}
+
+/// What a socket asked the exchange for, answered on the generator's next tick.
+pub(crate) enum Request {
+    /// The `book` of these assets (a subscription, or a client's probe or resync).
+    Dump(u64, Vec<(u32, u8)>),
+    /// Any change on one of the socket's assets: an idle socket shows it is alive.
+    Noise(u64),
+}
+
+/// Frames being gathered for each socket during one tick: (text, trades, events).
+#[derive(Default)]
+pub(crate) struct Outbox {
+    batches: HashMap<u64, (String, Vec<TradeRecord>, usize)>,
+    sends: Vec<(Sender<Outgoing>, Outgoing)>,
+    scratch: String,
+}
+
+/// Events per frame, and bytes, past which a socket's frame is closed and a new one begun.
+const MAX_EVENTS_PER_FRAME: usize = 500;
+const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+impl Outbox {
+    fn push(&mut self, hub: &Hub, sid: u64, text: &str, trade: Option<TradeRecord>) {
+        let batch = self.batches.entry(sid).or_default();
+        if batch.2 > 0 {
+            batch.0.push(',');
+        }
+        batch.0.push_str(text);
+        batch.2 += 1;
+        batch.1.extend(trade);
+        if (batch.2 >= MAX_EVENTS_PER_FRAME || batch.0.len() >= MAX_FRAME_BYTES)
+            && let Some(entry) = hub.sockets.get(&sid)
+            && let Some((text, trades, n)) = self.batches.remove(&sid)
+        {
+            self.sends
+                .push((entry.tx.clone(), finish_frame(text, trades, n)));
+        }
+    }
+
+    /// Closes every socket's frame; returns what to send, in order.
+    pub(crate) fn finish(&mut self, hub: &Hub) -> Vec<(Sender<Outgoing>, Outgoing)> {
+        for (sid, (text, trades, n)) in self.batches.drain() {
+            if let Some(entry) = hub.sockets.get(&sid) {
+                self.sends
+                    .push((entry.tx.clone(), finish_frame(text, trades, n)));
+            }
+        }
+        std::mem::take(&mut self.sends)
+    }
+}
+
+/// One event goes out as an object, several as an array.
+fn finish_frame(events: String, trades: Vec<TradeRecord>, count: usize) -> Outgoing {
+    let text = if count == 1 {
+        events
+    } else {
+        format!("[{events}]")
+    };
+    Outgoing::frame(text, trades)
+}
+
+/// One tick of the exchange, with every lock it needs held.
+pub(crate) struct Tick<'a> {
+    pub(crate) state: &'a SimState,
+    pub(crate) hub: &'a mut Hub,
+    pub(crate) markets: &'a [SimMarket],
+    pub(crate) books: &'a mut Books,
+    pub(crate) out: &'a mut Outbox,
+    pub(crate) now: i64,
+    /// Numbers the events' hashes.
+    pub(crate) events: &'a mut u64,
+    /// Books to send when the tick ends (to one socket, or to every subscriber): all under
+    /// one stamp, after every change of the tick.
+    pub(crate) books_due: Vec<((u32, u8), Option<u64>)>,
+}
+
+/// What kind of event a socket is sent: book events wait for the socket's pending `book`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Trade,
+    Book,
+}
+
+impl Tick<'_> {
+    /// The sockets an event about `key` goes to now.
+    fn receivers(&self, key: (u32, u8), kind: Kind) -> Vec<u64> {
+        let max_assets = self.state.max_assets_per_socket.load(Relaxed);
+        let Some(subs) = self.hub.subscribers.get(&key) else {
+            return Vec::new();
+        };
+        subs.iter()
+            .copied()
+            .filter(|sid| {
+                self.hub.sockets.get(sid).is_some_and(|e| {
+                    // Silently not delivered past the asset limit, like the live feed.
+                    e.requested.len() <= max_assets
+                        && (kind == Kind::Trade || !e.awaiting.contains(&key))
+                })
+            })
+            .collect()
+    }
+
+    /// Sends `text` (an event about `key`) to every socket that should have it.
+    fn broadcast(&mut self, key: (u32, u8), kind: Kind, text: &str, trade: Option<TradeRecord>) {
+        for sid in self.receivers(key, kind) {
+            self.out.push(self.hub, sid, text, trade);
+        }
+    }
+
+    /// Sends `price_change` events for `changes` of one market's tokens: each socket gets
+    /// the entries of the tokens it holds, in one message. A socket with the drop-delta fault
+    /// armed loses the message.
+    fn send_changes(&mut self, market: u32, changes: &[(u8, LevelChange)]) {
+        if changes.is_empty() {
+            return;
+        }
+        let markets = self.markets;
+        let Some(m) = markets.get(market as usize) else {
+            return;
+        };
+        let mut sids: Vec<u64> = Vec::new();
+        for (outcome, _) in changes {
+            for sid in self.receivers((market, *outcome), Kind::Book) {
+                if !sids.contains(&sid) {
+                    sids.push(sid);
+                }
+            }
+        }
+        let stalled = self.state.stalled.read();
+        for sid in sids {
+            let Some(entry) = self.hub.sockets.get(&sid) else {
+                continue;
+            };
+            let mine: Vec<(u8, LevelChange)> = changes
+                .iter()
+                .filter(|(o, _)| {
+                    let key = (market, *o);
+                    entry.assets.contains(&key)
+                        && !entry.awaiting.contains(&key)
+                        && !stalled.contains(&key)
+                })
+                .copied()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if entry
+                .control
+                .drop_deltas
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                self.state.deltas_dropped.fetch_add(1, Relaxed);
+                continue; // lost in transit
+            }
+            *self.events += 1;
+            let mut text = std::mem::take(&mut self.out.scratch);
+            text.clear();
+            frames::price_change_event(&mut text, m, &mine, *self.events, self.now);
+            self.out.push(self.hub, sid, &text, None);
+            self.out.scratch = text;
+        }
+    }
+
+    /// A `tick_size_change` when the book's midpoint crossed into the other tick's range.
+    fn retick(&mut self, key: (u32, u8)) {
+        let Some((book, _)) = self.books.book(key, self.markets, self.now) else {
+            return;
+        };
+        let Some((old, new)) = book.retick() else {
+            return;
+        };
+        let mut text = String::new();
+        frames::tick_size_event(
+            &mut text,
+            &self.markets[key.0 as usize],
+            key.1,
+            old,
+            new,
+            self.now,
+        );
+        self.broadcast(key, Kind::Book, &text, None);
+    }
+
+    /// One resting order arrives or is cancelled on `key`'s book, and its subscribers hear.
+    pub(crate) fn churn(&mut self, key: (u32, u8)) {
+        let now = self.books.change_stamp(self.now);
+        let Some((book, rng)) = self.books.book(key, self.markets, now) else {
+            return;
+        };
+        if let Some(change) = book.churn(now, rng) {
+            self.send_changes(key.0, &[(key.1, change)]);
+            self.retick(key);
+        }
+    }
+
+    /// A trade on `key`: a taker (a BUY takes asks) of `seq`'s size fills at the best level
+    /// (topped up first if it holds less). Returns the trade, executed; whether it is sent
+    /// is up to the stall fault and the subscriptions.
+    pub(crate) fn trade(&mut self, key: (u32, u8), seq: u64, buy: bool) -> Option<TradeRecord> {
+        let now = self.books.change_stamp(self.now);
+        let markets = self.markets;
+        let market = markets.get(key.0 as usize)?;
+        if !market.is_open() {
+            return None; // closed since the list was made: it trades no more
+        }
+        let size = TradeRecord::size_micro_of(seq);
+        let (book, rng) = self.books.book(key, self.markets, now)?;
+        let mut changes: Vec<(u8, LevelChange)> = Vec::new();
+        if let Some(c) = book.ensure_depth(now, buy, size, rng) {
+            changes.push((key.1, c));
+        }
+        let (fills, taken) = book.take(now, buy, size);
+        let price = fills.first()?.price;
+        book.last_trade = Some(price);
+        changes.extend(taken.into_iter().map(|c| (key.1, c)));
+        let t = TradeRecord {
+            seq,
+            market: key.0,
+            outcome: key.1,
+            timestamp_ms: now,
+            price_milli: (price / 10) as u16,
+            buy,
+            has_tx: seq % 10 != 9,
+            short_price: seq % 7 == 3,
+        };
+        self.state.executed.lock().push(t);
+        if self.state.stalled.read().contains(&key) {
+            return Some(t); // executed, never sent: the live feed's stalled asset
+        }
+        self.send_changes(key.0, &changes);
+        self.retick(key);
+        let mut text = String::new();
+        frames::trade_event(&mut text, &t, market);
+        self.broadcast(key, Kind::Trade, &text, Some(t));
+        // The book after the trade, as the live feed sends it (at the tick's end).
+        if !self.books_due.contains(&(key, None)) {
+            self.books_due.push((key, None));
+        }
+        // Custom-feature subscribers get the top of book.
+        if let Some(b) = self.books.existing(key) {
+            let top = (b.best_bid(), b.best_ask());
+            text.clear();
+            frames::best_bid_ask_event(&mut text, market, key.1, top, now);
+            for sid in self.receivers(key, Kind::Book) {
+                if self.hub.sockets.get(&sid).is_some_and(|e| e.custom) {
+                    self.out.push(self.hub, sid, &text, None);
+                }
+            }
+        }
+        Some(t)
+    }
+
+    /// Sends the books due, stamped after every change of the tick; a socket that waited
+    /// for one gets book events again from here on.
+    pub(crate) fn send_books(&mut self) {
+        if self.books_due.is_empty() {
+            return;
+        }
+        let stamp = self.books.send_stamp(self.now);
+        let max_assets = self.state.max_assets_per_socket.load(Relaxed);
+        for (key, to) in std::mem::take(&mut self.books_due) {
+            let markets = self.markets;
+            let Some(m) = markets.get(key.0 as usize) else {
+                continue;
+            };
+            if let Some(sid) = to {
+                let Some(entry) = self.hub.sockets.get_mut(&sid) else {
+                    continue;
+                };
+                if !entry.awaiting.remove(&key) || entry.requested.len() > max_assets {
+                    continue;
+                }
+            }
+            let Some((book, _)) = self.books.book(key, self.markets, self.now) else {
+                continue;
+            };
+            *self.events += 1;
+            let mut text = String::new();
+            frames::book_event(
+                &mut text,
+                m,
+                key.1,
+                &book.state(0),
+                book.last_trade,
+                *self.events,
+                stamp,
+            );
+            match to {
+                Some(sid) => self.out.push(self.hub, sid, &text, None),
+                None => self.broadcast(key, Kind::Book, &text, None),
+            }
+        }
+    }
+
+    /// Answers what sockets asked for since the last tick (books at the tick's end).
+    pub(crate) fn answer(&mut self, requests: Vec<Request>) {
+        for request in requests {
+            match request {
+                Request::Dump(sid, keys) => {
+                    self.books_due
+                        .extend(keys.into_iter().map(|k| (k, Some(sid))));
+                }
+                Request::Noise(sid) => {
+                    let key = self.hub.sockets.get(&sid).and_then(|e| {
+                        let n = e.assets.len();
+                        (n > 0)
+                            .then(|| e.assets.iter().nth(fastrand::usize(0..n)).copied())
+                            .flatten()
+                    });
+                    if let Some(key) = key {
+                        self.churn(key);
+                    }
+                }
+            }
+        }
+    }
+}
