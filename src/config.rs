@@ -44,6 +44,11 @@ pub mod defaults {
     /// A gap is filled, and a sweep reads, in slices of this much block time: each slice is
     /// stored (and a gap's progress recorded) before the next is read.
     pub const BACKFILL_SLICE: Duration = Duration::from_secs(600);
+    /// Every changed book is stored this often (`POLYTAPE_BOOK_SNAPSHOT_SECS`; zero turns
+    /// the book side off).
+    pub const BOOK_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
+    /// The Parquet book tape rolls to a new file this often (`POLYTAPE_BOOK_TAPE_ROLL_SECS`).
+    pub const BOOK_TAPE_ROLL: Duration = Duration::from_secs(3600);
     /// Tokens per socket: the live feed silently stops delivering past ~500.
     pub const MAX_TOKENS_PER_CONN: usize = 500;
     /// A socket without a data frame this long is replaced.
@@ -143,6 +148,10 @@ pub struct Config {
     pub(crate) reconcile_interval: Duration,
     pub(crate) settlement_lag: Duration,
     pub(crate) backfill_slice: Duration,
+    pub(crate) book_snapshot_interval: Duration,
+    pub(crate) book_depth: usize,
+    pub(crate) book_tape_dir: Option<std::path::PathBuf>,
+    pub(crate) book_tape_roll: Duration,
 }
 
 impl Default for Config {
@@ -184,6 +193,10 @@ impl Default for Config {
             settlement_lag: defaults::SETTLEMENT_LAG,
             backfill_slice: defaults::BACKFILL_SLICE,
             reconcile_interval: defaults::RECONCILE_INTERVAL,
+            book_snapshot_interval: defaults::BOOK_SNAPSHOT_INTERVAL,
+            book_depth: 0,
+            book_tape_dir: None,
+            book_tape_roll: defaults::BOOK_TAPE_ROLL,
         }
     }
 }
@@ -259,6 +272,14 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         let fail = |m: &str| Err(Error::config(m));
+        if !self.book_snapshot_interval.is_zero()
+            && self.book_snapshot_interval < Duration::from_secs(1)
+        {
+            return fail("book_snapshot_interval must be zero (off) or at least 1 s");
+        }
+        if self.book_tape_roll < Duration::from_secs(1) {
+            return fail("book_tape_roll must be at least 1 s");
+        }
         if !(self.ws_url.starts_with("ws://") || self.ws_url.starts_with("wss://")) {
             return fail("ws_url must start with ws:// or wss://");
         }
@@ -440,6 +461,18 @@ impl ConfigBuilder {
         settlement_lag: Duration,
         /// Block time read, matched and stored at a time by a gap fill or a sweep (10 min).
         backfill_slice: Duration,
+    }
+
+    setters! {
+        /// How often every changed book is stored in `book_snapshot` (300 s); zero turns
+        /// the book side off entirely (no books held, no snapshots, no tape).
+        book_snapshot_interval: Duration,
+        /// Levels per side in a stored snapshot (0: every level).
+        book_depth: usize,
+        /// Where the full-resolution Parquet book tape goes (`None`: no tape).
+        book_tape_dir: Option<std::path::PathBuf>,
+        /// How often the book tape rolls to a new file, at a boundary of this period (1 h).
+        book_tape_roll: Duration,
     }
 
     setters! {

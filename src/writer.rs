@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 
 use crate::backoff::Backoff;
+use crate::book::BookSnapshot;
 use crate::config::Config;
 use crate::error::Error;
 use crate::feed::{Gap, Record, Trade};
@@ -141,8 +142,9 @@ impl Writer {
     pub(crate) fn run(mut self, records: Receiver<Record>) -> bool {
         let mut batch: Vec<Trade> = Vec::with_capacity(self.batch_size);
         let mut gaps: Vec<Gap> = Vec::new();
+        let mut books: Vec<BookSnapshot> = Vec::new();
         loop {
-            let open = self.fill(&records, &mut batch, &mut gaps);
+            let open = self.fill(&records, &mut batch, &mut gaps, &mut books);
             let n = batch.len();
             let received = batch.iter().map(|t| t.received_at_us);
             let (oldest, newest) = (received.clone().min(), received.max());
@@ -161,6 +163,9 @@ impl Writer {
             }
             for gap in gaps.drain(..) {
                 self.route(Entry::Gap(gap), behind);
+            }
+            if !books.is_empty() {
+                self.route(Entry::Books(std::mem::take(&mut books)), behind);
             }
             self.replay(REPLAY_SLICE);
             self.record_skipped();
@@ -211,10 +216,12 @@ impl Writer {
         records: &Receiver<Record>,
         batch: &mut Vec<Trade>,
         gaps: &mut Vec<Gap>,
+        books: &mut Vec<BookSnapshot>,
     ) -> bool {
-        let take = |r: Record, batch: &mut Vec<Trade>, gaps: &mut Vec<Gap>| match r {
+        let mut take = |r: Record, batch: &mut Vec<Trade>, gaps: &mut Vec<Gap>| match r {
             Record::Trade(t) => batch.push(t),
             Record::Gap(g) => gaps.push(g),
+            Record::Book(b) => books.push(b),
         };
         // With spooled data to replay, wait only briefly, so replay runs between batches.
         let first_wait = if self.spool.is_empty() {
@@ -269,6 +276,7 @@ impl Writer {
         let result = match entry {
             Entry::Trades(t) => self.db.commit(t),
             Entry::Gap(g) => self.db.insert_gap(g),
+            Entry::Books(b) => self.db.write_books(b),
         };
         if result.is_ok() {
             self.database_up();

@@ -26,10 +26,14 @@
 use std::collections::BTreeMap;
 
 mod events;
+mod live;
 mod number;
+mod snapshot;
 
 pub use events::{BookEvent, BookEvents, book_events};
+pub(crate) use live::LiveBooks;
 pub use number::{Price, Side, Size};
+pub use snapshot::{BookSnapshot, Levels, SnapshotSource, decode_levels, encode_levels};
 
 /// One token's order book: the total size resting at each price, both sides.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,6 +125,11 @@ impl Book {
                 .map(|(p, s)| (*p, *s))
                 .collect(),
         }
+    }
+
+    /// Whether both sides hold the same levels as `other`'s (the tick aside).
+    pub fn same_levels(&self, other: &Book) -> bool {
+        self.bids == other.bids && self.asks == other.asks
     }
 
     /// Levels on both sides.

@@ -87,6 +87,8 @@ pub struct Gap {
 pub enum Record {
     Trade(Trade),
     Gap(Gap),
+    /// A book snapshot (the order-book side).
+    Book(crate::book::BookSnapshot),
 }
 
 /// Why a `last_trade_price` event was refused.

@@ -4,8 +4,9 @@
 //! A client that sent thousands of ids in one frame was closed ~100 ms later, for good
 //! (`polymarket-feed.md` §4, rs-clob-client-v2 issue 116); others settled on 100 a frame: the
 //! first frame is the `type: market` subscription, the rest `operation: subscribe` frames.
-//! No book dumps: only trades are wanted, and 500 books on every reconnect are megabytes of
-//! nothing.
+//! Book dumps (`initial_dump`) are asked for only when the book side is on: then every
+//! (re)subscription must start each token's book from a snapshot; without it, 500 books on
+//! every reconnect are megabytes of nothing.
 
 use serde_json::json;
 
@@ -14,25 +15,32 @@ pub(crate) const MAX_IDS_PER_FRAME: usize = 100;
 
 /// The frames that subscribe `tokens` on a new socket: a `type: market` frame first (it must
 /// be the socket's first frame; it turns the custom features on, for the market
-/// announcements, when `announcements`), then `operation: subscribe` frames.
-pub(crate) fn subscription_frames(tokens: &[String], announcements: bool) -> Vec<String> {
+/// announcements, when `announcements`), then `operation: subscribe` frames; each token's
+/// book is asked for when `dumps`.
+pub(crate) fn subscription_frames(
+    tokens: &[String],
+    announcements: bool,
+    dumps: bool,
+) -> Vec<String> {
     let mut chunks = tokens.chunks(MAX_IDS_PER_FRAME);
     let first = chunks.next().unwrap_or(&[]);
-    let mut first_frame = json!({"type": "market", "assets_ids": first, "initial_dump": false});
+    let mut first_frame = json!({"type": "market", "assets_ids": first, "initial_dump": dumps});
     if announcements {
         first_frame["custom_feature_enabled"] = json!(true);
     }
     let mut frames = vec![first_frame.to_string()];
-    frames.extend(operation_frames("subscribe", &tokens[first.len()..]));
+    frames.extend(operation_frames("subscribe", &tokens[first.len()..], dumps));
     frames
 }
 
-/// `operation: subscribe` or `unsubscribe` frames for `ids` on a live socket.
-pub(crate) fn operation_frames(op: &str, ids: &[String]) -> Vec<String> {
+/// `operation: subscribe` or `unsubscribe` frames for `ids` on a live socket; a subscribe
+/// asks for each token's book when `dumps` (a held token's too: that is how a book is
+/// fetched afresh without touching the socket).
+pub(crate) fn operation_frames(op: &str, ids: &[String], dumps: bool) -> Vec<String> {
     ids.chunks(MAX_IDS_PER_FRAME)
         .map(|chunk| {
             if op == "subscribe" {
-                json!({"operation": op, "assets_ids": chunk, "initial_dump": false}).to_string()
+                json!({"operation": op, "assets_ids": chunk, "initial_dump": dumps}).to_string()
             } else {
                 json!({"operation": op, "assets_ids": chunk}).to_string()
             }
@@ -76,10 +84,12 @@ mod tests {
     fn never_more_than_100_ids_a_frame_and_every_id_once() {
         for n in [0usize, 1, 99, 100, 101, 250, 500] {
             let tokens: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
-            let frames = subscription_frames(&tokens, false);
+            let frames = subscription_frames(&tokens, false, false);
             assert_eq!(frames.len(), n.div_ceil(100).max(1), "{n}");
             assert!(!frames[0].contains("custom_feature_enabled"));
-            let custom = subscription_frames(&tokens, true);
+            let custom = subscription_frames(&tokens, true, false);
+            let dumps = subscription_frames(&tokens, false, true);
+            assert!(dumps.iter().all(|f| f.contains("\"initial_dump\":true")));
             assert!(custom[0].contains("\"custom_feature_enabled\":true"));
             assert!(custom[1..].iter().all(|f| !f.contains("custom_feature")));
             assert!(
@@ -99,6 +109,7 @@ mod tests {
         let un = operation_frames(
             "unsubscribe",
             &(0..150).map(|i| i.to_string()).collect::<Vec<_>>(),
+            true,
         );
         assert_eq!(un.len(), 2);
         assert!(

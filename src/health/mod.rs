@@ -13,8 +13,12 @@ use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
+mod books;
 mod prometheus;
 mod snapshot;
+
+pub use self::books::BookHealth;
+pub(crate) use self::books::BookStats;
 
 pub use self::snapshot::{ConnectionSnapshot, ConnectionState, HealthSnapshot};
 
@@ -81,6 +85,7 @@ struct Shared {
     spool_read_errors: AtomicU64,
     threads_restarted: AtomicU64,
     sessions_reregistered: AtomicU64,
+    books: BookStats,
     data_api_bad_rows: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
@@ -251,8 +256,14 @@ impl Health {
             threads_restarted: s.threads_restarted.load(Relaxed),
             sessions_reregistered: s.sessions_reregistered.load(Relaxed),
             data_api_bad_rows: s.data_api_bad_rows.load(Relaxed),
+            books: s.books.snapshot(),
             connections,
         }
+    }
+
+    /// The book side's counters.
+    pub(crate) fn books(&self) -> &BookStats {
+        &self.shared.books
     }
 
     /// Registers a connection; its status appears in every later snapshot.

@@ -159,6 +159,9 @@ impl HealthSnapshot {
         for (name, help, value) in counters {
             metric(name, "counter", help, value);
         }
+        for (name, kind, help, value) in self.books.metrics() {
+            metric(name, kind, help, value);
+        }
         metric(
             "connections_active",
             "gauge",

@@ -120,6 +120,9 @@ pub struct HealthSnapshot {
     pub spool_read_errors: u64,
     /// Data API rows the backfill could not use (skipped, logged).
     pub data_api_bad_rows: u64,
+    /// The book side (issue 18).
+    #[serde(flatten)]
+    pub books: super::BookHealth,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }

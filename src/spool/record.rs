@@ -1,6 +1,7 @@
 //! One spool record: a batch of trades or a gap, with the time it was spooled, in a compact
 //! binary form. The framing around it (length and CRC) is the segment's business.
 
+use crate::book::{BookSnapshot, SnapshotSource, decode_levels, encode_levels};
 use crate::feed::{Decimal, Gap, Side, Trade};
 
 /// What the spool holds, in the order it arrived.
@@ -10,6 +11,8 @@ pub(crate) enum Entry {
     Trades(Vec<Trade>),
     /// A gap record.
     Gap(Gap),
+    /// Book snapshots, written to `book_snapshot` in one batch on replay.
+    Books(Vec<BookSnapshot>),
 }
 
 impl Entry {
@@ -17,13 +20,14 @@ impl Entry {
     pub(crate) fn trades(&self) -> usize {
         match self {
             Entry::Trades(t) => t.len(),
-            Entry::Gap(_) => 0,
+            Entry::Gap(_) | Entry::Books(_) => 0,
         }
     }
 }
 
 const TRADES: u8 = 1;
 const GAP: u8 = 2;
+const BOOKS: u8 = 3;
 
 /// Appends `entry`, spooled at `spooled_ms`, to `out`.
 pub(crate) fn encode(entry: &Entry, spooled_ms: i64, out: &mut Vec<u8>) {
@@ -68,6 +72,32 @@ pub(crate) fn encode(entry: &Entry, spooled_ms: i64, out: &mut Vec<u8>) {
             put_u32(out, g.asset_ids.len() as u32);
             for a in &g.asset_ids {
                 put_str(out, a);
+            }
+        }
+        Entry::Books(books) => {
+            out.push(BOOKS);
+            put_u32(out, books.len() as u32);
+            let mut levels = Vec::new();
+            for b in books {
+                put_str(out, &b.asset_id);
+                put_str(out, &b.market);
+                out.extend_from_slice(&b.taken_at_ms.to_le_bytes());
+                out.push(match b.source {
+                    SnapshotSource::Feed => 0,
+                    SnapshotSource::Rest => 1,
+                });
+                match b.blind_from_ms {
+                    Some(t) => {
+                        out.push(1);
+                        out.extend_from_slice(&t.to_le_bytes());
+                    }
+                    None => out.push(0),
+                }
+                // The stored form: one encoding of a book's levels, here and in the table.
+                levels.clear();
+                encode_levels(&b.bids, &b.asks, &mut levels);
+                put_u32(out, levels.len() as u32);
+                out.extend_from_slice(&levels);
             }
         }
     }
@@ -143,6 +173,46 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<(i64, Entry), String> {
                 reason,
                 asset_ids,
             })
+        }
+        BOOKS => {
+            let n = get_u32(r)? as usize;
+            // Each snapshot takes at least 30 bytes: a count past that is corrupt.
+            if n > r.len() / 30 + 1 {
+                return Err(format!("{n} book snapshots in {} bytes", r.len()));
+            }
+            let mut books = Vec::with_capacity(n);
+            for _ in 0..n {
+                let asset_id = get_str(r)?;
+                let market = get_str(r)?;
+                let taken_at_ms = get_i64(r)?;
+                let source = match get_u8(r)? {
+                    0 => SnapshotSource::Feed,
+                    1 => SnapshotSource::Rest,
+                    s => return Err(format!("snapshot source {s}")),
+                };
+                let blind_from_ms = match get_u8(r)? {
+                    0 => None,
+                    _ => Some(get_i64(r)?),
+                };
+                let len = get_u32(r)? as usize;
+                if len > r.len() {
+                    return Err("book levels past the record's end".into());
+                }
+                let (levels, rest) = r.split_at(len);
+                *r = rest;
+                let (bids, asks) =
+                    decode_levels(levels).ok_or_else(|| "book levels unreadable".to_owned())?;
+                books.push(BookSnapshot {
+                    asset_id,
+                    market,
+                    taken_at_ms,
+                    bids,
+                    asks,
+                    source,
+                    blind_from_ms,
+                });
+            }
+            Entry::Books(books)
         }
         k => return Err(format!("unknown record kind {k}")),
     };

@@ -1,5 +1,6 @@
 //! The PostgreSQL side: connections, migrations, markets and the trade writer.
 
+mod books;
 pub(crate) mod failure;
 pub(crate) mod markets;
 pub(crate) mod sessions;
@@ -63,6 +64,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         10,
         "gap_fill_progress",
         include_str!("../../migrations/V10__gap_fill_progress.sql"),
+    ),
+    (
+        11,
+        "book_snapshots",
+        include_str!("../../migrations/V11__book_snapshots.sql"),
     ),
 ];
 

@@ -294,14 +294,27 @@ impl TradeWriter {
     }
 
     /// Makes sure every token of `batch` has its id cached and every month its partition.
-    /// New tokens are committed here, on their own: an id in the cache always exists, even
-    /// when the batch's own transaction rolls back.
     fn prepare(&mut self, batch: &[Trade]) -> Result<()> {
-        let mut months: Vec<i32> = batch
-            .iter()
-            .map(|t| {
+        self.prepare_keys(
+            batch
+                .iter()
+                .map(|t| (t.asset_id.as_str(), t.market.as_str(), t.timestamp_ms)),
+        )
+    }
+
+    /// Makes sure every token named has its id cached and every month its partition (a key
+    /// is a token, its market and a time in the month). New tokens are committed here, on
+    /// their own: an id in the cache always exists, even when the batch's own transaction
+    /// rolls back.
+    pub(crate) fn prepare_keys<'a>(
+        &mut self,
+        keys: impl Iterator<Item = (&'a str, &'a str, i64)> + Clone,
+    ) -> Result<()> {
+        let mut months: Vec<i32> = keys
+            .clone()
+            .map(|(_, _, ms)| {
                 crate::store::tape::month_index(
-                    chrono::DateTime::from_timestamp_millis(t.timestamp_ms).unwrap_or_default(),
+                    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
                 )
             })
             .filter(|m| !self.months.contains(m))
@@ -311,10 +324,10 @@ impl TradeWriter {
         let mut assets: Vec<&str> = Vec::new();
         let mut markets: Vec<&str> = Vec::new();
         let mut seen: HashSet<&str> = HashSet::new();
-        for t in batch {
-            if !self.tokens.contains_key(&t.asset_id) && seen.insert(&t.asset_id) {
-                assets.push(&t.asset_id);
-                markets.push(&t.market);
+        for (asset, market, _) in keys.clone() {
+            if !self.tokens.contains_key(asset) && seen.insert(asset) {
+                assets.push(asset);
+                markets.push(market);
             }
         }
         if months.is_empty() && assets.is_empty() {
@@ -343,17 +356,28 @@ impl TradeWriter {
         }
         self.months.extend(months);
         self.tokens.extend(found);
-        match batch
-            .iter()
-            .find(|t| !self.tokens.contains_key(&t.asset_id))
-        {
+        match keys.clone().find(|(a, _, _)| !self.tokens.contains_key(*a)) {
             // Cannot happen (the insert above made every one); refuse rather than guess.
-            Some(t) => Err(crate::Error::data(format!(
-                "token {} has no id after its insert",
-                t.asset_id
+            Some((a, _, _)) => Err(crate::Error::data(format!(
+                "token {a} has no id after its insert"
             ))),
             None => Ok(()),
         }
+    }
+
+    /// The cached id of a token [`Self::prepare_keys`] made sure of.
+    pub(crate) fn token_id(&self, asset_id: &str) -> Option<i32> {
+        self.tokens.get(asset_id).copied()
+    }
+
+    /// The counters this writer reports to.
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The open connection (for the other tables the writer stores).
+    pub(crate) fn connection(&mut self) -> Result<&mut Client> {
+        self.client()
     }
 
     fn copy_and_move(&mut self, rows: &[u8]) -> Result<u64> {

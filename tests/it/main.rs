@@ -1,5 +1,6 @@
 //! polytape's integration tests: one binary, real PostgreSQL, real sockets, the simulator.
 
+mod books;
 mod complete;
 mod db;
 mod faults;

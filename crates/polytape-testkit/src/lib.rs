@@ -4,6 +4,7 @@
 // `new()` here makes a database or a certificate: nothing a `Default` should do.
 #![allow(clippy::new_without_default)]
 
+pub mod books;
 pub mod db;
 pub mod pipeline;
 pub mod tls_proxy;

@@ -13,6 +13,7 @@
 //! A connection knows nothing of what its events mean beyond trades and gaps: market
 //! announcements are handed up on the channel it was given, and the listener decides.
 
+mod books;
 mod read;
 mod recycle;
 mod schedule;
@@ -31,6 +32,7 @@ use super::liveness::Liveness;
 use super::protocol;
 use super::socket::{End, OpenGate, Socket, Unblock, open};
 use crate::backoff::Backoff;
+use crate::book::LiveBooks;
 use crate::config::Config;
 use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms};
 use crate::stop::StopSignal;
@@ -128,6 +130,8 @@ pub struct Connection {
     recycle: Recycle,
     /// Sockets subscribed so far.
     sessions: u64,
+    /// The held tokens' books (`None`: the book side is off).
+    books: Option<LiveBooks>,
 }
 
 /// What a listener keeps of a connection it started.
@@ -153,6 +157,8 @@ impl Connection {
             announce,
         } = shared;
         let status = health.add_connection(id, tokens.len());
+        let books_every = config.book_snapshot_interval.as_millis() as i64;
+        let book_depth = config.book_depth;
         let recycle = Recycle::new(&config, id);
         let tokens = Arc::new(Mutex::new(tokens));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -186,6 +192,7 @@ impl Connection {
             behind_since_ms: None,
             recycle,
             sessions: 0,
+            books: (books_every > 0).then(|| LiveBooks::new(books_every, book_depth, now_ms())),
         };
         (conn, parts)
     }
@@ -231,6 +238,7 @@ impl Connection {
                         attempt = 0;
                     }
                     self.note_loss(&reason);
+                    self.books_lost();
                     let d = self.backoff(attempt);
                     log::warn!(
                         "connection {}: {reason}; reconnecting in {} ms",
@@ -241,6 +249,7 @@ impl Connection {
                 }
                 End::RateLimited(retry_after) => {
                     self.note_loss("upgrade answered 429");
+                    self.books_lost();
                     let d = self.backoff(attempt).max(retry_after.unwrap_or_default());
                     log::warn!(
                         "connection {}: upgrade answered 429; retrying in {} ms",
@@ -256,6 +265,12 @@ impl Connection {
             if self.stop.wait_timeout(delay) {
                 break;
             }
+        }
+        // Cuts still waiting for a fresh book are stored (nothing found them wrong).
+        self.books_lost();
+        if let Some(books) = &mut self.books {
+            books.publish(self.health.books());
+            books.unpublish(self.health.books());
         }
         // Tokens without a socket when the stop came: their gap ends now, and is written
         // before the listener exits (the writer drains the channel after every connection).
@@ -306,7 +321,7 @@ impl Connection {
     }
 
     /// Changes the token list the next (re)subscription uses.
-    fn update_tokens(&self, cmd: &Command) {
+    fn update_tokens(&mut self, cmd: &Command) {
         let mut tokens = self.tokens.lock();
         match cmd {
             Command::Subscribe(add) => {
@@ -321,6 +336,9 @@ impl Connection {
             Command::Panic => {}
         }
         self.status.set_tokens(tokens.len());
+        if let Some(books) = &mut self.books {
+            books.retain(&tokens);
+        }
     }
 
     /// One socket, from open to death.
@@ -331,7 +349,9 @@ impl Connection {
         };
         // The subscription must be the first frame; at most 100 ids a frame (protocol.rs).
         let tokens = self.tokens.lock().clone();
-        for frame in protocol::subscription_frames(&tokens, self.announce.is_some()) {
+        for frame in
+            protocol::subscription_frames(&tokens, self.announce.is_some(), self.books.is_some())
+        {
             if let Err(e) = ws.send(Message::text(frame)) {
                 return End::Failed(format!("subscribe: {e}"));
             }
@@ -403,7 +423,7 @@ impl Connection {
                 Command::Panic => panic!("connection {}: told to panic (test)", self.id),
             };
             self.update_tokens(&cmd);
-            for frame in protocol::operation_frames(op, ids) {
+            for frame in protocol::operation_frames(op, ids, self.books.is_some()) {
                 if let Err(e) = ws.send(Message::text(frame)) {
                     return Err(End::Failed(format!("{op}: {e}")));
                 }

@@ -85,6 +85,7 @@ impl Connection {
                 .map_err(|e| End::Failed(format!("ping: {e}")))?;
             liveness.pinged(now);
         }
+        self.book_upkeep(ws)?;
         match liveness.check(now) {
             Check::Fine => Ok(()),
             Check::Probe => {
@@ -102,6 +103,12 @@ impl Connection {
     }
 
     pub(super) fn on_frame(&mut self, text: &str) -> Result<(), End> {
+        self.on_frame_from(text, true)
+    }
+
+    /// A frame; its book events are applied when `books` (not from a recycle's replacement
+    /// before it takes over).
+    pub(super) fn on_frame_from(&mut self, text: &str, books: bool) -> Result<(), End> {
         // One clock read per frame, not two.
         let received_us = now_us();
         let now = received_us / 1000;
@@ -158,6 +165,9 @@ impl Connection {
                 }
                 Err(TrySendError::Disconnected(_)) => return Err(End::WriterGone),
             }
+        }
+        if books {
+            self.apply_book_events(text, now)?;
         }
         if self.counts.frames >= PUBLISH_EVERY_FRAMES
             || self.last_publish.elapsed() >= PUBLISH_EVERY

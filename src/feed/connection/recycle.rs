@@ -46,7 +46,8 @@ impl Connection {
                 return self.recycle_failed(ws, None, &reason);
             }
         };
-        let frames = protocol::subscription_frames(&tokens, self.announce.is_some());
+        let frames =
+            protocol::subscription_frames(&tokens, self.announce.is_some(), self.books.is_some());
         let probe = protocol::probe_frame(&probe_token);
         if let Err(e) = frames
             .into_iter()
@@ -76,7 +77,9 @@ impl Connection {
             match new.read() {
                 Ok(Message::Text(text)) if text.as_str() == "PONG" => {}
                 Ok(Message::Text(text)) if text.as_str() != "INVALID OPERATION" => {
-                    self.on_frame(text.as_str())?;
+                    // Its trades count; its book events do not, while the old socket's
+                    // stream still builds the books (two streams interleaved would not).
+                    self.on_frame_from(text.as_str(), false)?;
                     // Only the probe's answer proves every subscription frame before it
                     // was taken: a trade could come from the first frame alone.
                     if protocol::answers_probe(text.as_str(), &probe_token) {
@@ -105,6 +108,9 @@ impl Connection {
         let mut old = std::mem::replace(ws, new);
         self.close(&mut old);
         drop(old);
+        // The books were built from the old socket's stream, which ends here: each is
+        // fetched afresh on the new one (a blind window of one round trip, recorded).
+        self.restart_books(ws)?;
         hand_to(&self.unblock, ws);
         *liveness = Liveness::new(&self.config, Instant::now());
         self.recycle.schedule(&self.config, true);

@@ -1,0 +1,362 @@
+//! The live books of one connection: every held token's book rebuilt from the socket's
+//! events, checked on every update, cut into snapshots, and never stored from a state it
+//! cannot vouch for.
+//!
+//! The checks. After each `price_change` entry the rebuilt best bid and ask must equal the
+//! entry's; a mismatch, or a delta for a token with no book yet, marks the book desynced: it
+//! waits for a fresh `book` (asked for by subscribing that token again on the same socket)
+//! and the window from its last vouched-for moment to that book has no trusted book. A lost
+//! delta deep in the book leaves the top as it was, so every fresh `book` (the exchange sends
+//! one after trades, and on a resubscription) is compared with the rebuilt book too: equal,
+//! it vouches for everything since the last one; different, the book was wrong since then.
+//!
+//! Snapshots. Every `every_ms` (at a boundary of that period), each book that changed since
+//! its last snapshot is cut as it stands: every event stamped before the boundary applied,
+//! none after (the first event stamped at or after it on this socket, or two seconds of
+//! wall clock, triggers the cut). A cut waits until a fresh `book` vouches for the book it
+//! came from (one is asked for if none comes within `verify_ms`), and is dropped if the book
+//! turns out wrong instead. A fresh `book` that ends a desync or a socket loss is stored as
+//! it arrives, with the start of the blind window.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::Book;
+use super::events::BookEvent;
+use super::number::Side;
+use super::snapshot::{BookSnapshot, SnapshotSource};
+use crate::health::BookStats;
+
+/// How long after a cut's boundary, on a quiet socket, the cut is made by the clock.
+const QUIET_CUT_MS: i64 = 2_000;
+/// How long a cut waits for a fresh `book` before one is asked for.
+const VERIFY_MS: i64 = 10_000;
+/// How often a token waiting for a fresh `book` asks again.
+const REASK_MS: i64 = 5_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Vouched for by the exchange's `book` at this time (Unix ms), and every top since.
+    Trusted { vouched_ms: i64 },
+    /// Waiting for a fresh `book`; without a trusted book since `since_ms` (None: it never
+    /// had one), last asked at `asked_ms`.
+    Waiting {
+        since_ms: Option<i64>,
+        asked_ms: Option<i64>,
+    },
+}
+
+struct TokenBook {
+    market: String,
+    book: Book,
+    trust: Trust,
+    /// Changed since its last cut.
+    changed: bool,
+    /// Cuts waiting to be vouched for, and when the oldest was made (wall clock).
+    pending: Vec<BookSnapshot>,
+    pending_since_ms: i64,
+    verify_asked: bool,
+}
+
+/// The books of one connection.
+pub(crate) struct LiveBooks {
+    books: HashMap<String, TokenBook>,
+    every_ms: i64,
+    depth: usize,
+    next_cut_ms: i64,
+    /// Snapshots to store, in order.
+    out: Vec<BookSnapshot>,
+    /// Tokens to subscribe again (a fresh `book` wanted).
+    resync: Vec<String>,
+    // Counts not yet published.
+    events: u64,
+    desynced: u64,
+    resnapshots: u64,
+    discarded: u64,
+    held_published: i64,
+    last_tick_ms: i64,
+}
+
+impl LiveBooks {
+    /// Books cut every `every_ms` (> 0), `depth` levels a side stored (0: all).
+    pub(crate) fn new(every_ms: i64, depth: usize, now_ms: i64) -> LiveBooks {
+        LiveBooks {
+            books: HashMap::new(),
+            every_ms,
+            depth,
+            next_cut_ms: (now_ms.div_euclid(every_ms) + 1) * every_ms,
+            out: Vec::new(),
+            resync: Vec::new(),
+            events: 0,
+            desynced: 0,
+            resnapshots: 0,
+            discarded: 0,
+            held_published: 0,
+            last_tick_ms: now_ms,
+        }
+    }
+
+    /// Applies one event received at `now_ms`.
+    pub(crate) fn apply(&mut self, event: BookEvent, now_ms: i64) {
+        let stamp = |ts: i64| if ts > 0 { ts } else { now_ms };
+        match event {
+            BookEvent::Snapshot {
+                asset_id,
+                market,
+                timestamp_ms,
+                bids,
+                asks,
+                tick_size,
+            } => {
+                let ts = stamp(timestamp_ms);
+                self.cut_before(ts, now_ms);
+                self.events += 1;
+                let mut fresh = Book::new();
+                fresh.replace(bids, asks);
+                if let Some(t) = tick_size {
+                    fresh.set_tick_size(t);
+                }
+                self.fresh_book(asset_id, market, fresh, ts);
+            }
+            BookEvent::Change {
+                asset_id,
+                market,
+                timestamp_ms,
+                side,
+                price,
+                size,
+                top,
+            } => {
+                let ts = stamp(timestamp_ms);
+                self.cut_before(ts, now_ms);
+                self.events += 1;
+                let Some(token) = self.books.get_mut(&asset_id) else {
+                    // A delta before any snapshot: nothing to apply it to.
+                    self.desynced += 1;
+                    self.books.insert(asset_id.clone(), waiting(market, None));
+                    self.resync.push(asset_id);
+                    return;
+                };
+                let Trust::Trusted { vouched_ms } = token.trust else {
+                    return; // waiting for its fresh book
+                };
+                token.book.set(side, price, size);
+                token.changed = true;
+                if let Some((bid, ask)) = top
+                    && !token.book.agrees(bid, ask)
+                {
+                    log::debug!("book {asset_id}: top disagrees with the exchange's; resyncing");
+                    self.desynced += 1;
+                    self.discarded += token.pending.len() as u64;
+                    token.pending.clear();
+                    token.trust = Trust::Waiting {
+                        since_ms: Some(vouched_ms),
+                        asked_ms: Some(now_ms),
+                    };
+                    self.resync.push(asset_id);
+                }
+            }
+            BookEvent::TickSize {
+                asset_id,
+                tick_size,
+            } => {
+                self.events += 1;
+                if let Some(token) = self.books.get_mut(&asset_id) {
+                    token.book.set_tick_size(tick_size);
+                }
+            }
+        }
+    }
+
+    /// A `book` for `asset_id` stamped `ts`.
+    fn fresh_book(&mut self, asset_id: String, market: String, fresh: Book, ts: i64) {
+        let token = self
+            .books
+            .entry(asset_id.clone())
+            .or_insert_with(|| waiting(market, None));
+        let blind_from = match token.trust {
+            Trust::Trusted { .. } if token.book.same_levels(&fresh) => {
+                // It vouches for the book, and for every cut waiting on it.
+                self.out.append(&mut token.pending);
+                token.verify_asked = false;
+                token.book = fresh;
+                token.trust = Trust::Trusted { vouched_ms: ts };
+                return;
+            }
+            Trust::Trusted { vouched_ms } => {
+                // Wrong since the last book that vouched for it, top agreeing or not.
+                log::debug!("book {asset_id}: a fresh book differs from the rebuilt one");
+                self.desynced += 1;
+                self.discarded += token.pending.len() as u64;
+                token.pending.clear();
+                self.resnapshots += 1;
+                Some(vouched_ms)
+            }
+            Trust::Waiting { since_ms, .. } => {
+                self.resnapshots += u64::from(since_ms.is_some());
+                since_ms
+            }
+        };
+        token.verify_asked = false;
+        token.book = fresh;
+        token.trust = Trust::Trusted { vouched_ms: ts };
+        token.changed = false;
+        self.out.push(BookSnapshot {
+            asset_id,
+            market: token.market.clone(),
+            taken_at_ms: ts,
+            bids: token.book.levels(Side::Bid, self.depth),
+            asks: token.book.levels(Side::Ask, self.depth),
+            source: SnapshotSource::Feed,
+            blind_from_ms: blind_from,
+        });
+    }
+
+    /// Cuts every changed trusted book at each boundary up to `ts` (an event stamped `ts`
+    /// is about to be applied).
+    fn cut_before(&mut self, ts: i64, now_ms: i64) {
+        while ts >= self.next_cut_ms {
+            let at = self.next_cut_ms;
+            // The book after every event stamped before the boundary: stamped one
+            // millisecond before it, so `taken_at` always means "every event stamped at or
+            // before it", as a fresh book's own stamp does.
+            self.cut(at - 1, now_ms);
+            self.next_cut_ms = at + self.every_ms;
+        }
+    }
+
+    fn cut(&mut self, taken_at_ms: i64, now_ms: i64) {
+        for (asset_id, token) in &mut self.books {
+            if !token.changed || !matches!(token.trust, Trust::Trusted { .. }) {
+                continue;
+            }
+            token.changed = false;
+            if token.pending.is_empty() {
+                token.pending_since_ms = now_ms;
+            }
+            token.pending.push(BookSnapshot {
+                asset_id: asset_id.clone(),
+                market: token.market.clone(),
+                taken_at_ms,
+                bids: token.book.levels(Side::Bid, self.depth),
+                asks: token.book.levels(Side::Ask, self.depth),
+                source: SnapshotSource::Feed,
+                blind_from_ms: None,
+            });
+        }
+    }
+
+    /// The clock's part: a cut on a quiet socket, fresh books asked for where cuts wait too
+    /// long or a desynced book still has none. Looks at most every 200 ms (it is called on
+    /// every read); false when it did not.
+    pub(crate) fn tick(&mut self, now_ms: i64) -> bool {
+        if now_ms - self.last_tick_ms < 200 {
+            return false;
+        }
+        self.last_tick_ms = now_ms;
+        if now_ms >= self.next_cut_ms + QUIET_CUT_MS {
+            self.cut_before(now_ms - QUIET_CUT_MS, now_ms);
+        }
+        for (asset_id, token) in &mut self.books {
+            match &mut token.trust {
+                Trust::Trusted { .. } => {
+                    if !token.pending.is_empty()
+                        && !token.verify_asked
+                        && now_ms - token.pending_since_ms >= VERIFY_MS
+                    {
+                        token.verify_asked = true;
+                        self.resync.push(asset_id.clone());
+                    }
+                }
+                Trust::Waiting { asked_ms, .. } => {
+                    if asked_ms.is_none_or(|t| now_ms - t >= REASK_MS) {
+                        *asked_ms = Some(now_ms);
+                        self.resync.push(asset_id.clone());
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// The socket is gone (at `at_ms`, its last sign of life): no book can be trusted past
+    /// it. Cuts still waiting are stored: no check found their books wrong, and none can now.
+    /// The next subscription asks for every book: none is asked again for `REASK_MS` from
+    /// `now_ms`.
+    pub(crate) fn lost(&mut self, at_ms: i64, now_ms: i64) {
+        for token in self.books.values_mut() {
+            self.out.append(&mut token.pending);
+            token.verify_asked = false;
+            token.trust = match token.trust {
+                Trust::Trusted { .. } => Trust::Waiting {
+                    since_ms: Some(at_ms),
+                    asked_ms: Some(now_ms),
+                },
+                Trust::Waiting { since_ms, .. } => Trust::Waiting {
+                    since_ms,
+                    asked_ms: Some(now_ms),
+                },
+            };
+        }
+        self.resync.clear();
+    }
+
+    /// Keeps only the books of `held` tokens; a new one waits for its first `book`.
+    pub(crate) fn retain(&mut self, held: &[String]) {
+        let keep: std::collections::HashSet<&str> = held.iter().map(String::as_str).collect();
+        self.books.retain(|a, _| keep.contains(a.as_str()));
+    }
+
+    /// Snapshots to store, in order.
+    pub(crate) fn take_snapshots(&mut self) -> Vec<BookSnapshot> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Tokens to subscribe again for a fresh `book`.
+    pub(crate) fn take_resync(&mut self) -> Vec<String> {
+        let mut r = std::mem::take(&mut self.resync);
+        r.sort_unstable();
+        r.dedup();
+        r
+    }
+
+    /// Publishes the counts since the last call.
+    pub(crate) fn publish(&mut self, stats: &BookStats) {
+        stats
+            .events
+            .fetch_add(std::mem::take(&mut self.events), Relaxed);
+        stats
+            .desynced
+            .fetch_add(std::mem::take(&mut self.desynced), Relaxed);
+        stats
+            .resnapshots
+            .fetch_add(std::mem::take(&mut self.resnapshots), Relaxed);
+        stats
+            .snapshots_discarded
+            .fetch_add(std::mem::take(&mut self.discarded), Relaxed);
+        let held = self.books.len() as i64;
+        stats.held.fetch_add(held - self.held_published, Relaxed);
+        self.held_published = held;
+    }
+
+    /// Leaves the held count (the connection is ending).
+    pub(crate) fn unpublish(&mut self, stats: &BookStats) {
+        stats.held.fetch_sub(self.held_published, Relaxed);
+        self.held_published = 0;
+    }
+}
+
+fn waiting(market: String, since_ms: Option<i64>) -> TokenBook {
+    TokenBook {
+        market,
+        book: Book::new(),
+        trust: Trust::Waiting {
+            since_ms,
+            asked_ms: None,
+        },
+        changed: false,
+        pending: Vec::new(),
+        pending_since_ms: 0,
+        verify_asked: false,
+    }
+}

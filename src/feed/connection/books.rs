@@ -1,0 +1,99 @@
+//! The connection's part in the book side: each frame's book events applied to its
+//! [`LiveBooks`], the snapshots they yield sent to the writer (like trades: a full channel
+//! makes the reader wait, never drop), and fresh books asked for on the same socket.
+
+use tungstenite::Message;
+
+use super::Connection;
+use crate::book::book_events;
+use crate::feed::event::Record;
+use crate::feed::protocol;
+use crate::feed::socket::{End, Socket};
+use crate::health::now_ms;
+
+impl Connection {
+    /// Applies the book events of `text`, received at `now_ms`.
+    pub(super) fn apply_book_events(&mut self, text: &str, now_ms: i64) -> Result<(), End> {
+        let Some(books) = &mut self.books else {
+            return Ok(());
+        };
+        let found = book_events(text);
+        if found.invalid > 0 {
+            self.health.books().invalid.fetch_add(
+                u64::from(found.invalid),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        for event in found.events {
+            books.apply(event, now_ms);
+        }
+        self.send_snapshots()
+    }
+
+    /// Sends the snapshots the books yielded to the writer.
+    pub(super) fn send_snapshots(&mut self) -> Result<(), End> {
+        let Some(books) = &mut self.books else {
+            return Ok(());
+        };
+        for snapshot in books.take_snapshots() {
+            if self.trades.send(Record::Book(snapshot)).is_err() {
+                return Err(End::WriterGone);
+            }
+        }
+        Ok(())
+    }
+
+    /// The clock's part (cuts on a quiet socket), and the fresh books wanted, asked for on
+    /// `ws` by subscribing those tokens again.
+    pub(super) fn book_upkeep(&mut self, ws: &mut Socket) -> Result<(), End> {
+        let Some(books) = &mut self.books else {
+            return Ok(());
+        };
+        if books.tick(now_ms()) {
+            books.publish(self.health.books());
+        }
+        let wanted = books.take_resync();
+        if !wanted.is_empty() {
+            log::debug!(
+                "connection {}: asking for {} fresh books",
+                self.id,
+                wanted.len()
+            );
+            for frame in protocol::operation_frames("subscribe", &wanted, true) {
+                ws.send(Message::text(frame))
+                    .map_err(|e| End::Failed(format!("book resync: {e}")))?;
+            }
+        }
+        self.send_snapshots()
+    }
+
+    /// The socket the books were built from is gone: none is trusted until a fresh book
+    /// comes (the next subscription asks for every one).
+    pub(super) fn books_lost(&mut self) {
+        let last = self.last_data_ms;
+        if let Some(books) = &mut self.books {
+            let now = now_ms();
+            books.lost(if last > 0 { last } else { now }, now);
+        }
+        // The writer is gone only at the very end; a snapshot unsent then is a stop's loss.
+        let _ = self.send_snapshots();
+    }
+
+    /// After a recycle: every book fetched afresh on the new socket `ws`.
+    pub(super) fn restart_books(&mut self, ws: &mut Socket) -> Result<(), End> {
+        if self.books.is_none() {
+            return Ok(());
+        }
+        if let Some(books) = &mut self.books {
+            let now = now_ms();
+            books.lost(now, now);
+        }
+        self.send_snapshots()?;
+        let tokens = self.tokens.lock().clone();
+        for frame in protocol::operation_frames("subscribe", &tokens, true) {
+            ws.send(Message::text(frame))
+                .map_err(|e| End::Failed(format!("book resync: {e}")))?;
+        }
+        Ok(())
+    }
+}

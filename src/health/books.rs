@@ -1,0 +1,131 @@
+//! The book side's counters (issue 18): kept apart from the trade path's, shown in the same
+//! snapshot (flattened into `/health`) and in `/metrics`.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// The live counters.
+#[derive(Default)]
+pub(crate) struct BookStats {
+    pub(crate) events: AtomicU64,
+    pub(crate) held: AtomicI64,
+    pub(crate) desynced: AtomicU64,
+    pub(crate) resnapshots: AtomicU64,
+    pub(crate) snapshots_written: AtomicU64,
+    pub(crate) snapshots_discarded: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) tape_rows: AtomicU64,
+    pub(crate) tape_bytes: AtomicU64,
+    pub(crate) tape_files: AtomicU64,
+}
+
+/// The book side in a health snapshot.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BookHealth {
+    /// Book events applied (`book`, each `price_change` entry, `tick_size_change`).
+    pub book_events: u64,
+    /// Token books held now (trusted or waiting for a fresh `book`).
+    pub books_held: u64,
+    /// Times a book was found wrong (its top disagreed with the exchange's, a delta came
+    /// before any snapshot, or a fresh `book` differed from it) and marked desynced.
+    pub books_desynced: u64,
+    /// Fresh books that ended a desync or a socket loss.
+    pub book_resnapshots: u64,
+    /// Snapshot rows committed to `book_snapshot`.
+    pub book_snapshots_written: u64,
+    /// Periodic snapshots not stored because the book they were cut from turned out wrong
+    /// before a fresh `book` could vouch for it.
+    pub book_snapshots_discarded: u64,
+    /// Book events or entries with a bad field (counted, left out).
+    pub book_events_invalid: u64,
+    /// Rows written to the Parquet book tape, its bytes, its files.
+    pub book_tape_rows: u64,
+    pub book_tape_bytes: u64,
+    pub book_tape_files: u64,
+}
+
+impl BookStats {
+    pub(crate) fn snapshot(&self) -> BookHealth {
+        BookHealth {
+            book_events: self.events.load(Relaxed),
+            books_held: self.held.load(Relaxed).max(0) as u64,
+            books_desynced: self.desynced.load(Relaxed),
+            book_resnapshots: self.resnapshots.load(Relaxed),
+            book_snapshots_written: self.snapshots_written.load(Relaxed),
+            book_snapshots_discarded: self.snapshots_discarded.load(Relaxed),
+            book_events_invalid: self.invalid.load(Relaxed),
+            book_tape_rows: self.tape_rows.load(Relaxed),
+            book_tape_bytes: self.tape_bytes.load(Relaxed),
+            book_tape_files: self.tape_files.load(Relaxed),
+        }
+    }
+}
+
+impl BookHealth {
+    /// The `/metrics` lines: (name, kind, help, value).
+    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 10] {
+        [
+            (
+                "book_events_total",
+                "counter",
+                "Book events applied to the live books.",
+                self.book_events as f64,
+            ),
+            (
+                "books_held",
+                "gauge",
+                "Token books held now.",
+                self.books_held as f64,
+            ),
+            (
+                "books_desynced_total",
+                "counter",
+                "Books found wrong and marked desynced.",
+                self.books_desynced as f64,
+            ),
+            (
+                "book_resnapshots_total",
+                "counter",
+                "Fresh books that ended a desync or a socket loss.",
+                self.book_resnapshots as f64,
+            ),
+            (
+                "book_snapshots_written_total",
+                "counter",
+                "Book snapshot rows committed.",
+                self.book_snapshots_written as f64,
+            ),
+            (
+                "book_snapshots_discarded_total",
+                "counter",
+                "Periodic snapshots dropped: their book turned out wrong.",
+                self.book_snapshots_discarded as f64,
+            ),
+            (
+                "book_events_invalid_total",
+                "counter",
+                "Book events or entries with a bad field (left out).",
+                self.book_events_invalid as f64,
+            ),
+            (
+                "book_tape_rows_total",
+                "counter",
+                "Rows written to the Parquet book tape.",
+                self.book_tape_rows as f64,
+            ),
+            (
+                "book_tape_bytes_total",
+                "counter",
+                "Bytes of finished Parquet book tape files.",
+                self.book_tape_bytes as f64,
+            ),
+            (
+                "book_tape_files_total",
+                "counter",
+                "Parquet book tape files finished.",
+                self.book_tape_files as f64,
+            ),
+        ]
+    }
+}
