@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        10,
-        "V1 to V10 once each: {applied:?}"
+        11,
+        "V1 to V11 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [
@@ -35,6 +35,7 @@ fn migrations_are_idempotent_and_concurrent_safe() {
         "trades_rejected",
         "sessions",
         "resolution_attempts",
+        "book_snapshots",
     ] {
         assert_eq!(db.count(table), 0);
     }

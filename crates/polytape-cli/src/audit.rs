@@ -1,7 +1,10 @@
 //! `polytape audit`: is the tape complete? Per market and hour, the trades from the feed,
 //! the trades filled in from the Data API, and the gaps still open; then one verdict:
 //! `complete` (no hole was ever recorded), `filled` (every recorded hole was filled), or
-//! `holes` (some are still open: the Data API could not fill them yet).
+//! `holes` (some are still open: the Data API could not fill them yet). Beside it, the
+//! minutes of the hour the market's order book was not trusted (a desync or a socket loss,
+//! until a fresh book came: the `blind_from` of the snapshot that ended it), the most of its
+//! tokens'.
 
 use crate::Result;
 use crate::cli::{AuditArgs, Common};
@@ -28,35 +31,57 @@ pub(crate) fn audit(common: &Common, args: &AuditArgs) -> Result {
                     count(*) FILTER (WHERE g.filled_at IS NOT NULL) AS closed
              FROM gaps g JOIN held m ON g.asset_ids && m.token_ids
              WHERE g.to_ts >= 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
-             GROUP BY 1, 2)
-         SELECT coalesce(t.name, g.name), to_char(coalesce(t.hour, g.hour), 'YYYY-MM-DD HH24:00'),
-                coalesce(t.feed, 0), coalesce(t.filled, 0), coalesce(g.open, 0),
-                coalesce(g.closed, 0)
-         FROM t FULL JOIN g ON t.name = g.name AND t.hour = g.hour
+             GROUP BY 1, 2),
+         blind_token AS (
+             SELECT m.name, h.hour, s.token,
+                    sum(extract(epoch FROM least(s.taken_at, h.hour + interval '1 hour')
+                                         - greatest(s.blind_from, h.hour))) / 60 AS minutes
+             FROM book_snapshot s
+             JOIN tokens k ON k.id = s.token
+             JOIN held m ON m.condition_id = k.market
+             CROSS JOIN LATERAL generate_series(date_trunc('hour', s.blind_from), s.taken_at,
+                                                interval '1 hour') AS h(hour)
+             WHERE s.blind_from IS NOT NULL
+               AND s.taken_at >= 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
+             GROUP BY 1, 2, 3),
+         b AS (SELECT name, hour, max(minutes) AS minutes FROM blind_token GROUP BY 1, 2),
+         tg AS (
+             SELECT coalesce(t.name, g.name) AS name, coalesce(t.hour, g.hour) AS hour,
+                    t.feed, t.filled, g.open, g.closed
+             FROM t FULL JOIN g ON t.name = g.name AND t.hour = g.hour)
+         SELECT coalesce(tg.name, b.name), to_char(coalesce(tg.hour, b.hour), 'YYYY-MM-DD HH24:00'),
+                coalesce(tg.feed, 0), coalesce(tg.filled, 0), coalesce(tg.open, 0),
+                coalesce(tg.closed, 0), coalesce(b.minutes, 0)::float8
+         FROM tg FULL JOIN b ON tg.name = b.name AND tg.hour = b.hour
          ORDER BY 2, 1",
         &[&since, &args.market],
     )?;
     println!(
-        "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7}  verdict",
-        "hour (UTC)", "market", "feed", "filled", "holes", "filled"
+        "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7} {:>9}  verdict",
+        "hour (UTC)", "market", "feed", "filled", "holes", "filled", "no book"
     );
     let (mut feed, mut filled, mut open, mut closed) = (0i64, 0i64, 0i64, 0i64);
+    let mut blind = 0.0;
     for r in &rows {
         let (name, hour): (String, String) = (r.try_get(0)?, r.try_get(1)?);
         let (f, d, o, c): (i64, i64, i64, i64) =
             (r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
+        let minutes: f64 = r.try_get(6)?;
+        blind += minutes;
         feed += f;
         filled += d;
         open += o;
         closed += c;
         let name = fit(name, 40);
         println!(
-            "{hour:<14} {name:<40} {f:>8} {d:>8} {o:>6} {c:>7}  {}",
+            "{hour:<14} {name:<40} {f:>8} {d:>8} {o:>6} {c:>7} {:>7.1} m  {}",
+            minutes,
             verdict(d, o, c)
         );
     }
     println!(
-        "total: {feed} trades from the feed, {filled} filled in, {closed} holes filled, {open} open: {}",
+        "total: {feed} trades from the feed, {filled} filled in, {closed} holes filled, {open} open, \
+         {blind:.1} market-minutes without a trusted book: {}",
         verdict(filled, open, closed)
     );
     Ok(())

@@ -233,6 +233,19 @@ pub(crate) struct RunArgs {
     /// Seconds between reconciliation sweeps of every held market (0: none).
     #[arg(long, env = "POLYTAPE_RECONCILE_INTERVAL_SECS", default_value_t = defaults::RECONCILE_INTERVAL.as_secs())]
     pub(crate) reconcile_interval_secs: u64,
+    /// Seconds between book snapshots of every changed book (0: the book side is off: no
+    /// books held, no snapshots, no tape).
+    #[arg(long, env = "POLYTAPE_BOOK_SNAPSHOT_SECS", default_value_t = defaults::BOOK_SNAPSHOT_INTERVAL.as_secs())]
+    pub(crate) book_snapshot_secs: u64,
+    /// Levels per side in a stored book snapshot (0: every level).
+    #[arg(long, env = "POLYTAPE_BOOK_DEPTH", default_value_t = 0)]
+    pub(crate) book_depth: usize,
+    /// Directory of the full-resolution Parquet book tape (unset: no tape).
+    #[arg(long, env = "POLYTAPE_BOOK_TAPE_DIR")]
+    pub(crate) book_tape_dir: Option<std::path::PathBuf>,
+    /// Seconds each book tape file covers (it rolls at a boundary of this period).
+    #[arg(long, env = "POLYTAPE_BOOK_TAPE_ROLL_SECS", default_value_t = defaults::BOOK_TAPE_ROLL.as_secs())]
+    pub(crate) book_tape_roll_secs: u64,
 }
 
 impl Common {
@@ -274,6 +287,10 @@ impl RunArgs {
             .spool_dir(self.spool_dir.clone().unwrap_or_else(defaults::spool_dir))
             .spool_max_bytes(self.spool_max_bytes)
             .stop_deadline(Duration::from_secs(self.stop_deadline_secs))
+            .book_snapshot_interval(Duration::from_secs(self.book_snapshot_secs))
+            .book_depth(self.book_depth)
+            .book_tape_dir(self.book_tape_dir.clone())
+            .book_tape_roll(Duration::from_secs(self.book_tape_roll_secs.max(1)))
             .build()?;
         Ok(DaemonConfig {
             listener,

@@ -938,3 +938,63 @@ fn a_crash_gap_starts_before_the_trades_that_were_not_yet_committed() {
         "the batch was lost with the process: {missing}"
     );
 }
+
+/// `polytape audit` shows, per market and hour, the minutes its book was not trusted: the
+/// window a resync's snapshot records (here 90 s of one token, and 30 s of the other inside
+/// it: the market's figure is its worst token's).
+#[test]
+fn audit_shows_the_minutes_without_a_trusted_book() {
+    let _w = Watchdog::new("audit_blind_minutes", Duration::from_secs(60));
+    let db = TestDb::empty();
+    let sim = pipeline::sim(10, 0.0);
+    let mut c = polytape(&db, &sim);
+    c.arg("sync-markets");
+    assert!(output(c).status.success());
+    let market = sim
+        .markets()
+        .into_iter()
+        .find(|m| m.is_open() && m.version == "v1")
+        .expect("an open market");
+    let mut client = db.client();
+    for (i, (token, blind_secs)) in market.token_ids.iter().zip([90, 30]).enumerate() {
+        client
+            .execute(
+                "INSERT INTO tokens (asset_id, market) VALUES ($1, $2)",
+                &[token, &market.condition_id],
+            )
+            .expect("token");
+        // The snapshot that ended the window, ten minutes into the current hour... or the
+        // previous one's if the hour is young: either way one hour holds it all.
+        client
+            .execute(
+                "INSERT INTO book_snapshot (taken_at, blind_from, token, source, levels)
+                 SELECT t, t - make_interval(secs => $1), k.id, 'f', '\\x0100000000'
+                 FROM tokens k,
+                      (SELECT date_trunc('hour', now() - interval '11 minutes')
+                              + interval '10 minutes' + $2 * interval '1 second') AS x(t)
+                 WHERE k.asset_id = $3",
+                &[&f64::from(blind_secs), &f64::from(i as u32), token],
+            )
+            .expect("snapshot");
+    }
+    let mut c = polytape(&db, &sim);
+    c.args(["audit", "--market", &market.slug, "--since", "2h"]);
+    let out = output(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("no book"), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("    1.5 m")),
+        "the market's hour shows 1.5 minutes: {text}"
+    );
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.contains("1.5 market-minutes without a trusted book")),
+        "{text}"
+    );
+}
