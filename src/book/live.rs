@@ -19,12 +19,14 @@
 //! it arrives, with the start of the blind window.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::Book;
 use super::events::BookEvent;
 use super::number::Side;
 use super::snapshot::{BookSnapshot, SnapshotSource};
+use super::tape::{TapeMsg, TapeRow};
 use crate::health::BookStats;
 
 /// How long after a cut's boundary, on a quiet socket, the cut is made by the clock.
@@ -47,7 +49,8 @@ enum Trust {
 }
 
 struct TokenBook {
-    market: String,
+    asset: Arc<str>,
+    market: Arc<str>,
     book: Book,
     trust: Trust,
     /// Changed since its last cut.
@@ -68,6 +71,8 @@ pub(crate) struct LiveBooks {
     out: Vec<BookSnapshot>,
     /// Tokens to subscribe again (a fresh `book` wanted).
     resync: Vec<String>,
+    /// What the book tape gets (when it is on).
+    tape: Option<Vec<TapeMsg>>,
     // Counts not yet published.
     events: u64,
     desynced: u64,
@@ -79,7 +84,7 @@ pub(crate) struct LiveBooks {
 
 impl LiveBooks {
     /// Books cut every `every_ms` (> 0), `depth` levels a side stored (0: all).
-    pub(crate) fn new(every_ms: i64, depth: usize, now_ms: i64) -> LiveBooks {
+    pub(crate) fn new(every_ms: i64, depth: usize, tape: bool, now_ms: i64) -> LiveBooks {
         LiveBooks {
             books: HashMap::new(),
             every_ms,
@@ -87,6 +92,7 @@ impl LiveBooks {
             next_cut_ms: (now_ms.div_euclid(every_ms) + 1) * every_ms,
             out: Vec::new(),
             resync: Vec::new(),
+            tape: tape.then(Vec::new),
             events: 0,
             desynced: 0,
             resnapshots: 0,
@@ -96,8 +102,9 @@ impl LiveBooks {
         }
     }
 
-    /// Applies one event received at `now_ms`.
-    pub(crate) fn apply(&mut self, event: BookEvent, now_ms: i64) {
+    /// Applies one event received at `received_us`.
+    pub(crate) fn apply(&mut self, event: BookEvent, received_us: i64) {
+        let now_ms = received_us.div_euclid(1000);
         let stamp = |ts: i64| if ts > 0 { ts } else { now_ms };
         match event {
             BookEvent::Snapshot {
@@ -116,7 +123,7 @@ impl LiveBooks {
                 if let Some(t) = tick_size {
                     fresh.set_tick_size(t);
                 }
-                self.fresh_book(asset_id, market, fresh, ts);
+                self.fresh_book(asset_id, market, fresh, ts, received_us);
             }
             BookEvent::Change {
                 asset_id,
@@ -133,7 +140,8 @@ impl LiveBooks {
                 let Some(token) = self.books.get_mut(&asset_id) else {
                     // A delta before any snapshot: nothing to apply it to.
                     self.desynced += 1;
-                    self.books.insert(asset_id.clone(), waiting(market, None));
+                    self.books
+                        .insert(asset_id.clone(), waiting(&asset_id, market, None));
                     self.resync.push(asset_id);
                     return;
                 };
@@ -153,7 +161,21 @@ impl LiveBooks {
                         since_ms: Some(vouched_ms),
                         asked_ms: Some(now_ms),
                     };
+                    if let Some(tape) = &mut self.tape {
+                        tape.push(TapeMsg::Forget(Arc::clone(&token.asset)));
+                    }
                     self.resync.push(asset_id);
+                } else if let Some(tape) = &mut self.tape {
+                    tape.push(TapeMsg::Rows(vec![TapeRow {
+                        asset_id: Arc::clone(&token.asset),
+                        market: Arc::clone(&token.market),
+                        timestamp_us: ts * 1000,
+                        local_timestamp_us: received_us,
+                        is_snapshot: false,
+                        side,
+                        price,
+                        amount: size,
+                    }]));
                 }
             }
             BookEvent::TickSize {
@@ -168,12 +190,38 @@ impl LiveBooks {
         }
     }
 
-    /// A `book` for `asset_id` stamped `ts`.
-    fn fresh_book(&mut self, asset_id: String, market: String, fresh: Book, ts: i64) {
+    /// A `book` for `asset_id` stamped `ts`, received at `received_us`.
+    fn fresh_book(
+        &mut self,
+        asset_id: String,
+        market: String,
+        fresh: Book,
+        ts: i64,
+        received_us: i64,
+    ) {
         let token = self
             .books
             .entry(asset_id.clone())
-            .or_insert_with(|| waiting(market, None));
+            .or_insert_with(|| waiting(&asset_id, market, None));
+        if let Some(tape) = &mut self.tape {
+            // Every book the exchange sends goes on the tape as snapshot rows.
+            let mut rows = Vec::with_capacity(fresh.len());
+            for side in [Side::Bid, Side::Ask] {
+                for (price, amount) in fresh.levels(side, 0) {
+                    rows.push(TapeRow {
+                        asset_id: Arc::clone(&token.asset),
+                        market: Arc::clone(&token.market),
+                        timestamp_us: ts * 1000,
+                        local_timestamp_us: received_us,
+                        is_snapshot: true,
+                        side,
+                        price,
+                        amount,
+                    });
+                }
+            }
+            tape.push(TapeMsg::Rows(rows));
+        }
         let blind_from = match token.trust {
             Trust::Trusted { .. } if token.book.same_levels(&fresh) => {
                 // It vouches for the book, and for every cut waiting on it.
@@ -203,7 +251,7 @@ impl LiveBooks {
         token.changed = false;
         self.out.push(BookSnapshot {
             asset_id,
-            market: token.market.clone(),
+            market: token.market.to_string(),
             taken_at_ms: ts,
             bids: token.book.levels(Side::Bid, self.depth),
             asks: token.book.levels(Side::Ask, self.depth),
@@ -236,7 +284,7 @@ impl LiveBooks {
             }
             token.pending.push(BookSnapshot {
                 asset_id: asset_id.clone(),
-                market: token.market.clone(),
+                market: token.market.to_string(),
                 taken_at_ms,
                 bids: token.book.levels(Side::Bid, self.depth),
                 asks: token.book.levels(Side::Ask, self.depth),
@@ -286,6 +334,9 @@ impl LiveBooks {
     pub(crate) fn lost(&mut self, at_ms: i64, now_ms: i64) {
         for token in self.books.values_mut() {
             self.out.append(&mut token.pending);
+            if let Some(tape) = &mut self.tape {
+                tape.push(TapeMsg::Forget(Arc::clone(&token.asset)));
+            }
             token.verify_asked = false;
             token.trust = match token.trust {
                 Trust::Trusted { .. } => Trust::Waiting {
@@ -310,6 +361,11 @@ impl LiveBooks {
     /// Snapshots to store, in order.
     pub(crate) fn take_snapshots(&mut self) -> Vec<BookSnapshot> {
         std::mem::take(&mut self.out)
+    }
+
+    /// What the book tape gets, in order.
+    pub(crate) fn take_tape(&mut self) -> Vec<TapeMsg> {
+        self.tape.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Tokens to subscribe again for a fresh `book`.
@@ -346,9 +402,10 @@ impl LiveBooks {
     }
 }
 
-fn waiting(market: String, since_ms: Option<i64>) -> TokenBook {
+fn waiting(asset: &str, market: String, since_ms: Option<i64>) -> TokenBook {
     TokenBook {
-        market,
+        asset: Arc::from(asset),
+        market: Arc::from(market),
         book: Book::new(),
         trust: Trust::Waiting {
             since_ms,

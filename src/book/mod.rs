@@ -29,11 +29,14 @@ mod events;
 mod live;
 mod number;
 mod snapshot;
+mod tape;
 
 pub use events::{BookEvent, BookEvents, book_events};
 pub(crate) use live::LiveBooks;
 pub use number::{Price, Side, Size};
 pub use snapshot::{BookSnapshot, Levels, SnapshotSource, decode_levels, encode_levels};
+pub(crate) use tape::{BookTape, TapeMsg};
+pub use tape::{TapeFinisher, TapeRow};
 
 /// One token's order book: the total size resting at each price, both sides.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::{Condvar, Mutex};
 
 use crate::backfill::{Backfill, Resubscribe};
+use crate::book::{BookTape, TapeFinisher, TapeMsg};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::Record;
@@ -129,6 +130,8 @@ pub struct Listener {
     health: Health,
     control: Receiver<Control>,
     handle: ListenerHandle,
+    /// Writes the book tape's files (the CLI's Parquet writer), when the tape is on.
+    tape_finisher: Option<Arc<dyn TapeFinisher>>,
 }
 
 impl Listener {
@@ -154,7 +157,16 @@ impl Listener {
             health,
             control: rx,
             handle,
+            tape_finisher: None,
         })
+    }
+
+    /// What writes the book tape's files (`Config::book_tape_dir`): the library keeps the
+    /// tape crash-safe on disk, `finisher` turns each closed period into its file (the
+    /// `polytape` CLI's Parquet writer). A tape directory without one is refused at `run`.
+    pub fn book_tape_finisher(mut self, finisher: Arc<dyn TapeFinisher>) -> Self {
+        self.tape_finisher = Some(finisher);
+        self
     }
 
     /// A listener for every open market in the `markets` table.
@@ -191,6 +203,34 @@ impl Listener {
     #[cfg(feature = "bench")]
     pub fn health(&self) -> Health {
         self.health.clone()
+    }
+
+    /// The book tape's thread, when the book side and the tape are on.
+    #[allow(clippy::type_complexity)]
+    fn start_book_tape(
+        &self,
+    ) -> Result<(Option<Sender<TapeMsg>>, Option<std::thread::JoinHandle<()>>)> {
+        let (Some(dir), false) = (
+            &self.config.book_tape_dir,
+            self.config.book_snapshot_interval.is_zero(),
+        ) else {
+            return Ok((None, None));
+        };
+        let Some(finisher) = &self.tape_finisher else {
+            return Err(Error::config(
+                "book_tape_dir is set but nothing writes its files: give the listener a \
+                 book_tape_finisher (the polytape CLI has the Parquet one)",
+            ));
+        };
+        let (tx, thread) = BookTape::start(
+            dir.clone(),
+            self.config.book_tape_roll,
+            self.health.clone(),
+            Arc::clone(finisher),
+            self.config.database_url.clone(),
+            self.config.statement_timeout,
+        )?;
+        Ok((Some(tx), Some(thread)))
     }
 
     /// The chunks the listener will open connections for.
@@ -361,6 +401,7 @@ impl Listener {
             }
             None => (None, None),
         };
+        let (tape, tape_thread) = self.start_book_tape()?;
         let gate = Arc::new(OpenGate::new(self.config.open_interval));
         let shared = ConnectionShared {
             config: Arc::clone(&self.config),
@@ -370,6 +411,7 @@ impl Listener {
             gate,
             tls,
             announce,
+            tape,
         };
         let mut connections =
             Connections::start(shared, registry, chunks, self.config.max_tokens_per_conn)?;
@@ -409,6 +451,10 @@ impl Listener {
         log::info!("listener: stopping {} connections", connections.len());
         // The last senders go with them: the writer then drains what is left and returns.
         connections.stop(&conn_stop);
+        // The tape's last period becomes its file (its senders went with the connections).
+        if let Some(t) = tape_thread {
+            let _ = t.join();
+        }
         let writer_ok = writer_thread.join().unwrap_or(false) && !writer_died;
         // The run ended cleanly once the writer did: what it did not commit is in the spool.
         writer_clean.store(writer_ok, std::sync::atomic::Ordering::SeqCst);

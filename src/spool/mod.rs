@@ -12,21 +12,19 @@
 //!
 //! A `LOCK` file held with an exclusive lock keeps two processes off one spool.
 
+pub(crate) mod frame;
 pub(crate) mod record;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use frame::{HEADER, read_record};
 pub(crate) use record::Entry;
 
 /// A new segment is started past this size, so that replayed segments are deleted soon.
 const SEGMENT_BYTES: u64 = 16 << 20;
-/// Length and CRC.
-const HEADER: u64 = 8;
-/// Largest record accepted back (a batch of 10,000 trades is ~2 MiB).
-const MAX_RECORD: u32 = 256 << 20;
 
 /// Why an append did not happen.
 #[derive(Debug)]
@@ -155,10 +153,7 @@ impl Spool {
         payload.clear();
         payload.extend_from_slice(&[0; HEADER as usize]);
         record::encode(entry, now_ms, &mut payload);
-        let body_len = payload.len() as u64 - HEADER;
-        let crc = crc32fast::hash(&payload[HEADER as usize..]);
-        payload[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
-        payload[4..8].copy_from_slice(&crc.to_le_bytes());
+        frame::seal(&mut payload);
         let result = self.write_framed(&payload);
         self.buf = payload;
         result
@@ -368,38 +363,6 @@ impl Spool {
         }
         Ok(())
     }
-}
-
-/// One framed record from `r`, which has `left` bytes before its segment ends: (framed
-/// length, payload). A record that does not fit, is cut short, or whose CRC does not match
-/// is `InvalidData` (corruption, or a torn tail); any other read error is returned as it is
-/// (an I/O error says nothing about the data).
-fn read_record(r: &mut impl Read, left: u64) -> io::Result<(u64, Vec<u8>)> {
-    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
-    let cut_short = |m: &'static str| {
-        move |e: io::Error| match e.kind() {
-            io::ErrorKind::UnexpectedEof => bad(m),
-            _ => e,
-        }
-    };
-    if left < HEADER {
-        return Err(bad("a header cut short"));
-    }
-    let mut header = [0u8; HEADER as usize];
-    r.read_exact(&mut header)
-        .map_err(cut_short("a header cut short"))?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD || u64::from(len) > left - HEADER {
-        return Err(bad("a record longer than what is left of its segment"));
-    }
-    let mut payload = vec![0u8; len as usize];
-    r.read_exact(&mut payload)
-        .map_err(cut_short("a record cut short"))?;
-    if crc32fast::hash(&payload) != crc {
-        return Err(bad("a record whose CRC does not match"));
-    }
-    Ok((HEADER + u64::from(len), payload))
 }
 
 #[cfg(test)]

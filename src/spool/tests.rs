@@ -3,6 +3,7 @@
 
 use super::record::tests::trade;
 use super::*;
+use std::io::Read;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(

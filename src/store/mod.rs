@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "book_snapshots",
         include_str!("../../migrations/V11__book_snapshots.sql"),
     ),
+    (
+        12,
+        "book_files",
+        include_str!("../../migrations/V12__book_files.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do

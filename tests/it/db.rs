@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        11,
-        "V1 to V11 once each: {applied:?}"
+        12,
+        "V1 to V12 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [
@@ -36,6 +36,7 @@ fn migrations_are_idempotent_and_concurrent_safe() {
         "sessions",
         "resolution_attempts",
         "book_snapshots",
+        "book_files",
     ] {
         assert_eq!(db.count(table), 0);
     }

@@ -82,6 +82,9 @@ pub fn run(config: DaemonConfig, shutdown: StopSignal, hurry: StopSignal) -> Res
     let listener = Listener::new(lc.clone(), groups)?
         .wait_for_markets()
         .follow_markets(config.shard, Some(tracker_handle.clone()));
+    // The book tape's files are Parquet, written by the `archive` feature's code.
+    #[cfg(feature = "archive")]
+    let listener = listener.book_tape_finisher(std::sync::Arc::new(crate::book_tape::ParquetTape));
     let handle = listener.handle();
     let listener_thread = spawn("polytape-listener", move || listener.run())?;
 

@@ -3,6 +3,8 @@
 //! Thin: parse the command line ([`cli`]), set up logging and signals, call the library.
 
 mod audit;
+#[cfg(feature = "archive")]
+mod book_tape;
 mod cli;
 mod daemon;
 mod status;

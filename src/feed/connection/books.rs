@@ -12,8 +12,8 @@ use crate::feed::socket::{End, Socket};
 use crate::health::now_ms;
 
 impl Connection {
-    /// Applies the book events of `text`, received at `now_ms`.
-    pub(super) fn apply_book_events(&mut self, text: &str, now_ms: i64) -> Result<(), End> {
+    /// Applies the book events of `text`, received at `received_us`.
+    pub(super) fn apply_book_events(&mut self, text: &str, received_us: i64) -> Result<(), End> {
         let Some(books) = &mut self.books else {
             return Ok(());
         };
@@ -25,7 +25,7 @@ impl Connection {
             );
         }
         for event in found.events {
-            books.apply(event, now_ms);
+            books.apply(event, received_us);
         }
         self.send_snapshots()
     }
@@ -38,6 +38,15 @@ impl Connection {
         for snapshot in books.take_snapshots() {
             if self.trades.send(Record::Book(snapshot)).is_err() {
                 return Err(End::WriterGone);
+            }
+        }
+        if let Some(tape) = &self.tape {
+            for msg in books.take_tape() {
+                // A full queue makes this reader wait, like the trades' channel; a tape
+                // thread that is gone (it never ends first) takes nothing more.
+                if tape.send(msg).is_err() {
+                    break;
+                }
             }
         }
         Ok(())

@@ -32,7 +32,7 @@ use super::liveness::Liveness;
 use super::protocol;
 use super::socket::{End, OpenGate, Socket, Unblock, open};
 use crate::backoff::Backoff;
-use crate::book::LiveBooks;
+use crate::book::{LiveBooks, TapeMsg};
 use crate::config::Config;
 use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms};
 use crate::stop::StopSignal;
@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Where market announcements go, when the listener follows them.
     pub announce: Option<Sender<Announcement>>,
+    /// Where book tape rows go, when the tape is on.
+    pub tape: Option<Sender<TapeMsg>>,
 }
 
 /// One connection: a chunk of tokens, held on one socket for as long as the listener runs.
@@ -132,6 +134,7 @@ pub struct Connection {
     sessions: u64,
     /// The held tokens' books (`None`: the book side is off).
     books: Option<LiveBooks>,
+    tape: Option<Sender<TapeMsg>>,
 }
 
 /// What a listener keeps of a connection it started.
@@ -155,6 +158,7 @@ impl Connection {
             gate,
             tls,
             announce,
+            tape,
         } = shared;
         let status = health.add_connection(id, tokens.len());
         let books_every = config.book_snapshot_interval.as_millis() as i64;
@@ -192,7 +196,9 @@ impl Connection {
             behind_since_ms: None,
             recycle,
             sessions: 0,
-            books: (books_every > 0).then(|| LiveBooks::new(books_every, book_depth, now_ms())),
+            books: (books_every > 0)
+                .then(|| LiveBooks::new(books_every, book_depth, tape.is_some(), now_ms())),
+            tape,
         };
         (conn, parts)
     }

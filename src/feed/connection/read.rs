@@ -167,7 +167,7 @@ impl Connection {
             }
         }
         if books {
-            self.apply_book_events(text, now)?;
+            self.apply_book_events(text, received_us)?;
         }
         if self.counts.frames >= PUBLISH_EVERY_FRAMES
             || self.last_publish.elapsed() >= PUBLISH_EVERY

@@ -1,6 +1,8 @@
 //! The `polytape` command's integration tests: the real binary against a real PostgreSQL and
 //! the simulator.
 
+#[cfg(feature = "archive")]
+mod book_tape;
 mod daemon;
 #[cfg(feature = "archive")]
 mod tape;

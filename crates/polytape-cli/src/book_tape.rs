@@ -1,0 +1,142 @@
+//! The book tape's Parquet files (issue 18): the library keeps each period crash-safe on
+//! local disk and hands it here when it closes; this writes it as Parquet, in the columns of
+//! Tardis `incremental_book_L2` (`asset_id`, `market`, `timestamp`, `local_timestamp`,
+//! `is_snapshot`, `side`, `price`, `amount`), zstd-compressed.
+//!
+//! Prices and amounts are exact decimals with six places (the exchange's tick and USDC's
+//! decimals); with precision 18 they are 8-byte integers in the file, and with the strings
+//! dictionary-encoded, the timestamps delta-encoded and zstd on top a book event takes a few
+//! bytes (BENCHMARKS.md, "book tape").
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Decimal128Builder, StringDictionaryBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use polytape::book::{Side, TapeFinisher, TapeRow};
+
+/// Decimal columns: 18 digits, 6 after the point.
+const PRECISION: u8 = 18;
+const SCALE: i8 = 6;
+/// Rows per record batch (and row group granularity).
+const BATCH: usize = 262_144;
+
+/// The tape's schema.
+pub(crate) fn schema() -> Arc<Schema> {
+    let utc = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let dict = || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    Arc::new(Schema::new(vec![
+        Field::new("asset_id", dict(), false),
+        Field::new("market", dict(), false),
+        Field::new("timestamp", utc(), false),
+        Field::new("local_timestamp", utc(), false),
+        Field::new("is_snapshot", DataType::Boolean, false),
+        Field::new("side", dict(), false),
+        Field::new("price", DataType::Decimal128(PRECISION, SCALE), false),
+        Field::new("amount", DataType::Decimal128(PRECISION, SCALE), false),
+    ]))
+}
+
+/// Writes the tape's files as Parquet.
+pub(crate) struct ParquetTape;
+
+struct Columns {
+    asset: StringDictionaryBuilder<Int32Type>,
+    market: StringDictionaryBuilder<Int32Type>,
+    ts: TimestampMicrosecondBuilder,
+    local: TimestampMicrosecondBuilder,
+    snapshot: BooleanBuilder,
+    side: StringDictionaryBuilder<Int32Type>,
+    price: Decimal128Builder,
+    amount: Decimal128Builder,
+    rows: usize,
+}
+
+impl Columns {
+    fn new() -> Columns {
+        let decimal = || {
+            Decimal128Builder::with_capacity(BATCH)
+                .with_precision_and_scale(PRECISION, SCALE)
+                .unwrap_or_else(|_| Decimal128Builder::with_capacity(BATCH))
+        };
+        Columns {
+            asset: StringDictionaryBuilder::new(),
+            market: StringDictionaryBuilder::new(),
+            ts: TimestampMicrosecondBuilder::with_capacity(BATCH).with_timezone("UTC"),
+            local: TimestampMicrosecondBuilder::with_capacity(BATCH).with_timezone("UTC"),
+            snapshot: BooleanBuilder::with_capacity(BATCH),
+            side: StringDictionaryBuilder::new(),
+            price: decimal(),
+            amount: decimal(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, r: &TapeRow) {
+        self.asset.append_value(&*r.asset_id);
+        self.market.append_value(&*r.market);
+        self.ts.append_value(r.timestamp_us);
+        self.local.append_value(r.local_timestamp_us);
+        self.snapshot.append_value(r.is_snapshot);
+        self.side.append_value(match r.side {
+            Side::Bid => "bid",
+            Side::Ask => "ask",
+        });
+        self.price.append_value(i128::from(r.price.units()));
+        self.amount.append_value(i128::from(r.amount.units()));
+        self.rows += 1;
+    }
+
+    fn batch(&mut self) -> io::Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.asset.finish()),
+            Arc::new(self.market.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.local.finish()),
+            Arc::new(self.snapshot.finish()),
+            Arc::new(self.side.finish()),
+            Arc::new(self.price.finish()),
+            Arc::new(self.amount.finish()),
+        ];
+        self.rows = 0;
+        RecordBatch::try_new(schema(), columns).map_err(io::Error::other)
+    }
+}
+
+impl TapeFinisher for ParquetTape {
+    fn write(
+        &self,
+        rows: &mut dyn Iterator<Item = io::Result<TapeRow>>,
+        path: &Path,
+    ) -> io::Result<()> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(6).map_err(io::Error::other)?,
+            ))
+            .set_max_row_group_size(4 * BATCH)
+            .build();
+        let mut writer = ArrowWriter::try_new(File::create(path)?, schema(), Some(props))
+            .map_err(io::Error::other)?;
+        let mut cols = Columns::new();
+        for row in rows {
+            cols.push(&row?);
+            if cols.rows >= BATCH {
+                writer.write(&cols.batch()?).map_err(io::Error::other)?;
+            }
+        }
+        if cols.rows > 0 {
+            writer.write(&cols.batch()?).map_err(io::Error::other)?;
+        }
+        writer.close().map_err(io::Error::other)?;
+        Ok(())
+    }
+}
