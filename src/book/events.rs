@@ -4,20 +4,22 @@
 //! [`Size`]); an entry with a bad one is counted and left out, never guessed at, and never
 //! fails the other events of the frame.
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::Deserialize;
 
 use super::number::{Price, Side, Size};
-use crate::feed::event::{is_identifier, json_events};
+use crate::feed::event::{Field, is_identifier};
 
-/// One book event for one token.
+/// One book event for one token, borrowing its ids from the frame where it can.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BookEvent {
+pub enum BookEvent<'a> {
     /// `book`: the token's whole book (levels in any order, as the wire has them).
     Snapshot {
         /// The token.
-        asset_id: String,
+        asset_id: Cow<'a, str>,
         /// Its market (condition id).
-        market: String,
+        market: Cow<'a, str>,
         /// The event's own time (Unix ms; 0 when the event has none).
         timestamp_ms: i64,
         /// Bid levels.
@@ -32,9 +34,9 @@ pub enum BookEvent {
     /// or the legacy form, which has no top of book to check against).
     Change {
         /// The token.
-        asset_id: String,
+        asset_id: Cow<'a, str>,
         /// Its market (condition id).
-        market: String,
+        market: Cow<'a, str>,
         /// The event's own time (Unix ms; 0 when the event has none).
         timestamp_ms: i64,
         /// The side of the level.
@@ -49,7 +51,7 @@ pub enum BookEvent {
     /// `tick_size_change`.
     TickSize {
         /// The token.
-        asset_id: String,
+        asset_id: Cow<'a, str>,
         /// The new tick.
         tick_size: Price,
     },
@@ -57,17 +59,17 @@ pub enum BookEvent {
 
 /// What [`book_events`] found in a frame.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct BookEvents {
+pub struct BookEvents<'a> {
     /// The usable events, in frame order (one per `price_change` entry).
-    pub events: Vec<BookEvent>,
+    pub events: Vec<BookEvent<'a>>,
     /// Events or entries left out for a bad field (a number that is not exact, a side that
     /// is not BUY or SELL, an id that is not one): counted, never guessed at.
     pub invalid: u32,
 }
 
-impl BookEvents {
+impl<'a> BookEvents<'a> {
     /// Keeps a usable event, counts one left out.
-    fn push(&mut self, event: Option<BookEvent>) {
+    fn push(&mut self, event: Option<BookEvent<'a>>) {
         match event {
             Some(e) => self.events.push(e),
             None => self.invalid += 1,
@@ -75,32 +77,95 @@ impl BookEvents {
     }
 }
 
-/// The book events of one frame (an object or an array of them; anything that is not JSON
-/// holds none). Other event types are not book events and are skipped.
-pub fn book_events(frame: &str) -> BookEvents {
+/// One level or `price_change` entry as the wire has it: every field lenient ([`Field`]), so
+/// a bad value fails that entry only.
+#[derive(Deserialize)]
+struct RawEntry<'a> {
+    #[serde(borrow, default)]
+    asset_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    price: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    size: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    side: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    best_bid: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    best_ask: Option<Field<'a>>,
+}
+
+/// The fields of an event the book side reads; everything else is skipped without
+/// allocating (no DOM: this runs on some fifty events for every trade).
+#[derive(Deserialize)]
+struct RawBookEvent<'a> {
+    #[serde(borrow, default)]
+    event_type: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    asset_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    market: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    bids: Option<Vec<RawEntry<'a>>>,
+    #[serde(borrow, default)]
+    asks: Option<Vec<RawEntry<'a>>>,
+    #[serde(borrow, default)]
+    price_changes: Option<Vec<RawEntry<'a>>>,
+    /// The legacy `price_change` form's entries.
+    #[serde(borrow, default)]
+    changes: Option<Vec<RawEntry<'a>>>,
+    #[serde(borrow, default)]
+    tick_size: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    new_tick_size: Option<Field<'a>>,
+}
+
+fn text<'f>(field: &'f Option<Field<'_>>) -> Option<&'f str> {
+    field.as_ref().and_then(Field::as_str)
+}
+
+/// The book events of one frame (an object or an array of them; anything that is not JSON,
+/// or whose events are not shaped as events, holds none and counts one left out). Other
+/// event types are not book events and are skipped.
+pub fn book_events(frame: &str) -> BookEvents<'_> {
     let mut out = BookEvents::default();
-    for v in json_events(frame) {
-        let kind = v.get("event_type").and_then(Value::as_str);
-        match kind {
-            Some("book") => snapshot(&v, &mut out),
-            None if v.get("bids").is_some() => snapshot(&v, &mut out),
-            Some("price_change") => changes(&v, &mut out),
-            Some("tick_size_change") => tick(&v, &mut out),
+    let parsed = match frame.trim_start().as_bytes().first() {
+        Some(b'{') => serde_json::from_str::<RawBookEvent<'_>>(frame).map(|e| vec![e]),
+        Some(b'[') => serde_json::from_str::<Vec<RawBookEvent<'_>>>(frame),
+        _ => return out,
+    };
+    let Ok(events) = parsed else {
+        // Not JSON at all is the trade parser's to count; JSON of the wrong shape whose
+        // book events cannot be read is counted here, once.
+        if serde_json::from_str::<serde::de::IgnoredAny>(frame).is_ok() {
+            out.invalid += 1;
+        }
+        return out;
+    };
+    for v in events {
+        match text(&v.event_type) {
+            Some("book") => snapshot(v, &mut out),
+            None if v.bids.is_some() => snapshot(v, &mut out),
+            Some("price_change") => changes(v, &mut out),
+            Some("tick_size_change") => tick(v, &mut out),
             _ => {}
         }
     }
     out
 }
 
-fn id(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| is_identifier(s))
-        .map(str::to_owned)
+/// A field's text as an owned-or-borrowed id, if it is one.
+fn id<'a>(field: Option<Field<'a>>) -> Option<Cow<'a, str>> {
+    match field? {
+        Field::Str(s) if is_identifier(&s) => Some(s),
+        _ => None,
+    }
 }
 
-fn timestamp_ms(v: &Value) -> Option<i64> {
-    match v.get("timestamp") {
+fn timestamp_ms(field: &Option<Field<'_>>) -> Option<i64> {
+    match field {
         None => Some(0),
         Some(t) => t
             .as_str()
@@ -110,42 +175,37 @@ fn timestamp_ms(v: &Value) -> Option<i64> {
 }
 
 /// A top-of-book price: `""`, `"0"` or absent is an empty side.
-fn top_price(v: &Value, key: &str) -> Option<Option<Price>> {
-    match v.get(key) {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) if s.is_empty() => Some(None),
-        Some(Value::String(s)) => Price::parse(s).map(|p| (p.units() > 0).then_some(p)),
-        Some(_) => None,
+fn top_price(field: &Option<Field<'_>>) -> Option<Option<Price>> {
+    match field {
+        None => Some(None),
+        Some(Field::Str(s)) if s.is_empty() => Some(None),
+        Some(Field::Str(s)) => Price::parse(s).map(|p| (p.units() > 0).then_some(p)),
+        Some(Field::Other) => None,
     }
 }
 
-fn levels(v: &Value, key: &str) -> Option<Vec<(Price, Size)>> {
-    let Some(list) = v.get(key) else {
+fn levels(list: &Option<Vec<RawEntry<'_>>>) -> Option<Vec<(Price, Size)>> {
+    let Some(list) = list else {
         return Some(Vec::new());
     };
-    list.as_array()?
-        .iter()
-        .map(|l| {
-            let price = Price::parse(l.get("price")?.as_str()?)?;
-            let size = Size::parse(l.get("size")?.as_str()?)?;
-            Some((price, size))
-        })
+    list.iter()
+        .map(|l| Some((Price::parse(text(&l.price)?)?, Size::parse(text(&l.size)?)?)))
         .collect()
 }
 
-fn snapshot(v: &Value, out: &mut BookEvents) {
+fn snapshot<'a>(v: RawBookEvent<'a>, out: &mut BookEvents<'a>) {
     let event = (|| {
-        let tick_size = match v.get("tick_size").and_then(Value::as_str) {
+        let tick_size = match text(&v.tick_size) {
             None | Some("") => None,
             Some(t) => Some(Price::parse(t)?),
         };
         Some(BookEvent::Snapshot {
-            asset_id: id(v, "asset_id")?,
-            market: id(v, "market")?,
-            timestamp_ms: timestamp_ms(v)?,
-            bids: levels(v, "bids")?,
-            asks: levels(v, "asks")?,
+            timestamp_ms: timestamp_ms(&v.timestamp)?,
+            bids: levels(&v.bids)?,
+            asks: levels(&v.asks)?,
             tick_size,
+            asset_id: id(v.asset_id)?,
+            market: id(v.market)?,
         })
     })();
     out.push(event);
@@ -153,53 +213,57 @@ fn snapshot(v: &Value, out: &mut BookEvents) {
 
 /// One `price_change` entry `e` of `asset_id`: `top` is read from the entry (the current
 /// form) or absent (the legacy form).
-fn change(e: &Value, asset_id: String, market: &str, ts: i64, with_top: bool) -> Option<BookEvent> {
+fn change<'a>(
+    e: &RawEntry<'_>,
+    asset_id: Cow<'a, str>,
+    market: &Cow<'a, str>,
+    ts: i64,
+    with_top: bool,
+) -> Option<BookEvent<'a>> {
     let top = if with_top {
-        Some((top_price(e, "best_bid")?, top_price(e, "best_ask")?))
+        Some((top_price(&e.best_bid)?, top_price(&e.best_ask)?))
     } else {
         None
     };
     Some(BookEvent::Change {
         asset_id,
-        market: market.to_owned(),
+        market: market.clone(),
         timestamp_ms: ts,
-        side: Side::from_feed(e.get("side")?.as_str()?)?,
-        price: Price::parse(e.get("price")?.as_str()?)?,
-        size: Size::parse(e.get("size")?.as_str()?)?,
+        side: Side::from_feed(text(&e.side)?)?,
+        price: Price::parse(text(&e.price)?)?,
+        size: Size::parse(text(&e.size)?)?,
         top,
     })
 }
 
-fn changes(v: &Value, out: &mut BookEvents) {
-    let (Some(market), Some(ts)) = (id(v, "market"), timestamp_ms(v)) else {
+fn changes<'a>(mut v: RawBookEvent<'a>, out: &mut BookEvents<'a>) {
+    let (Some(market), Some(ts)) = (id(v.market.take()), timestamp_ms(&v.timestamp)) else {
         out.invalid += 1;
         return;
     };
     // The current form: entries that each name their asset and carry the top of book.
-    if let Some(entries) = v.get("price_changes").and_then(Value::as_array) {
-        for e in entries {
-            out.push(id(e, "asset_id").and_then(|a| change(e, a, &market, ts, true)));
+    if let Some(entries) = v.price_changes.take() {
+        for mut e in entries {
+            let asset = id(e.asset_id.take());
+            out.push(asset.and_then(|a| change(&e, a, &market, ts, true)));
         }
         return;
     }
     // The legacy form: one asset at the top level, entries without a top of book.
-    let (Some(asset_id), Some(entries)) = (
-        id(v, "asset_id"),
-        v.get("changes").and_then(Value::as_array),
-    ) else {
+    let (Some(asset_id), Some(entries)) = (id(v.asset_id.take()), v.changes.take()) else {
         out.invalid += 1;
         return;
     };
     for e in entries {
-        out.push(change(e, asset_id.clone(), &market, ts, false));
+        out.push(change(&e, asset_id.clone(), &market, ts, false));
     }
 }
 
-fn tick(v: &Value, out: &mut BookEvents) {
+fn tick<'a>(v: RawBookEvent<'a>, out: &mut BookEvents<'a>) {
     let event = (|| {
         Some(BookEvent::TickSize {
-            asset_id: id(v, "asset_id")?,
-            tick_size: Price::parse(v.get("new_tick_size")?.as_str()?)?,
+            tick_size: Price::parse(text(&v.new_tick_size)?)?,
+            asset_id: id(v.asset_id)?,
         })
     })();
     out.push(event);

@@ -72,7 +72,7 @@ pub(crate) struct LiveBooks {
     /// Tokens to subscribe again (a fresh `book` wanted).
     resync: Vec<String>,
     /// What the book tape gets (when it is on).
-    tape: Option<Vec<TapeMsg>>,
+    tape: Option<TapeOut>,
     // Counts not yet published.
     events: u64,
     desynced: u64,
@@ -92,7 +92,7 @@ impl LiveBooks {
             next_cut_ms: (now_ms.div_euclid(every_ms) + 1) * every_ms,
             out: Vec::new(),
             resync: Vec::new(),
-            tape: tape.then(Vec::new),
+            tape: tape.then(TapeOut::default),
             events: 0,
             desynced: 0,
             resnapshots: 0,
@@ -123,7 +123,7 @@ impl LiveBooks {
                 if let Some(t) = tick_size {
                     fresh.set_tick_size(t);
                 }
-                self.fresh_book(asset_id, market, fresh, ts, received_us);
+                self.fresh_book(&asset_id, &market, fresh, ts, received_us);
             }
             BookEvent::Change {
                 asset_id,
@@ -137,12 +137,12 @@ impl LiveBooks {
                 let ts = stamp(timestamp_ms);
                 self.cut_before(ts, now_ms);
                 self.events += 1;
-                let Some(token) = self.books.get_mut(&asset_id) else {
+                let Some(token) = self.books.get_mut(&*asset_id) else {
                     // A delta before any snapshot: nothing to apply it to.
                     self.desynced += 1;
                     self.books
-                        .insert(asset_id.clone(), waiting(&asset_id, market, None));
-                    self.resync.push(asset_id);
+                        .insert(asset_id.to_string(), waiting(&asset_id, &market, None));
+                    self.resync.push(asset_id.into_owned());
                     return;
                 };
                 let Trust::Trusted { vouched_ms } = token.trust else {
@@ -162,11 +162,11 @@ impl LiveBooks {
                         asked_ms: Some(now_ms),
                     };
                     if let Some(tape) = &mut self.tape {
-                        tape.push(TapeMsg::Forget(Arc::clone(&token.asset)));
+                        tape.forget(&token.asset);
                     }
-                    self.resync.push(asset_id);
+                    self.resync.push(asset_id.into_owned());
                 } else if let Some(tape) = &mut self.tape {
-                    tape.push(TapeMsg::Rows(vec![TapeRow {
+                    tape.rows.push(TapeRow {
                         asset_id: Arc::clone(&token.asset),
                         market: Arc::clone(&token.market),
                         timestamp_us: ts * 1000,
@@ -175,7 +175,7 @@ impl LiveBooks {
                         side,
                         price,
                         amount: size,
-                    }]));
+                    });
                 }
             }
             BookEvent::TickSize {
@@ -183,7 +183,7 @@ impl LiveBooks {
                 tick_size,
             } => {
                 self.events += 1;
-                if let Some(token) = self.books.get_mut(&asset_id) {
+                if let Some(token) = self.books.get_mut(&*asset_id) {
                     token.book.set_tick_size(tick_size);
                 }
             }
@@ -191,24 +191,16 @@ impl LiveBooks {
     }
 
     /// A `book` for `asset_id` stamped `ts`, received at `received_us`.
-    fn fresh_book(
-        &mut self,
-        asset_id: String,
-        market: String,
-        fresh: Book,
-        ts: i64,
-        received_us: i64,
-    ) {
+    fn fresh_book(&mut self, asset_id: &str, market: &str, fresh: Book, ts: i64, received_us: i64) {
         let token = self
             .books
-            .entry(asset_id.clone())
-            .or_insert_with(|| waiting(&asset_id, market, None));
+            .entry(asset_id.to_owned())
+            .or_insert_with(|| waiting(asset_id, market, None));
         if let Some(tape) = &mut self.tape {
             // Every book the exchange sends goes on the tape as snapshot rows.
-            let mut rows = Vec::with_capacity(fresh.len());
             for side in [Side::Bid, Side::Ask] {
                 for (price, amount) in fresh.levels(side, 0) {
-                    rows.push(TapeRow {
+                    tape.rows.push(TapeRow {
                         asset_id: Arc::clone(&token.asset),
                         market: Arc::clone(&token.market),
                         timestamp_us: ts * 1000,
@@ -220,7 +212,6 @@ impl LiveBooks {
                     });
                 }
             }
-            tape.push(TapeMsg::Rows(rows));
         }
         let blind_from = match token.trust {
             Trust::Trusted { .. } if token.book.same_levels(&fresh) => {
@@ -250,7 +241,7 @@ impl LiveBooks {
         token.trust = Trust::Trusted { vouched_ms: ts };
         token.changed = false;
         self.out.push(BookSnapshot {
-            asset_id,
+            asset_id: asset_id.to_owned(),
             market: token.market.to_string(),
             taken_at_ms: ts,
             bids: token.book.levels(Side::Bid, self.depth),
@@ -335,7 +326,7 @@ impl LiveBooks {
         for token in self.books.values_mut() {
             self.out.append(&mut token.pending);
             if let Some(tape) = &mut self.tape {
-                tape.push(TapeMsg::Forget(Arc::clone(&token.asset)));
+                tape.forget(&token.asset);
             }
             token.verify_asked = false;
             token.trust = match token.trust {
@@ -365,7 +356,7 @@ impl LiveBooks {
 
     /// What the book tape gets, in order.
     pub(crate) fn take_tape(&mut self) -> Vec<TapeMsg> {
-        self.tape.as_mut().map(std::mem::take).unwrap_or_default()
+        self.tape.as_mut().map(TapeOut::take).unwrap_or_default()
     }
 
     /// Tokens to subscribe again for a fresh `book`.
@@ -402,7 +393,33 @@ impl LiveBooks {
     }
 }
 
-fn waiting(asset: &str, market: String, since_ms: Option<i64>) -> TokenBook {
+/// What the tape gets from one frame: its rows in one message, a forgotten book between.
+#[derive(Default)]
+struct TapeOut {
+    msgs: Vec<TapeMsg>,
+    rows: Vec<TapeRow>,
+}
+
+impl TapeOut {
+    fn forget(&mut self, asset: &Arc<str>) {
+        self.flush();
+        self.msgs.push(TapeMsg::Forget(Arc::clone(asset)));
+    }
+
+    fn flush(&mut self) {
+        if !self.rows.is_empty() {
+            self.msgs
+                .push(TapeMsg::Rows(std::mem::take(&mut self.rows)));
+        }
+    }
+
+    fn take(&mut self) -> Vec<TapeMsg> {
+        self.flush();
+        std::mem::take(&mut self.msgs)
+    }
+}
+
+fn waiting(asset: &str, market: &str, since_ms: Option<i64>) -> TokenBook {
     TokenBook {
         asset: Arc::from(asset),
         market: Arc::from(market),

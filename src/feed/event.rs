@@ -198,13 +198,13 @@ pub fn preview(text: &str) -> &str {
 /// A field value as the wire has it: a string (borrowed where it has no escapes) or anything
 /// else, which for this feed is always wrong but must not fail the other events of a frame.
 #[derive(Debug)]
-enum Field<'a> {
+pub(crate) enum Field<'a> {
     Str(Cow<'a, str>),
     Other,
 }
 
 impl<'a> Field<'a> {
-    fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             Field::Str(s) => Some(s),
             Field::Other => None,

@@ -280,6 +280,14 @@ fn get_decimal(r: &mut &[u8]) -> Result<Decimal, String> {
 pub(crate) mod tests {
     use super::*;
 
+    fn p(s: &str) -> crate::book::Price {
+        crate::book::Price::parse(s).expect("price")
+    }
+
+    fn q(s: &str) -> crate::book::Size {
+        crate::book::Size::parse(s).expect("size")
+    }
+
     /// A trade for tests, varied by `i` (every optional field both ways).
     pub(crate) fn trade(i: u64) -> Trade {
         Trade {
@@ -318,6 +326,27 @@ pub(crate) mod tests {
                 reason: "crash: ünïcode".into(),
                 asset_ids: vec![],
             }),
+            // Book snapshots ride the spool too: an outage loses none.
+            Entry::Books(vec![
+                BookSnapshot {
+                    asset_id: "asset-1".into(),
+                    market: "0xmarket".into(),
+                    taken_at_ms: 1_764_000_000_999,
+                    bids: vec![(p("0.48"), q("120.5")), (p("0.47"), q("33"))],
+                    asks: vec![(p("0.5"), q("0.000001"))],
+                    source: SnapshotSource::Feed,
+                    blind_from_ms: None,
+                },
+                BookSnapshot {
+                    asset_id: "asset-2".into(),
+                    market: "0xmarket".into(),
+                    taken_at_ms: 5,
+                    bids: vec![],
+                    asks: vec![],
+                    source: SnapshotSource::Rest,
+                    blind_from_ms: Some(1),
+                },
+            ]),
         ];
         for e in entries {
             let mut buf = Vec::new();

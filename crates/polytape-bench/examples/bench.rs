@@ -25,6 +25,8 @@ use polytape_sim::universe::generate_market;
 
 // The storage section lives beside this file (not in `examples/`, where it would be an
 // example of its own).
+#[path = "bench_parts/books.rs"]
+mod books;
 #[path = "bench_parts/storage.rs"]
 mod storage;
 
@@ -70,6 +72,9 @@ fn main() -> Result {
     }
     if want("storage") {
         storage::storage(&server)?;
+    }
+    if want("books") {
+        books::books(&server)?;
     }
     if want("health") {
         health_contention();
@@ -186,6 +191,12 @@ struct SimProcess {
 
 impl SimProcess {
     fn start(args: &[&str]) -> Result<SimProcess> {
+        // No book noise between trades: these sections measure the trade path (the parser
+        // and books sections measure the live mix, noise included).
+        SimProcess::start_with_noise(0, args)
+    }
+
+    fn start_with_noise(noise_per_trade: u32, args: &[&str]) -> Result<SimProcess> {
         let exe = std::env::current_exe()?;
         let bin = exe
             .parent()
@@ -193,9 +204,8 @@ impl SimProcess {
             .map(|p| p.join("polytape-sim"))
             .ok_or("no target dir")?;
         let mut child = Command::new(bin)
-            // No book noise between trades: these sections measure the trade path (the
-            // parser section measures the live mix, noise included).
-            .args(["--listen", "127.0.0.1:0", "--noise-per-trade", "0"])
+            .args(["--listen", "127.0.0.1:0", "--noise-per-trade"])
+            .arg(noise_per_trade.to_string())
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
