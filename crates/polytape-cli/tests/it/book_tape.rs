@@ -190,3 +190,75 @@ fn every_tape_file_replays_on_its_own_to_the_true_books() {
         "{checked} books, {events} events checked"
     );
 }
+
+/// A crash (SIGKILL) leaves the open period's segment behind: the next start turns it into
+/// its Parquet file, recorded in `book_files`, with what was received up to a second or so
+/// before the kill.
+#[test]
+fn a_crash_leaves_a_segment_that_the_next_start_makes_a_file() {
+    let _w = Watchdog::new("book tape crash", Duration::from_secs(150));
+    let db = TestDb::new();
+    let sim = pipeline::sim_with(SimConfig {
+        noise_per_trade: 10,
+        ..pipeline::sim_config(10, 40.0)
+    });
+    let dir = db.spool_dir().join("book-tape");
+    let run = |roll: &str| {
+        let mut c = polytape(&db, &sim);
+        c.args(["run"])
+            .env("POLYTAPE_BOOK_SNAPSHOT_SECS", "1")
+            .env("POLYTAPE_BOOK_TAPE_DIR", &dir)
+            .env("POLYTAPE_BOOK_TAPE_ROLL_SECS", roll);
+        Daemon::spawn(c)
+    };
+    let segments = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "segment"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // An hour's period: nothing rolls before the kill.
+    let first = run("3600");
+    assert!(
+        wait_until(Duration::from_secs(60), || segments()
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 50_000))),
+        "the segment grows (synced every second)"
+    );
+    first.signal("KILL");
+    drop(first);
+    let left = segments();
+    assert_eq!(left.len(), 1, "one segment left by the crash: {left:?}");
+    let left_bytes = std::fs::metadata(&left[0]).expect("segment").len();
+    assert_eq!(
+        db.count("book_files"),
+        0,
+        "nothing finished before the crash"
+    );
+    // The next start finishes it first.
+    let second = run("3600");
+    assert!(
+        wait_until(Duration::from_secs(60), || db.count("book_files") >= 1),
+        "the crash's segment becomes a file"
+    );
+    second.stop(Duration::from_secs(20));
+    let mut client = db.client();
+    let row = client
+        .query_one(
+            "SELECT path, rows FROM book_files ORDER BY period_start LIMIT 1",
+            &[],
+        )
+        .expect("the first file");
+    let path: String = row.get(0);
+    let rows = read_rows(std::path::Path::new(&path));
+    assert_eq!(rows.len() as i64, row.get::<_, i64>(1));
+    assert!(
+        rows.len() as u64 >= left_bytes / 100,
+        "the file holds what the segment held: {} rows from {left_bytes} bytes",
+        rows.len()
+    );
+    assert!(segments().is_empty(), "no segment left after a clean stop");
+}
