@@ -102,6 +102,7 @@ pub mod gamma;
 mod health;
 mod http;
 mod listener;
+pub mod prices;
 pub mod resolution;
 mod spool;
 mod stop;

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::feed::{Gap, Record, Trade};
 use crate::health::{Health, now_ms};
+use crate::prices::PriceBar;
 use crate::spool::{AppendError, Entry, Spool};
 use crate::store::failure::{Failure, classify};
 use crate::store::trades::TradeWriter;
@@ -143,8 +144,9 @@ impl Writer {
         let mut batch: Vec<Trade> = Vec::with_capacity(self.batch_size);
         let mut gaps: Vec<Gap> = Vec::new();
         let mut books: Vec<BookSnapshot> = Vec::new();
+        let mut bars: Vec<PriceBar> = Vec::new();
         loop {
-            let open = self.fill(&records, &mut batch, &mut gaps, &mut books);
+            let open = self.fill(&records, &mut batch, &mut gaps, &mut books, &mut bars);
             let n = batch.len();
             let received = batch.iter().map(|t| t.received_at_us);
             let (oldest, newest) = (received.clone().min(), received.max());
@@ -166,6 +168,10 @@ impl Writer {
             }
             if !books.is_empty() {
                 self.route(Entry::Books(std::mem::take(&mut books)), behind);
+            }
+            // After the trades they follow: their trade fields are read from the tape.
+            if !bars.is_empty() {
+                self.route(Entry::Bars(std::mem::take(&mut bars)), behind);
             }
             self.replay(REPLAY_SLICE);
             self.record_skipped();
@@ -217,11 +223,13 @@ impl Writer {
         batch: &mut Vec<Trade>,
         gaps: &mut Vec<Gap>,
         books: &mut Vec<BookSnapshot>,
+        bars: &mut Vec<PriceBar>,
     ) -> bool {
         let mut take = |r: Record, batch: &mut Vec<Trade>, gaps: &mut Vec<Gap>| match r {
             Record::Trade(t) => batch.push(t),
             Record::Gap(g) => gaps.push(g),
             Record::Book(b) => books.push(b),
+            Record::Bar(b) => bars.push(b),
         };
         // With spooled data to replay, wait only briefly, so replay runs between batches.
         let first_wait = if self.spool.is_empty() {
@@ -277,6 +285,7 @@ impl Writer {
             Entry::Trades(t) => self.db.commit(t),
             Entry::Gap(g) => self.db.insert_gap(g),
             Entry::Books(b) => self.db.write_books(b),
+            Entry::Bars(b) => self.db.write_bars(b),
         };
         if result.is_ok() {
             self.database_up();

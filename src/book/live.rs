@@ -28,6 +28,7 @@ use super::number::Side;
 use super::snapshot::{BookSnapshot, SnapshotSource};
 use super::tape::{TapeMsg, TapeRow};
 use crate::health::BookStats;
+use crate::prices::{MinuteBar, PriceBar, minute_of};
 
 /// How long after a cut's boundary, on a quiet socket, the cut is made by the clock.
 const QUIET_CUT_MS: i64 = 2_000;
@@ -59,6 +60,8 @@ struct TokenBook {
     pending: Vec<BookSnapshot>,
     pending_since_ms: i64,
     verify_asked: bool,
+    /// Its price bar of the minute.
+    bar: Option<MinuteBar>,
 }
 
 /// The books of one connection.
@@ -73,6 +76,9 @@ pub(crate) struct LiveBooks {
     resync: Vec<String>,
     /// What the book tape gets (when it is on).
     tape: Option<TapeOut>,
+    /// Price bars to store, and the next minute boundary.
+    bars_out: Vec<PriceBar>,
+    next_bar_ms: i64,
     // Counts not yet published.
     events: u64,
     desynced: u64,
@@ -93,6 +99,8 @@ impl LiveBooks {
             out: Vec::new(),
             resync: Vec::new(),
             tape: tape.then(TapeOut::default),
+            bars_out: Vec::new(),
+            next_bar_ms: minute_of(now_ms) + 60_000,
             events: 0,
             desynced: 0,
             resnapshots: 0,
@@ -117,6 +125,7 @@ impl LiveBooks {
             } => {
                 let ts = stamp(timestamp_ms);
                 self.cut_before(ts, now_ms);
+                self.bars_before(ts);
                 self.events += 1;
                 let mut fresh = Book::new();
                 fresh.replace(bids, asks);
@@ -136,6 +145,7 @@ impl LiveBooks {
             } => {
                 let ts = stamp(timestamp_ms);
                 self.cut_before(ts, now_ms);
+                self.bars_before(ts);
                 self.events += 1;
                 let Some(token) = self.books.get_mut(&*asset_id) else {
                     // A delta before any snapshot: nothing to apply it to.
@@ -165,7 +175,12 @@ impl LiveBooks {
                         tape.forget(&token.asset);
                     }
                     self.resync.push(asset_id.into_owned());
-                } else if let Some(tape) = &mut self.tape {
+                } else {
+                    move_bar(&asset_id, token, ts, &mut self.bars_out);
+                }
+                if let Some(tape) = &mut self.tape
+                    && matches!(token.trust, Trust::Trusted { .. })
+                {
                     tape.rows.push(TapeRow {
                         asset_id: Arc::clone(&token.asset),
                         market: Arc::clone(&token.market),
@@ -220,6 +235,7 @@ impl LiveBooks {
                 token.verify_asked = false;
                 token.book = fresh;
                 token.trust = Trust::Trusted { vouched_ms: ts };
+                move_bar(asset_id, token, ts, &mut self.bars_out);
                 return;
             }
             Trust::Trusted { vouched_ms } => {
@@ -240,6 +256,7 @@ impl LiveBooks {
         token.book = fresh;
         token.trust = Trust::Trusted { vouched_ms: ts };
         token.changed = false;
+        move_bar(asset_id, token, ts, &mut self.bars_out);
         self.out.push(BookSnapshot {
             asset_id: asset_id.to_owned(),
             market: token.market.to_string(),
@@ -249,6 +266,30 @@ impl LiveBooks {
             source: SnapshotSource::Feed,
             blind_from_ms: blind_from,
         });
+    }
+
+    /// An event stamped `ts` is about to be applied: every bar of an earlier minute is final
+    /// (the socket delivers in order), and stored if anything moved it.
+    fn bars_before(&mut self, ts: i64) {
+        if ts < self.next_bar_ms {
+            return;
+        }
+        let minute = minute_of(ts);
+        self.flush_bars(minute);
+        self.next_bar_ms = minute + 60_000;
+    }
+
+    /// Stores every moved bar of a minute before `minute`.
+    fn flush_bars(&mut self, minute: i64) {
+        for (asset_id, token) in &mut self.books {
+            if let Some(bar) = &mut token.bar
+                && bar.minute_ms < minute
+                && bar.changed
+            {
+                self.bars_out.push(bar.finish(asset_id, &token.market));
+                bar.changed = false;
+            }
+        }
     }
 
     /// Cuts every changed trusted book at each boundary up to `ts` (an event stamped `ts`
@@ -296,6 +337,9 @@ impl LiveBooks {
         if now_ms >= self.next_cut_ms + QUIET_CUT_MS {
             self.cut_before(now_ms - QUIET_CUT_MS, now_ms);
         }
+        if now_ms >= self.next_bar_ms + QUIET_CUT_MS {
+            self.bars_before(now_ms - QUIET_CUT_MS);
+        }
         for (asset_id, token) in &mut self.books {
             match &mut token.trust {
                 Trust::Trusted { .. } => {
@@ -323,6 +367,8 @@ impl LiveBooks {
     /// The next subscription asks for every book: none is asked again for `REASK_MS` from
     /// `now_ms`.
     pub(crate) fn lost(&mut self, at_ms: i64, now_ms: i64) {
+        // Bars so far are stored (a later part of the same minute merges into the row).
+        self.flush_bars(i64::MAX);
         for token in self.books.values_mut() {
             self.out.append(&mut token.pending);
             if let Some(tape) = &mut self.tape {
@@ -352,6 +398,11 @@ impl LiveBooks {
     /// Snapshots to store, in order.
     pub(crate) fn take_snapshots(&mut self) -> Vec<BookSnapshot> {
         std::mem::take(&mut self.out)
+    }
+
+    /// Price bars to store, in order.
+    pub(crate) fn take_bars(&mut self) -> Vec<PriceBar> {
+        std::mem::take(&mut self.bars_out)
     }
 
     /// What the book tape gets, in order.
@@ -432,5 +483,35 @@ fn waiting(asset: &str, market: &str, since_ms: Option<i64>) -> TokenBook {
         pending: Vec::new(),
         pending_since_ms: 0,
         verify_asked: false,
+        bar: None,
+    }
+}
+
+/// The trusted book of `token` moved at `ts`: its minute bar follows; a bar of an earlier
+/// minute that moved is final.
+fn move_bar(asset: &str, token: &mut TokenBook, ts: i64, out: &mut Vec<PriceBar>) {
+    let minute = minute_of(ts);
+    let units = |p: Option<super::Price>| p.and_then(|p| u32::try_from(p.units()).ok());
+    let best = (units(token.book.best_bid()), units(token.book.best_ask()));
+    let mid2 = token
+        .book
+        .twice_midpoint_units()
+        .and_then(|u| u32::try_from(u).ok());
+    match &mut token.bar {
+        Some(bar) if bar.minute_ms == minute => bar.update(mid2, best),
+        Some(bar) if bar.minute_ms < minute => {
+            if bar.changed {
+                out.push(bar.finish(asset, &token.market));
+            }
+            let mut next = MinuteBar::new(minute, bar.close2(), bar.best());
+            next.update(mid2, best);
+            token.bar = Some(next);
+        }
+        Some(_) => {} // stamped before the bar's minute: late, and not the bar's
+        None => {
+            let mut first = MinuteBar::new(minute, None, best);
+            first.update(mid2, best);
+            token.bar = Some(first);
+        }
     }
 }

@@ -89,6 +89,8 @@ pub enum Record {
     Gap(Gap),
     /// A book snapshot (the order-book side).
     Book(crate::book::BookSnapshot),
+    /// A minute price bar (the prices side).
+    Bar(crate::prices::PriceBar),
 }
 
 /// Why a `last_trade_price` event was refused.

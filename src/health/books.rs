@@ -18,6 +18,9 @@ pub(crate) struct BookStats {
     pub(crate) tape_rows: AtomicU64,
     pub(crate) tape_bytes: AtomicU64,
     pub(crate) tape_files: AtomicU64,
+    pub(crate) bars_written: AtomicU64,
+    pub(crate) bars_filled: AtomicU64,
+    pub(crate) newest_bar_ms: AtomicI64,
 }
 
 /// The book side in a health snapshot.
@@ -43,6 +46,12 @@ pub struct BookHealth {
     pub book_tape_rows: u64,
     pub book_tape_bytes: u64,
     pub book_tape_files: u64,
+    /// Minute price bars stored from the live books (rows written or merged).
+    pub price_bars_written: u64,
+    /// Bars filled where the feed was blind (`/prices-history`, and trades the backfill added).
+    pub price_bars_filled: u64,
+    /// The minute of the newest live bar stored.
+    pub newest_price_bar_ts: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl BookStats {
@@ -58,13 +67,19 @@ impl BookStats {
             book_tape_rows: self.tape_rows.load(Relaxed),
             book_tape_bytes: self.tape_bytes.load(Relaxed),
             book_tape_files: self.tape_files.load(Relaxed),
+            price_bars_written: self.bars_written.load(Relaxed),
+            price_bars_filled: self.bars_filled.load(Relaxed),
+            newest_price_bar_ts: match self.newest_bar_ms.load(Relaxed) {
+                0 => None,
+                ms => chrono::DateTime::from_timestamp_millis(ms),
+            },
         }
     }
 }
 
 impl BookHealth {
     /// The `/metrics` lines: (name, kind, help, value).
-    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 10] {
+    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 13] {
         [
             (
                 "book_events_total",
@@ -125,6 +140,26 @@ impl BookHealth {
                 "counter",
                 "Parquet book tape files finished.",
                 self.book_tape_files as f64,
+            ),
+            (
+                "price_bars_written_total",
+                "counter",
+                "Minute price bars stored from the live books.",
+                self.price_bars_written as f64,
+            ),
+            (
+                "price_bars_filled_total",
+                "counter",
+                "Minute price bars filled where the feed was blind.",
+                self.price_bars_filled as f64,
+            ),
+            (
+                "price_bar_newest_age_seconds",
+                "gauge",
+                "Age of the newest live price bar's minute (0: none yet).",
+                self.newest_price_bar_ts.map_or(0.0, |t| {
+                    (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+                }),
             ),
         ]
     }

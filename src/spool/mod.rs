@@ -430,7 +430,7 @@ pub fn round_trip(
     loop {
         let entry = match spool.peek().map_err(io)? {
             Some((_, Entry::Trades(t))) => t.clone(),
-            Some((_, Entry::Gap(_) | Entry::Books(_))) => Vec::new(),
+            Some((_, Entry::Gap(_) | Entry::Books(_) | Entry::Bars(_))) => Vec::new(),
             None => break,
         };
         db.commit(&entry)?;

@@ -3,6 +3,7 @@
 
 use crate::book::{BookSnapshot, SnapshotSource, decode_levels, encode_levels};
 use crate::feed::{Decimal, Gap, Side, Trade};
+use crate::prices::PriceBar;
 
 /// What the spool holds, in the order it arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub(crate) enum Entry {
     Gap(Gap),
     /// Book snapshots, written to `book_snapshot` in one batch on replay.
     Books(Vec<BookSnapshot>),
+    /// Minute price bars, written to `price_bar` in one batch on replay.
+    Bars(Vec<PriceBar>),
 }
 
 impl Entry {
@@ -20,7 +23,7 @@ impl Entry {
     pub(crate) fn trades(&self) -> usize {
         match self {
             Entry::Trades(t) => t.len(),
-            Entry::Gap(_) | Entry::Books(_) => 0,
+            Entry::Gap(_) | Entry::Books(_) | Entry::Bars(_) => 0,
         }
     }
 }
@@ -28,6 +31,7 @@ impl Entry {
 const TRADES: u8 = 1;
 const GAP: u8 = 2;
 const BOOKS: u8 = 3;
+const BARS: u8 = 4;
 
 /// Appends `entry`, spooled at `spooled_ms`, to `out`.
 pub(crate) fn encode(entry: &Entry, spooled_ms: i64, out: &mut Vec<u8>) {
@@ -98,6 +102,24 @@ pub(crate) fn encode(entry: &Entry, spooled_ms: i64, out: &mut Vec<u8>) {
                 encode_levels(&b.bids, &b.asks, &mut levels);
                 put_u32(out, levels.len() as u32);
                 out.extend_from_slice(&levels);
+            }
+        }
+        Entry::Bars(bars) => {
+            out.push(BARS);
+            put_u32(out, bars.len() as u32);
+            for b in bars {
+                put_str(out, &b.asset_id);
+                put_str(out, &b.market);
+                out.extend_from_slice(&b.minute_ms.to_le_bytes());
+                for v in [b.open2, b.high2, b.low2, b.close2, b.best_bid, b.best_ask] {
+                    match v {
+                        Some(v) => {
+                            out.push(1);
+                            put_u32(out, v);
+                        }
+                        None => out.push(0),
+                    }
+                }
             }
         }
     }
@@ -213,6 +235,39 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<(i64, Entry), String> {
                 });
             }
             Entry::Books(books)
+        }
+        BARS => {
+            let n = get_u32(r)? as usize;
+            // Each bar takes at least 22 bytes: a count past that is corrupt.
+            if n > r.len() / 22 + 1 {
+                return Err(format!("{n} price bars in {} bytes", r.len()));
+            }
+            let mut bars = Vec::with_capacity(n);
+            for _ in 0..n {
+                let asset_id = get_str(r)?;
+                let market = get_str(r)?;
+                let minute_ms = get_i64(r)?;
+                let mut v = [None; 6];
+                for slot in &mut v {
+                    *slot = match get_u8(r)? {
+                        0 => None,
+                        _ => Some(get_u32(r)?),
+                    };
+                }
+                let [open2, high2, low2, close2, best_bid, best_ask] = v;
+                bars.push(PriceBar {
+                    asset_id,
+                    market,
+                    minute_ms,
+                    open2,
+                    high2,
+                    low2,
+                    close2,
+                    best_bid,
+                    best_ask,
+                });
+            }
+            Entry::Bars(bars)
         }
         k => return Err(format!("unknown record kind {k}")),
     };
@@ -347,6 +402,18 @@ pub(crate) mod tests {
                     blind_from_ms: Some(1),
                 },
             ]),
+            // And price bars.
+            Entry::Bars(vec![PriceBar {
+                asset_id: "asset-1".into(),
+                market: "0xmarket".into(),
+                minute_ms: 1_764_000_000_000 - 1_764_000_000_000 % 60_000,
+                open2: Some(960_000),
+                high2: Some(1_000_001),
+                low2: None,
+                close2: Some(u32::MAX),
+                best_bid: Some(0),
+                best_ask: None,
+            }]),
         ];
         for e in entries {
             let mut buf = Vec::new();

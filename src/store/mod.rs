@@ -1,5 +1,6 @@
 //! The PostgreSQL side: connections, migrations, markets and the trade writer.
 
+mod bars;
 mod books;
 pub(crate) mod failure;
 pub(crate) mod markets;
@@ -74,6 +75,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         12,
         "book_files",
         include_str!("../../migrations/V12__book_files.sql"),
+    ),
+    (
+        13,
+        "price_bars",
+        include_str!("../../migrations/V13__price_bars.sql"),
     ),
 ];
 

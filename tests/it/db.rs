@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        12,
-        "V1 to V12 once each: {applied:?}"
+        13,
+        "V1 to V13 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [
@@ -37,6 +37,7 @@ fn migrations_are_idempotent_and_concurrent_safe() {
         "resolution_attempts",
         "book_snapshots",
         "book_files",
+        "price_bars",
     ] {
         assert_eq!(db.count(table), 0);
     }

@@ -5,6 +5,7 @@ mod complete;
 mod db;
 mod faults;
 mod listener;
+mod prices;
 mod resolution;
 mod spool;
 mod tls;

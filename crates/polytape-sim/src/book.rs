@@ -306,6 +306,44 @@ impl SimBook {
     }
 }
 
+/// Twice the midpoint of a book state (in ten-thousandths), `None` when a side is empty.
+fn twice_mid(
+    bids: &BTreeMap<PriceBp, SizeMicro>,
+    asks: &BTreeMap<PriceBp, SizeMicro>,
+) -> Option<u32> {
+    Some(bids.keys().next_back()? + asks.keys().next()?)
+}
+
+impl SimBook {
+    /// The midpoint's path over `[from_ms, to_ms)`: twice the midpoint (ten-thousandths)
+    /// just before `from_ms`, then after each change in the window, in order.
+    pub fn twice_midpoints(&self, from_ms: i64, to_ms: i64) -> Vec<Option<u32>> {
+        let before = self.at(from_ms - 1);
+        let mut bids: BTreeMap<PriceBp, SizeMicro> = before.bids.into_iter().collect();
+        let mut asks: BTreeMap<PriceBp, SizeMicro> = before.asks.into_iter().collect();
+        let mut path = vec![twice_mid(&bids, &asks)];
+        for (t, c) in &self.history {
+            if *t < from_ms {
+                continue;
+            }
+            if *t >= to_ms {
+                break;
+            }
+            let levels = match c.side {
+                BookSide::Bid => &mut bids,
+                BookSide::Ask => &mut asks,
+            };
+            if c.size == 0 {
+                levels.remove(&c.price);
+            } else {
+                levels.insert(c.price, c.size);
+            }
+            path.push(twice_mid(&bids, &asks));
+        }
+        path
+    }
+}
+
 /// The tick for a midpoint: 0.001 within 0.04 of 0 or 1, else 0.01.
 fn tick_for(mid: PriceBp) -> PriceBp {
     if !(400..=9_600).contains(&mid) {

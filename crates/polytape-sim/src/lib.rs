@@ -395,6 +395,30 @@ impl Sim {
         })
     }
 
+    /// The true midpoint bar of `token_id` over `[from_ms, to_ms)` (a minute, or its part
+    /// after a client's first book): twice the midpoint in millionths just before `from_ms`,
+    /// highest, lowest and at the end (`None`: a side empty then; high and low over the
+    /// defined ones).
+    #[allow(clippy::type_complexity)]
+    pub fn midpoint_bar(
+        &self,
+        token_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Option<(Option<u32>, Option<u32>, Option<u32>, Option<u32>)> {
+        let key = *self.state.asset_index.read().get(token_id)?;
+        let books = self.state.books.lock();
+        let path = books.existing(key)?.twice_midpoints(from_ms, to_ms);
+        let to_millionths = |v: Option<u32>| v.map(|v| v * 100);
+        let defined: Vec<u32> = path.iter().flatten().copied().collect();
+        Some((
+            to_millionths(path.first().copied().flatten()),
+            to_millionths(defined.iter().copied().max()),
+            to_millionths(defined.iter().copied().min()),
+            to_millionths(path.last().copied().flatten()),
+        ))
+    }
+
     /// Arms the drop-delta fault on one socket (the one holding the most assets): its next
     /// `n` `price_change` messages are lost in transit, as a delta lost on the live feed.
     /// Returns whether a socket was open.

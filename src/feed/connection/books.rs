@@ -40,6 +40,12 @@ impl Connection {
                 return Err(End::WriterGone);
             }
         }
+        // Behind every trade of their minute this socket delivered (same channel, in order).
+        for bar in books.take_bars() {
+            if self.trades.send(Record::Bar(bar)).is_err() {
+                return Err(End::WriterGone);
+            }
+        }
         if let Some(tape) = &self.tape {
             for msg in books.take_tape() {
                 // A full queue makes this reader wait, like the trades' channel; a tape

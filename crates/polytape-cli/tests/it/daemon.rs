@@ -138,7 +138,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 12");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 13");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);
