@@ -406,7 +406,7 @@ pub(crate) mod tests {
             Entry::Bars(vec![PriceBar {
                 asset_id: "asset-1".into(),
                 market: "0xmarket".into(),
-                minute_ms: 1_764_000_000_000 - 1_764_000_000_000 % 60_000,
+                minute_ms: 1_764_000_060_000,
                 open2: Some(960_000),
                 high2: Some(1_000_001),
                 low2: None,
