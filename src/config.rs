@@ -32,6 +32,8 @@ pub mod defaults {
     pub const GAMMA_URL: &str = "https://gamma-api.polymarket.com";
     /// The live Data API (the settled tape).
     pub const DATA_API_URL: &str = "https://data-api.polymarket.com";
+    /// CLOB REST (books, prices history).
+    pub const CLOB_URL: &str = "https://clob.polymarket.com";
     /// A hole is filled from the Data API once it is this old (the settled tape lags).
     pub const BACKFILL_SETTLE: Duration = Duration::from_secs(600);
     /// Period of the reconciliation sweeps over every held market (zero: none).
@@ -142,6 +144,7 @@ pub struct Config {
     pub(crate) stop_deadline: Duration,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) data_api_url: String,
+    pub(crate) clob_url: String,
     pub(crate) data_api_page: usize,
     pub(crate) data_api_budget: u32,
     pub(crate) backfill_settle: Duration,
@@ -187,6 +190,7 @@ impl Default for Config {
             stop_deadline: defaults::STOP_DEADLINE,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             data_api_url: defaults::DATA_API_URL.into(),
+            clob_url: defaults::CLOB_URL.into(),
             data_api_page: 10_000,
             data_api_budget: 100,
             backfill_settle: defaults::BACKFILL_SETTLE,
@@ -320,6 +324,9 @@ impl Config {
         if self.spool_max_bytes < 1 << 16 {
             return fail("spool_max_bytes must be at least 64 KiB");
         }
+        if !(self.clob_url.starts_with("http://") || self.clob_url.starts_with("https://")) {
+            return fail("clob_url must start with http:// or https://");
+        }
         if !(self.data_api_url.starts_with("http://") || self.data_api_url.starts_with("https://"))
         {
             return fail("data_api_url must start with http:// or https://");
@@ -444,6 +451,12 @@ impl ConfigBuilder {
     /// The Data API's base URL (the settled tape, for filling holes).
     pub fn data_api_url(mut self, url: impl Into<String>) -> Self {
         self.0.data_api_url = url.into();
+        self
+    }
+
+    /// CLOB REST's base URL (`/prices-history`, for price bars where the feed was blind).
+    pub fn clob_url(mut self, url: impl Into<String>) -> Self {
+        self.0.clob_url = url.into();
         self
     }
 

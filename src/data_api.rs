@@ -6,8 +6,7 @@
 //! a rate limit of 200 requests per 10 s (kept well under by a budget of our own, and
 //! `Retry-After` honoured).
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -109,8 +108,8 @@ pub(crate) struct DataApiClient {
     agent: ureq::Agent,
     retry: RetryPolicy,
     page: usize,
-    budget: usize,
-    recent: VecDeque<Instant>,
+    /// At most `data_api_budget` requests in any 10 s: well under the service's 200.
+    budget: crate::http::Budget,
     /// The most rows the service has returned in one page: it may cap `limit` lower than
     /// asked without saying so, and a page of that many rows is not taken for the last.
     largest_page: usize,
@@ -127,8 +126,10 @@ impl DataApiClient {
             agent,
             retry: RetryPolicy::from_config(config, "data api", MAX_RETRY_AFTER, 256 << 20),
             page: config.data_api_page,
-            budget: config.data_api_budget as usize,
-            recent: VecDeque::new(),
+            budget: crate::http::Budget::new(
+                config.data_api_budget as usize,
+                Duration::from_secs(10),
+            ),
             largest_page: 0,
             requests: 0,
             bad_rows: 0,
@@ -196,7 +197,7 @@ impl DataApiClient {
             markets.join(","),
             self.page
         );
-        self.wait_for_budget();
+        self.budget.wait();
         let body = get_text(&self.agent, &url, &self.retry)?;
         self.requests += 1;
         self.parse(&body)
@@ -208,26 +209,5 @@ impl DataApiClient {
         self.bad_rows += bad;
         let rows = trades.len() + bad as usize;
         Ok((trades, rows))
-    }
-
-    /// At most `budget` requests in any 10 s: well under the service's 200.
-    fn wait_for_budget(&mut self) {
-        let window = Duration::from_secs(10);
-        loop {
-            let now = Instant::now();
-            while self
-                .recent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= window)
-            {
-                self.recent.pop_front();
-            }
-            if self.recent.len() < self.budget.max(1) {
-                self.recent.push_back(now);
-                return;
-            }
-            let oldest = self.recent.front().copied().unwrap_or(now);
-            std::thread::sleep(window.saturating_sub(now.duration_since(oldest)));
-        }
     }
 }

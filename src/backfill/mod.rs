@@ -56,6 +56,8 @@ pub(crate) struct Backfill {
     health: Health,
     api: DataApiClient,
     writer: TradeWriter,
+    /// The price bars of a filled gap's minutes, from CLOB `/prices-history`.
+    history: crate::prices::history::PriceHistory,
     /// For the reconciliation sweeps: what the listener holds, and how to resubscribe.
     held: Option<HeldTokens>,
     resubscribe: Option<Resubscribe>,
@@ -86,6 +88,7 @@ impl Backfill {
         Backfill {
             config: config.clone(),
             api: DataApiClient::new(config),
+            history: crate::prices::history::PriceHistory::new(config),
             writer: TradeWriter::new(config, health.clone()).with_source(Source::DataApi),
             health,
             held: None,
@@ -412,6 +415,20 @@ impl Backfill {
                     )?;
                     self.health.gap_filled();
                     filled += 1;
+                    // The minutes the feed was blind to get their price from the CLOB's
+                    // history (where no live bar has one); a failure here leaves the gap
+                    // filled (its trades are) and is logged.
+                    match self.history.fill(&mut db, &assets, from_ms, to_ms) {
+                        Ok(n) => self
+                            .health
+                            .books()
+                            .bars_filled
+                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed),
+                        Err(e) => {
+                            log::warn!("backfill: gap {id}: no price history ({e})");
+                            0
+                        }
+                    };
                     log::info!(
                         "backfill: gap {id} ({} ms, {} tokens) filled: {} trades listed, {} added",
                         to_ms - from_ms,

@@ -1,8 +1,10 @@
 //! What polytape's HTTP clients (Gamma, the Data API, the market channel's upgrade) share:
-//! one retry loop and one `Retry-After` parser.
+//! one retry loop, one `Retry-After` parser, one request budget.
 
+mod budget;
 mod get;
 mod retry_after;
 
+pub(crate) use budget::Budget;
 pub(crate) use get::{RetryPolicy, agent, get_text};
 pub(crate) use retry_after::retry_after;

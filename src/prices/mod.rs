@@ -11,6 +11,10 @@
 //! backfill adds trades of that minute (idempotently: a second fill changes nothing).
 //! Minutes where the feed was blind are filled from CLOB `/prices-history` (`history.rs`).
 
+pub(crate) mod history;
+
+pub use history::fill_history;
+
 /// A minute in Unix ms (its start).
 pub(crate) fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(60_000)

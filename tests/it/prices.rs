@@ -110,3 +110,67 @@ fn live_bars_follow_the_true_midpoint_and_count_what_was_executed() {
         .get(0);
     assert_eq!(dupes, 0);
 }
+
+/// Minutes the feed was blind to are filled from CLOB `/prices-history`: the close is the
+/// true midpoint at the minute's end, `source = 'history'`, and a second fill changes
+/// nothing.
+#[test]
+fn blind_minutes_are_filled_from_the_price_history_once() {
+    init_logs();
+    let _w = Watchdog::new("prices: history fill", Duration::from_secs(90));
+    let db = TestDb::new();
+    // The exchange trades a little, with nobody listening, then its books stand still.
+    let sim = pipeline::sim_with(SimConfig {
+        noise_per_trade: 10,
+        max_trades: Some(200),
+        ..pipeline::sim_config(5, 200.0)
+    });
+    pipeline::load_markets(&db, &sim);
+    let started = polytape_sim::now_ms();
+    assert!(polytape_testkit::wait_until(
+        Duration::from_secs(30),
+        || { sim.stats().trades_generated >= 200 }
+    ));
+    let tokens: Vec<String> = sim
+        .markets()
+        .iter()
+        .filter(|m| m.is_open())
+        .flat_map(|m| m.token_ids.to_vec())
+        .collect();
+    let config = pipeline::config(&db, &sim);
+    let (from, to) = (started - 120_000, polytape_sim::now_ms());
+    let made = polytape::prices::fill_history(&config, &tokens, from, to).expect("filled");
+    assert!(
+        made >= tokens.len() as u64,
+        "a bar a token at least: {made}"
+    );
+    let mut c = db.client();
+    let rows = c
+        .query(
+            "SELECT asset_id, (extract(epoch FROM minute) * 1000)::bigint, close::text,
+                    open IS NULL AND high IS NULL AND low IS NULL AND best_bid IS NULL
+                    AND best_ask IS NULL, source
+             FROM price_bars",
+            &[],
+        )
+        .expect("price_bars");
+    assert_eq!(rows.len() as u64, made);
+    for r in &rows {
+        let (asset, minute): (String, i64) = (r.get(0), r.get(1));
+        assert_eq!(r.get::<_, String>(4), "history");
+        assert!(
+            r.get::<_, bool>(3),
+            "only what the endpoint gives: its p, as the close"
+        );
+        let truth = sim
+            .midpoint_bar(&asset, minute, minute + 60_000)
+            .expect("known");
+        assert_eq!(twice(r.get(2)), truth.3, "{asset} at {minute}: the close");
+    }
+    // Again: nothing changes, nothing is added.
+    assert_eq!(
+        polytape::prices::fill_history(&config, &tokens, from, to).expect("again"),
+        0
+    );
+    assert_eq!(db.count("price_bars") as usize, rows.len());
+}

@@ -48,6 +48,9 @@ pub(crate) struct Common {
     /// Data API base URL (the settled tape, for filling holes).
     #[arg(long, env = "POLYTAPE_DATA_API_URL", default_value = defaults::DATA_API_URL, global = true)]
     pub(crate) data_api_url: String,
+    /// CLOB REST base URL (`/prices-history`: price bars where the feed was blind).
+    #[arg(long, env = "POLYTAPE_CLOB_URL", default_value = defaults::CLOB_URL, global = true)]
+    pub(crate) clob_url: String,
     /// Seconds a trade's block may trail its match (a congested chain): how far past a
     /// window the Data API is read, and how far before its block a trade without a hash is
     /// matched.
@@ -255,6 +258,7 @@ impl Common {
             .database_url(&self.database_url)
             .gamma_url(&self.gamma_url)
             .data_api_url(&self.data_api_url)
+            .clob_url(&self.clob_url)
             .settlement_lag(Duration::from_secs(self.settlement_lag_secs))
             .build()
     }
@@ -272,6 +276,7 @@ impl RunArgs {
             .database_url(&common.database_url)
             .gamma_url(&common.gamma_url)
             .data_api_url(&common.data_api_url)
+            .clob_url(&common.clob_url)
             .settlement_lag(Duration::from_secs(common.settlement_lag_secs))
             .backfill_settle(Duration::from_secs(self.backfill_settle_secs))
             .reconcile_interval(Duration::from_secs(self.reconcile_interval_secs))

@@ -156,3 +156,54 @@ fn read_body(req: &Request, stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     }
     Ok(body)
 }
+
+/// `GET /prices-history?market=<token>&startTs=&endTs=&fidelity=<minutes>`: the true
+/// midpoint at the end of each `fidelity`-minute interval in the window, `{"history":
+/// [{"t": <unix s>, "p": <number>}]}`. `p` is written as the exact decimal (the live
+/// service sends a JSON number; what it is, midpoint or last trade, it does not document).
+pub(crate) fn prices_history(state: &SimState, req: &Request) -> Response {
+    if let Some(wait) = state.history_window.admit() {
+        return throttled(wait);
+    }
+    let num = |k: &str| req.param(k).map(str::parse::<i64>);
+    let (Some(token), Some(Ok(start)), Some(Ok(end))) =
+        (req.param("market"), num("startTs"), num("endTs"))
+    else {
+        return bad(400, "market, startTs and endTs are required");
+    };
+    let fidelity = match num("fidelity") {
+        None => 1,
+        Some(Ok(f)) if f >= 1 => f,
+        Some(_) => return bad(400, "fidelity must be a whole number of minutes"),
+    };
+    if end < start || end - start > 31 * 86_400 {
+        return bad(400, "the window is empty or longer than 31 days");
+    }
+    let Some(&key) = state.asset_index.read().get(token) else {
+        return Response::json(200, &json!({"history": []}));
+    };
+    let step = fidelity * 60;
+    let mut body = String::from(r#"{"history":["#);
+    let books = state.books.lock();
+    if let Some(book) = books.existing(key) {
+        let mut t = start - start.rem_euclid(step);
+        let mut first = true;
+        while t <= end {
+            // The midpoint as the interval closes: after every change stamped before its end.
+            let s = book.at((t + step) * 1000 - 1);
+            if let (Some((b, _)), Some((a, _))) = (s.bids.first(), s.asks.first()) {
+                let twice = u64::from(*b + *a); // ten-thousandths, twice the midpoint
+                let p = format!("{}.{:05}", twice / 20_000, (twice % 20_000) * 5);
+                let p = p.trim_end_matches('0').trim_end_matches('.');
+                if !first {
+                    body.push(',');
+                }
+                first = false;
+                body.push_str(&format!(r#"{{"t":{t},"p":{p}}}"#));
+            }
+            t += step;
+        }
+    }
+    body.push_str("]}");
+    Response::new(200, "application/json", body)
+}

@@ -215,6 +215,7 @@ impl Sim {
             data_api_window: RateWindow::new(config.data_api_rate_limit, Duration::from_secs(10)),
             book_window: RateWindow::new(1_500, Duration::from_secs(10)),
             books_window: RateWindow::new(500, Duration::from_secs(10)),
+            history_window: RateWindow::new(1_000, Duration::from_secs(10)),
             maybe_delivered: Mutex::new(Vec::new()),
             next_socket: AtomicU64::new(1),
             trades_generated: AtomicU64::new(0),

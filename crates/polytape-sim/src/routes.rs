@@ -50,6 +50,7 @@ pub(crate) fn handle_connection(state: &Arc<SimState>, mut stream: TcpStream) {
         "/book" => clob::book(state, &req),
         "/books" => clob::books(state, &req, &mut stream),
         "/sim/book" => clob::sim_book(state, &req),
+        "/prices-history" => clob::prices_history(state, &req),
         p if p.starts_with("/sim/") => control(state, &req),
         _ => Response::text(404, "not found\n"),
     };

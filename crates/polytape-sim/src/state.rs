@@ -118,6 +118,8 @@ pub(crate) struct SimState {
     /// CLOB REST's limits: `GET /book`, `POST /books`.
     pub(crate) book_window: RateWindow,
     pub(crate) books_window: RateWindow,
+    /// `/prices-history`: 1,000 per 10 s.
+    pub(crate) history_window: RateWindow,
     /// Trades written to a socket the simulator then dropped before it knew they were
     /// flushed: the kernel may or may not have passed them on.
     pub(crate) maybe_delivered: Mutex<Vec<TradeRecord>>,

@@ -94,6 +94,7 @@ pub fn config_for(url: &str, sim: &Sim) -> Config {
         .ws_url(sim.ws_url())
         .gamma_url(sim.gamma_url())
         .data_api_url(sim.gamma_url())
+        .clob_url(sim.gamma_url())
         .ping_interval(Duration::from_millis(500))
         .pong_timeout(Duration::from_secs(2))
         .stale_timeout(Duration::from_secs(3))

@@ -24,6 +24,7 @@ pub(crate) fn polytape(db: &TestDb, sim: &Sim) -> Command {
         .env("POLYTAPE_HEALTH_ADDR", "")
         .env("POLYTAPE_SPOOL_DIR", db.spool_dir())
         .env("POLYTAPE_DATA_API_URL", sim.gamma_url())
+        .env("POLYTAPE_CLOB_URL", sim.gamma_url())
         // The simulator's blocks trail their matches by seconds, not the default minute.
         .env("POLYTAPE_SETTLEMENT_LAG_SECS", "10")
         .env("RUST_LOG", "info");
