@@ -42,9 +42,11 @@ pub struct BookHealth {
     pub book_snapshots_discarded: u64,
     /// Book events or entries with a bad field (counted, left out).
     pub book_events_invalid: u64,
-    /// Rows written to the Parquet book tape, its bytes, its files.
+    /// Rows written to the book tape's segments.
     pub book_tape_rows: u64,
+    /// Bytes of finished Parquet book tape files.
     pub book_tape_bytes: u64,
+    /// Parquet book tape files finished.
     pub book_tape_files: u64,
     /// Minute price bars stored from the live books (rows written or merged).
     pub price_bars_written: u64,

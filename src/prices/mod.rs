@@ -30,14 +30,17 @@ pub struct PriceBar {
     pub market: String,
     /// The minute's start (Unix ms).
     pub minute_ms: i64,
-    /// Twice the midpoint at the minute's start, highest, lowest, at its end (`None`: a side
-    /// of the book was empty throughout / at that moment).
+    /// Twice the midpoint at the minute's start (`None`: a side of the book was empty).
     pub open2: Option<u32>,
+    /// Twice the highest midpoint of the minute.
     pub high2: Option<u32>,
+    /// Twice the lowest midpoint of the minute.
     pub low2: Option<u32>,
+    /// Twice the midpoint at the minute's end.
     pub close2: Option<u32>,
-    /// The best bid and ask at the minute's end.
+    /// The best bid at the minute's end.
     pub best_bid: Option<u32>,
+    /// The best ask at the minute's end.
     pub best_ask: Option<u32>,
 }
 

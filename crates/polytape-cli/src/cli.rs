@@ -83,6 +83,9 @@ pub(crate) enum Command {
     Backfill(BackfillArgs),
     /// Per market and hour: trades from the feed, trades filled in, open gaps; a verdict.
     Audit(AuditArgs),
+    /// Print a market's price bars: open/high/low/close of the midpoint, best bid and ask,
+    /// trades, volume and notional, per minute or rolled up (5m, 1h, 1d) in SQL.
+    Prices(PricesArgs),
     /// Write whole monthly partitions of the tape to Parquet (zstd), checked by reading back.
     #[cfg(feature = "archive")]
     Archive(ArchiveArgs),
@@ -156,6 +159,19 @@ pub(crate) struct AuditArgs {
     /// Only this market (slug or condition id).
     #[arg(long)]
     pub(crate) market: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PricesArgs {
+    /// The market (slug or condition id).
+    #[arg(long)]
+    pub(crate) market: String,
+    /// How far back: a duration (`24h`, `7d`) or an RFC 3339 time.
+    #[arg(long, default_value = "24h", value_parser = parse_when)]
+    pub(crate) since: i64,
+    /// Bar length: 1m, 5m, 1h or 1d.
+    #[arg(long, default_value = "1m", value_parser = ["1m", "5m", "1h", "1d"])]
+    pub(crate) interval: String,
 }
 
 /// A point in time as Unix ms: `24h`/`7d`/`90m`/`30s` ago, or an RFC 3339 timestamp.

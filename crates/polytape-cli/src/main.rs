@@ -7,6 +7,7 @@ mod audit;
 mod book_tape;
 mod cli;
 mod daemon;
+mod prices;
 mod status;
 mod tape;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         Command::Resolve => resolve(&cli.common),
         Command::Backfill(ref args) => backfill(&cli.common, args),
         Command::Audit(ref args) => audit::audit(&cli.common, args),
+        Command::Prices(ref args) => prices::prices(&cli.common, args),
         #[cfg(feature = "archive")]
         Command::Archive(ref args) => tape::archive(&cli.common, args),
         Command::Retention(ref args) => tape::retention(&cli.common, args),

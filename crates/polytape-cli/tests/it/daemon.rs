@@ -999,3 +999,79 @@ fn audit_shows_the_minutes_without_a_trusted_book() {
         "{text}"
     );
 }
+
+/// `polytape prices` rolls minute bars up in SQL: the first open, the highest high, the
+/// lowest low, the last close, trades summed.
+#[test]
+fn prices_rolls_minute_bars_up_right() {
+    let _w = Watchdog::new("prices", Duration::from_secs(60));
+    let db = TestDb::empty();
+    let sim = pipeline::sim(10, 0.0);
+    let mut c = polytape(&db, &sim);
+    c.arg("sync-markets");
+    assert!(output(c).status.success());
+    let market = sim
+        .markets()
+        .into_iter()
+        .find(|m| m.is_open() && m.version == "v1")
+        .expect("an open market");
+    let mut client = db.client();
+    client
+        .execute(
+            "INSERT INTO tokens (asset_id, market) VALUES ($1, $2)",
+            &[&market.token_ids[0], &market.condition_id],
+        )
+        .expect("token");
+    // Three minutes of one hour: open 0.40 → high 0.60 → low 0.30 → close 0.50.
+    client
+        .execute(
+            "INSERT INTO price_bar (minute, token, source, open2, high2, low2, close2, trades,
+                                    volume, notional)
+             SELECT date_trunc('hour', now() - interval '3 hours') + m * interval '1 minute',
+                    k.id, 'l', o, h, l, c, n, v, v * 0.5
+             FROM tokens k,
+                  (VALUES (0, 800000, 1200000, 700000, 900000, 2, 10.5),
+                          (1, 900000, 1000000, 600000, 950000, 1, 1),
+                          (2, 950000, 1100000, 800000, 1000000, 3, 2.25))
+                  AS v(m, o, h, l, c, n, v)
+             WHERE k.asset_id = $1",
+            &[&market.token_ids[0]],
+        )
+        .expect("bars");
+    let run = |interval: &str| {
+        let mut c = polytape(&db, &sim);
+        c.args([
+            "prices",
+            "--market",
+            &market.slug,
+            "--since",
+            "6h",
+            "--interval",
+            interval,
+        ]);
+        let out = output(c);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    let minutes = run("1m");
+    assert_eq!(
+        minutes.lines().count(),
+        4,
+        "a header and three bars: {minutes}"
+    );
+    let hour = run("1h");
+    let line = hour.lines().nth(1).expect("one hourly bar");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // bar date, bar time, outcome, open, high, low, close, bid, ask, trades, volume, notional
+    assert_eq!(
+        &fields[3..7],
+        ["0.4", "0.6", "0.3", "0.5"],
+        "the first open, the highest high, the lowest low, the last close: {hour}"
+    );
+    assert_eq!(fields[9], "6", "trades summed: {hour}");
+    assert_eq!(fields[10], "13.75", "volume summed: {hour}");
+}
