@@ -2,7 +2,7 @@
 //! live book (the midpoint's open, high, low and close, the closing best bid and ask) and
 //! from the tape (the minute's trades, shares, notional and last price).
 //!
-//! A connection's [`MinuteBar`]s follow its books: every applied event of a trusted book
+//! A connection's minute bars follow its books: every applied event of a trusted book
 //! moves its token's bar, and a bar is final once an event stamped in a later minute
 //! arrives on the socket (or two seconds of wall clock pass on a quiet one). It goes to the
 //! writer on the trades' channel, behind every trade of its minute that the socket

@@ -172,6 +172,20 @@ fn health_after(db: &BenchDb) -> Result<String> {
     )?;
     let (nf, tape_rows, tape_bytes): (i64, i64, i64) = (files.get(0), files.get(1), files.get(2));
     let per_event = tape_bytes as f64 / tape_rows.max(1) as f64;
+    let bars = c.query_one(
+        "SELECT count(*), coalesce(sum(pg_column_size(b.*)), 0)::bigint,
+                (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint
+                 FROM pg_partition_tree('price_bar')),
+                count(DISTINCT token)
+         FROM price_bar b",
+        &[],
+    )?;
+    let (nb, bar_bytes, bar_total, bar_tokens): (i64, i64, i64, i64) =
+        (bars.get(0), bars.get(1), bars.get(2), bars.get(3));
+    let bar_row = bar_bytes as f64 / nb.max(1) as f64;
+    let bar_all_in = bar_total as f64 / nb.max(1) as f64;
+    let bar_day_rows = 16_000.0 * 1440.0 / 1e6;
+    let bar_day_gb = bar_all_in * 16_000.0 * 1440.0 / 1e9;
     let per_row = if n > 0 {
         row_bytes as f64 / n as f64
     } else {
@@ -181,7 +195,9 @@ fn health_after(db: &BenchDb) -> Result<String> {
     // A day of 16,000 tokens' snapshots every 5 minutes, at this row size, all in.
     let day = all_in * 16_000.0 * 288.0 / 1e9;
     Ok(format!(
-        "book tape: {nf} files, {tape_rows} rows, {tape_bytes} bytes = {per_event:.2} bytes a book event\n\
+        "price bars: {nb} rows for {bar_tokens} tokens, {bar_row:.0} bytes a row, {bar_all_in:.0} \
+         all in; 16,000 tokens changing every minute: {bar_day_rows:.1} M rows, {bar_day_gb:.2} GB a day\n\
+         book tape: {nf} files, {tape_rows} rows, {tape_bytes} bytes = {per_event:.2} bytes a book event\n\
          snapshots: {n} rows, {per_row:.0} bytes a row ({levels_bytes:.0} of levels for {levels:.1} levels), \
          {all_in:.0} bytes a row all in (indexes, pages); a day of 16,000 tokens every 5 min: {day:.2} GB"
     ))
