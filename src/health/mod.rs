@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 mod books;
+mod process;
 mod prometheus;
 mod snapshot;
 
@@ -66,6 +67,9 @@ struct Shared {
     trades_replayed: AtomicU64,
     trades_unkept: AtomicU64,
     spool_bytes: AtomicU64,
+    spool_max_bytes: AtomicU64,
+    /// Receive to commit of the oldest trade of the last committed batch (µs).
+    commit_latency_us: AtomicI64,
     spool_segments: AtomicU64,
     spool_oldest_ms: AtomicI64,
     spool_replay_rate: AtomicU64,
@@ -240,6 +244,10 @@ impl Health {
             trades_replayed: s.trades_replayed.load(Relaxed),
             trades_unkept: s.trades_unkept.load(Relaxed),
             spool_bytes: s.spool_bytes.load(Relaxed),
+            spool_max_bytes: s.spool_max_bytes.load(Relaxed),
+            commit_latency_seconds: s.commit_latency_us.load(Relaxed) as f64 / 1e6,
+            process_cpu_seconds: process::cpu_seconds(),
+            process_rss_bytes: process::rss_bytes(),
             spool_segments: s.spool_segments.load(Relaxed),
             spool_oldest_ts: ts(s.spool_oldest_ms.load(Relaxed)),
             spool_replay_rate: s.spool_replay_rate.load(Relaxed),
@@ -409,8 +417,19 @@ impl Health {
         (s.queue_depth.load(Relaxed) > 0).then(|| s.durable_us.load(Relaxed).max(floor).max(1))
     }
 
-    /// Called by a trade writer after a commit (latencies, when recorded).
+    /// The spool's limit, for `/metrics` (an alert on how full it is).
+    pub(crate) fn set_spool_max_bytes(&self, bytes: u64) {
+        self.shared.spool_max_bytes.store(bytes, Relaxed);
+    }
+
+    /// Called by a trade writer after a commit (the batch's latency; every trade's, when
+    /// recorded).
     pub(crate) fn committed(&self, trades: &[crate::feed::Trade]) {
+        if let Some(oldest) = trades.iter().map(|t| t.received_at_us).min() {
+            self.shared
+                .commit_latency_us
+                .store((now_us() - oldest).max(0), Relaxed);
+        }
         if !self.shared.recording_latencies.load(Relaxed) {
             return;
         }

@@ -5,8 +5,15 @@ use chrono::{DateTime, Utc};
 use super::snapshot::HealthSnapshot;
 
 impl HealthSnapshot {
-    /// The snapshot in Prometheus text exposition format.
+    /// The snapshot in Prometheus text exposition format, `polytape_ready` judged with the
+    /// default readiness grace (30 s).
     pub fn to_prometheus(&self) -> String {
+        self.to_prometheus_with(std::time::Duration::from_secs(30))
+    }
+
+    /// The snapshot in Prometheus text exposition format; `polytape_ready` is what `/readyz`
+    /// answers with `readiness_grace`.
+    pub fn to_prometheus_with(&self, readiness_grace: std::time::Duration) -> String {
         use std::fmt::Write;
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
@@ -163,6 +170,24 @@ impl HealthSnapshot {
             metric(name, kind, help, value);
         }
         metric(
+            "ready",
+            "gauge",
+            "1 when /readyz answers 200, 0 when it answers 503.",
+            f64::from(u8::from(self.not_ready(readiness_grace).is_none())),
+        );
+        metric(
+            "commit_latency_seconds",
+            "gauge",
+            "Receive to commit of the oldest trade of the last committed batch.",
+            self.commit_latency_seconds,
+        );
+        metric(
+            "spool_max_bytes",
+            "gauge",
+            "The disk spool's limit.",
+            self.spool_max_bytes as f64,
+        );
+        metric(
             "connections_active",
             "gauge",
             "Sockets connected now.",
@@ -267,6 +292,15 @@ impl HealthSnapshot {
                 c.id, c.reconnects
             );
         }
+        // The process's own, under the names every client library uses (no prefix).
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+             # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}\n\
+             # HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+             # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+            self.process_cpu_seconds, self.process_rss_bytes
+        );
         out
     }
 }

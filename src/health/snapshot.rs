@@ -120,11 +120,41 @@ pub struct HealthSnapshot {
     pub spool_read_errors: u64,
     /// Data API rows the backfill could not use (skipped, logged).
     pub data_api_bad_rows: u64,
+    /// The spool's limit (bytes).
+    pub spool_max_bytes: u64,
+    /// Receive to commit of the oldest trade of the last committed batch (seconds).
+    pub commit_latency_seconds: f64,
+    /// CPU seconds the process has used.
+    pub process_cpu_seconds: f64,
+    /// The process's resident memory (bytes).
+    pub process_rss_bytes: u64,
     /// The book side (issue 18).
     #[serde(flatten)]
     pub books: super::BookHealth,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
+}
+
+impl HealthSnapshot {
+    /// Why `/readyz` would answer 503 (`None`: ready): the database refuses every write for
+    /// a reason an operator must fix, the writer has been without it for longer than
+    /// `grace`, or no socket is connected.
+    pub fn not_ready(&self, grace: std::time::Duration) -> Option<String> {
+        let lost_for_ms = self
+            .db_lost_since
+            .map(|t| Utc::now().timestamp_millis() - t.timestamp_millis());
+        if let Some(failure) = &self.db_failure {
+            Some(format!(
+                "the database refuses writes ({failure}); trades are spooled"
+            ))
+        } else if lost_for_ms.is_some_and(|ms| ms > grace.as_millis() as i64) {
+            Some("the writer has lost the database".into())
+        } else if self.connections_active == 0 {
+            Some("no socket connected".into())
+        } else {
+            None
+        }
+    }
 }
 
 /// One connection's status.

@@ -291,6 +291,7 @@ impl Listener {
                 ))
             })?;
         self.health.mark_started();
+        self.health.set_spool_max_bytes(self.config.spool_max_bytes);
         // Every token any connection holds now (for gaps that cover them all).
         let registry: Registry = Arc::default();
         let held: HeldTokens = {

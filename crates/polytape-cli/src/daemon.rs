@@ -271,31 +271,17 @@ fn handle_http(state: &State, req: &Request) -> Response {
             body["resolution"] = serde_json::to_value(state.tracker.health()).unwrap_or_default();
             Response::json(200, &body)
         }
-        "/readyz" => {
-            let h = state.listener.health();
-            let db_lost = h.db_lost_since.is_some_and(|t| {
-                chrono::Utc::now().timestamp_millis() - t.timestamp_millis()
-                    > state.readiness_grace.as_millis() as i64
-            });
-            if let Some(failure) = &h.db_failure {
-                Response::text(
-                    503,
-                    format!(
-                        "not ready: the database refuses writes ({failure}); trades are spooled\n"
-                    ),
-                )
-            } else if db_lost {
-                Response::text(503, "not ready: the writer has lost the database\n")
-            } else if h.connections_active == 0 {
-                Response::text(503, "not ready: no socket connected\n")
-            } else {
-                Response::text(200, "ready\n")
-            }
-        }
+        "/readyz" => match state.listener.health().not_ready(state.readiness_grace) {
+            Some(why) => Response::text(503, format!("not ready: {why}\n")),
+            None => Response::text(200, "ready\n"),
+        },
         "/metrics" => Response::new(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.listener.health().to_prometheus(),
+            state
+                .listener
+                .health()
+                .to_prometheus_with(state.readiness_grace),
         ),
         _ => Response::text(404, "not found\n"),
     }

@@ -4,5 +4,6 @@
 #[cfg(feature = "archive")]
 mod book_tape;
 mod daemon;
+mod monitoring;
 #[cfg(feature = "archive")]
 mod tape;
