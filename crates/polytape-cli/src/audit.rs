@@ -9,11 +9,32 @@
 use crate::Result;
 use crate::cli::{AuditArgs, Common};
 
-/// Prints the audit of the tape since `args.since`.
-pub(crate) fn audit(common: &Common, args: &AuditArgs) -> Result {
-    let config = common.config()?;
-    let mut db = polytape::store::connect(&config)?;
-    let since = args.since as f64;
+/// One market-hour of the audit.
+pub(crate) struct AuditRow {
+    pub(crate) market: String,
+    pub(crate) hour: String,
+    pub(crate) feed: i64,
+    pub(crate) filled: i64,
+    pub(crate) holes_open: i64,
+    pub(crate) holes_filled: i64,
+    pub(crate) blind_minutes: f64,
+}
+
+impl AuditRow {
+    pub(crate) fn verdict(&self) -> &'static str {
+        verdict(self.filled, self.holes_open, self.holes_filled)
+    }
+}
+
+/// The audit's rows since `since` (Unix ms), one market or all, by hour then market: what
+/// `polytape audit` prints and `polytape report` draws.
+pub(crate) fn rows(
+    db: &mut postgres::Client,
+    since: i64,
+    market: Option<&str>,
+) -> Result<Vec<AuditRow>> {
+    let since = since as f64;
+    let market = market.map(str::to_owned);
     let rows = db.query(
         "WITH held AS (
              SELECT condition_id, coalesce(slug, condition_id) AS name, token_ids FROM markets
@@ -54,36 +75,60 @@ pub(crate) fn audit(common: &Common, args: &AuditArgs) -> Result {
                 coalesce(tg.closed, 0), coalesce(b.minutes, 0)::float8
          FROM tg FULL JOIN b ON tg.name = b.name AND tg.hour = b.hour
          ORDER BY 2, 1",
-        &[&since, &args.market],
+        &[&since, &market],
     )?;
+    rows.iter()
+        .map(|r| {
+            Ok(AuditRow {
+                market: r.try_get(0)?,
+                hour: r.try_get(1)?,
+                feed: r.try_get(2)?,
+                filled: r.try_get(3)?,
+                holes_open: r.try_get(4)?,
+                holes_filled: r.try_get(5)?,
+                blind_minutes: r.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+/// The audit's last line: the totals and one verdict.
+pub(crate) fn totals_line(rows: &[AuditRow]) -> String {
+    let feed: i64 = rows.iter().map(|r| r.feed).sum();
+    let filled: i64 = rows.iter().map(|r| r.filled).sum();
+    let open: i64 = rows.iter().map(|r| r.holes_open).sum();
+    let closed: i64 = rows.iter().map(|r| r.holes_filled).sum();
+    let blind: f64 = rows.iter().map(|r| r.blind_minutes).sum();
+    format!(
+        "total: {feed} trades from the feed, {filled} filled in, {closed} holes filled, {open} open, \
+         {blind:.1} market-minutes without a trusted book: {}",
+        verdict(filled, open, closed)
+    )
+}
+
+/// Prints the audit of the tape since `args.since`.
+pub(crate) fn audit(common: &Common, args: &AuditArgs) -> Result {
+    let config = common.config()?;
+    let mut db = polytape::store::connect(&config)?;
+    let rows = rows(&mut db, args.since, args.market.as_deref())?;
     println!(
         "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7} {:>9}  verdict",
         "hour (UTC)", "market", "feed", "filled", "holes", "filled", "no book"
     );
-    let (mut feed, mut filled, mut open, mut closed) = (0i64, 0i64, 0i64, 0i64);
-    let mut blind = 0.0;
     for r in &rows {
-        let (name, hour): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-        let (f, d, o, c): (i64, i64, i64, i64) =
-            (r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
-        let minutes: f64 = r.try_get(6)?;
-        blind += minutes;
-        feed += f;
-        filled += d;
-        open += o;
-        closed += c;
-        let name = fit(name, 40);
         println!(
-            "{hour:<14} {name:<40} {f:>8} {d:>8} {o:>6} {c:>7} {:>7.1} m  {}",
-            minutes,
-            verdict(d, o, c)
+            "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7} {:>7.1} m  {}",
+            r.hour,
+            fit(r.market.clone(), 40),
+            r.feed,
+            r.filled,
+            r.holes_open,
+            r.holes_filled,
+            r.blind_minutes,
+            r.verdict()
         );
     }
-    println!(
-        "total: {feed} trades from the feed, {filled} filled in, {closed} holes filled, {open} open, \
-         {blind:.1} market-minutes without a trusted book: {}",
-        verdict(filled, open, closed)
-    );
+    println!("{}", totals_line(&rows));
     Ok(())
 }
 
@@ -99,7 +144,7 @@ fn verdict(filled: i64, open: i64, closed: i64) -> &'static str {
 
 /// `name` in at most `width` characters (not bytes: slugs and questions come from the
 /// network, and a byte index can fall inside a character): cut with an ellipsis.
-fn fit(name: String, width: usize) -> String {
+pub(crate) fn fit(name: String, width: usize) -> String {
     if name.chars().count() <= width {
         return name;
     }

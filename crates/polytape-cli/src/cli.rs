@@ -86,6 +86,10 @@ pub(crate) enum Command {
     /// Print a market's price bars: open/high/low/close of the midpoint, best bid and ask,
     /// trades, volume and notional, per minute or rolled up (5m, 1h, 1d) in SQL.
     Prices(PricesArgs),
+    /// Write the tape at a glance to one self-contained HTML file: markets × hours coloured
+    /// complete / filled / holes / no trusted book, trades per hour by source, the gaps, the
+    /// database's size per table.
+    Report(ReportArgs),
     /// Write whole monthly partitions of the tape to Parquet (zstd), checked by reading back.
     #[cfg(feature = "archive")]
     Archive(ArchiveArgs),
@@ -159,6 +163,16 @@ pub(crate) struct AuditArgs {
     /// Only this market (slug or condition id).
     #[arg(long)]
     pub(crate) market: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ReportArgs {
+    /// How far back: a duration (`7d`, `24h`) or an RFC 3339 time.
+    #[arg(long, default_value = "7d", value_parser = parse_when)]
+    pub(crate) since: i64,
+    /// The HTML file to write.
+    #[arg(long, default_value = "tape.html")]
+    pub(crate) out: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ mod book_tape;
 mod cli;
 mod daemon;
 mod prices;
+mod report;
 mod status;
 mod tape;
 
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Command::Backfill(ref args) => backfill(&cli.common, args),
         Command::Audit(ref args) => audit::audit(&cli.common, args),
         Command::Prices(ref args) => prices::prices(&cli.common, args),
+        Command::Report(ref args) => report::report(&cli.common, args),
         #[cfg(feature = "archive")]
         Command::Archive(ref args) => tape::archive(&cli.common, args),
         Command::Retention(ref args) => tape::retention(&cli.common, args),

@@ -1075,3 +1075,79 @@ fn prices_rolls_minute_bars_up_right() {
     assert_eq!(fields[9], "6", "trades summed: {hour}");
     assert_eq!(fields[10], "13.75", "volume summed: {hour}");
 }
+
+/// `polytape report` writes one self-contained HTML file whose numbers are the audit's: the
+/// same totals line, and for every market-hour the audit prints, a heatmap cell with the
+/// same counts and verdict.
+#[test]
+fn the_report_shows_what_the_audit_prints() {
+    let _w = Watchdog::new("report", Duration::from_secs(120));
+    let db = TestDb::new();
+    let sim = pipeline::sim(20, 100.0);
+    let mut c = polytape(&db, &sim);
+    c.args(["run"]);
+    let daemon = Daemon::spawn(c);
+    assert!(wait_until(Duration::from_secs(40), || db.count("trades") >= 200));
+    // A socket loss: a gap, filled or open, with a window and tokens.
+    sim.drop_sockets();
+    assert!(wait_until(Duration::from_secs(30), || db.count("gaps") >= 1));
+    daemon.stop(Duration::from_secs(20));
+    let out_path = db.spool_dir().join("tape.html");
+    let mut c = polytape(&db, &sim);
+    c.args(["report", "--since", "2h", "--out"]).arg(&out_path);
+    let out = output(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&out_path).expect("the report");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert!(
+        !html.contains("http://") || !html.contains("src=\"http"),
+        "nothing fetched"
+    );
+    assert!(!html.contains("<script"), "no scripts");
+    let mut c = polytape(&db, &sim);
+    c.args(["audit", "--since", "2h"]);
+    let audit = stdout(&output(c));
+    let totals = audit.lines().last().expect("the totals line");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    assert!(
+        html.contains(&format!("<p id=\"totals\">{}</p>", esc(totals))),
+        "the report's totals are the audit's: {totals}"
+    );
+    // Every audit line (hour, market, feed, filled, holes, filled, minutes, verdict) is a cell.
+    let mut cells = 0;
+    for line in audit.lines().skip(1).filter(|l| !l.starts_with("total:")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let n = f.len();
+        let (hour, feed, filled, open, closed, minutes, verdict) = (
+            format!("{} {}", f[0], f[1]),
+            f[n - 7],
+            f[n - 6],
+            f[n - 5],
+            f[n - 4],
+            f[n - 3],
+            f[n - 1],
+        );
+        let wanted = format!(
+            ": feed {feed}, filled in {filled}, holes open {open}, holes filled {closed}, {minutes} min without a trusted book: {verdict}"
+        );
+        assert!(
+            html.contains(&format!("<title>{hour} ")) && html.contains(&wanted),
+            "a cell for {line}"
+        );
+        cells += 1;
+    }
+    assert!(cells >= 10, "{cells} market-hours");
+    assert!(
+        html.contains("<h2>Gaps (") && html.contains("class=\"closed\"")
+            || html.contains("class=\"open\"")
+    );
+    assert!(html.contains("<td>trade_tape</td>"), "the size per table");
+}
