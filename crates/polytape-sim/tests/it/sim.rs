@@ -176,8 +176,10 @@ fn trades_flow_in_wire_form_and_delivered_is_exact() {
     assert!(
         arrays_mixing > 0 && short_prices > 0 && without_hash > 0 && with_hash > without_hash * 5
     );
+    // Book events ride with the trades (a tick_size_change only when a midpoint crosses
+    // 0.04 or 0.96: too rare to wait for here; the book's unit tests cover it).
     assert!(
-        kinds.contains("price_change") && kinds.contains("tick_size_change"),
+        kinds.contains("price_change") && kinds.contains("book"),
         "{kinds:?}"
     );
     // Close politely and read to the end: then delivered must equal received.
