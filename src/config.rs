@@ -155,6 +155,8 @@ pub struct Config {
     pub(crate) book_depth: usize,
     pub(crate) book_tape_dir: Option<std::path::PathBuf>,
     pub(crate) book_tape_roll: Duration,
+    /// The writer's rule before group commit (benchmarks compare the two).
+    pub(crate) gather_to_max_age: bool,
 }
 
 impl Default for Config {
@@ -201,6 +203,7 @@ impl Default for Config {
             book_depth: 0,
             book_tape_dir: None,
             book_tape_roll: defaults::BOOK_TAPE_ROLL,
+            gather_to_max_age: false,
         }
     }
 }
@@ -495,6 +498,14 @@ impl ConfigBuilder {
         stop_deadline: Duration,
         /// How often a running listener marks its session alive (5 s).
         heartbeat_interval: Duration,
+    }
+
+    /// The writer's rule before group commit: every batch waits up to `batch_max_age` for
+    /// more trades (for the benchmark that measures what group commit changed).
+    #[cfg(feature = "bench")]
+    pub fn gather_to_max_age(mut self, on: bool) -> Self {
+        self.0.gather_to_max_age = on;
+        self
     }
 
     /// The configuration, if its values make sense together.

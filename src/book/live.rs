@@ -86,6 +86,10 @@ pub(crate) struct LiveBooks {
     discarded: u64,
     held_published: i64,
     last_tick_ms: i64,
+    /// Some book waits for a fresh one, or some cut for its vouching: the clock has work.
+    /// (Without it, the clock's look at every book five times a second is most of an idle
+    /// listener's CPU at 100,000 tokens.)
+    watch: bool,
 }
 
 impl LiveBooks {
@@ -107,6 +111,7 @@ impl LiveBooks {
             discarded: 0,
             held_published: 0,
             last_tick_ms: now_ms,
+            watch: false,
         }
     }
 
@@ -150,6 +155,7 @@ impl LiveBooks {
                 let Some(token) = self.books.get_mut(&*asset_id) else {
                     // A delta before any snapshot: nothing to apply it to.
                     self.desynced += 1;
+                    self.watch = true;
                     self.books
                         .insert(asset_id.to_string(), waiting(&asset_id, &market, None));
                     self.resync.push(asset_id.into_owned());
@@ -165,6 +171,7 @@ impl LiveBooks {
                 {
                     log::debug!("book {asset_id}: top disagrees with the exchange's; resyncing");
                     self.desynced += 1;
+                    self.watch = true;
                     self.discarded += token.pending.len() as u64;
                     token.pending.clear();
                     token.trust = Trust::Waiting {
@@ -311,6 +318,7 @@ impl LiveBooks {
                 continue;
             }
             token.changed = false;
+            self.watch = true;
             if token.pending.is_empty() {
                 token.pending_since_ms = now_ms;
             }
@@ -340,7 +348,12 @@ impl LiveBooks {
         if now_ms >= self.next_bar_ms + QUIET_CUT_MS {
             self.bars_before(now_ms - QUIET_CUT_MS);
         }
+        if !self.watch {
+            return true;
+        }
+        let mut still = false;
         for (asset_id, token) in &mut self.books {
+            still |= !token.pending.is_empty() || matches!(token.trust, Trust::Waiting { .. });
             match &mut token.trust {
                 Trust::Trusted { .. } => {
                     if !token.pending.is_empty()
@@ -359,6 +372,7 @@ impl LiveBooks {
                 }
             }
         }
+        self.watch = still;
         true
     }
 
@@ -369,6 +383,7 @@ impl LiveBooks {
     pub(crate) fn lost(&mut self, at_ms: i64, now_ms: i64) {
         // Bars so far are stored (a later part of the same minute merges into the row).
         self.flush_bars(i64::MAX);
+        self.watch = true;
         for token in self.books.values_mut() {
             self.out.append(&mut token.pending);
             if let Some(tape) = &mut self.tape {

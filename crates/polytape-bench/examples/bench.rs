@@ -27,6 +27,8 @@ use polytape_sim::universe::generate_market;
 // example of its own).
 #[path = "bench_parts/books.rs"]
 mod books;
+#[path = "bench_parts/python.rs"]
+mod python;
 #[path = "bench_parts/storage.rs"]
 mod storage;
 
@@ -75,6 +77,9 @@ fn main() -> Result {
     }
     if want("books") {
         books::books(&server)?;
+    }
+    if want("python") {
+        python::python(&server, n.min(100_000))?;
     }
     if want("health") {
         health_contention();
@@ -450,6 +455,15 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 fn latency(server: &str) -> Result {
+    // The same load twice in one run: the writer as shipped (group commit), then the rule
+    // before it (every batch waits up to 100 ms for more).
+    for gather in [false, true] {
+        latency_with(server, gather)?;
+    }
+    Ok(())
+}
+
+fn latency_with(server: &str, gather: bool) -> Result {
     let secs = 20;
     let sim = SimProcess::start(&[
         "--markets",
@@ -460,28 +474,40 @@ fn latency(server: &str) -> Result {
         "1000",
     ])?;
     let db = BenchDb::new(server, "polytape_bench_latency")?;
-    let config = prepare(&db, &sim)?;
+    let config = prepare(&db, &sim)?
+        .to_builder()
+        .gather_to_max_age(gather)
+        .build()?;
     let listener = Listener::from_database(config)?;
     let conns = listener.chunks().len();
     let health = listener.health();
     health.record_latencies();
     let handle = listener.handle();
+    let pg0 = postgres_cpu_seconds();
     let worker = std::thread::spawn(move || listener.run());
     // Warm up, then measure a window.
     std::thread::sleep(Duration::from_secs(3));
     let _ = health.take_latencies();
+    let batches0 = health.snapshot().batches_inserted;
     std::thread::sleep(Duration::from_secs(secs));
     let mut l = health.take_latencies();
+    let batches = health.snapshot().batches_inserted - batches0;
     handle.stop();
     let _ = worker.join();
+    let pg = postgres_cpu_seconds() - pg0;
     l.since_receive_us.sort_unstable();
     l.since_event_us.sort_unstable();
     println!(
-        "\n## latency at 1,000 trades/s over {conns} connections ({} trades in {secs} s)",
-        l.since_receive_us.len()
+        "\n## latency at 1,000 trades/s over {conns} connections ({} trades in {secs} s), writer: {}",
+        l.since_receive_us.len(),
+        if gather {
+            "batches wait up to 100 ms (before)"
+        } else {
+            "group commit (shipped)"
+        }
     );
     println!(
-        "commit − receive: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "commit − receive: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {batches} commits; PostgreSQL CPU {pg:.1} s",
         percentile(&l.since_receive_us, 0.5),
         percentile(&l.since_receive_us, 0.99),
         percentile(&l.since_receive_us, 1.0)
@@ -500,16 +526,21 @@ fn footprint(server: &str) -> Result {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
+    // 22,800 markets: ~40,000 held tokens (the platform's peak); BENCH_FOOTPRINT_MARKETS=57000
+    // for ~100,000.
+    let markets = std::env::var("BENCH_FOOTPRINT_MARKETS").unwrap_or_else(|_| "22800".into());
     let sim = SimProcess::start(&[
         "--markets",
-        "22800",
+        &markets,
         "--trade-rate",
         "0",
         "--idle-noise-ms",
         "1000",
     ])?;
     let db = BenchDb::new(server, "polytape_bench_footprint")?;
+    let sync_started = Instant::now();
     let config = prepare(&db, &sim)?;
+    let synced_in = sync_started.elapsed();
     let listener = Listener::from_database(config)?;
     let chunks = listener.chunks();
     let tokens: usize = chunks.iter().map(Vec::len).sum();
@@ -517,10 +548,16 @@ fn footprint(server: &str) -> Result {
     let handle = listener.handle();
     let rss_before = proc_status("VmRSS:");
     let worker = std::thread::spawn(move || listener.run());
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let subscribing = Instant::now();
     while health.snapshot().connections_active < chunks.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    println!(
+        "start: Gamma sync {:.1} s, every socket subscribed {:.1} s after (book dumps asked: the book side is on)",
+        synced_in.as_secs_f64(),
+        subscribing.elapsed().as_secs_f64()
+    );
     let cpu0 = cpu_seconds();
     std::thread::sleep(Duration::from_secs(idle));
     let cpu = cpu_seconds() - cpu0;
@@ -534,7 +571,11 @@ fn footprint(server: &str) -> Result {
         proc_status("VmRSS:"),
         proc_status("Threads:")
     );
-    println!("CPU: {:.2}% of one core", cpu / idle as f64 * 100.0);
+    println!(
+        "CPU: {:.2}% of one core; books held {}",
+        cpu / idle as f64 * 100.0,
+        health.snapshot().books.books_held
+    );
     handle.stop();
     let _ = worker.join();
     Ok(())

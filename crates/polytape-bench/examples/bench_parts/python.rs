@@ -1,0 +1,142 @@
+//! The `python` section (issue 20): polytape against the same design in Python
+//! (`bench/python_design.py`: asyncio + websockets + asyncpg COPY) on the live mix (50 book
+//! events a trade), the same simulator settings, the same machine, one run: CPU per trade
+//! and trades/s. polytape twice: the book side off (trades only), and on (books checked,
+//! snapshots, price bars). Python: `BENCH_PYTHON` (an interpreter with asyncpg and
+//! websockets), else `python3`; skipped when it cannot import them.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use polytape::Listener;
+
+use super::{BenchDb, Result, SimProcess, cpu_seconds, prepare};
+
+fn sim(n: u64) -> Result<SimProcess> {
+    SimProcess::start_with_noise(
+        50,
+        &[
+            "--markets",
+            "2300",
+            "--trade-rate",
+            "100000000",
+            "--max-trades",
+            &n.to_string(),
+            "--idle-noise-ms",
+            "1000",
+            "--block-on-slow-sockets",
+            "--start-when-subscribed",
+        ],
+    )
+}
+
+/// (trades stored, wall seconds, CPU seconds) of polytape over `n` trades.
+fn polytape_run(server: &str, n: u64, books: bool) -> Result<(u64, f64, f64)> {
+    let sim = sim(n)?;
+    let db = BenchDb::new(server, "polytape_bench_python_cmp")?;
+    let config = prepare(&db, &sim)?
+        .to_builder()
+        .book_snapshot_interval(if books {
+            Duration::from_secs(300)
+        } else {
+            Duration::ZERO
+        })
+        .build()?;
+    let listener = Listener::from_database(config)?;
+    let health = listener.health();
+    let handle = listener.handle();
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let worker = std::thread::spawn(move || listener.run());
+    loop {
+        let stats = sim.stats()?;
+        let generated = stats["trades_generated"].as_u64().unwrap_or(0);
+        let delivered = stats["trades_delivered"].as_u64().unwrap_or(0);
+        if generated >= n && health.snapshot().trades_inserted >= delivered {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            return Err("polytape did not finish in 15 minutes".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    let stored = handle.stop().trades_inserted;
+    let _ = worker.join();
+    Ok((stored, wall, cpu))
+}
+
+fn python_run(server: &str, n: u64, python: &str) -> Result<(u64, f64, f64)> {
+    let sim = sim(n)?;
+    let db = BenchDb::new(server, "polytape_bench_python_cmp")?;
+    prepare(&db, &sim)?;
+    // asyncpg takes a URL.
+    let kv: std::collections::HashMap<&str, &str> = db
+        .url()
+        .leak()
+        .split_whitespace()
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    let dsn = format!(
+        "postgresql://{}@{}:{}/{}",
+        kv.get("user").unwrap_or(&"postgres"),
+        kv.get("host").unwrap_or(&"127.0.0.1"),
+        kv.get("port").unwrap_or(&"5432"),
+        kv.get("dbname").unwrap_or(&"postgres")
+    );
+    let out = Command::new(python)
+        .args([
+            "bench/python_design.py",
+            &dsn,
+            &format!("ws://{}/ws/market", sim.addr),
+            &n.to_string(),
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("PYTHON "))
+        .ok_or_else(|| format!("python: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((field("trades=") as u64, field("seconds="), field("cpu=")))
+}
+
+pub(crate) fn python(server: &str, n: u64) -> Result {
+    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let can = Command::new(&python)
+        .args(["-c", "import asyncpg, websockets"])
+        .status()
+        .is_ok_and(|s| s.success());
+    println!("\n## polytape against the same design in Python, live mix, {n} trades");
+    let off = polytape_run(server, n, false)?;
+    let on = polytape_run(server, n, true)?;
+    let show = |name: &str, (t, w, c): (u64, f64, f64)| {
+        println!(
+            "{name}: {t} trades in {w:.1} s = {:.0} trades/s; CPU {c:.1} s = {:.1} CPU µs a trade",
+            t as f64 / w,
+            c / t.max(1) as f64 * 1e6
+        );
+    };
+    show("polytape, book side off", off);
+    show("polytape, book side on (books, snapshots, bars)", on);
+    if !can {
+        println!(
+            "python: skipped ({python} cannot import asyncpg and websockets; set BENCH_PYTHON)"
+        );
+        return Ok(());
+    }
+    let py = python_run(server, n, &python)?;
+    show("python (asyncio + websockets + asyncpg)", py);
+    let per = |(t, _, c): (u64, f64, f64)| c / t.max(1) as f64;
+    println!(
+        "CPU a trade, python / polytape: {:.1}× with the book side off; {:.1}× with it on",
+        per(py) / per(off),
+        per(py) / per(on)
+    );
+    Ok(())
+}
