@@ -500,9 +500,9 @@ impl ConfigBuilder {
         heartbeat_interval: Duration,
     }
 
-    /// The writer's rule before group commit: every batch waits up to `batch_max_age` for
-    /// more trades (for the benchmark that measures what group commit changed).
-    #[cfg(feature = "bench")]
+    /// Every batch waits up to `batch_max_age` to fill (fewer, larger commits and less WAL
+    /// at low rates, for ~`batch_max_age` of latency) instead of group commit (the default:
+    /// an idle writer commits at once).
     pub fn gather_to_max_age(mut self, on: bool) -> Self {
         self.0.gather_to_max_age = on;
         self

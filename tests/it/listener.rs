@@ -143,7 +143,14 @@ fn queue_depth_reflects_queued_trades_while_the_database_is_away() {
     let db = TestDb::new();
     let sim = pipeline::sim(40, 300.0);
     pipeline::load_markets(&db, &sim);
-    let listener = Listener::from_database(pipeline::config(&db, &sim)).expect("listener");
+    // A spool with little room: once it is full, trades wait in the channel (the readers
+    // wait as they would without a spool), which is what the queue depth shows.
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .spool_max_bytes(64 * 1024)
+        .build()
+        .expect("config");
+    let listener = Listener::from_database(config).expect("listener");
     let health = listener.health();
     // Take the database away first, so the writer cannot store anything.
     db.set_reachable(false);
@@ -259,6 +266,8 @@ fn stop_writes_what_was_queued_and_ends_every_thread() {
         c.max_tokens_per_conn(100)
             .batch_size(50_000)
             .batch_max_age(Duration::from_secs(30))
+            // Held in one batch until the stop (not group commit: this is about the stop).
+            .gather_to_max_age(true)
             .channel_capacity(100_000)
     });
     assert!(wait_until(Duration::from_secs(20), || p

@@ -237,6 +237,10 @@ pub(crate) struct RunArgs {
     /// Longest a trade waits for its batch, in milliseconds.
     #[arg(long, env = "POLYTAPE_BATCH_MAX_AGE_MS", default_value_t = defaults::BATCH_MAX_AGE.as_millis() as u64)]
     pub(crate) batch_max_age_ms: u64,
+    /// Batches wait up to --batch-max-age-ms to fill (fewer, larger commits at low rates)
+    /// instead of committing as soon as the writer is idle (group commit, the default).
+    #[arg(long, env = "POLYTAPE_BATCH_WAIT")]
+    pub(crate) batch_wait: bool,
     /// Capacity of the channel between sockets and writer (a full channel blocks readers).
     #[arg(long, env = "POLYTAPE_CHANNEL_CAPACITY", default_value_t = defaults::CHANNEL_CAPACITY)]
     pub(crate) channel_capacity: usize,
@@ -317,6 +321,7 @@ impl RunArgs {
             .recycle_interval(Duration::from_secs(self.recycle_secs))
             .batch_size(self.batch_size)
             .batch_max_age(Duration::from_millis(self.batch_max_age_ms))
+            .gather_to_max_age(self.batch_wait)
             .channel_capacity(self.channel_capacity)
             .resolve_interval(Duration::from_secs(self.resolve_interval_secs.max(1)))
             .spool_dir(self.spool_dir.clone().unwrap_or_else(defaults::spool_dir))

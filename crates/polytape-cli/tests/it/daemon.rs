@@ -901,6 +901,7 @@ fn a_crash_gap_starts_before_the_trades_that_were_not_yet_committed() {
         "1000000",
         "--batch-max-age-ms",
         "60000",
+        "--batch-wait",
     ]);
     let first = Daemon::spawn(c);
     // Trades received into a batch that gathers for a minute, then a heartbeat after them
