@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 
 use crate::backoff::Backoff;
@@ -34,6 +34,9 @@ use crate::store::failure::{Failure, classify};
 use crate::store::trades::TradeWriter;
 
 /// How much larger than `batch_size` a batch may grow while the channel holds a backlog.
+/// How long an idle writer waits for more after the first record of a batch: a few
+/// milliseconds of latency for a few trades a commit at live rates (BENCHMARKS.md).
+const GROUP_WINDOW: Duration = Duration::from_millis(10);
 const BACKLOG_FACTOR: usize = 10;
 /// Longest stretch of replay before the writer looks at the channel again.
 const REPLAY_SLICE: Duration = Duration::from_millis(200);
@@ -247,18 +250,20 @@ impl Writer {
             Err(RecvTimeoutError::Timeout) => return true,
             Err(RecvTimeoutError::Disconnected) => return false,
         }
-        let deadline = Instant::now() + self.max_age;
+        // Group commit, with a short window: an idle writer commits what arrived within
+        // `GROUP_WINDOW` of the first record (a commit per trade would cost more CPU per trade
+        // than everything else at live rates: a round trip, TLS, a WAL flush each); while a
+        // commit is in flight the next batch gathers by itself. The rule before it (wait up
+        // to `max_age`) is an option.
+        let window = if self.gather_to_max_age {
+            self.max_age
+        } else {
+            self.max_age.min(GROUP_WINDOW)
+        };
+        let deadline = Instant::now() + window;
         let mut open = true;
         while batch.len() < self.batch_size {
-            let next = if self.gather_to_max_age {
-                records.recv_deadline(deadline)
-            } else {
-                records.try_recv().map_err(|e| match e {
-                    TryRecvError::Empty => RecvTimeoutError::Timeout,
-                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                })
-            };
-            match next {
+            match records.recv_deadline(deadline) {
                 Ok(r) => take(r, batch, gaps),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
