@@ -40,7 +40,9 @@ SELECT k.asset_id, k.market, b.minute,
        CASE b.source WHEN 'l' THEN 'live' ELSE 'history' END AS source
 FROM price_bar b JOIN tokens k ON k.id = b.token;
 
--- A month of storage, now for every partitioned table: the tape's, the snapshots', the bars'.
+-- A month of storage, now for every partitioned table: the tape's, the snapshots' (V11) and
+-- the bars'. Until this runs, snapshots wait in book_snapshot_default, as the tape's rows of
+-- an unmade month do.
 DO $migration$
 DECLARE
     s text := pg_catalog.current_schema();

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::number::{Price, Side, Size};
-use crate::feed::event::{Field, is_identifier};
+use crate::feed::event::{Field, is_identifier, text};
 
 /// One book event for one token, borrowing its ids from the frame where it can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,10 +120,6 @@ struct RawBookEvent<'a> {
     tick_size: Option<Field<'a>>,
     #[serde(borrow, default)]
     new_tick_size: Option<Field<'a>>,
-}
-
-fn text<'f>(field: &'f Option<Field<'_>>) -> Option<&'f str> {
-    field.as_ref().and_then(Field::as_str)
 }
 
 /// The book events of one frame (an object or an array of them; anything that is not JSON,

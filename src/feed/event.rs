@@ -286,7 +286,8 @@ struct RawEvent<'a> {
     bids: Option<IgnoredAny>,
 }
 
-fn text<'f>(field: &'f Option<Field<'_>>) -> Option<&'f str> {
+/// A lenient field's text, if it is a string.
+pub(crate) fn text<'f>(field: &'f Option<Field<'_>>) -> Option<&'f str> {
     field.as_ref().and_then(Field::as_str)
 }
 

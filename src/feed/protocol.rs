@@ -51,7 +51,9 @@ pub(crate) fn operation_frames(op: &str, ids: &[String], dumps: bool) -> Vec<Str
 /// A subscribe operation for one held token, its book asked for: a live socket answers with
 /// that book (a quiet one included), a frozen one does not.
 pub(crate) fn probe_frame(token: &str) -> String {
-    json!({"operation": "subscribe", "assets_ids": [token], "initial_dump": true}).to_string()
+    operation_frames("subscribe", &[token.to_owned()], true)
+        .pop()
+        .unwrap_or_default()
 }
 
 /// Whether `frame` carries the book of `token` that [`probe_frame`] asked for (a dump's book

@@ -214,22 +214,15 @@ impl SimBook {
 
     /// Sets a level's total and records the change (with the tick the midpoint now asks).
     fn set(&mut self, at_ms: i64, side: BookSide, price: PriceBp, size: SizeMicro) -> LevelChange {
-        let levels = match side {
-            BookSide::Bid => &mut self.bids,
-            BookSide::Ask => &mut self.asks,
-        };
-        if size == 0 {
-            levels.remove(&price);
-        } else {
-            levels.insert(price, size);
-        }
-        let change = LevelChange {
+        let mut change = LevelChange {
             side,
             price,
             size,
-            best_bid: self.best_bid(),
-            best_ask: self.best_ask(),
+            best_bid: None,
+            best_ask: None,
         };
+        apply(&mut self.bids, &mut self.asks, &change);
+        (change.best_bid, change.best_ask) = (self.best_bid(), self.best_ask());
         self.history.push((at_ms, change));
         change
     }
@@ -288,21 +281,30 @@ impl SimBook {
         let mut bids: BTreeMap<PriceBp, SizeMicro> = self.start.1.bids.iter().copied().collect();
         let mut asks: BTreeMap<PriceBp, SizeMicro> = self.start.1.asks.iter().copied().collect();
         for (_, c) in self.history.iter().take_while(|(t, _)| *t <= at_ms) {
-            let levels = match c.side {
-                BookSide::Bid => &mut bids,
-                BookSide::Ask => &mut asks,
-            };
-            if c.size == 0 {
-                levels.remove(&c.price);
-            } else {
-                levels.insert(c.price, c.size);
-            }
+            apply(&mut bids, &mut asks, c);
         }
         BookState {
             bids: bids.into_iter().rev().collect(),
             asks: asks.into_iter().collect(),
             tick: self.tick,
         }
+    }
+}
+
+/// Replays one recorded change onto a copy of the levels.
+fn apply(
+    bids: &mut BTreeMap<PriceBp, SizeMicro>,
+    asks: &mut BTreeMap<PriceBp, SizeMicro>,
+    c: &LevelChange,
+) {
+    let levels = match c.side {
+        BookSide::Bid => bids,
+        BookSide::Ask => asks,
+    };
+    if c.size == 0 {
+        levels.remove(&c.price);
+    } else {
+        levels.insert(c.price, c.size);
     }
 }
 
@@ -329,15 +331,7 @@ impl SimBook {
             if *t >= to_ms {
                 break;
             }
-            let levels = match c.side {
-                BookSide::Bid => &mut bids,
-                BookSide::Ask => &mut asks,
-            };
-            if c.size == 0 {
-                levels.remove(&c.price);
-            } else {
-                levels.insert(c.price, c.size);
-            }
+            apply(&mut bids, &mut asks, c);
             path.push(twice_mid(&bids, &asks));
         }
         path

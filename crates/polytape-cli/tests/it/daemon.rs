@@ -941,6 +941,18 @@ fn a_crash_gap_starts_before_the_trades_that_were_not_yet_committed() {
     );
 }
 
+/// `db`'s markets table synced from `sim` by `polytape sync-markets`, and one open v1 market
+/// of it (its token ids are the feed's), for tests that write rows by hand.
+fn synced_v1_market(db: &TestDb, sim: &polytape_sim::Sim) -> polytape_sim::universe::SimMarket {
+    let mut c = polytape(db, sim);
+    c.arg("sync-markets");
+    assert!(output(c).status.success());
+    sim.markets()
+        .into_iter()
+        .find(|m| m.is_open() && m.version == "v1")
+        .expect("an open market")
+}
+
 /// `polytape audit` shows, per market and hour, the minutes its book was not trusted: the
 /// window a resync's snapshot records (here 90 s of one token, and 30 s of the other inside
 /// it: the market's figure is its worst token's).
@@ -949,14 +961,7 @@ fn audit_shows_the_minutes_without_a_trusted_book() {
     let _w = Watchdog::new("audit_blind_minutes", Duration::from_secs(60));
     let db = TestDb::empty();
     let sim = pipeline::sim(10, 0.0);
-    let mut c = polytape(&db, &sim);
-    c.arg("sync-markets");
-    assert!(output(c).status.success());
-    let market = sim
-        .markets()
-        .into_iter()
-        .find(|m| m.is_open() && m.version == "v1")
-        .expect("an open market");
+    let market = synced_v1_market(&db, &sim);
     let mut client = db.client();
     for (i, (token, blind_secs)) in market.token_ids.iter().zip([90, 30]).enumerate() {
         client
@@ -1008,14 +1013,7 @@ fn prices_rolls_minute_bars_up_right() {
     let _w = Watchdog::new("prices", Duration::from_secs(60));
     let db = TestDb::empty();
     let sim = pipeline::sim(10, 0.0);
-    let mut c = polytape(&db, &sim);
-    c.arg("sync-markets");
-    assert!(output(c).status.success());
-    let market = sim
-        .markets()
-        .into_iter()
-        .find(|m| m.is_open() && m.version == "v1")
-        .expect("an open market");
+    let market = synced_v1_market(&db, &sim);
     let mut client = db.client();
     client
         .execute(
