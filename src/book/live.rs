@@ -2,13 +2,24 @@
 //! events, checked on every update, cut into snapshots, and never stored from a state it
 //! cannot vouch for.
 //!
-//! The checks. After each `price_change` entry the rebuilt best bid and ask must equal the
-//! entry's; a mismatch, or a delta for a token with no book yet, marks the book desynced: it
-//! waits for a fresh `book` (asked for by subscribing that token again on the same socket)
-//! and the window from its last vouched-for moment to that book has no trusted book. A lost
-//! delta deep in the book leaves the top as it was, so every fresh `book` (the exchange sends
-//! one after trades, and on a resubscription) is compared with the rebuilt book too: equal,
-//! it vouches for everything since the last one; different, the book was wrong since then.
+//! The checks. A match is not atomic on the wire: when a taker sweeps levels, the exchange
+//! sends the entries of one `timestamp` with the top of book *after the whole match* on
+//! every one of them, before the entries that remove the consumed levels (feed notes §6).
+//! So the top of book is checked per **timestamp group**: every entry of a token sharing a
+//! stamp (in one message or across consecutive ones) is applied, then the rebuilt best bid
+//! and ask must equal the group's last entry's. The group ends when the socket delivers an
+//! event of that token (or any event) stamped later, a `book` of that token, or a second of
+//! wall clock passes. An entry without `best_bid`/`best_ask` is applied and not checked
+//! (counted). A mismatch, or a delta for a token with no book yet, marks the book desynced:
+//! it waits for a fresh `book` (asked for by subscribing that token again on the same
+//! socket). Meanwhile its deltas are still applied, unchecked, so that the fresh book can
+//! tell a real loss from a false alarm: equal to the rebuilt book, nothing was lost (counted
+//! as `book_false_alarms`, no blind window recorded, the cuts that waited are vouched for);
+//! different, the window from the last vouched-for moment to that book had no trusted book.
+//! A lost delta deep in the book leaves the top as it was, so every fresh `book` (the
+//! exchange sends one after trades, and on a resubscription) is compared with the rebuilt
+//! book too: equal, it vouches for everything since the last one; different, the book was
+//! wrong since then.
 //!
 //! Snapshots. Every `every_ms` (at a boundary of that period), each book that changed since
 //! its last snapshot is cut as it stands: every event stamped before the boundary applied,
@@ -36,17 +47,32 @@ const QUIET_CUT_MS: i64 = 2_000;
 const VERIFY_MS: i64 = 10_000;
 /// How often a token waiting for a fresh `book` asks again.
 const REASK_MS: i64 = 5_000;
+/// How long (wall clock) a timestamp group stays open on a socket that delivers nothing
+/// later: the entries of one match come in one message or in consecutive ones.
+const GROUP_QUIET_MS: i64 = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trust {
     /// Vouched for by the exchange's `book` at this time (Unix ms), and every top since.
     Trusted { vouched_ms: i64 },
     /// Waiting for a fresh `book`; without a trusted book since `since_ms` (None: it never
-    /// had one), last asked at `asked_ms`.
+    /// had one), last asked at `asked_ms`. `rebuilt`: the book is still rebuilt from the
+    /// deltas (a top-of-book mismatch, not a socket loss), so the fresh book can show the
+    /// alarm was false.
     Waiting {
         since_ms: Option<i64>,
         asked_ms: Option<i64>,
+        rebuilt: bool,
     },
+}
+
+/// The entries of one token sharing a stamp, applied and not yet checked.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    ts: i64,
+    /// The last entry's top of book (`None`: it gave none, so the group is not checked).
+    top: Option<(Option<super::Price>, Option<super::Price>)>,
+    received_ms: i64,
 }
 
 struct TokenBook {
@@ -62,6 +88,8 @@ struct TokenBook {
     verify_asked: bool,
     /// Its price bar of the minute.
     bar: Option<MinuteBar>,
+    /// Its open timestamp group.
+    group: Option<Group>,
 }
 
 /// The books of one connection.
@@ -74,6 +102,9 @@ pub(crate) struct LiveBooks {
     out: Vec<BookSnapshot>,
     /// Tokens to subscribe again (a fresh `book` wanted).
     resync: Vec<String>,
+    /// Tokens with an open timestamp group, and the oldest group's stamp (`i64::MAX`: none).
+    open: Vec<String>,
+    open_min_ts: i64,
     /// What the book tape gets (when it is on).
     tape: Option<TapeOut>,
     /// Price bars to store, and the next minute boundary.
@@ -84,6 +115,8 @@ pub(crate) struct LiveBooks {
     desynced: u64,
     resnapshots: u64,
     discarded: u64,
+    false_alarms: u64,
+    unchecked: u64,
     held_published: i64,
     last_tick_ms: i64,
     /// Some book waits for a fresh one, or some cut for its vouching: the clock has work.
@@ -102,6 +135,8 @@ impl LiveBooks {
             next_cut_ms: (now_ms.div_euclid(every_ms) + 1) * every_ms,
             out: Vec::new(),
             resync: Vec::new(),
+            open: Vec::new(),
+            open_min_ts: i64::MAX,
             tape: tape.then(TapeOut::default),
             bars_out: Vec::new(),
             next_bar_ms: minute_of(now_ms) + 60_000,
@@ -109,6 +144,8 @@ impl LiveBooks {
             desynced: 0,
             resnapshots: 0,
             discarded: 0,
+            false_alarms: 0,
+            unchecked: 0,
             held_published: 0,
             last_tick_ms: now_ms,
             watch: false,
@@ -129,6 +166,8 @@ impl LiveBooks {
                 tick_size,
             } => {
                 let ts = stamp(timestamp_ms);
+                self.close_groups_before(ts);
+                self.close_group(&asset_id);
                 self.cut_before(ts, now_ms);
                 self.bars_before(ts);
                 self.events += 1;
@@ -149,9 +188,21 @@ impl LiveBooks {
                 top,
             } => {
                 let ts = stamp(timestamp_ms);
+                self.close_groups_before(ts);
+                if self
+                    .books
+                    .get(&*asset_id)
+                    .and_then(|t| t.group)
+                    .is_some_and(|g| g.ts != ts)
+                {
+                    self.close_group(&asset_id); // stamped earlier: out of order
+                }
                 self.cut_before(ts, now_ms);
                 self.bars_before(ts);
                 self.events += 1;
+                if top.is_none() {
+                    self.unchecked += 1;
+                }
                 let Some(token) = self.books.get_mut(&*asset_id) else {
                     // A delta before any snapshot: nothing to apply it to.
                     self.desynced += 1;
@@ -161,33 +212,28 @@ impl LiveBooks {
                     self.resync.push(asset_id.into_owned());
                     return;
                 };
-                let Trust::Trusted { vouched_ms } = token.trust else {
-                    return; // waiting for its fresh book
-                };
+                match token.trust {
+                    Trust::Trusted { .. } => {}
+                    // Waiting after a false-looking top: still rebuilt, unchecked, so the
+                    // fresh book can tell whether anything was lost.
+                    Trust::Waiting { rebuilt: true, .. } => {
+                        token.book.set(side, price, size);
+                        return;
+                    }
+                    Trust::Waiting { .. } => return, // waiting for its fresh book
+                }
                 token.book.set(side, price, size);
                 token.changed = true;
-                if let Some((bid, ask)) = top
-                    && !token.book.agrees(bid, ask)
-                {
-                    log::debug!("book {asset_id}: top disagrees with the exchange's; resyncing");
-                    self.desynced += 1;
-                    self.watch = true;
-                    self.discarded += token.pending.len() as u64;
-                    token.pending.clear();
-                    token.trust = Trust::Waiting {
-                        since_ms: Some(vouched_ms),
-                        asked_ms: Some(now_ms),
-                    };
-                    if let Some(tape) = &mut self.tape {
-                        tape.forget(&token.asset);
-                    }
-                    self.resync.push(asset_id.into_owned());
-                } else {
-                    move_bar(&asset_id, token, ts, &mut self.bars_out);
+                if token.group.is_none() {
+                    self.open.push(asset_id.to_string());
+                    self.open_min_ts = self.open_min_ts.min(ts);
                 }
-                if let Some(tape) = &mut self.tape
-                    && matches!(token.trust, Trust::Trusted { .. })
-                {
+                token.group = Some(Group {
+                    ts,
+                    top,
+                    received_ms: now_ms,
+                });
+                if let Some(tape) = &mut self.tape {
                     tape.rows.push(TapeRow {
                         asset_id: Arc::clone(&token.asset),
                         market: Arc::clone(&token.market),
@@ -209,6 +255,65 @@ impl LiveBooks {
                     token.book.set_tick_size(tick_size);
                 }
             }
+        }
+    }
+
+    /// An event stamped `ts` is about to be applied: every group stamped earlier is complete
+    /// (the socket delivers in order) and is checked.
+    fn close_groups_before(&mut self, ts: i64) {
+        if ts <= self.open_min_ts {
+            return;
+        }
+        self.close_groups_where(|g| g.ts < ts);
+    }
+
+    /// Checks every open group `done` says is complete.
+    fn close_groups_where(&mut self, done: impl Fn(&Group) -> bool) {
+        let open = std::mem::take(&mut self.open);
+        let mut min = i64::MAX;
+        for asset in open {
+            match self.books.get(&asset).and_then(|t| t.group) {
+                Some(g) if done(&g) => self.close_group(&asset),
+                Some(g) => {
+                    min = min.min(g.ts);
+                    self.open.push(asset);
+                }
+                None => {}
+            }
+        }
+        self.open_min_ts = min;
+    }
+
+    /// Checks `asset_id`'s open group, if it has one: the rebuilt top of book against the
+    /// group's last entry's. (It stays in `open` until the next sweep of that list.)
+    fn close_group(&mut self, asset_id: &str) {
+        let Some(token) = self.books.get_mut(asset_id) else {
+            return;
+        };
+        let Some(group) = token.group.take() else {
+            return;
+        };
+        let Trust::Trusted { vouched_ms } = token.trust else {
+            return;
+        };
+        match group.top {
+            Some((bid, ask)) if !token.book.agrees(bid, ask) => {
+                log::debug!("book {asset_id}: top disagrees with the exchange's; resyncing");
+                self.desynced += 1;
+                self.watch = true;
+                // Cuts that wait keep waiting: a fresh book equal to the rebuilt one still
+                // vouches for them (a false alarm); a different one discards them.
+                token.trust = Trust::Waiting {
+                    since_ms: Some(vouched_ms),
+                    asked_ms: Some(group.received_ms),
+                    rebuilt: true,
+                };
+                if let Some(tape) = &mut self.tape {
+                    tape.forget(&token.asset);
+                }
+                self.resync.push(asset_id.to_owned());
+            }
+            _ => move_bar(asset_id, token, group.ts, &mut self.bars_out),
         }
     }
 
@@ -254,8 +359,25 @@ impl LiveBooks {
                 self.resnapshots += 1;
                 Some(vouched_ms)
             }
+            Trust::Waiting {
+                rebuilt: true,
+                since_ms,
+                ..
+            } if token.book.same_levels(&fresh) => {
+                // The deltas rebuilt exactly this book: nothing was lost, the window was not
+                // blind, and the cuts that waited are vouched for.
+                log::debug!(
+                    "book {asset_id}: a false alarm (the fresh book equals the rebuilt one)"
+                );
+                self.false_alarms += 1;
+                self.out.append(&mut token.pending);
+                let _ = since_ms;
+                None
+            }
             Trust::Waiting { since_ms, .. } => {
                 self.resnapshots += u64::from(since_ms.is_some());
+                self.discarded += token.pending.len() as u64;
+                token.pending.clear();
                 since_ms
             }
         };
@@ -342,6 +464,9 @@ impl LiveBooks {
             return false;
         }
         self.last_tick_ms = now_ms;
+        if !self.open.is_empty() {
+            self.close_groups_where(|g| now_ms - g.received_ms >= GROUP_QUIET_MS);
+        }
         if now_ms >= self.next_cut_ms + QUIET_CUT_MS {
             self.cut_before(now_ms - QUIET_CUT_MS, now_ms);
         }
@@ -394,13 +519,18 @@ impl LiveBooks {
                 Trust::Trusted { .. } => Trust::Waiting {
                     since_ms: Some(at_ms),
                     asked_ms: Some(now_ms),
+                    rebuilt: false,
                 },
                 Trust::Waiting { since_ms, .. } => Trust::Waiting {
                     since_ms,
                     asked_ms: Some(now_ms),
+                    rebuilt: false,
                 },
             };
+            token.group = None;
         }
+        self.open.clear();
+        self.open_min_ts = i64::MAX;
         self.resync.clear();
     }
 
@@ -447,6 +577,12 @@ impl LiveBooks {
         stats
             .snapshots_discarded
             .fetch_add(std::mem::take(&mut self.discarded), Relaxed);
+        stats
+            .false_alarms
+            .fetch_add(std::mem::take(&mut self.false_alarms), Relaxed);
+        stats
+            .unchecked
+            .fetch_add(std::mem::take(&mut self.unchecked), Relaxed);
         let held = self.books.len() as i64;
         stats.held.fetch_add(held - self.held_published, Relaxed);
         self.held_published = held;
@@ -493,12 +629,14 @@ fn waiting(asset: &str, market: &str, since_ms: Option<i64>) -> TokenBook {
         trust: Trust::Waiting {
             since_ms,
             asked_ms: None,
+            rebuilt: false,
         },
         changed: false,
         pending: Vec::new(),
         pending_since_ms: 0,
         verify_asked: false,
         bar: None,
+        group: None,
     }
 }
 
@@ -528,5 +666,200 @@ fn move_bar(asset: &str, token: &mut TokenBook, ts: i64, out: &mut Vec<PriceBar>
             first.update(mid2, best);
             token.bar = Some(first);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::book::tests::{p, q};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn book(ts: i64, bids: &[(&str, &str)], asks: &[(&str, &str)]) -> BookEvent<'static> {
+        let levels = |l: &[(&str, &str)]| l.iter().map(|(a, b)| (p(a), q(b))).collect();
+        BookEvent::Snapshot {
+            asset_id: Cow::Borrowed("1"),
+            market: Cow::Borrowed("0xm"),
+            timestamp_ms: ts,
+            bids: levels(bids),
+            asks: levels(asks),
+            tick_size: None,
+        }
+    }
+
+    fn change(
+        ts: i64,
+        side: Side,
+        price: &str,
+        size: &str,
+        top: Option<(&str, &str)>,
+    ) -> BookEvent<'static> {
+        let px = |s: &str| (!s.is_empty()).then(|| p(s));
+        BookEvent::Change {
+            asset_id: Cow::Borrowed("1"),
+            market: Cow::Borrowed("0xm"),
+            timestamp_ms: ts,
+            side,
+            price: p(price),
+            size: q(size),
+            top: top.map(|(b, a)| (px(b), px(a))),
+        }
+    }
+
+    fn books() -> LiveBooks {
+        let mut b = LiveBooks::new(300_000, 0, false, T0);
+        b.apply(
+            book(
+                T0,
+                &[("0.29", "10"), ("0.30", "20"), ("0.311", "5")],
+                &[("0.32", "7")],
+            ),
+            T0 * 1000,
+        );
+        assert_eq!(b.take_snapshots().len(), 1, "the first book is stored");
+        b
+    }
+
+    /// The captured sweep of §6: a taker SELL takes the bids at 0.311 and 0.30 and rests
+    /// its remainder at 0.301; every entry of the stamp already carries the final top.
+    fn sweep(b: &mut LiveBooks, ts: i64) {
+        for e in [
+            change(ts, Side::Ask, "0.301", "45.83", Some(("0.29", "0.301"))),
+            change(ts, Side::Bid, "0.311", "0", Some(("0.29", "0.301"))),
+            change(ts, Side::Bid, "0.30", "0", Some(("0.29", "0.301"))),
+        ] {
+            b.apply(e, ts * 1000);
+        }
+    }
+
+    #[test]
+    fn a_sweep_in_the_live_order_is_no_desync() {
+        let mut b = books();
+        sweep(&mut b, T0 + 10);
+        // The group closes at the next later event (here a quiet entry of a later stamp).
+        b.apply(
+            change(T0 + 20, Side::Bid, "0.28", "3", Some(("0.29", "0.301"))),
+            (T0 + 20) * 1000,
+        );
+        assert_eq!(b.desynced, 0, "checked per stamp, not per entry");
+        assert!(b.take_resync().is_empty());
+        let t = &b.books["1"];
+        assert!(matches!(t.trust, Trust::Trusted { .. }));
+        assert_eq!(
+            (t.book.best_bid(), t.book.best_ask()),
+            (Some(p("0.29")), Some(p("0.301")))
+        );
+    }
+
+    #[test]
+    fn the_old_per_entry_check_would_have_cried_wolf() {
+        // The same entries checked one by one disagree twice: what the old check did.
+        let mut bk = Book::new();
+        bk.replace(
+            [
+                (p("0.29"), q("10")),
+                (p("0.30"), q("20")),
+                (p("0.311"), q("5")),
+            ],
+            [(p("0.32"), q("7"))],
+        );
+        let mut disagreements = 0;
+        for (side, price, size) in [
+            (Side::Ask, "0.301", "45.83"),
+            (Side::Bid, "0.311", "0"),
+            (Side::Bid, "0.30", "0"),
+        ] {
+            bk.set(side, p(price), q(size));
+            disagreements += usize::from(!bk.agrees(Some(p("0.29")), Some(p("0.301"))));
+        }
+        assert_eq!(disagreements, 2);
+    }
+
+    #[test]
+    fn a_lost_delta_is_still_found_at_the_groups_end() {
+        let mut b = books();
+        let ts = T0 + 10;
+        // The entry removing 0.30 is lost: the group ends with 0.30 still in the book.
+        b.apply(
+            change(ts, Side::Ask, "0.301", "45.83", Some(("0.29", "0.301"))),
+            ts * 1000,
+        );
+        b.apply(
+            change(ts, Side::Bid, "0.311", "0", Some(("0.29", "0.301"))),
+            ts * 1000,
+        );
+        assert_eq!(b.desynced, 0, "not before the group ends");
+        b.apply(
+            change(ts + 5, Side::Ask, "0.33", "1", Some(("0.29", "0.301"))),
+            (ts + 5) * 1000,
+        );
+        assert_eq!(b.desynced, 1);
+        assert_eq!(b.take_resync(), vec!["1".to_owned()]);
+        // The fresh book differs from the rebuilt one: a real loss, a blind window.
+        b.apply(
+            book(
+                ts + 50,
+                &[("0.29", "10")],
+                &[("0.301", "45.83"), ("0.32", "7"), ("0.33", "1")],
+            ),
+            (ts + 50) * 1000,
+        );
+        let snaps = b.take_snapshots();
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(snaps[0].blind_from_ms, Some(T0));
+        assert_eq!((b.false_alarms, b.resnapshots), (0, 1));
+    }
+
+    #[test]
+    fn a_group_left_open_is_closed_by_the_quiet_clock() {
+        let mut b = books();
+        b.apply(
+            change(T0 + 10, Side::Bid, "0.311", "0", Some(("0.30", "0.31"))),
+            (T0 + 10) * 1000,
+        );
+        assert!(b.tick(T0 + 500));
+        assert_eq!(b.desynced, 0, "still open");
+        assert!(b.tick(T0 + 10 + GROUP_QUIET_MS + 1));
+        assert_eq!(
+            b.desynced, 1,
+            "closed and checked: 0.32 is the ask, not 0.31"
+        );
+    }
+
+    #[test]
+    fn a_false_alarm_records_no_blind_window() {
+        let mut b = books();
+        // The exchange's top is wrong for a moment (or the check was): a desync...
+        b.apply(
+            change(T0 + 10, Side::Bid, "0.30", "25", Some(("0.311", "0.33"))),
+            (T0 + 10) * 1000,
+        );
+        b.apply(
+            change(T0 + 20, Side::Bid, "0.28", "1", Some(("0.311", "0.32"))),
+            (T0 + 20) * 1000,
+        );
+        assert_eq!(b.desynced, 1);
+        // ... the deltas go on being applied while the fresh book is awaited ...
+        b.apply(
+            change(T0 + 30, Side::Bid, "0.29", "0", None),
+            (T0 + 30) * 1000,
+        );
+        assert_eq!(b.unchecked, 1);
+        // ... and the fresh book equals the rebuilt one: nothing was lost.
+        b.apply(
+            book(
+                T0 + 40,
+                &[("0.28", "1"), ("0.30", "25"), ("0.311", "5")],
+                &[("0.32", "7")],
+            ),
+            (T0 + 40) * 1000,
+        );
+        assert_eq!((b.false_alarms, b.resnapshots), (1, 0));
+        let snaps = b.take_snapshots();
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(snaps[0].blind_from_ms, None, "not blind");
     }
 }

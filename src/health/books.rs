@@ -14,6 +14,8 @@ pub(crate) struct BookStats {
     pub(crate) resnapshots: AtomicU64,
     pub(crate) snapshots_written: AtomicU64,
     pub(crate) snapshots_discarded: AtomicU64,
+    pub(crate) false_alarms: AtomicU64,
+    pub(crate) unchecked: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) tape_rows: AtomicU64,
     pub(crate) tape_bytes: AtomicU64,
@@ -40,6 +42,11 @@ pub struct BookHealth {
     /// Periodic snapshots not stored because the book they were cut from turned out wrong
     /// before a fresh `book` could vouch for it.
     pub book_snapshots_discarded: u64,
+    /// Desyncs that were false alarms: the fresh book equalled the book rebuilt from the
+    /// deltas, so nothing was lost and no blind window is recorded.
+    pub book_false_alarms: u64,
+    /// `price_change` entries without `best_bid`/`best_ask`: applied, not checked.
+    pub book_entries_unchecked: u64,
     /// Book events or entries with a bad field (counted, left out).
     pub book_events_invalid: u64,
     /// Rows written to the book tape's segments.
@@ -65,6 +72,8 @@ impl BookStats {
             book_resnapshots: self.resnapshots.load(Relaxed),
             book_snapshots_written: self.snapshots_written.load(Relaxed),
             book_snapshots_discarded: self.snapshots_discarded.load(Relaxed),
+            book_false_alarms: self.false_alarms.load(Relaxed),
+            book_entries_unchecked: self.unchecked.load(Relaxed),
             book_events_invalid: self.invalid.load(Relaxed),
             book_tape_rows: self.tape_rows.load(Relaxed),
             book_tape_bytes: self.tape_bytes.load(Relaxed),
@@ -81,7 +90,7 @@ impl BookStats {
 
 impl BookHealth {
     /// The `/metrics` lines: (name, kind, help, value).
-    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 13] {
+    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 15] {
         [
             (
                 "book_events_total",
@@ -118,6 +127,18 @@ impl BookHealth {
                 "counter",
                 "Periodic snapshots dropped: their book turned out wrong.",
                 self.book_snapshots_discarded as f64,
+            ),
+            (
+                "book_false_alarms_total",
+                "counter",
+                "Desyncs whose fresh book equalled the rebuilt one: nothing was lost.",
+                self.book_false_alarms as f64,
+            ),
+            (
+                "book_entries_unchecked_total",
+                "counter",
+                "price_change entries without a top of book: applied, not checked.",
+                self.book_entries_unchecked as f64,
             ),
             (
                 "book_events_invalid_total",
