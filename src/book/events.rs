@@ -170,7 +170,8 @@ fn timestamp_ms(field: &Option<Field<'_>>) -> Option<i64> {
     }
 }
 
-/// A top-of-book price: `""`, `"0"` or absent is an empty side.
+/// A top-of-book price: `""` or `"0"` is an empty side (an absent one is no top of book at
+/// all: see [`change`]).
 fn top_price(field: &Option<Field<'_>>) -> Option<Option<Price>> {
     match field {
         None => Some(None),
@@ -216,7 +217,9 @@ fn change<'a>(
     ts: i64,
     with_top: bool,
 ) -> Option<BookEvent<'a>> {
-    let top = if with_top {
+    // An entry without `best_bid` or `best_ask` (some live ones: other clients treat them as
+    // optional) gives no top of book to check against; it is applied unchecked.
+    let top = if with_top && e.best_bid.is_some() && e.best_ask.is_some() {
         Some((top_price(&e.best_bid)?, top_price(&e.best_ask)?))
     } else {
         None
@@ -323,6 +326,29 @@ mod tests {
                 tick_size: p("0.001")
             }
         );
+    }
+
+    #[test]
+    fn an_entry_without_best_bid_and_ask_is_unchecked_and_live_text_is_exact() {
+        // Live shapes (feed notes §6): one entry without a top of book, one with empty sides,
+        // four-decimal prices on a 0.0025 tick, trailing zeros kept.
+        let frame = r#"{"market":"0xab","price_changes":[
+            {"asset_id":"111","price":"0.4825","size":"12.50","side":"BUY","hash":"0x1"},
+            {"asset_id":"111","price":"0.4850","size":"0","side":"SELL","best_bid":"0","best_ask":""}],
+            "timestamp":"5","event_type":"price_change"}"#;
+        let got = book_events(frame);
+        assert_eq!(got.invalid, 0);
+        assert!(
+            matches!(&got.events[0], BookEvent::Change { top: None, price, size, .. }
+            if *price == p("0.4825") && *size == q("12.5"))
+        );
+        assert!(matches!(
+            &got.events[1],
+            BookEvent::Change {
+                top: Some((None, None)),
+                ..
+            }
+        ));
     }
 
     #[test]

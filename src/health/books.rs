@@ -22,6 +22,7 @@ pub(crate) struct BookStats {
     pub(crate) tape_files: AtomicU64,
     pub(crate) bars_written: AtomicU64,
     pub(crate) bars_filled: AtomicU64,
+    pub(crate) bar_errors: AtomicU64,
     pub(crate) newest_bar_ms: AtomicI64,
 }
 
@@ -59,6 +60,8 @@ pub struct BookHealth {
     pub price_bars_written: u64,
     /// Bars filled where the feed was blind (`/prices-history`, and trades the backfill added).
     pub price_bars_filled: u64,
+    /// Batches of trades whose minutes' bars could not be written (the trades were).
+    pub price_bar_errors: u64,
     /// The minute of the newest live bar stored.
     pub newest_price_bar_ts: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -80,6 +83,7 @@ impl BookStats {
             book_tape_files: self.tape_files.load(Relaxed),
             price_bars_written: self.bars_written.load(Relaxed),
             price_bars_filled: self.bars_filled.load(Relaxed),
+            price_bar_errors: self.bar_errors.load(Relaxed),
             newest_price_bar_ts: match self.newest_bar_ms.load(Relaxed) {
                 0 => None,
                 ms => chrono::DateTime::from_timestamp_millis(ms),
@@ -90,7 +94,7 @@ impl BookStats {
 
 impl BookHealth {
     /// The `/metrics` lines: (name, kind, help, value).
-    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 15] {
+    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 16] {
         [
             (
                 "book_events_total",
@@ -175,6 +179,12 @@ impl BookHealth {
                 "counter",
                 "Minute price bars filled where the feed was blind.",
                 self.price_bars_filled as f64,
+            ),
+            (
+                "price_bar_errors_total",
+                "counter",
+                "Batches of trades whose minutes' bars could not be written (the trades were).",
+                self.price_bar_errors as f64,
             ),
             (
                 "price_bar_newest_age_seconds",

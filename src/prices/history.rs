@@ -123,8 +123,10 @@ impl PriceHistory {
                  SELECT u.minute, k.id, 'h', u.c
                  FROM tokens k, unnest($2::timestamptz[], $3::integer[]) AS u(minute, c)
                  WHERE k.asset_id = $1
-                 ON CONFLICT (token, minute) DO UPDATE SET close2 = EXCLUDED.close2
-                 WHERE b.source = 'h' AND b.close2 IS DISTINCT FROM EXCLUDED.close2",
+                 ON CONFLICT (token, minute) DO UPDATE SET close2 = EXCLUDED.close2, source = 'h'
+                 WHERE (b.source = 'h' OR num_nulls(b.open2, b.high2, b.low2, b.close2,
+                                                    b.best_bid, b.best_ask) = 6)
+                   AND b.close2 IS DISTINCT FROM EXCLUDED.close2",
                 &[asset, &minutes, &closes],
             )?;
         }

@@ -12,8 +12,10 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::feed::Trade;
+use crate::health::Health;
 use crate::prices::{PriceBar, minute_of};
-use crate::store::trades::TradeWriter;
+use crate::store::trades::{Source, TradeWriter};
+use postgres::Transaction;
 
 /// The trade fields of a bar's minute, from the tape (`u.minute`, `u.token` in scope).
 const MINUTE_TRADES: &str = "
@@ -23,7 +25,7 @@ const MINUTE_TRADES: &str = "
     FROM trade_tape
     WHERE token = u.token AND traded_at >= u.minute AND traded_at < u.minute + interval '1 minute'";
 
-fn time(ms: i64) -> Result<DateTime<Utc>> {
+pub(crate) fn time(ms: i64) -> Result<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .ok_or_else(|| Error::data(format!("bar minute {ms} is out of range")))
 }
@@ -91,44 +93,74 @@ impl TradeWriter {
         Ok(())
     }
 
-    /// Recomputes the trade fields of every minute `trades` fall in (a bar is made for a
-    /// minute that has none: a blind minute, `source = 'history'`, its prices left for
-    /// `/prices-history`). Returns the bars made or changed.
-    pub(crate) fn refresh_bar_trades(&mut self, trades: &[Trade]) -> Result<u64> {
-        if trades.is_empty() {
-            return Ok(0);
-        }
-        self.prepare_keys(
-            trades
-                .iter()
-                .map(|t| (t.asset_id.as_str(), t.market.as_str(), t.timestamp_ms)),
-        )?;
-        let mut keys: Vec<(i32, i64)> = trades
+    /// The (token, minute) of every trade of `batch` (prepared: every token has its id),
+    /// sorted (two writers lock bar rows in one order) and once each.
+    pub(crate) fn bar_keys(&self, batch: &[Trade]) -> BarKeys {
+        let mut keys: Vec<(i32, i64)> = batch
             .iter()
             .filter_map(|t| Some((self.token_id(&t.asset_id)?, minute_of(t.timestamp_ms))))
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        let tokens: Vec<i32> = keys.iter().map(|k| k.0).collect();
-        let minutes = keys.iter().map(|k| time(k.1)).collect::<Result<Vec<_>>>()?;
-        let sql = format!(
-            "INSERT INTO price_bar AS b (minute, token, source, trades, volume, notional,
-                                         last_trade_price)
-             SELECT u.minute, u.token, 'h', t.n, t.v, t.nt, t.last
-             FROM unnest($1::timestamptz[], $2::integer[]) AS u(minute, token)
-             CROSS JOIN LATERAL ({MINUTE_TRADES}) t
-             ON CONFLICT (token, minute) DO UPDATE SET
-                 trades = EXCLUDED.trades, volume = EXCLUDED.volume,
-                 notional = EXCLUDED.notional, last_trade_price = EXCLUDED.last_trade_price
-             WHERE (b.trades, b.volume, b.notional, b.last_trade_price)
-                   IS DISTINCT FROM (EXCLUDED.trades, EXCLUDED.volume, EXCLUDED.notional,
-                                     EXCLUDED.last_trade_price)"
-        );
-        let changed = self.connection()?.execute(&sql, &[&minutes, &tokens])?;
-        self.health()
-            .books()
-            .bars_filled
-            .fetch_add(changed, Relaxed);
-        Ok(changed)
+        BarKeys {
+            tokens: keys.iter().map(|k| k.0).collect(),
+            minutes: keys
+                .iter()
+                .filter_map(|k| DateTime::<Utc>::from_timestamp_millis(k.1))
+                .collect(),
+        }
+    }
+}
+
+/// The bar rows a batch of trades falls in.
+pub(crate) struct BarKeys {
+    tokens: Vec<i32>,
+    minutes: Vec<DateTime<Utc>>,
+}
+
+/// Makes every minute of `keys` count its trades, inside the trades' own transaction `tx`
+/// (so a committed trade is always counted in its bar, whatever happens next): a minute
+/// without a bar gets one with its trade fields and no prices (`source = 'live'`, prices
+/// NULL: no trusted book priced it, or not yet); a bar that has one gets its trade fields
+/// recomputed from the tape (idempotent: a replay changes nothing). Under a savepoint: a bar
+/// that cannot be written is logged and counted, and the trades commit regardless (the
+/// book side may fail alone, never the trades).
+pub(crate) fn count_in_bars(
+    tx: &mut Transaction<'_>,
+    keys: &BarKeys,
+    source: Source,
+    health: &Health,
+) {
+    if keys.tokens.is_empty() || keys.tokens.len() != keys.minutes.len() {
+        return;
+    }
+    let sql = format!(
+        "INSERT INTO price_bar AS b (minute, token, source, trades, volume, notional,
+                                     last_trade_price)
+         SELECT u.minute, u.token, 'l', t.n, t.v, t.nt, t.last
+         FROM unnest($1::timestamptz[], $2::integer[]) AS u(minute, token)
+         CROSS JOIN LATERAL ({MINUTE_TRADES}) t
+         ON CONFLICT (token, minute) DO UPDATE SET
+             trades = EXCLUDED.trades, volume = EXCLUDED.volume,
+             notional = EXCLUDED.notional, last_trade_price = EXCLUDED.last_trade_price
+         WHERE (b.trades, b.volume, b.notional, b.last_trade_price)
+               IS DISTINCT FROM (EXCLUDED.trades, EXCLUDED.volume, EXCLUDED.notional,
+                                 EXCLUDED.last_trade_price)"
+    );
+    let result = tx.savepoint("bars").and_then(|mut sp| {
+        let n = sp.execute(&sql, &[&keys.minutes, &keys.tokens])?;
+        sp.commit()?;
+        Ok(n)
+    });
+    let stats = health.books();
+    match result {
+        Ok(n) if source == Source::DataApi => {
+            stats.bars_filled.fetch_add(n, Relaxed);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            stats.bar_errors.fetch_add(1, Relaxed);
+            log::warn!("writer: the trades' price bars were not written ({e}); the trades are");
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! row is stored. Any other failure comes back to the caller ([`crate::writer`]), which
 //! spools the batch and retries it later.
 
+use crate::store::bars::{BarKeys, count_in_bars};
 use std::io::Write;
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub struct TradeWriter {
     staging_only: bool,
     format: CopyFormat,
     source: Source,
+    /// Every batch also makes its minutes' price bars count its trades (the book side on).
+    bars: bool,
     /// Token ids by asset id, as committed in `tokens`.
     tokens: HashMap<String, i32>,
     /// Months (year · 12 + month − 1) whose partition is known to exist.
@@ -100,6 +103,7 @@ impl TradeWriter {
             staging_only: false,
             format: CopyFormat::Binary,
             source: Source::Feed,
+            bars: !config.book_snapshot_interval.is_zero(),
             tokens: HashMap::new(),
             months: HashSet::new(),
         }
@@ -288,7 +292,8 @@ impl TradeWriter {
                 }
             }
         }
-        let result = self.copy_and_move(&buf);
+        let bar_keys = self.bars.then(|| self.bar_keys(batch));
+        let result = self.copy_and_move(&buf, bar_keys.as_ref());
         self.buf = buf;
         result
     }
@@ -380,34 +385,41 @@ impl TradeWriter {
         self.client()
     }
 
-    fn copy_and_move(&mut self, rows: &[u8]) -> Result<u64> {
+    fn copy_and_move(&mut self, rows: &[u8], bars: Option<&BarKeys>) -> Result<u64> {
         if self.staging_only {
-            return self.copy_staged(rows);
+            return self.copy_staged(rows, bars);
         }
-        match self.copy_direct(rows) {
+        match self.copy_direct(rows, bars) {
             Err(e) if e.code() == Some(UNIQUE_VIOLATION) => {
                 log::debug!("writer: batch holds stored trades; deduplicating through staging");
-                self.copy_staged(rows)
+                self.copy_staged(rows, bars)
             }
             other => other,
         }
     }
 
     /// The fast path: every row is new, so COPY straight into `trade_tape`.
-    fn copy_direct(&mut self, rows: &[u8]) -> Result<u64> {
+    fn copy_direct(&mut self, rows: &[u8], bars: Option<&BarKeys>) -> Result<u64> {
         let option = self.format.option();
+        let health = self.health.clone();
+        let source = self.source;
         let client = self.client()?;
         let mut tx = client.transaction()?;
         let mut copy = tx.copy_in(&format!("COPY trade_tape ({COLUMNS}) FROM STDIN{option}"))?;
         copy.write_all(rows)?;
         let n = copy.finish()?;
+        if let Some(keys) = bars {
+            count_in_bars(&mut tx, keys, source, &health);
+        }
         tx.commit()?;
         Ok(n)
     }
 
     /// The idempotent path: COPY into staging, then insert what is not stored yet.
-    fn copy_staged(&mut self, rows: &[u8]) -> Result<u64> {
+    fn copy_staged(&mut self, rows: &[u8], bars: Option<&BarKeys>) -> Result<u64> {
         let option = self.format.option();
+        let health = self.health.clone();
+        let source = self.source;
         let client = self.client()?;
         let mut tx = client.transaction()?;
         // Made on the first slow path of a connection only: a role without TEMP on the
@@ -425,6 +437,11 @@ impl TradeWriter {
             ),
             &[],
         )?;
+        if let Some(keys) = bars
+            && inserted > 0
+        {
+            count_in_bars(&mut tx, keys, source, &health);
+        }
         tx.commit()?;
         Ok(inserted)
     }

@@ -38,7 +38,7 @@ fn main() -> std::io::Result<()> {
             market: i as u32,
             outcome: (i % 2) as u8,
             timestamp_ms: now + i as i64,
-            price_milli: 100 + i as u16 * 97,
+            price_bp: (100 + i as u16 * 97) * 10,
             buy: i % 2 == 0,
             has_tx: i % 3 != 0,
             short_price: i % 4 == 1,

@@ -16,9 +16,23 @@ pub type SizeMicro = u64;
 
 /// Prices are between one tick and one minus one tick: 1 = 10,000.
 const ONE: PriceBp = 10_000;
-/// The tick is 0.01, or 0.001 once the book's midpoint is within 0.04 of 0 or 1.
+/// The usual ticks: 0.01, or 0.001 once the book's midpoint is within 0.04 of 0 or 1.
 const TICK_WIDE: PriceBp = 100;
 const TICK_FINE: PriceBp = 10;
+
+/// The tick grids of a market (by its index in the universe), as the 2026 exchange has
+/// them (feed notes §6): most markets 0.01 / 0.001, every fifth on 0.0025 (four-decimal
+/// prices since July 2026) / 0.0001 near the edges, every thirteenth on 0.1 / 0.01. The
+/// first is the tick away from the edges, the second within 0.04 of 0 or 1.
+pub fn ticks_of(market: u32) -> (PriceBp, PriceBp) {
+    if market % 5 == 2 {
+        (25, 1)
+    } else if market % 13 == 7 {
+        (1_000, 100)
+    } else {
+        (TICK_WIDE, TICK_FINE)
+    }
+}
 
 /// A side of the book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +74,8 @@ pub struct SimBook {
     bids: BTreeMap<PriceBp, SizeMicro>,
     asks: BTreeMap<PriceBp, SizeMicro>,
     tick: PriceBp,
+    /// The market's tick grids (away from the edges, near them).
+    ticks: (PriceBp, PriceBp),
     /// The book as it was first made, and every change since, with its time (Unix ms).
     start: (i64, BookState),
     history: Vec<(i64, LevelChange)>,
@@ -68,14 +84,26 @@ pub struct SimBook {
 }
 
 impl SimBook {
-    /// A book around `mid` (in ten-thousandths): a few levels each side, a tick apart.
+    /// A book around `mid` (in ten-thousandths) on the usual ticks: a few levels each side,
+    /// a tick apart.
     pub fn new(mid: PriceBp, at_ms: i64, rng: &mut fastrand::Rng) -> SimBook {
-        let tick = tick_for(mid);
+        SimBook::with_ticks(mid, (TICK_WIDE, TICK_FINE), at_ms, rng)
+    }
+
+    /// A book around `mid` on the tick grids `ticks` (see [`ticks_of`]).
+    pub fn with_ticks(
+        mid: PriceBp,
+        ticks: (PriceBp, PriceBp),
+        at_ms: i64,
+        rng: &mut fastrand::Rng,
+    ) -> SimBook {
+        let tick = tick_for(mid, ticks);
         let mid = (mid / tick * tick).clamp(2 * tick, ONE - 2 * tick);
         let mut book = SimBook {
             bids: BTreeMap::new(),
             asks: BTreeMap::new(),
             tick,
+            ticks,
             start: (at_ms, BookState::default()),
             history: Vec::new(),
             last_trade: None,
@@ -255,6 +283,30 @@ impl SimBook {
         (resting < size).then(|| self.set(at_ms, side, price, size + lot(rng)))
     }
 
+    /// The two best levels a taker (a BUY takes asks) would sweep, if the side has two.
+    pub fn sweep_levels(&self, buy: bool) -> Option<(PriceBp, PriceBp)> {
+        let mut prices: Vec<PriceBp> = if buy {
+            self.asks.keys().take(2).copied().collect()
+        } else {
+            self.bids.keys().rev().take(2).copied().collect()
+        };
+        let second = prices.pop()?;
+        Some((prices.pop()?, second))
+    }
+
+    /// Sets the level at `price` of the side a taker takes (a BUY takes asks) to `size`
+    /// (orders arriving or cancelled before the match); the change, when it changed.
+    pub fn resize(
+        &mut self,
+        at_ms: i64,
+        buy: bool,
+        price: PriceBp,
+        size: SizeMicro,
+    ) -> Option<LevelChange> {
+        let side = if buy { BookSide::Ask } else { BookSide::Bid };
+        (self.level(side, price) != size).then(|| self.set(at_ms, side, price, size))
+    }
+
     fn level(&self, side: BookSide, price: PriceBp) -> SizeMicro {
         let levels = match side {
             BookSide::Bid => &self.bids,
@@ -266,7 +318,7 @@ impl SimBook {
     /// The tick the book should have now; `Some` when it changed (a `tick_size_change`).
     pub fn retick(&mut self) -> Option<(PriceBp, PriceBp)> {
         let mid = (self.best_bid()? + self.best_ask()?) / 2;
-        let tick = tick_for(mid);
+        let tick = tick_for(mid, self.ticks);
         (tick != self.tick).then(|| {
             let old = std::mem::replace(&mut self.tick, tick);
             (old, tick)
@@ -324,7 +376,7 @@ impl SimBook {
         let mut bids: BTreeMap<PriceBp, SizeMicro> = before.bids.into_iter().collect();
         let mut asks: BTreeMap<PriceBp, SizeMicro> = before.asks.into_iter().collect();
         let mut path = vec![twice_mid(&bids, &asks)];
-        for (t, c) in &self.history {
+        for (i, (t, c)) in self.history.iter().enumerate() {
             if *t < from_ms {
                 continue;
             }
@@ -332,18 +384,22 @@ impl SimBook {
                 break;
             }
             apply(&mut bids, &mut asks, c);
-            path.push(twice_mid(&bids, &asks));
+            // One point per stamp: the entries of one match are one change of the book
+            // (what a client sees once the group is applied), never its half-applied middle.
+            if self.history.get(i + 1).is_none_or(|(next, _)| next != t) {
+                path.push(twice_mid(&bids, &asks));
+            }
         }
         path
     }
 }
 
-/// The tick for a midpoint: 0.001 within 0.04 of 0 or 1, else 0.01.
-fn tick_for(mid: PriceBp) -> PriceBp {
+/// The tick for a midpoint on the grids `(wide, fine)`: the fine one within 0.04 of 0 or 1.
+fn tick_for(mid: PriceBp, (wide, fine): (PriceBp, PriceBp)) -> PriceBp {
     if !(400..=9_600).contains(&mid) {
-        TICK_FINE
+        fine
     } else {
-        TICK_WIDE
+        wide
     }
 }
 
@@ -428,7 +484,9 @@ mod tests {
         assert_eq!(price_text(10), "0.001");
         assert_eq!(size_text(120_500_000), "120.5");
         assert_eq!(size_text(33_000_000), "33");
-        assert_eq!(tick_for(300), TICK_FINE);
-        assert_eq!(tick_for(5_000), TICK_WIDE);
+        assert_eq!(tick_for(300, (TICK_WIDE, TICK_FINE)), TICK_FINE);
+        assert_eq!(tick_for(5_000, (TICK_WIDE, TICK_FINE)), TICK_WIDE);
+        assert_eq!(tick_for(5_000, ticks_of(2)), 25);
+        assert_eq!(price_text(4_825), "0.4825");
     }
 }

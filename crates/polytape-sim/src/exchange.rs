@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crossbeam_channel::Sender;
 
-use crate::book::{LevelChange, SimBook};
+use crate::book::{LevelChange, PriceBp, SimBook};
 use crate::frames::{self, TradeRecord};
 use crate::state::{Hub, Outgoing, SimState};
 use crate::universe::SimMarket;
@@ -28,6 +28,17 @@ pub(crate) struct Books {
     /// may be stamped `t` or before: changes are stamped no earlier than `floor_ms`.
     newest_ms: i64,
     floor_ms: i64,
+    /// Books asked for that go out late (due time, asset, socket): some markets' tokens
+    /// trade before their book is sent, as on the live feed (feed notes §6).
+    deferred: Vec<(i64, (u32, u8), u64)>,
+}
+
+/// How late a late market's book comes after it is asked for.
+const LATE_BOOK_MS: i64 = 3_000;
+
+/// Whether a market's books come late (one in nine).
+fn late_book(market: u32) -> bool {
+    market % 9 == 4
 }
 
 impl Books {
@@ -37,7 +48,13 @@ impl Books {
             rng: fastrand::Rng::with_seed(seed ^ 0x626f_6f6b),
             newest_ms: 0,
             floor_ms: 0,
+            deferred: Vec::new(),
         }
+    }
+
+    /// Whether a late book is due at `now`.
+    pub(crate) fn late_books_due(&self, now: i64) -> bool {
+        self.deferred.iter().any(|(due, _, _)| *due <= now)
     }
 
     /// The book of `key`, made if it is new.
@@ -52,7 +69,7 @@ impl Books {
         let book = self.by_asset.entry(key).or_insert_with(|| {
             let yes = m.mid_milli as u32 * 10;
             let mid = if key.1 == 0 { yes } else { 10_000 - yes };
-            SimBook::new(mid, now, rng)
+            SimBook::with_ticks(mid, crate::book::ticks_of(key.0), now, rng)
         });
         Some((book, &mut self.rng))
     }
@@ -132,6 +149,30 @@ impl Outbox {
         }
         std::mem::take(&mut self.sends)
     }
+}
+
+/// Puts one match's entries in the order the live exchange sends them: each carries the top
+/// of book after the whole match (`top`), and an entry that removes a level goes after the
+/// others, unless a later entry touches the same level (then the order of the two is kept:
+/// the book they build is the same either way).
+fn live_order(changes: &mut Vec<LevelChange>, top: (Option<PriceBp>, Option<PriceBp>)) {
+    let mut rest = Vec::with_capacity(changes.len());
+    let mut removals = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        let touched_later = changes[i + 1..]
+            .iter()
+            .any(|d| d.side == c.side && d.price == c.price);
+        if c.size == 0 && !touched_later {
+            removals.push(*c);
+        } else {
+            rest.push(*c);
+        }
+    }
+    rest.extend(removals);
+    for c in &mut rest {
+        (c.best_bid, c.best_ask) = top;
+    }
+    *changes = rest;
 }
 
 /// One event goes out as an object, several as an array.
@@ -280,44 +321,87 @@ impl Tick<'_> {
     }
 
     /// A trade on `key`: a taker (a BUY takes asks) of `seq`'s size fills at the best level
-    /// (topped up first if it holds less). Returns the trade, executed; whether it is sent
-    /// is up to the stall fault and the subscriptions.
-    pub(crate) fn trade(&mut self, key: (u32, u8), seq: u64, buy: bool) -> Option<TradeRecord> {
+    /// (topped up first if it holds less). With `sweep` (and a second level to take), the
+    /// taker sweeps two levels instead: `seq` fills the whole best level and `seq + 1` part of
+    /// the next, two trades at two prices under one stamp. Returns the trades, executed
+    /// (none: the market is closed); whether they are sent is up to the stall fault and the
+    /// subscriptions. The book entries go out in the live order (feed notes §6): every entry
+    /// carries the top of book after the whole match, and the removals of consumed levels
+    /// come last.
+    pub(crate) fn trade(
+        &mut self,
+        key: (u32, u8),
+        seq: u64,
+        buy: bool,
+        sweep: bool,
+    ) -> Vec<TradeRecord> {
         let now = self.books.change_stamp(self.now);
         let markets = self.markets;
-        let market = markets.get(key.0 as usize)?;
-        if !market.is_open() {
-            return None; // closed since the list was made: it trades no more
-        }
-        let size = TradeRecord::size_micro_of(seq);
-        let (book, rng) = self.books.book(key, self.markets, now)?;
-        let mut changes: Vec<(u8, LevelChange)> = Vec::new();
-        if let Some(c) = book.ensure_depth(now, buy, size, rng) {
-            changes.push((key.1, c));
-        }
-        let (fills, taken) = book.take(now, buy, size);
-        let price = fills.first()?.price;
-        book.last_trade = Some(price);
-        changes.extend(taken.into_iter().map(|c| (key.1, c)));
-        let t = TradeRecord {
-            seq,
-            market: key.0,
-            outcome: key.1,
-            timestamp_ms: now,
-            price_milli: (price / 10) as u16,
-            buy,
-            has_tx: seq % 10 != 9,
-            short_price: seq % 7 == 3,
+        let Some(market) = markets.get(key.0 as usize) else {
+            return Vec::new();
         };
-        self.state.executed.lock().push(t);
+        if !market.is_open() {
+            return Vec::new(); // closed since the list was made: it trades no more
+        }
+        let Some((book, rng)) = self.books.book(key, self.markets, now) else {
+            return Vec::new();
+        };
+        let mut changes: Vec<LevelChange> = Vec::new();
+        let sizes: Vec<u64> = match book.sweep_levels(buy) {
+            Some((first, second)) if sweep => {
+                // The best level holds exactly the first fill, the next more than the second.
+                let (a, b) = (
+                    TradeRecord::size_micro_of(seq),
+                    TradeRecord::size_micro_of(seq + 1),
+                );
+                changes.extend(book.resize(now, buy, first, a));
+                changes.extend(book.resize(now, buy, second, b + b / 2 + 1));
+                vec![a, b]
+            }
+            _ => {
+                let size = TradeRecord::size_micro_of(seq);
+                changes.extend(book.ensure_depth(now, buy, size, rng));
+                vec![size]
+            }
+        };
+        let mut fills = Vec::new();
+        for size in &sizes {
+            let (f, taken) = book.take(now, buy, *size);
+            let Some(fill) = f.first() else {
+                return Vec::new();
+            };
+            fills.push(fill.price);
+            changes.extend(taken);
+        }
+        book.last_trade = fills.last().copied();
+        live_order(&mut changes, (book.best_bid(), book.best_ask()));
+        let changes: Vec<(u8, LevelChange)> = changes.into_iter().map(|c| (key.1, c)).collect();
+        let trades: Vec<TradeRecord> = fills
+            .iter()
+            .zip(seq..)
+            .map(|(price, seq)| TradeRecord {
+                seq,
+                market: key.0,
+                outcome: key.1,
+                timestamp_ms: now,
+                price_bp: *price as u16,
+                buy,
+                has_tx: seq % 10 != 9,
+                short_price: seq % 7 == 3,
+            })
+            .collect();
+        self.state.executed.lock().extend(trades.iter().copied());
         if self.state.stalled.read().contains(&key) {
-            return Some(t); // executed, never sent: the live feed's stalled asset
+            return trades; // executed, never sent: the live feed's stalled asset
         }
         self.send_changes(key.0, &changes);
         self.retick(key);
         let mut text = String::new();
-        frames::trade_event(&mut text, &t, market);
-        self.broadcast(key, Kind::Trade, &text, Some(t));
+        for t in &trades {
+            text.clear();
+            frames::trade_event(&mut text, t, market);
+            self.broadcast(key, Kind::Trade, &text, Some(*t));
+        }
         // The book after the trade, as the live feed sends it (at the tick's end).
         if !self.books_due.contains(&(key, None)) {
             self.books_due.push((key, None));
@@ -333,7 +417,7 @@ impl Tick<'_> {
                 }
             }
         }
-        Some(t)
+        trades
     }
 
     /// Sends the books due, stamped after every change of the tick; a socket that waited
@@ -380,11 +464,27 @@ impl Tick<'_> {
 
     /// Answers what sockets asked for since the last tick (books at the tick's end).
     pub(crate) fn answer(&mut self, requests: Vec<Request>) {
+        let now = self.now;
+        let deferred = &mut self.books.deferred;
+        let mut i = 0;
+        while i < deferred.len() {
+            if deferred[i].0 <= now {
+                let (_, key, sid) = deferred.swap_remove(i);
+                self.books_due.push((key, Some(sid)));
+            } else {
+                i += 1;
+            }
+        }
         for request in requests {
             match request {
                 Request::Dump(sid, keys) => {
-                    self.books_due
-                        .extend(keys.into_iter().map(|k| (k, Some(sid))));
+                    for k in keys {
+                        if late_book(k.0) {
+                            self.books.deferred.push((now + LATE_BOOK_MS, k, sid));
+                        } else {
+                            self.books_due.push((k, Some(sid)));
+                        }
+                    }
                 }
                 Request::Noise(sid) => {
                     let key = self.hub.sockets.get(&sid).and_then(|e| {

@@ -16,8 +16,8 @@ pub struct TradeRecord {
     /// Which of the market's two tokens.
     pub outcome: u8,
     pub timestamp_ms: i64,
-    /// Price in thousandths (1..=999).
-    pub price_milli: u16,
+    /// Price in ten-thousandths (1..=9,999): four decimals on a 0.0025 or 0.0001 tick.
+    pub price_bp: u16,
     pub buy: bool,
     pub has_tx: bool,
     pub short_price: bool,
@@ -39,17 +39,23 @@ impl TradeRecord {
         (seq % 1000 + 1) * 1_000_000 + (seq / 1000) % 1_000_000
     }
 
-    /// The price in canonical form (`0.480`), as PostgreSQL prints it back.
+    /// The price as decimal text with three decimals, or four where the tick needs them
+    /// (`0.480`, `0.4825`): trailing zeros kept, as the live feed writes them.
     pub fn price(&self) -> String {
-        format!("0.{:03}", self.price_milli)
+        if self.price_bp.is_multiple_of(10) {
+            format!("0.{:03}", self.price_bp / 10)
+        } else {
+            format!("0.{:04}", self.price_bp)
+        }
     }
 
     /// The price as the wire carries it: sometimes without the leading zero.
     pub fn wire_price(&self) -> String {
+        let p = self.price();
         if self.short_price {
-            format!(".{:03}", self.price_milli)
+            p.trim_start_matches('0').to_owned()
         } else {
-            self.price()
+            p
         }
     }
 
@@ -112,7 +118,9 @@ fn top_text(p: Option<PriceBp>, empty: &'static str) -> String {
 }
 
 /// Appends a `price_change` event: one entry per level change, each with the level's new
-/// total and the true top of book after it. `changes` may name both tokens of the market.
+/// total and the true top of book after it (after the whole match, for a match's entries).
+/// `changes` may name both tokens of the market. One message in ten leaves `best_bid` and
+/// `best_ask` out, as some live messages do (clients treat them as optional).
 pub fn price_change_event(
     out: &mut String,
     m: &SimMarket,
@@ -120,6 +128,7 @@ pub fn price_change_event(
     n: u64,
     timestamp_ms: i64,
 ) {
+    let with_top = n % 10 != 7;
     let _ = write!(out, r#"{{"market":"{}","price_changes":["#, m.condition_id);
     for (i, (outcome, c)) in changes.iter().enumerate() {
         if i > 0 {
@@ -127,7 +136,7 @@ pub fn price_change_event(
         }
         let _ = write!(
             out,
-            r#"{{"asset_id":"{}","price":"{}","size":"{}","side":"{}","hash":"0x{:040x}","best_bid":"{}","best_ask":"{}"}}"#,
+            r#"{{"asset_id":"{}","price":"{}","size":"{}","side":"{}","hash":"0x{:040x}""#,
             m.token_ids[*outcome as usize],
             price_text(c.price),
             size_text(c.size),
@@ -136,9 +145,16 @@ pub fn price_change_event(
                 BookSide::Ask => "SELL",
             },
             n.wrapping_mul(31).wrapping_add(i as u64),
-            top_text(c.best_bid, "0"),
-            top_text(c.best_ask, ""),
         );
+        if with_top {
+            let _ = write!(
+                out,
+                r#","best_bid":"{}","best_ask":"{}""#,
+                top_text(c.best_bid, "0"),
+                top_text(c.best_ask, ""),
+            );
+        }
+        out.push('}');
     }
     let _ = write!(
         out,
@@ -215,12 +231,22 @@ pub fn book_event(
     let _ = write!(
         out,
         r#","timestamp":"{timestamp_ms}","hash":"0x{n:040x}","tick_size":"{}""#,
-        price_text(book.tick)
+        wire_price(book.tick)
     );
     if let Some(p) = last_trade {
-        let _ = write!(out, r#","last_trade_price":"{}""#, price_text(p));
+        let _ = write!(out, r#","last_trade_price":"{}""#, wire_price(p));
     }
     out.push('}');
+}
+
+/// A price as live `book` messages write it: three decimals, or four on a finer grid,
+/// trailing zeros kept (`"0.920"`, `"0.4825"`, `"0.010"`): compare as numbers, never as text.
+pub fn wire_price(p: PriceBp) -> String {
+    if p.is_multiple_of(10) {
+        format!("{}.{:03}", p / 10_000, p % 10_000 / 10)
+    } else {
+        format!("{}.{:04}", p / 10_000, p % 10_000)
+    }
 }
 
 fn write_levels<'a>(out: &mut String, levels: impl Iterator<Item = &'a (PriceBp, SizeMicro)>) {
@@ -232,7 +258,7 @@ fn write_levels<'a>(out: &mut String, levels: impl Iterator<Item = &'a (PriceBp,
         let _ = write!(
             out,
             r#"{{"price":"{}","size":"{}"}}"#,
-            price_text(*p),
+            wire_price(*p),
             size_text(*s)
         );
     }

@@ -47,7 +47,8 @@ pub(crate) fn generate(state: &Arc<SimState>) {
                 due = due.min(max - produced);
             }
         }
-        let asked = !state.hub.lock().requests.is_empty();
+        let asked = !state.hub.lock().requests.is_empty()
+            || state.books.lock().late_books_due(crate::now_ms());
         if due == 0 && !asked {
             std::thread::sleep(Duration::from_millis(1));
             continue;
@@ -86,14 +87,21 @@ pub(crate) fn generate(state: &Arc<SimState>) {
                 books_due: Vec::new(),
             };
             tick.answer(requests);
-            for _ in 0..if tradable.is_empty() { 0 } else { due } {
+            let mut left = if tradable.is_empty() { 0 } else { due };
+            while left > 0 {
                 let key = tradable[rng.usize(0..tradable.len())];
-                if tick.trade(key, seq, rng.bool()).is_none() {
+                // One taker in eight sweeps two levels (two trades under one stamp), as
+                // live takers do, where the count allows it.
+                let sweep = left >= 2 && rng.u8(0..8) == 0;
+                let n = tick.trade(key, seq, rng.bool(), sweep).len() as u64;
+                if n == 0 {
+                    left -= 1;
                     continue; // closed since the list was made: it trades no more
                 }
-                seq += 1;
-                produced += 1;
-                state.trades_generated.fetch_add(1, Relaxed);
+                left = left.saturating_sub(n);
+                seq += n;
+                produced += n;
+                state.trades_generated.fetch_add(n, Relaxed);
                 // Resting orders come and go around it: the live mix's ~50 book events a
                 // trade, on the market's two tokens.
                 for _ in 0..config.noise_per_trade {

@@ -12,10 +12,11 @@ use crate::feed::socket::{End, Socket};
 use crate::health::now_ms;
 
 impl Connection {
-    /// Applies the book events of `text`, received at `received_us`.
-    pub(super) fn apply_book_events(&mut self, text: &str, received_us: i64) -> Result<(), End> {
+    /// Applies the book events of `text`, the first stamped `first_us` (local time) and each
+    /// next one a microsecond later (delivery order). Returns the last stamp used.
+    pub(super) fn apply_book_events(&mut self, text: &str, first_us: i64) -> Result<i64, End> {
         let Some(books) = &mut self.books else {
-            return Ok(());
+            return Ok(first_us - 1);
         };
         let found = book_events(text);
         if found.invalid > 0 {
@@ -24,10 +25,13 @@ impl Connection {
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
+        let mut stamp = first_us - 1;
         for event in found.events {
-            books.apply(event, received_us);
+            stamp += 1;
+            books.apply(event, stamp);
         }
-        self.send_snapshots()
+        self.send_snapshots()?;
+        Ok(stamp)
     }
 
     /// Sends the snapshots the books yielded to the writer.

@@ -122,6 +122,10 @@ pub struct Connection {
     /// When the last data frame arrived (Unix ms), and, while the tokens have no socket,
     /// since when and why: reported as a [`Gap`] once they are subscribed again.
     last_data_ms: i64,
+    /// The last local time (µs) stamped on an event: each event of the socket gets a later
+    /// one, so events that share a feed stamp keep their delivery order in the tape, the
+    /// bars' last price and the book tape.
+    last_stamp_us: i64,
     lost: Option<(i64, String)>,
     bad_frames: LogLimiter,
     invalid_trades: LogLimiter,
@@ -189,6 +193,7 @@ impl Connection {
             counts: FrameCounts::default(),
             last_publish: Instant::now(),
             last_data_ms: 0,
+            last_stamp_us: 0,
             lost: None,
             bad_frames: LogLimiter::new(),
             invalid_trades: LogLimiter::new(),

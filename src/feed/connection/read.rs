@@ -114,6 +114,8 @@ impl Connection {
         let now = received_us / 1000;
         self.status.message(now);
         self.last_data_ms = now;
+        let received_us = received_us.max(self.last_stamp_us + 1);
+        self.last_stamp_us = received_us;
         match parse_frame(text, received_us, &mut self.parsed) {
             Ok(summary) => {
                 self.counts.add_frame(&summary);
@@ -135,6 +137,11 @@ impl Connection {
                 self.bad_frames
                     .log(|held| log::warn!("connection {}: {e} (+{held} held back)", self.id));
             }
+        }
+        // Delivery order within the frame: each trade a microsecond after the one before.
+        for (i, t) in self.parsed.iter_mut().enumerate() {
+            t.received_at_us += i as i64;
+            self.last_stamp_us = t.received_at_us;
         }
         if !self.parsed.is_empty() {
             // Trades are published before they enter the channel, so a snapshot never shows
@@ -167,7 +174,8 @@ impl Connection {
             }
         }
         if books {
-            self.apply_book_events(text, received_us)?;
+            let first = self.last_stamp_us + 1;
+            self.last_stamp_us = self.apply_book_events(text, first)?.max(self.last_stamp_us);
         }
         if self.counts.frames >= PUBLISH_EVERY_FRAMES
             || self.last_publish.elapsed() >= PUBLISH_EVERY

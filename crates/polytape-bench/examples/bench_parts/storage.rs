@@ -39,7 +39,7 @@ pub(crate) fn storage(server: &str) -> Result {
                 market: 0,
                 outcome: (seq / MARKETS % 2) as u8,
                 timestamp_ms: BASE_MS + seq as i64 * STEP_MS,
-                price_milli: (seq * 7919 % 999 + 1) as u16,
+                price_bp: ((seq * 7919 % 999 + 1) * 10) as u16,
                 buy: seq % 3 != 0,
                 has_tx: seq % 10 != 9,
                 short_price: false,
