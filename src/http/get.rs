@@ -53,6 +53,17 @@ pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
 
 /// GETs `url` and returns the body of a 200, retrying as `policy` says.
 pub(crate) fn get_text(agent: &ureq::Agent, url: &str, policy: &RetryPolicy) -> Result<String> {
+    get_text_or_absent(agent, url, policy)?
+        .ok_or_else(|| Error::http(format!("{}: {url}: HTTP 404", policy.service)))
+}
+
+/// [`get_text`], with a 404 answered as `None`: the endpoint is not served (a service that
+/// has not moved to it yet), not a failure.
+pub(crate) fn get_text_or_absent(
+    agent: &ureq::Agent,
+    url: &str,
+    policy: &RetryPolicy,
+) -> Result<Option<String>> {
     let service = policy.service;
     let mut attempt = 0;
     loop {
@@ -66,7 +77,11 @@ pub(crate) fn get_text(agent: &ureq::Agent, url: &str, policy: &RetryPolicy) -> 
                         .with_config()
                         .limit(policy.body_limit)
                         .read_to_string()
+                        .map(Some)
                         .map_err(|e| Error::http(format!("{service}: {url}: reading body: {e}")));
+                }
+                if status == 404 {
+                    return Ok(None);
                 }
                 if status != 429 && status < 500 {
                     return Err(Error::http(format!("{service}: {url}: HTTP {status}")));

@@ -197,6 +197,67 @@ fn a_data_api_that_pages_by_fewer_rows_than_asked_is_read_to_the_end() {
     assert_eq!(report.filled, report.executed, "all from the Data API");
 }
 
+/// The Data API as it is now (`/v2/trades`: cursor paging, bounds ignored for a condition
+/// query, raw-ratio prices) and as it was (`/trades` only, v2 answered with 404): a hole is
+/// filled through each, the tape equal to what was executed, nothing twice.
+#[test]
+fn holes_are_filled_through_v2_and_through_v1_where_v2_is_absent() {
+    let _w = Watchdog::new("holes_are_filled_through_v2", Duration::from_secs(150));
+    init_logs();
+    for v2 in [true, false] {
+        let db = TestDb::new();
+        let sim = pipeline::sim_with(polytape_sim::SimConfig {
+            data_api_v2: v2,
+            data_api_max_page: 30,
+            data_api_rate_limit: 0,
+            ..pipeline::sim_config(6, 80.0)
+        });
+        pipeline::load_markets(&db, &sim);
+        let from_ms = polytape_sim::now_ms();
+        assert!(wait_until(Duration::from_secs(40), || {
+            polytape_sim::now_ms() > from_ms + 16_000
+        }));
+        let config = pipeline::config(&db, &sim)
+            .to_builder()
+            .data_api_page(50)
+            .build()
+            .expect("config");
+        let markets: Vec<String> = sim
+            .markets()
+            .iter()
+            .filter(|m| m.is_open() && m.version != "v3" && m.enable_order_book)
+            .map(|m| m.condition_id.clone())
+            .collect();
+        // The hole is the window's first 4 s; v2 walks back to it from the newest row.
+        let hole_to = from_ms + 4_000;
+        let filled =
+            polytape::backfill::history(&config, &markets, from_ms, hole_to).expect("history");
+        let report = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, hole_to);
+        eprintln!(
+            "v2 {v2}: {report:?}, {filled:?}, {} v2 requests",
+            sim.data_api_v2_requests()
+        );
+        assert!(report.executed > 50, "{report:?}");
+        assert_eq!(
+            report.filled, report.executed,
+            "all from the Data API (v2 {v2})"
+        );
+        let v2_asked = sim.data_api_v2_requests();
+        if v2 {
+            // Pages of 30 from the newest row back past the hole: more than one.
+            assert!(v2_asked > 1, "walked by cursor: {v2_asked}");
+            assert_eq!(sim.data_api_requests(), v2_asked, "v1 never asked");
+        } else {
+            assert_eq!(v2_asked, 0);
+            assert!(sim.data_api_requests() > 1, "v1 after a 404");
+        }
+        // Again: nothing twice.
+        polytape::backfill::history(&config, &markets, from_ms, hole_to).expect("again");
+        let again = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, hole_to);
+        assert_eq!(again.filled, report.filled);
+    }
+}
+
 /// Blocks 40 s after their match (a congested chain): the sweeps list every feed trade again
 /// by its block, long after it was stored, and find it by its hash whatever the time between
 /// them: nothing is stored twice. (Looked up by time within 15 s of the window, each was

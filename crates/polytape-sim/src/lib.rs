@@ -99,6 +99,8 @@ pub struct SimConfig {
     /// A frame with more asset ids than this closes the socket (the live service closes
     /// clients that send thousands at once; polytape sends at most 100).
     pub max_ids_per_frame: usize,
+    /// Whether the Data API serves `GET /v2/trades` (cursor paging); without it, 404.
+    pub data_api_v2: bool,
 }
 
 impl Default for SimConfig {
@@ -124,6 +126,7 @@ impl Default for SimConfig {
             settlement_lag: Duration::ZERO,
             data_api_max_page: 10_000,
             max_ids_per_frame: 1000,
+            data_api_v2: true,
         }
     }
 }
@@ -212,6 +215,7 @@ impl Sim {
             repeat_deliveries: AtomicU64::new(0),
             executed: Mutex::new(Vec::new()),
             data_api_requests: AtomicU64::new(0),
+            data_api_v2_requests: AtomicU64::new(0),
             data_api_window: RateWindow::new(config.data_api_rate_limit, Duration::from_secs(10)),
             book_window: RateWindow::new(1_500, Duration::from_secs(10)),
             books_window: RateWindow::new(500, Duration::from_secs(10)),
@@ -297,6 +301,11 @@ impl Sim {
     /// Data API requests answered so far (not counting 429s).
     pub fn data_api_requests(&self) -> u64 {
         self.state.data_api_requests.load(SeqCst)
+    }
+
+    /// Of [`Sim::data_api_requests`], those to `/v2/trades`.
+    pub fn data_api_v2_requests(&self) -> u64 {
+        self.state.data_api_v2_requests.load(SeqCst)
     }
 
     pub fn delivered_count(&self) -> usize {

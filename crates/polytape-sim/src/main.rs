@@ -73,6 +73,9 @@ struct Args {
     /// Most rows a Data API page returns, whatever `limit` asks.
     #[arg(long, default_value_t = 10_000)]
     data_api_max_page: usize,
+    /// Serve no `GET /v2/trades` (404), as a Data API before v2.
+    #[arg(long)]
+    no_data_api_v2: bool,
 }
 
 fn main() {
@@ -100,6 +103,7 @@ fn main() {
         max_ids_per_frame: args.max_ids_per_frame,
         settlement_lag: Duration::from_secs(args.settlement_lag_secs),
         data_api_max_page: args.data_api_max_page,
+        data_api_v2: !args.no_data_api_v2,
     };
     let sim = match Sim::start(config) {
         Ok(sim) => sim,

@@ -47,6 +47,7 @@ pub(crate) fn handle_connection(state: &Arc<SimState>, mut stream: TcpStream) {
         "/markets/keyset" => gamma::keyset(state, &req),
         "/markets" => gamma::legacy(state, &req),
         "/trades" => crate::data_api::trades(state, &req),
+        "/v2/trades" => crate::data_api::trades_v2(state, &req),
         "/book" => clob::book(state, &req),
         "/books" => clob::books(state, &req, &mut stream),
         "/sim/book" => clob::sim_book(state, &req),

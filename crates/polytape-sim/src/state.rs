@@ -114,6 +114,8 @@ pub(crate) struct SimState {
     pub(crate) executed: Mutex<Vec<TradeRecord>>,
     /// Data API requests answered, and the times of the recent ones (the rate limit).
     pub(crate) data_api_requests: AtomicU64,
+    /// Of those, `/v2/trades` requests answered (not 404).
+    pub(crate) data_api_v2_requests: AtomicU64,
     pub(crate) data_api_window: RateWindow,
     /// CLOB REST's limits: `GET /book`, `POST /books`.
     pub(crate) book_window: RateWindow,

@@ -1,5 +1,6 @@
-//! The Data API's settled tape (`GET /trades`): a blocking client that speaks HTTP and JSON
-//! only. Rules (`polymarket-feed.md` §3): condition ids comma-separated (20 a request),
+//! The Data API's settled tape: a blocking client that speaks HTTP and JSON only, through
+//! `GET /v2/trades` (cursor paging, `v2.rs`) where the service has it and `GET /trades` (v1)
+//! where it answers v2 with a 404. v1's rules (`polymarket-feed.md` §3): condition ids comma-separated (20 a request),
 //! `start`/`end` in epoch seconds on the block time, pages newest first of at most 10,000, an
 //! offset cap answered with 400 (a window too deep is split in two, each with its own offset
 //! budget), prices and sizes as JSON numbers (read as their decimal text, never as floats),
@@ -14,7 +15,9 @@ use serde_json::value::RawValue;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feed::{Decimal, Side};
-use crate::http::{RetryPolicy, get_text};
+use crate::http::{RetryPolicy, get_text, get_text_or_absent};
+
+mod v2;
 
 /// Condition ids per request.
 pub(crate) const MARKETS_PER_REQUEST: usize = 20;
@@ -113,6 +116,8 @@ pub(crate) struct DataApiClient {
     /// The most rows the service has returned in one page: it may cap `limit` lower than
     /// asked without saying so, and a page of that many rows is not taken for the last.
     largest_page: usize,
+    /// Whether `/v2/trades` is served (until a 404 says it is not).
+    v2: bool,
     /// Requests answered, and rows it could not use (counted, logged).
     pub(crate) requests: u64,
     pub(crate) bad_rows: u64,
@@ -131,25 +136,88 @@ impl DataApiClient {
                 Duration::from_secs(10),
             ),
             largest_page: 0,
+            v2: true,
             requests: 0,
             bad_rows: 0,
         }
     }
 
     /// Every settled trade of `markets` (at most 20) with a block time in `start..=end`
-    /// (epoch seconds), newest first. Windows deeper than the offset cap are split.
-    ///
-    /// Paging goes by the rows the service sent, not by those usable (a page with bad rows
-    /// is as full as any), and a page is the last only when it is shorter than what was asked
-    /// *and* than the largest page the service has sent: a service that caps `limit` lower
-    /// than asked (silently) is paged through to the end all the same (one empty page more,
-    /// until the cap is known).
+    /// (epoch seconds), newest first: through v2 while the service serves it, else v1.
     pub(crate) fn trades(
         &mut self,
         markets: &[String],
         start: i64,
         end: i64,
     ) -> Result<Vec<ApiTrade>> {
+        if self.v2 {
+            match self.trades_v2(markets, start, end)? {
+                Some(trades) => return Ok(trades),
+                None => {
+                    log::info!("data api: /v2/trades is not served (404); reading /trades (v1)");
+                    self.v2 = false;
+                }
+            }
+        }
+        self.trades_v1(markets, start, end)
+    }
+
+    /// v2: `start`/`end` are ignored for a `condition` query, so the walk goes from the
+    /// newest row back, page by page (the cursor), until a page reaches rows older than
+    /// `start`; the rows in the window are kept. `None`: v2 is not served (a 404 on the first
+    /// page).
+    fn trades_v2(
+        &mut self,
+        markets: &[String],
+        start: i64,
+        end: i64,
+    ) -> Result<Option<Vec<ApiTrade>>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        let conditions = markets.join(",");
+        loop {
+            let url = match &cursor {
+                None => format!(
+                    "{}/v2/trades?condition={conditions}&limit={}&taker_only=true",
+                    self.base, self.page
+                ),
+                Some(c) => format!(
+                    "{}/v2/trades?condition={conditions}&cursor={}&taker_only=true",
+                    self.base,
+                    v2::query_value(c)
+                ),
+            };
+            self.budget.wait();
+            let Some(body) = get_text_or_absent(&self.agent, &url, &self.retry)? else {
+                if cursor.is_none() {
+                    return Ok(None);
+                }
+                return Err(Error::http(format!("data api: {url}: HTTP 404 mid-walk")));
+            };
+            self.requests += 1;
+            let page = v2::decode_page(&body)?;
+            self.bad_rows += page.bad;
+            let oldest = page.trades.iter().map(|t| t.timestamp_s).min();
+            out.extend(
+                page.trades
+                    .into_iter()
+                    .filter(|t| t.timestamp_s >= start && t.timestamp_s <= end),
+            );
+            match page.next_cursor {
+                Some(next) if oldest.is_none_or(|o| o >= start) => cursor = Some(next),
+                _ => return Ok(Some(out)),
+            }
+        }
+    }
+
+    /// v1: windows deeper than the offset cap are split.
+    ///
+    /// Paging goes by the rows the service sent, not by those usable (a page with bad rows
+    /// is as full as any), and a page is the last only when it is shorter than what was asked
+    /// *and* than the largest page the service has sent: a service that caps `limit` lower
+    /// than asked (silently) is paged through to the end all the same (one empty page more,
+    /// until the cap is known).
+    fn trades_v1(&mut self, markets: &[String], start: i64, end: i64) -> Result<Vec<ApiTrade>> {
         let mut out = Vec::new();
         let mut offset = 0;
         loop {
@@ -159,8 +227,8 @@ impl DataApiClient {
                 if start >= end {
                     if markets.len() > 1 {
                         let (left, right) = markets.split_at(markets.len() / 2);
-                        let mut both = self.trades(left, start, end)?;
-                        both.extend(self.trades(right, start, end)?);
+                        let mut both = self.trades_v1(left, start, end)?;
+                        both.extend(self.trades_v1(right, start, end)?);
                         return Ok(both);
                     }
                     return Err(Error::http(format!(
@@ -169,8 +237,8 @@ impl DataApiClient {
                     )));
                 }
                 let mid = start + (end - start) / 2;
-                let mut newer = self.trades(markets, mid + 1, end)?;
-                newer.extend(self.trades(markets, start, mid)?);
+                let mut newer = self.trades_v1(markets, mid + 1, end)?;
+                newer.extend(self.trades_v1(markets, start, mid)?);
                 return Ok(newer);
             }
             let (page, rows) = self.page_at(markets, start, end, offset)?;
