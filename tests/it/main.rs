@@ -2,6 +2,7 @@
 
 mod books;
 mod complete;
+mod conformance;
 mod db;
 mod faults;
 mod listener;
