@@ -87,11 +87,16 @@ fn book_frame(
     )
 }
 
-fn change_frame(
-    market: &str,
-    ts: i64,
-    entries: &[(&str, &str, &str, &str, Option<(&str, &str)>)],
-) -> String {
+/// A `price_change` entry: asset, side, price, size, and the top of book it gives (if any).
+type Entry<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<(&'a str, &'a str)>,
+);
+
+fn change_frame(market: &str, ts: i64, entries: &[Entry<'_>]) -> String {
     let e: Vec<String> = entries
         .iter()
         .map(|(asset, side, price, size, top)| {
