@@ -173,6 +173,38 @@ mod tests {
     }
 
     #[test]
+    fn every_tick_and_a_book_across_a_tick_change_round_trip_exactly() {
+        // 0.1, 0.01, 0.001, 0.0001 and 0.0025 grids (in millionths), five levels a side
+        // around 0.5; then one book holding 0.0025-grid levels and 0.0001-grid ones, as after
+        // a tick_size_change (the exchange moves no resting order).
+        for tick in [100_000, 10_000, 1_000, 100, 2_500] {
+            let bids: Vec<_> = (0..5)
+                .map(|i| {
+                    (
+                        Price::from_units(500_000 - (i + 1) * tick).expect("p"),
+                        q("7.5"),
+                    )
+                })
+                .collect();
+            let asks: Vec<_> = (0..5)
+                .map(|i| (Price::from_units(500_000 + i * tick).expect("p"), q("12")))
+                .collect();
+            let mut out = Vec::new();
+            encode_levels(&bids, &asks, &mut out);
+            assert_eq!(decode_levels(&out), Some((bids, asks)), "tick {tick}");
+        }
+        let bids = vec![
+            (p("0.4851"), q("3")),
+            (p("0.485"), q("12.5")),
+            (p("0.4825"), q("40")),
+        ];
+        let asks = vec![(p("0.4875"), q("20")), (p("0.49"), q("60"))];
+        let mut out = Vec::new();
+        encode_levels(&bids, &asks, &mut out);
+        assert_eq!(decode_levels(&out), Some((bids, asks)));
+    }
+
+    #[test]
     fn odd_decimals_empty_sides_and_bad_input() {
         let bids = vec![(p("0.4805"), q("0.000001")), (p("0.001"), q("1000000"))];
         let mut out = Vec::new();
