@@ -21,14 +21,14 @@ const TICK_WIDE: PriceBp = 100;
 const TICK_FINE: PriceBp = 10;
 
 /// The tick grids of a market (by its index in the universe), as the 2026 exchange has
-/// them (feed notes §6): most markets 0.01 / 0.001, every fifth on 0.0025 (four-decimal
-/// prices since July 2026) / 0.0001 near the edges, every thirteenth on 0.1 / 0.01. The
-/// first is the tick away from the edges, the second within 0.04 of 0 or 1.
+/// them (feed notes §6): most markets 0.01 / 0.001, one in thirteen on 0.1 / 0.01, one in
+/// five of the rest on 0.0025 (four-decimal prices since July 2026) / 0.0001 near the
+/// edges. The first is the tick away from the edges, the second within 0.04 of 0 or 1.
 pub fn ticks_of(market: u32) -> (PriceBp, PriceBp) {
-    if market % 5 == 2 {
-        (25, 1)
-    } else if market % 13 == 7 {
+    if market % 13 == 6 {
         (1_000, 100)
+    } else if market % 5 == 2 {
+        (25, 1)
     } else {
         (TICK_WIDE, TICK_FINE)
     }
