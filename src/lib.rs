@@ -150,6 +150,14 @@ pub mod bench {
         Some((trades.len(), bad))
     }
 
+    /// Stores live price bars through the writer's statement (for the tests of its merge).
+    pub fn write_bars(
+        writer: &mut crate::store::trades::TradeWriter,
+        bars: &[crate::prices::PriceBar],
+    ) -> crate::Result<()> {
+        writer.write_bars(bars)
+    }
+
     /// Applies the migrations up to `last` only (a test of a later migration starts there).
     pub fn migrate_up_to(config: &crate::Config, last: i32) -> crate::Result<usize> {
         crate::store::migrate_up_to(config, last)

@@ -99,6 +99,8 @@ pub(crate) struct Writer {
     gaps_unrecorded: u64,
     /// When a spool read error was last logged (they are retried every batch).
     read_error_logged: Option<Instant>,
+    /// When a refused book-side write was last logged loudly.
+    book_refused_logged: Option<Instant>,
 }
 
 impl Writer {
@@ -125,6 +127,7 @@ impl Writer {
             unkept: 0,
             gaps_unrecorded: 0,
             read_error_logged: None,
+            book_refused_logged: None,
         };
         writer.publish_spool();
         if !writer.spool.is_empty() {
@@ -302,13 +305,58 @@ impl Writer {
         let result = match entry {
             Entry::Trades(t) => self.db.commit(t),
             Entry::Gap(g) => self.db.insert_gap(g),
-            Entry::Books(b) => self.db.write_books(b),
-            Entry::Bars(b) => self.db.write_bars(b),
+            Entry::Books(b) => {
+                let r = self.db.write_books(b);
+                self.book_side(r, "snapshots", b.len())
+            }
+            Entry::Bars(b) => {
+                let r = self.db.write_bars(b);
+                self.book_side(r, "price bars", b.len())
+            }
         };
         if result.is_ok() {
             self.database_up();
         }
         result
+    }
+
+    /// The outcome of a book-side write. The book side may fail alone, never hold up a
+    /// trade: a database that is away (a transient failure) keeps the rows like the trades
+    /// (spooled, retried); one that refuses them for good (a missing grant on a table made
+    /// after the role's grants, a bad row) has them dropped, counted and said (`/readyz`),
+    /// so the spool moves on to the trades behind them.
+    fn book_side(
+        &mut self,
+        result: crate::Result<()>,
+        what: &str,
+        rows: usize,
+    ) -> crate::Result<()> {
+        match result {
+            Ok(()) => {
+                self.health.book_failure(None);
+                Ok(())
+            }
+            Err(e) if classify(&e) == Failure::Transient => Err(e),
+            Err(e) => {
+                self.health.book_failure(Some(format!("{what}: {e}")));
+                self.health
+                    .books()
+                    .rows_refused
+                    .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+                let loud = self
+                    .book_refused_logged
+                    .is_none_or(|t| t.elapsed() >= LOUD_EVERY);
+                if loud {
+                    log::error!(
+                        "writer: the database refuses {what} ({e}): {rows} dropped, trades \
+                         go on being stored; an operator must fix it (book_rows_refused)"
+                    );
+                    self.book_refused_logged = Some(Instant::now());
+                }
+                self.db.disconnect(); // a failed transaction may leave the session unusable
+                Ok(())
+            }
+        }
     }
 
     /// Appends `entry` to the spool; while the spool is full (or the disk refuses), keeps
@@ -325,15 +373,43 @@ impl Writer {
                     }
                     return;
                 }
-                Err(AppendError::Full) if self.spool.bytes() == 0 && entry.trades() > 1 => {
+                Err(AppendError::Full)
+                    if self.spool.bytes() == 0
+                        && matches!(&entry, Entry::Books(_) | Entry::Bars(_))
+                        || matches!(&entry, Entry::Trades(t) if t.len() > 1)
+                            && self.spool.bytes() == 0 =>
+                {
                     // Larger than the whole spool (a batch grown under a backlog, a small
-                    // spool): in halves, each spooled in order.
-                    let Entry::Trades(mut trades) = entry else {
-                        return;
-                    };
-                    let right = trades.split_off(trades.len() / 2);
-                    self.spool_entry(Entry::Trades(trades));
-                    self.spool_entry(Entry::Trades(right));
+                    // spool): in halves, each spooled in order; a single snapshot or bar
+                    // larger than the spool is dropped, said and counted (a trade cannot
+                    // be: a record is far smaller than any spool).
+                    match entry {
+                        Entry::Trades(mut t) if t.len() > 1 => {
+                            let right = t.split_off(t.len() / 2);
+                            self.spool_entry(Entry::Trades(t));
+                            self.spool_entry(Entry::Trades(right));
+                        }
+                        Entry::Books(mut b) if b.len() > 1 => {
+                            let right = b.split_off(b.len() / 2);
+                            self.spool_entry(Entry::Books(b));
+                            self.spool_entry(Entry::Books(right));
+                        }
+                        Entry::Bars(mut b) if b.len() > 1 => {
+                            let right = b.split_off(b.len() / 2);
+                            self.spool_entry(Entry::Bars(b));
+                            self.spool_entry(Entry::Bars(right));
+                        }
+                        _ => {
+                            log::error!(
+                                "writer: a book-side row is larger than the whole spool; \
+                                 dropped (book_rows_refused)"
+                            );
+                            self.health
+                                .books()
+                                .rows_refused
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     return;
                 }
                 Err(e) => {

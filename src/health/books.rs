@@ -23,6 +23,7 @@ pub(crate) struct BookStats {
     pub(crate) bars_written: AtomicU64,
     pub(crate) bars_filled: AtomicU64,
     pub(crate) bar_errors: AtomicU64,
+    pub(crate) rows_refused: AtomicU64,
     pub(crate) newest_bar_ms: AtomicI64,
 }
 
@@ -62,6 +63,9 @@ pub struct BookHealth {
     pub price_bars_filled: u64,
     /// Batches of trades whose minutes' bars could not be written (the trades were).
     pub price_bar_errors: u64,
+    /// Snapshot and bar rows the database refused for good (a missing grant, a bad row):
+    /// dropped and counted, so they never hold up the trades behind them.
+    pub book_rows_refused: u64,
     /// The minute of the newest live bar stored.
     pub newest_price_bar_ts: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -84,6 +88,7 @@ impl BookStats {
             price_bars_written: self.bars_written.load(Relaxed),
             price_bars_filled: self.bars_filled.load(Relaxed),
             price_bar_errors: self.bar_errors.load(Relaxed),
+            book_rows_refused: self.rows_refused.load(Relaxed),
             newest_price_bar_ts: match self.newest_bar_ms.load(Relaxed) {
                 0 => None,
                 ms => chrono::DateTime::from_timestamp_millis(ms),
@@ -94,7 +99,7 @@ impl BookStats {
 
 impl BookHealth {
     /// The `/metrics` lines: (name, kind, help, value).
-    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 16] {
+    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 17] {
         [
             (
                 "book_events_total",
@@ -185,6 +190,12 @@ impl BookHealth {
                 "counter",
                 "Batches of trades whose minutes' bars could not be written (the trades were).",
                 self.price_bar_errors as f64,
+            ),
+            (
+                "book_rows_refused_total",
+                "counter",
+                "Snapshot and bar rows the database refused for good (dropped).",
+                self.book_rows_refused as f64,
             ),
             (
                 "price_bar_newest_age_seconds",

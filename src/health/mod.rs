@@ -111,6 +111,8 @@ struct State {
     db_lost_since: i64,
     /// The failure an operator must fix (a revoked grant, a dropped table), while it lasts.
     db_failure: Option<String>,
+    /// What the book side cannot store (snapshots or bars refused), while it lasts.
+    book_failure: Option<String>,
 }
 
 /// What a connection thread counted since it last published to [`Health`]: the data path
@@ -213,6 +215,7 @@ impl Health {
             .collect();
         let db_lost_since = ts(state.db_lost_since);
         let db_failure = state.db_failure.clone();
+        let book_failure = state.book_failure.clone();
         drop(state);
         HealthSnapshot {
             trades_received: s.trades_received.load(Relaxed),
@@ -240,6 +243,7 @@ impl Health {
             send_blocked_ms: s.send_blocked_us.load(Relaxed) / 1000,
             db_lost_since,
             db_failure,
+            book_failure,
             trades_spooled: s.trades_spooled.load(Relaxed),
             trades_replayed: s.trades_replayed.load(Relaxed),
             trades_unkept: s.trades_unkept.load(Relaxed),
@@ -544,6 +548,14 @@ impl Health {
     /// A failure only an operator can fix, or `None` once writes go through again.
     pub(crate) fn db_failure(&self, failure: Option<String>) {
         self.shared.state.lock().db_failure = failure;
+    }
+
+    /// What the book side cannot store now (`None`: it stores again).
+    pub(crate) fn book_failure(&self, failure: Option<String>) {
+        let mut state = self.shared.state.lock();
+        if state.book_failure.is_some() || failure.is_some() {
+            state.book_failure = failure;
+        }
     }
 
     pub(crate) fn db_state(&self, connected: bool) {

@@ -77,6 +77,10 @@ pub struct HealthSnapshot {
     /// A database failure only an operator can fix (a revoked grant, a dropped table, a
     /// read-only server), while it lasts; trades are spooled meanwhile.
     pub db_failure: Option<String>,
+    /// What the book side cannot store (snapshots or bars the database refuses: a missing
+    /// grant, a bad row), while it lasts. Trades are stored regardless; the refused rows are
+    /// counted in `book_rows_refused` and dropped.
+    pub book_failure: Option<String>,
     /// Trades written to the disk spool (the database away or behind).
     pub trades_spooled: u64,
     /// Trades replayed from the spool into the database.
@@ -151,6 +155,10 @@ impl HealthSnapshot {
             Some("the writer has lost the database".into())
         } else if self.connections_active == 0 {
             Some("no socket connected".into())
+        } else if let Some(failure) = &self.book_failure {
+            Some(format!(
+                "the book side cannot store ({failure}); trades are stored"
+            ))
         } else {
             None
         }

@@ -30,17 +30,56 @@ pub(crate) fn time(ms: i64) -> Result<DateTime<Utc>> {
         .ok_or_else(|| Error::data(format!("bar minute {ms} is out of range")))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar(asset: &str, minute_ms: i64, o: u32, h: u32, l: u32, c: u32) -> PriceBar {
+        PriceBar {
+            asset_id: asset.into(),
+            market: "0xm".into(),
+            minute_ms,
+            open2: Some(o),
+            high2: Some(h),
+            low2: Some(l),
+            close2: Some(c),
+            best_bid: Some(c / 2),
+            best_ask: Some(c / 2 + 2),
+        }
+    }
+
+    #[test]
+    fn a_minute_sent_twice_is_one_bar() {
+        let got = merge_repeats(&[
+            bar("1", 60_000, 10, 30, 5, 20),
+            bar("2", 60_000, 1, 1, 1, 1),
+            bar("1", 60_000, 20, 40, 8, 12),
+        ]);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].open2, got[0].high2, got[0].low2, got[0].close2),
+            (Some(10), Some(40), Some(5), Some(12))
+        );
+        assert_eq!(got[0].best_bid, Some(6), "the last");
+        assert_eq!(got[1].asset_id, "2");
+    }
+}
+
 fn int(v: Option<u32>) -> Result<Option<i32>> {
     v.map(|v| i32::try_from(v).map_err(|_| Error::data(format!("bar price {v} is out of range"))))
         .transpose()
 }
 
 impl TradeWriter {
-    /// Stores live `bars` in one statement.
+    /// Stores live `bars` in one statement. A (token, minute) that comes twice in the batch
+    /// (a bar closed by the quiet clock, moved by a late event, sent again) is merged first:
+    /// `ON CONFLICT DO UPDATE` refuses to touch one row twice in a statement (21000).
     pub(crate) fn write_bars(&mut self, bars: &[PriceBar]) -> Result<()> {
         if bars.is_empty() {
             return Ok(());
         }
+        let merged = merge_repeats(bars);
+        let bars = merged.as_slice();
         self.prepare_keys(
             bars.iter()
                 .map(|b| (b.asset_id.as_str(), b.market.as_str(), b.minute_ms)),
@@ -110,6 +149,35 @@ impl TradeWriter {
                 .collect(),
         }
     }
+}
+
+/// `bars` with each (token, minute) once, in the order first seen: the first open, the
+/// highest high, the lowest low, the last close and best bid and ask (the same rule as the
+/// statement's merge with a stored row).
+pub(crate) fn merge_repeats(bars: &[PriceBar]) -> Vec<PriceBar> {
+    let mut out: Vec<PriceBar> = Vec::with_capacity(bars.len());
+    let mut at: std::collections::HashMap<(&str, i64), usize> = std::collections::HashMap::new();
+    for b in bars {
+        match at.get(&(b.asset_id.as_str(), b.minute_ms)) {
+            Some(&i) => {
+                let m = &mut out[i];
+                m.open2 = m.open2.or(b.open2);
+                m.high2 = m.high2.max(b.high2);
+                m.low2 = match (m.low2, b.low2) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                m.close2 = b.close2;
+                m.best_bid = b.best_bid;
+                m.best_ask = b.best_ask;
+            }
+            None => {
+                at.insert((b.asset_id.as_str(), b.minute_ms), out.len());
+                out.push(b.clone());
+            }
+        }
+    }
+    out
 }
 
 /// The bar rows a batch of trades falls in.

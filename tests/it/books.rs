@@ -99,3 +99,41 @@ fn a_lost_delta_is_found_resynced_and_never_stored() {
         "a blind window ends at its snapshot"
     );
 }
+
+/// A writer role granted before the book side's tables existed (no grant on `book_snapshot`
+/// nor `price_bar`): the trades go on being stored, every one delivered; the refused
+/// snapshots and bars are counted and `/readyz` says why. (Before: 42501 was a configuration
+/// failure, the refused batch sat at the head of the spool and every trade waited behind it.)
+#[test]
+fn a_book_side_the_database_refuses_never_holds_up_a_trade() {
+    init_logs();
+    let _w = Watchdog::new("books: refused book side", Duration::from_secs(120));
+    let db = TestDb::new();
+    let role = db.role();
+    db.client()
+        .batch_execute(&format!(
+            "REVOKE INSERT, UPDATE ON book_snapshot, price_bar FROM {0}",
+            role.name()
+        ))
+        .expect("grants as before V11");
+    let sim = book_sim(6, 30.0);
+    pipeline::load_markets(&db, &sim);
+    let p = pipeline::start_at(role.url(), &sim, |c| {
+        c.book_snapshot_interval(Duration::from_secs(1))
+            .spool_dir(db.spool_dir())
+    });
+    p.wait_up(1);
+    p.wait(
+        Duration::from_secs(60),
+        "book rows refused, trades stored",
+        |h| h.books.book_rows_refused > 0 && h.trades_inserted >= 100,
+    );
+    let h = p.snapshot();
+    let why = h.not_ready(Duration::from_secs(30)).unwrap_or_default();
+    assert!(why.contains("book side"), "/readyz says why: {why:?}");
+    assert_eq!(h.trades_spooled, 0, "no trade waited in the spool: {h:?}");
+    let (_, health) = p.stop();
+    let stored = pipeline::assert_stored_equals_delivered(&db, &sim);
+    assert!(stored >= 100, "{stored}: {health:?}");
+    assert_eq!(db.count("book_snapshot"), 0);
+}

@@ -267,3 +267,84 @@ fn a_role_without_execute_on_tape_ensure_month_still_writes() {
     assert_eq!(db.count("trade_tape_default"), 0);
     assert_eq!(db.count("trade_tape_2025_06"), 100);
 }
+
+/// One batch holding the same (token, minute) twice (a bar closed by the quiet clock, moved
+/// by a late event, sent again) is one merged row; `ON CONFLICT DO UPDATE` refused it with
+/// 21000 before, which classed it as a configuration failure and held every later trade
+/// behind it in the spool.
+#[test]
+fn a_bar_batch_with_a_minute_twice_is_merged_not_refused() {
+    let _w = Watchdog::new("a_bar_batch_with_a_minute_twice", Duration::from_secs(30));
+    let db = TestDb::new();
+    let (mut w, _) = writer(&db);
+    let bar = |o: u32, h: u32, l: u32, c: u32| polytape::prices::PriceBar {
+        asset_id: "1000001".into(),
+        market: "0xabc".into(),
+        minute_ms: 1_750_428_120_000,
+        open2: Some(o),
+        high2: Some(h),
+        low2: Some(l),
+        close2: Some(c),
+        best_bid: Some(c / 2 - 5_000),
+        best_ask: Some(c / 2 + 5_000),
+    };
+    polytape::bench::write_bars(
+        &mut w,
+        &[
+            bar(960_000, 980_000, 950_000, 970_000),
+            bar(970_000, 1_000_000, 960_000, 990_000),
+        ],
+    )
+    .expect("a repeated minute is merged, not refused");
+    let row = db
+        .client()
+        .query_one(
+            "SELECT open::text, high::text, low::text, close::text FROM price_bars",
+            &[],
+        )
+        .expect("one bar");
+    let got: (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        got,
+        ("0.48".into(), "0.5".into(), "0.475".into(), "0.495".into()),
+        "first open, highest high, lowest low, last close"
+    );
+}
+
+/// An upgrade with the README's grants: a writer role granted per the README (default
+/// privileges included) before V11–V13 can write the tables they make.
+#[test]
+fn the_readmes_grants_cover_the_tables_a_later_migration_makes() {
+    let _w = Watchdog::new("the_readmes_grants", Duration::from_secs(60));
+    let db = TestDb::empty();
+    polytape::bench::migrate_up_to(&db.config(), 10).expect("V1-V10");
+    let role = db.bare_role("upgrade");
+    let owner: String = db
+        .client()
+        .query_one("SELECT current_user::text", &[])
+        .expect("owner")
+        .get(0);
+    db.client()
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA public TO {w};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {w};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {w};
+             GRANT EXECUTE ON FUNCTION tape_ensure_month(date) TO {w};
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {w};
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                 GRANT USAGE, SELECT ON SEQUENCES TO {w};",
+            w = role.name()
+        ))
+        .expect("the README's grants");
+    polytape::bench::migrate_up_to(&db.config(), i32::MAX).expect("the upgrade");
+    let mut c = postgres::Client::connect(role.url(), postgres::NoTls).expect("as the writer");
+    c.batch_execute(
+        "INSERT INTO tokens (asset_id, market) VALUES ('9', '0xm');
+         INSERT INTO price_bar (minute, token, source, trades)
+             SELECT '2026-12-01T00:00:00Z', id, 'l', 1 FROM tokens WHERE asset_id = '9';
+         INSERT INTO book_snapshot (taken_at, token, source, levels)
+             SELECT '2026-12-01T00:00:00Z', id, 'f', '\\x01000000'::bytea FROM tokens WHERE asset_id = '9';",
+    )
+    .expect("the writer writes V11-V13's tables after the upgrade");
+}
