@@ -155,12 +155,10 @@ impl HealthSnapshot {
             Some("the writer has lost the database".into())
         } else if self.connections_active == 0 {
             Some("no socket connected".into())
-        } else if let Some(failure) = &self.book_failure {
-            Some(format!(
-                "the book side cannot store ({failure}); trades are stored"
-            ))
         } else {
-            None
+            self.book_failure
+                .as_ref()
+                .map(|f| format!("the book side cannot store ({f}); trades are stored"))
         }
     }
 }
