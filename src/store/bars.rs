@@ -30,41 +30,6 @@ pub(crate) fn time(ms: i64) -> Result<DateTime<Utc>> {
         .ok_or_else(|| Error::data(format!("bar minute {ms} is out of range")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bar(asset: &str, minute_ms: i64, o: u32, h: u32, l: u32, c: u32) -> PriceBar {
-        PriceBar {
-            asset_id: asset.into(),
-            market: "0xm".into(),
-            minute_ms,
-            open2: Some(o),
-            high2: Some(h),
-            low2: Some(l),
-            close2: Some(c),
-            best_bid: Some(c / 2),
-            best_ask: Some(c / 2 + 2),
-        }
-    }
-
-    #[test]
-    fn a_minute_sent_twice_is_one_bar() {
-        let got = merge_repeats(&[
-            bar("1", 60_000, 10, 30, 5, 20),
-            bar("2", 60_000, 1, 1, 1, 1),
-            bar("1", 60_000, 20, 40, 8, 12),
-        ]);
-        assert_eq!(got.len(), 2);
-        assert_eq!(
-            (got[0].open2, got[0].high2, got[0].low2, got[0].close2),
-            (Some(10), Some(40), Some(5), Some(12))
-        );
-        assert_eq!(got[0].best_bid, Some(6), "the last");
-        assert_eq!(got[1].asset_id, "2");
-    }
-}
-
 fn int(v: Option<u32>) -> Result<Option<i32>> {
     v.map(|v| i32::try_from(v).map_err(|_| Error::data(format!("bar price {v} is out of range"))))
         .transpose()
@@ -230,5 +195,40 @@ pub(crate) fn count_in_bars(
             stats.bar_errors.fetch_add(1, Relaxed);
             log::warn!("writer: the trades' price bars were not written ({e}); the trades are");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar(asset: &str, minute_ms: i64, o: u32, h: u32, l: u32, c: u32) -> PriceBar {
+        PriceBar {
+            asset_id: asset.into(),
+            market: "0xm".into(),
+            minute_ms,
+            open2: Some(o),
+            high2: Some(h),
+            low2: Some(l),
+            close2: Some(c),
+            best_bid: Some(c / 2),
+            best_ask: Some(c / 2 + 2),
+        }
+    }
+
+    #[test]
+    fn a_minute_sent_twice_is_one_bar() {
+        let got = merge_repeats(&[
+            bar("1", 60_000, 10, 30, 5, 20),
+            bar("2", 60_000, 1, 1, 1, 1),
+            bar("1", 60_000, 20, 40, 8, 12),
+        ]);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].open2, got[0].high2, got[0].low2, got[0].close2),
+            (Some(10), Some(40), Some(5), Some(12))
+        );
+        assert_eq!(got[0].best_bid, Some(6), "the last");
+        assert_eq!(got[1].asset_id, "2");
     }
 }
