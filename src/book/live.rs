@@ -47,6 +47,10 @@ const QUIET_CUT_MS: i64 = 2_000;
 const VERIFY_MS: i64 = 10_000;
 /// How often a token waiting for a fresh `book` asks again.
 const REASK_MS: i64 = 5_000;
+/// How far past the local clock an event's stamp may be: a stamp further ahead is refused
+/// (counted as invalid), never applied (a cut or a bar boundary a year ahead would stand
+/// every later event still, and walking the cuts up to it would spin the socket's thread).
+const FUTURE_MS: i64 = 60_000;
 /// How long (wall clock) a timestamp group stays open on a socket that delivers nothing
 /// later: the entries of one match come in one message or in consecutive ones.
 const GROUP_QUIET_MS: i64 = 1_000;
@@ -102,6 +106,13 @@ pub(crate) struct LiveBooks {
     out: Vec<BookSnapshot>,
     /// Tokens to subscribe again (a fresh `book` wanted).
     resync: Vec<String>,
+    /// The tokens held (`None`: every token, until the first change of the list): an event
+    /// of another (a delta still in flight after an unsubscribe) is ignored, never taken for
+    /// a token to subscribe.
+    held: Option<std::collections::HashSet<String>>,
+    /// Tokens removed while trusted, and when (a stall repair's unsubscribe/subscribe): their
+    /// next book ends a blind window from there. Forgotten after ten minutes.
+    removed: HashMap<String, i64>,
     /// Tokens with an open timestamp group, and the oldest group's stamp (`i64::MAX`: none).
     open: Vec<String>,
     open_min_ts: i64,
@@ -117,6 +128,7 @@ pub(crate) struct LiveBooks {
     discarded: u64,
     false_alarms: u64,
     unchecked: u64,
+    invalid: u64,
     held_published: i64,
     last_tick_ms: i64,
     /// Some book waits for a fresh one, or some cut for its vouching: the clock has work.
@@ -135,6 +147,8 @@ impl LiveBooks {
             next_cut_ms: (now_ms.div_euclid(every_ms) + 1) * every_ms,
             out: Vec::new(),
             resync: Vec::new(),
+            held: None,
+            removed: HashMap::new(),
             open: Vec::new(),
             open_min_ts: i64::MAX,
             tape: tape.then(TapeOut::default),
@@ -146,6 +160,7 @@ impl LiveBooks {
             discarded: 0,
             false_alarms: 0,
             unchecked: 0,
+            invalid: 0,
             held_published: 0,
             last_tick_ms: now_ms,
             watch: false,
@@ -156,6 +171,28 @@ impl LiveBooks {
     pub(crate) fn apply(&mut self, event: BookEvent, received_us: i64) {
         let now_ms = received_us.div_euclid(1000);
         let stamp = |ts: i64| if ts > 0 { ts } else { now_ms };
+        let ts = match &event {
+            BookEvent::Snapshot { timestamp_ms, .. } | BookEvent::Change { timestamp_ms, .. } => {
+                *timestamp_ms
+            }
+            BookEvent::TickSize { .. } => 0,
+        };
+        if ts > now_ms + FUTURE_MS {
+            self.invalid += 1;
+            log::debug!(
+                "book event stamped {ts}, {} ms ahead of the clock: refused",
+                ts - now_ms
+            );
+            return;
+        }
+        let asset = match &event {
+            BookEvent::Snapshot { asset_id, .. }
+            | BookEvent::Change { asset_id, .. }
+            | BookEvent::TickSize { asset_id, .. } => asset_id,
+        };
+        if self.held.as_ref().is_some_and(|h| !h.contains(&**asset)) {
+            return; // no longer held: in flight when it was unsubscribed
+        }
         match event {
             BookEvent::Snapshot {
                 asset_id,
@@ -319,10 +356,11 @@ impl LiveBooks {
 
     /// A `book` for `asset_id` stamped `ts`, received at `received_us`.
     fn fresh_book(&mut self, asset_id: &str, market: &str, fresh: Book, ts: i64, received_us: i64) {
+        let removed = &mut self.removed;
         let token = self
             .books
             .entry(asset_id.to_owned())
-            .or_insert_with(|| waiting(asset_id, market, None));
+            .or_insert_with(|| waiting(asset_id, market, removed.remove(asset_id)));
         if let Some(tape) = &mut self.tape {
             // Every book the exchange sends goes on the tape as snapshot rows.
             for side in [Side::Bid, Side::Ask] {
@@ -534,10 +572,56 @@ impl LiveBooks {
         self.resync.clear();
     }
 
-    /// Keeps only the books of `held` tokens; a new one waits for its first `book`.
-    pub(crate) fn retain(&mut self, held: &[String]) {
-        let keep: std::collections::HashSet<&str> = held.iter().map(String::as_str).collect();
-        self.books.retain(|a, _| keep.contains(a.as_str()));
+    /// Keeps only the books of `held` tokens; a new one waits for its first `book`. A book
+    /// removed is accounted for: its bar so far is stored, its cuts that waited (never
+    /// vouched for) are dropped and counted, the tape forgets it, and if it comes back (a
+    /// stall repair unsubscribes and subscribes again) its next book ends a blind window from
+    /// `now_ms`.
+    pub(crate) fn retain(&mut self, held: &[String], now_ms: i64) {
+        let keep: std::collections::HashSet<String> = held.iter().cloned().collect();
+        let gone: Vec<String> = self
+            .books
+            .keys()
+            .filter(|a| !keep.contains(*a))
+            .cloned()
+            .collect();
+        for asset in gone {
+            let Some(mut token) = self.books.remove(&asset) else {
+                continue;
+            };
+            if let Some(bar) = &mut token.bar
+                && bar.changed
+            {
+                self.bars_out.push(bar.finish(&asset, &token.market));
+            }
+            self.discarded += token.pending.len() as u64;
+            if let Some(tape) = &mut self.tape {
+                tape.forget(&token.asset);
+            }
+            match token.trust {
+                Trust::Trusted { .. } => {
+                    self.removed.insert(asset, now_ms);
+                }
+                Trust::Waiting {
+                    since_ms: Some(since),
+                    ..
+                } => {
+                    self.removed.insert(asset, since);
+                }
+                Trust::Waiting { .. } => {}
+            }
+        }
+        self.removed.retain(|_, at| now_ms - *at < 600_000);
+        self.held = Some(keep);
+    }
+
+    /// A held token whose book has come and is trusted: the one to probe a socket with (a
+    /// token whose book the exchange has not sent, or never sends, may not answer).
+    pub(crate) fn trusted_token(&self) -> Option<&str> {
+        self.books
+            .iter()
+            .find(|(_, t)| matches!(t.trust, Trust::Trusted { .. }))
+            .map(|(a, _)| a.as_str())
     }
 
     /// Snapshots to store, in order.
@@ -583,6 +667,9 @@ impl LiveBooks {
         stats
             .unchecked
             .fetch_add(std::mem::take(&mut self.unchecked), Relaxed);
+        stats
+            .invalid
+            .fetch_add(std::mem::take(&mut self.invalid), Relaxed);
         let held = self.books.len() as i64;
         stats.held.fetch_add(held - self.held_published, Relaxed);
         self.held_published = held;
@@ -827,6 +914,71 @@ mod tests {
             b.desynced, 1,
             "closed and checked: 0.32 is the ask, not 0.31"
         );
+    }
+
+    #[test]
+    fn a_stamp_far_in_the_future_is_refused_not_walked_to() {
+        // Cuts every second: walking them to a year ahead is 31.5 million cuts.
+        let mut b = LiveBooks::new(1_000, 0, false, T0);
+        b.apply(
+            book(
+                T0,
+                &[("0.29", "10"), ("0.30", "20"), ("0.311", "5")],
+                &[("0.32", "7")],
+            ),
+            T0 * 1000,
+        );
+        let year = 365 * 86_400_000;
+        let started = std::time::Instant::now();
+        b.apply(
+            change(T0 + year, Side::Bid, "0.28", "1", Some(("0.311", "0.32"))),
+            (T0 + 10) * 1000,
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(100),
+            "no spin"
+        );
+        assert_eq!(b.invalid, 1);
+        assert_eq!(b.books["1"].book.len(), 4, "not applied");
+        // A minute ahead (a clock a little behind the exchange's) is still applied.
+        b.apply(
+            change(T0 + 30_000, Side::Bid, "0.28", "1", Some(("0.311", "0.32"))),
+            (T0 + 10) * 1000,
+        );
+        assert_eq!((b.invalid, b.books["1"].book.len()), (1, 5));
+    }
+
+    #[test]
+    fn a_delta_after_an_unsubscribe_subscribes_nothing_and_a_repair_records_its_window() {
+        let mut b = books();
+        b.apply(
+            change(T0 + 10, Side::Bid, "0.28", "1", Some(("0.311", "0.32"))),
+            (T0 + 10) * 1000,
+        );
+        // Unsubscribed (a stall repair's first half): its bar so far is stored.
+        b.retain(&[], T0 + 20);
+        b.close_groups_where(|_| true);
+        assert_eq!(b.take_bars().len(), 1, "the bar so far, not dropped");
+        // A delta still in flight: ignored, no resubscription (it was one, forever).
+        b.apply(
+            change(T0 + 30, Side::Bid, "0.27", "1", Some(("0.311", "0.32"))),
+            (T0 + 30) * 1000,
+        );
+        assert!(
+            b.take_resync().is_empty(),
+            "a removed token is not subscribed again"
+        );
+        assert!(b.books.is_empty());
+        // Subscribed again (the repair's second half): its book ends a blind window that
+        // began at the unsubscribe.
+        b.retain(&["1".to_owned()], T0 + 40);
+        b.apply(
+            book(T0 + 50, &[("0.3", "1")], &[("0.4", "1")]),
+            (T0 + 50) * 1000,
+        );
+        let snaps = b.take_snapshots();
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(snaps[0].blind_from_ms, Some(T0 + 20), "{snaps:?}");
     }
 
     #[test]

@@ -12,9 +12,14 @@
 //! final name, synced, hashed, renamed, recorded in `book_files`, and only then deleted.
 //! Segments a crash left behind are finished the same way at the next start.
 //!
-//! A book that desyncs is dropped from the thread's copy (and so from the next file's
-//! opening snapshot) until its fresh book arrives, which the connection writes as snapshot
-//! rows: `is_snapshot` turning true after false resets that token's book, as in Tardis.
+//! A book that desyncs, or a token no longer held, is dropped from the thread's copy (and so
+//! from the next file's opening snapshot) until a fresh book arrives, which the connection
+//! writes as snapshot rows. **The replay rule** (README): every `book` is one block of
+//! snapshot rows sharing one `local_timestamp` (each event a socket delivers gets its own),
+//! so a token's book starts afresh at a snapshot row that follows a change row of that token
+//! *or* whose `local_timestamp` differs from the token's previous snapshot row's: two books
+//! in a row replace, never merge. A file's opening snapshot is stamped one microsecond
+//! before its period, so no `book` of the period can share its stamp.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -64,6 +69,48 @@ pub trait TapeFinisher: Send + Sync {
     ) -> io::Result<()>;
 }
 
+/// The tape thread's copy of every held book: by token, its market, its book as the rows
+/// built it, and the local time of its last row if that was a snapshot row (`None`: a change
+/// row).
+type Mirror = HashMap<Arc<str>, (Arc<str>, Book, Option<i64>)>;
+
+/// Applies one row to the mirror by the replay rule (module docs): a snapshot row after a
+/// change row, or of another block than the token's last snapshot row, starts afresh.
+fn mirror_row(mirror: &mut Mirror, row: &TapeRow) {
+    let entry = mirror
+        .entry(Arc::clone(&row.asset_id))
+        .or_insert_with(|| (Arc::clone(&row.market), Book::new(), None));
+    if row.is_snapshot && entry.2 != Some(row.local_timestamp_us) {
+        entry.1 = Book::new();
+    }
+    entry.2 = row.is_snapshot.then_some(row.local_timestamp_us);
+    entry.1.set(row.side, row.price, row.amount);
+}
+
+/// A period's opening snapshot: every book the mirror holds, as one block per token stamped
+/// one microsecond before `start_us` (no `book` of the period can share it).
+fn opening_rows(mirror: &mut Mirror, start_us: i64) -> Vec<TapeRow> {
+    let mut opening = Vec::new();
+    for (asset, (market, book, last_snapshot)) in mirror.iter_mut() {
+        for side in [Side::Bid, Side::Ask] {
+            for (price, amount) in book.levels(side, 0) {
+                opening.push(TapeRow {
+                    asset_id: Arc::clone(asset),
+                    market: Arc::clone(market),
+                    timestamp_us: start_us,
+                    local_timestamp_us: start_us - 1,
+                    is_snapshot: true,
+                    side,
+                    price,
+                    amount,
+                });
+            }
+        }
+        *last_snapshot = Some(start_us - 1);
+    }
+    opening
+}
+
 /// What the connections send.
 pub(crate) enum TapeMsg {
     /// Rows, in the order their events were applied.
@@ -93,9 +140,10 @@ pub(crate) struct BookTape {
     roll_us: i64,
     rx: Receiver<TapeMsg>,
     health: Health,
-    /// Every trusted book, as the rows built it, with its market; and whether the token's
-    /// last row was a snapshot row (a snapshot after changes resets it).
-    mirror: HashMap<Arc<str>, (Arc<str>, Book, bool)>,
+    /// Every trusted book, as the rows built it, with its market; and the local time of
+    /// the token's last row if it was a snapshot row (`None`: a change row): a snapshot row
+    /// after changes, or of another block, resets it.
+    mirror: Mirror,
     segment: Option<Segment>,
     finish_tx: Option<Sender<Job>>,
     finisher_thread: Option<std::thread::JoinHandle<()>>,
@@ -228,16 +276,7 @@ impl BookTape {
         if self.segment.as_ref().is_none_or(|s| at >= s.end_us) {
             self.roll(at);
         }
-        // The mirror: a snapshot row after changes starts the token's book afresh.
-        let entry = self
-            .mirror
-            .entry(Arc::clone(&row.asset_id))
-            .or_insert_with(|| (Arc::clone(&row.market), Book::new(), false));
-        if row.is_snapshot && !entry.2 {
-            entry.1 = Book::new();
-        }
-        entry.2 = row.is_snapshot;
-        entry.1.set(row.side, row.price, row.amount);
+        mirror_row(&mut self.mirror, &row);
         self.append(&row);
     }
 
@@ -324,26 +363,7 @@ impl BookTape {
             synced: Instant::now(),
         });
         // Every file replays on its own: it opens with every held book.
-        let mut opening = Vec::new();
-        for (asset, (market, book, _)) in &self.mirror {
-            for side in [Side::Bid, Side::Ask] {
-                for (price, amount) in book.levels(side, 0) {
-                    opening.push(TapeRow {
-                        asset_id: Arc::clone(asset),
-                        market: Arc::clone(market),
-                        timestamp_us: start_us,
-                        local_timestamp_us: start_us,
-                        is_snapshot: true,
-                        side,
-                        price,
-                        amount,
-                    });
-                }
-            }
-        }
-        for (_, _, last_was_snapshot) in self.mirror.values_mut() {
-            *last_was_snapshot = true;
-        }
+        let opening = opening_rows(&mut self.mirror, start_us);
         for row in &opening {
             self.append(row);
         }
@@ -615,6 +635,89 @@ impl Iterator for SegmentRows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tape_row(
+        asset: &str,
+        local: i64,
+        snap: bool,
+        side: Side,
+        price: &str,
+        amount: &str,
+    ) -> TapeRow {
+        TapeRow {
+            asset_id: Arc::from(asset),
+            market: Arc::from("0xm"),
+            timestamp_us: local,
+            local_timestamp_us: local,
+            is_snapshot: snap,
+            side,
+            price: Price::parse(price).expect("p"),
+            amount: Size::parse(amount).expect("s"),
+        }
+    }
+
+    /// A replayed book: the local time of its last row if a snapshot row, its levels.
+    type ReplayBook = (Option<i64>, std::collections::BTreeMap<(bool, u64), u64>);
+
+    /// The README's replay rule, written here on its own (not the mirror's code): per token,
+    /// a snapshot row after a change row or of another `local_timestamp` starts afresh.
+    fn replay(rows: &[TapeRow]) -> HashMap<String, Vec<(bool, u64, u64)>> {
+        let mut books: HashMap<String, ReplayBook> = HashMap::new();
+        for r in rows {
+            let b = books.entry(r.asset_id.to_string()).or_default();
+            if r.is_snapshot && b.0 != Some(r.local_timestamp_us) {
+                b.1.clear();
+            }
+            b.0 = r.is_snapshot.then_some(r.local_timestamp_us);
+            let key = (r.side == Side::Bid, r.price.units());
+            if r.amount.is_zero() {
+                b.1.remove(&key);
+            } else {
+                b.1.insert(key, r.amount.units());
+            }
+        }
+        books
+            .into_iter()
+            .map(|(a, (_, l))| (a, l.into_iter().map(|((bid, p), s)| (bid, p, s)).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn two_books_in_a_row_replace_and_a_forgotten_token_leaves_the_next_opening() {
+        use Side::{Ask, Bid};
+        // A: a book, a change, then two books in a row with no change between (a resync's
+        // book right behind a trade's); the second has fewer levels. B: a book, then
+        // forgotten (unsubscribed, or desynced by a dropped delta).
+        let period = vec![
+            tape_row("A", 10, true, Bid, "0.2", "5"),
+            tape_row("A", 10, true, Ask, "0.21", "859.07"),
+            tape_row("A", 11, false, Ask, "0.2025", "100"),
+            tape_row("A", 20, true, Bid, "0.2", "7"),
+            tape_row("A", 20, true, Ask, "0.2025", "100"),
+            tape_row("A", 20, true, Ask, "0.21", "859.07"),
+            tape_row("A", 30, true, Bid, "0.2025", "3"),
+            tape_row("A", 30, true, Ask, "0.205", "40"),
+            tape_row("B", 31, true, Bid, "0.5", "1"),
+            tape_row("B", 31, true, Ask, "0.6", "1"),
+        ];
+        let mut mirror = Mirror::new();
+        for r in &period {
+            mirror_row(&mut mirror, r);
+        }
+        mirror.remove("B");
+        let opening = opening_rows(&mut mirror, 1_000);
+        // The period replays to A's last book alone: no phantom ask beside its 0.2025 bid.
+        let a = vec![(false, 205_000, 40_000_000), (true, 202_500, 3_000_000)];
+        assert_eq!(replay(&period)["A"], a);
+        // The next file opens with A exactly, and without B.
+        let next = replay(&opening);
+        assert_eq!(next.get("A"), Some(&a));
+        assert!(!next.contains_key("B"), "a forgotten token is not reopened");
+        // A book right after the opening block replaces it too.
+        let mut more = opening.clone();
+        more.push(tape_row("A", 1_000, true, Bid, "0.19", "1"));
+        assert_eq!(replay(&more)["A"], vec![(true, 190_000, 1_000_000)]);
+    }
 
     #[test]
     fn rows_round_trip_and_names_are_by_start() {

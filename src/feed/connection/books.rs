@@ -86,6 +86,18 @@ impl Connection {
         self.send_snapshots()
     }
 
+    /// The token to probe a socket with: one whose book has come (its answer is sure), else
+    /// the first held.
+    pub(super) fn probe_token(&self) -> Option<String> {
+        let tokens = self.tokens.lock();
+        self.books
+            .as_ref()
+            .and_then(|b| b.trusted_token())
+            .filter(|t| tokens.iter().any(|h| h == t))
+            .map(str::to_owned)
+            .or_else(|| tokens.first().cloned())
+    }
+
     /// The socket the books were built from is gone: none is trusted until a fresh book
     /// comes (the next subscription asks for every one).
     pub(super) fn books_lost(&mut self) {

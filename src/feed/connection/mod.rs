@@ -348,7 +348,7 @@ impl Connection {
         }
         self.status.set_tokens(tokens.len());
         if let Some(books) = &mut self.books {
-            books.retain(&tokens);
+            books.retain(&tokens, now_ms());
         }
     }
 

@@ -90,7 +90,7 @@ impl Connection {
             Check::Fine => Ok(()),
             Check::Probe => {
                 // Quiet or frozen? Ask for one held token's book: a live socket answers.
-                let probe = self.tokens.lock().first().cloned();
+                let probe = self.probe_token();
                 if let Some(token) = probe {
                     log::debug!("connection {}: silent; probing with one book", self.id);
                     ws.send(Message::text(protocol::probe_frame(&token)))

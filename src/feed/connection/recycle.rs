@@ -31,7 +31,7 @@ impl Connection {
     /// token list as it was, and they apply to it once it is in place.
     pub(super) fn recycle(&mut self, ws: &mut Socket, liveness: &mut Liveness) -> Result<(), End> {
         let tokens = self.tokens.lock().clone();
-        let Some(probe_token) = tokens.first().cloned() else {
+        let Some(probe_token) = self.probe_token() else {
             self.recycle.schedule(&self.config, false);
             return Ok(());
         };

@@ -19,6 +19,7 @@ use crate::daemon::{Daemon, polytape};
 struct Row {
     asset: String,
     ts_us: i64,
+    local_us: i64,
     is_snapshot: bool,
     bid: bool,
     price: u64,
@@ -43,6 +44,7 @@ fn read_rows(path: &std::path::Path) -> Vec<Row> {
         };
         let (assets, sides) = (dict(0), dict(5));
         let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+        let local = b.column(3).as_primitive::<TimestampMicrosecondType>();
         let snap = b.column(4).as_boolean();
         let dec = |i: usize| {
             b.column(i)
@@ -61,6 +63,7 @@ fn read_rows(path: &std::path::Path) -> Vec<Row> {
             rows.push(Row {
                 asset: assets[i].clone(),
                 ts_us: ts.value(i),
+                local_us: local.value(i),
                 is_snapshot: snap.value(i),
                 bid: sides[i] == "bid",
                 price: price.value(i) as u64,
@@ -71,9 +74,9 @@ fn read_rows(path: &std::path::Path) -> Vec<Row> {
     rows
 }
 
-/// A token's book as a file replays it: whether its last row was a snapshot row, its levels
-/// by (is bid, price), and its last row's time.
-type Replayed = (bool, HashMap<(bool, u64), u64>, i64);
+/// A token's book as a file replays it: the local time of its last row if a snapshot row,
+/// its levels by (is bid, price), and its last row's time.
+type Replayed = (Option<i64>, HashMap<(bool, u64), u64>, i64);
 
 #[test]
 fn every_tape_file_replays_on_its_own_to_the_true_books() {
@@ -130,6 +133,14 @@ fn every_tape_file_replays_on_its_own_to_the_true_books() {
         );
         let bytes = std::fs::read(&path).expect("the file is where book_files says");
         assert_eq!(bytes.len() as i64, r.get::<_, i64>(3), "bytes recorded");
+        // The recorded hash is the file's.
+        use sha2::Digest;
+        let recorded_hash: String = r.get(4);
+        let hash: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(recorded_hash, hash, "book_files.sha256 of {path}");
         let rows = read_rows(std::path::Path::new(&path));
         assert_eq!(rows.len() as i64, r.get::<_, i64>(1), "rows recorded");
         let assets: std::collections::HashSet<&str> =
@@ -149,16 +160,15 @@ fn every_tape_file_replays_on_its_own_to_the_true_books() {
                 opening.len()
             );
         }
-        // Replay, alone: a snapshot row after change rows starts the token afresh.
+        // Replay, alone, by the README's rule: a snapshot row after change rows, or of
+        // another block (another local_timestamp), starts the token afresh.
         let mut books: HashMap<&str, Replayed> = HashMap::new();
         for row in &rows {
-            let b = books
-                .entry(&row.asset)
-                .or_insert((false, HashMap::new(), 0));
-            if row.is_snapshot && !b.0 {
+            let b = books.entry(&row.asset).or_insert((None, HashMap::new(), 0));
+            if row.is_snapshot && b.0 != Some(row.local_us) {
                 b.1.clear();
             }
-            b.0 = row.is_snapshot;
+            b.0 = row.is_snapshot.then_some(row.local_us);
             b.2 = row.ts_us;
             if row.amount == 0 {
                 b.1.remove(&(row.bid, row.price));
