@@ -43,8 +43,12 @@ use crate::prices::{MinuteBar, PriceBar, minute_of};
 
 /// How long after a cut's boundary, on a quiet socket, the cut is made by the clock.
 const QUIET_CUT_MS: i64 = 2_000;
-/// How long a cut waits for a fresh `book` before one is asked for.
+/// How long a cut waits for a fresh `book` before one is asked for, and between asks.
 const VERIFY_MS: i64 = 10_000;
+/// Asks for a fresh `book` to vouch for waiting cuts before they are given up (counted).
+const VERIFY_ASKS: u8 = 3;
+/// Cuts a token may have waiting; past it the oldest is given up (counted).
+const MAX_PENDING: usize = 8;
 /// How often a token waiting for a fresh `book` asks again.
 const REASK_MS: i64 = 5_000;
 /// How far past the local clock an event's stamp may be: a stamp further ahead is refused
@@ -89,7 +93,8 @@ struct TokenBook {
     /// Cuts waiting to be vouched for, and when the oldest was made (wall clock).
     pending: Vec<BookSnapshot>,
     pending_since_ms: i64,
-    verify_asked: bool,
+    /// Fresh books asked for to vouch for the waiting cuts, and when last.
+    verify_asks: u8,
     /// Its price bar of the minute.
     bar: Option<MinuteBar>,
     /// Its open timestamp group.
@@ -129,6 +134,7 @@ pub(crate) struct LiveBooks {
     false_alarms: u64,
     unchecked: u64,
     invalid: u64,
+    unverified: u64,
     held_published: i64,
     last_tick_ms: i64,
     /// Some book waits for a fresh one, or some cut for its vouching: the clock has work.
@@ -161,6 +167,7 @@ impl LiveBooks {
             false_alarms: 0,
             unchecked: 0,
             invalid: 0,
+            unverified: 0,
             held_published: 0,
             last_tick_ms: now_ms,
             watch: false,
@@ -382,7 +389,7 @@ impl LiveBooks {
             Trust::Trusted { .. } if token.book.same_levels(&fresh) => {
                 // It vouches for the book, and for every cut waiting on it.
                 self.out.append(&mut token.pending);
-                token.verify_asked = false;
+                token.verify_asks = 0;
                 token.book = fresh;
                 token.trust = Trust::Trusted { vouched_ms: ts };
                 move_bar(asset_id, token, ts, &mut self.bars_out);
@@ -419,7 +426,7 @@ impl LiveBooks {
                 since_ms
             }
         };
-        token.verify_asked = false;
+        token.verify_asks = 0;
         token.book = fresh;
         token.trust = Trust::Trusted { vouched_ms: ts };
         token.changed = false;
@@ -482,6 +489,10 @@ impl LiveBooks {
             if token.pending.is_empty() {
                 token.pending_since_ms = now_ms;
             }
+            if token.pending.len() >= MAX_PENDING {
+                token.pending.remove(0);
+                self.unverified += 1;
+            }
             token.pending.push(BookSnapshot {
                 asset_id: asset_id.clone(),
                 market: token.market.to_string(),
@@ -505,9 +516,10 @@ impl LiveBooks {
         if !self.open.is_empty() {
             self.close_groups_where(|g| now_ms - g.received_ms >= GROUP_QUIET_MS);
         }
-        if now_ms >= self.next_cut_ms + QUIET_CUT_MS {
-            self.cut_before(now_ms - QUIET_CUT_MS, now_ms);
-        }
+        // No cut by the clock: a feed running behind the local clock would have the cut miss
+        // events stamped before its boundary. A cut is made when the socket delivers an event
+        // stamped past the boundary; on a quiet socket the book did not change meanwhile, so
+        // the cut made then is the book at the boundary all the same.
         if now_ms >= self.next_bar_ms + QUIET_CUT_MS {
             self.bars_before(now_ms - QUIET_CUT_MS);
         }
@@ -519,12 +531,18 @@ impl LiveBooks {
             still |= !token.pending.is_empty() || matches!(token.trust, Trust::Waiting { .. });
             match &mut token.trust {
                 Trust::Trusted { .. } => {
-                    if !token.pending.is_empty()
-                        && !token.verify_asked
-                        && now_ms - token.pending_since_ms >= VERIFY_MS
-                    {
-                        token.verify_asked = true;
-                        self.resync.push(asset_id.clone());
+                    let due =
+                        token.pending_since_ms + VERIFY_MS * (1 + i64::from(token.verify_asks));
+                    if !token.pending.is_empty() && now_ms >= due {
+                        if token.verify_asks >= VERIFY_ASKS {
+                            // Asked for and never answered: given up, counted.
+                            self.unverified += token.pending.len() as u64;
+                            token.pending.clear();
+                            token.verify_asks = 0;
+                        } else {
+                            token.verify_asks += 1;
+                            self.resync.push(asset_id.clone());
+                        }
                     }
                 }
                 Trust::Waiting { asked_ms, .. } => {
@@ -539,20 +557,22 @@ impl LiveBooks {
         true
     }
 
-    /// The socket is gone (at `at_ms`, its last sign of life): no book can be trusted past
-    /// it. Cuts still waiting are stored: no check found their books wrong, and none can now.
-    /// The next subscription asks for every book: none is asked again for `REASK_MS` from
-    /// `now_ms`.
+    /// The socket is gone (at `at_ms`, its last sign of life; a recycle, a stop): no book can
+    /// be trusted past it. Cuts still waiting are given up and counted
+    /// (`book_snapshots_unverified`): no fresh book can vouch for them now, and a snapshot is
+    /// stored only vouched for. The next subscription asks for every book: none is asked
+    /// again for `REASK_MS` from `now_ms`.
     pub(crate) fn lost(&mut self, at_ms: i64, now_ms: i64) {
         // Bars so far are stored (a later part of the same minute merges into the row).
         self.flush_bars(i64::MAX);
         self.watch = true;
         for token in self.books.values_mut() {
-            self.out.append(&mut token.pending);
+            self.unverified += token.pending.len() as u64;
+            token.pending.clear();
             if let Some(tape) = &mut self.tape {
                 tape.forget(&token.asset);
             }
-            token.verify_asked = false;
+            token.verify_asks = 0;
             token.trust = match token.trust {
                 Trust::Trusted { .. } => Trust::Waiting {
                     since_ms: Some(at_ms),
@@ -670,6 +690,9 @@ impl LiveBooks {
         stats
             .invalid
             .fetch_add(std::mem::take(&mut self.invalid), Relaxed);
+        stats
+            .unverified
+            .fetch_add(std::mem::take(&mut self.unverified), Relaxed);
         let held = self.books.len() as i64;
         stats.held.fetch_add(held - self.held_published, Relaxed);
         self.held_published = held;
@@ -721,7 +744,7 @@ fn waiting(asset: &str, market: &str, since_ms: Option<i64>) -> TokenBook {
         changed: false,
         pending: Vec::new(),
         pending_since_ms: 0,
-        verify_asked: false,
+        verify_asks: 0,
         bar: None,
         group: None,
     }
@@ -979,6 +1002,86 @@ mod tests {
         let snaps = b.take_snapshots();
         assert_eq!(snaps.len(), 1);
         assert_eq!(snaps[0].blind_from_ms, Some(T0 + 20), "{snaps:?}");
+    }
+
+    #[test]
+    fn a_cut_waits_for_the_feed_past_its_boundary_not_for_the_clock() {
+        let mut b = LiveBooks::new(1_000, 0, false, T0);
+        b.apply(book(T0, &[("0.29", "10")], &[("0.32", "7")]), T0 * 1000);
+        b.take_snapshots();
+        b.apply(
+            change(T0 + 500, Side::Bid, "0.30", "1", Some(("0.30", "0.32"))),
+            (T0 + 500) * 1000,
+        );
+        // The local clock is 3 s past the boundary; the feed runs behind it.
+        assert!(b.tick(T0 + 4_000));
+        // An event stamped before the boundary arrives late, then one past it.
+        b.apply(
+            change(T0 + 900, Side::Ask, "0.31", "2", Some(("0.30", "0.31"))),
+            (T0 + 4_000) * 1000,
+        );
+        b.apply(
+            change(T0 + 1_100, Side::Bid, "0.28", "1", Some(("0.30", "0.31"))),
+            (T0 + 4_100) * 1000,
+        );
+        // A fresh book vouches for the cut.
+        b.apply(
+            book(
+                T0 + 1_200,
+                &[("0.28", "1"), ("0.29", "10"), ("0.30", "1")],
+                &[("0.31", "2"), ("0.32", "7")],
+            ),
+            (T0 + 4_200) * 1000,
+        );
+        let cut: Vec<_> = b
+            .take_snapshots()
+            .into_iter()
+            .filter(|s| s.taken_at_ms == T0 + 999)
+            .collect();
+        assert_eq!(cut.len(), 1, "one cut at the boundary");
+        assert_eq!(
+            cut[0].asks.len(),
+            2,
+            "the late event stamped before the boundary is in it: {cut:?}"
+        );
+        assert_eq!(cut[0].bids.len(), 2, "the event past the boundary is not");
+    }
+
+    #[test]
+    fn cuts_no_book_can_vouch_for_are_given_up_and_counted() {
+        fn step(b: &mut LiveBooks, at: &mut i64, price: &str) {
+            *at += 1_000;
+            let e = change(*at, Side::Bid, price, "1", Some(("0.29", "0.32")));
+            b.apply(e, *at * 1000);
+        }
+        let mut b = LiveBooks::new(1_000, 0, false, T0);
+        b.apply(book(T0, &[("0.29", "10")], &[("0.32", "7")]), T0 * 1000);
+        b.take_snapshots();
+        let mut at = T0 + 100;
+        for p in ["0.01", "0.02"] {
+            step(&mut b, &mut at, p);
+        }
+        assert_eq!(b.books["1"].pending.len(), 1);
+        // Asked three times (10 s apart) and never answered: given up.
+        let mut asked = 0;
+        for s in 1..=4 {
+            b.tick(at + 10_000 * s + 1);
+            asked += b.take_resync().len();
+        }
+        assert_eq!((asked, b.unverified), (3, 1));
+        assert!(b.take_snapshots().is_empty(), "never stored unvouched");
+        // No more than eight wait; a socket loss gives up what waits, too.
+        for i in 3..=13 {
+            step(&mut b, &mut at, &format!("0.{i:02}"));
+        }
+        assert_eq!(b.books["1"].pending.len(), MAX_PENDING);
+        assert_eq!(b.unverified, 1 + 3, "eleven cuts: the three oldest given up past eight");
+        b.lost(at, at);
+        assert_eq!(b.unverified, 4 + MAX_PENDING as u64);
+        assert!(
+            b.take_snapshots().is_empty(),
+            "a loss stores no unvouched cut"
+        );
     }
 
     #[test]

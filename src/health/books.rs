@@ -24,6 +24,7 @@ pub(crate) struct BookStats {
     pub(crate) bars_filled: AtomicU64,
     pub(crate) bar_errors: AtomicU64,
     pub(crate) rows_refused: AtomicU64,
+    pub(crate) unverified: AtomicU64,
     pub(crate) newest_bar_ms: AtomicI64,
 }
 
@@ -49,8 +50,13 @@ pub struct BookHealth {
     pub book_false_alarms: u64,
     /// `price_change` entries without `best_bid`/`best_ask`: applied, not checked.
     pub book_entries_unchecked: u64,
-    /// Book events or entries with a bad field (counted, left out).
+    /// Book events or entries with a bad field, or stamped more than a minute past the
+    /// clock (counted, left out).
     pub book_events_invalid: u64,
+    /// Periodic cuts given up unvouched: waiting when their socket went (a loss, a recycle,
+    /// a stop), asked for three times and never answered, or past the eight a token may
+    /// have waiting. Never stored: a snapshot is stored only vouched for.
+    pub book_snapshots_unverified: u64,
     /// Rows written to the book tape's segments.
     pub book_tape_rows: u64,
     /// Bytes of finished Parquet book tape files.
@@ -82,6 +88,7 @@ impl BookStats {
             book_false_alarms: self.false_alarms.load(Relaxed),
             book_entries_unchecked: self.unchecked.load(Relaxed),
             book_events_invalid: self.invalid.load(Relaxed),
+            book_snapshots_unverified: self.unverified.load(Relaxed),
             book_tape_rows: self.tape_rows.load(Relaxed),
             book_tape_bytes: self.tape_bytes.load(Relaxed),
             book_tape_files: self.tape_files.load(Relaxed),
@@ -99,7 +106,7 @@ impl BookStats {
 
 impl BookHealth {
     /// The `/metrics` lines: (name, kind, help, value).
-    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 17] {
+    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 18] {
         [
             (
                 "book_events_total",
@@ -154,6 +161,12 @@ impl BookHealth {
                 "counter",
                 "Book events or entries with a bad field (left out).",
                 self.book_events_invalid as f64,
+            ),
+            (
+                "book_snapshots_unverified_total",
+                "counter",
+                "Periodic cuts given up unvouched (socket gone, never answered, too many).",
+                self.book_snapshots_unverified as f64,
             ),
             (
                 "book_tape_rows_total",
