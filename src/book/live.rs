@@ -1075,7 +1075,11 @@ mod tests {
             step(&mut b, &mut at, &format!("0.{i:02}"));
         }
         assert_eq!(b.books["1"].pending.len(), MAX_PENDING);
-        assert_eq!(b.unverified, 1 + 3, "eleven cuts: the three oldest given up past eight");
+        assert_eq!(
+            b.unverified,
+            1 + 3,
+            "eleven cuts: the three oldest given up past eight"
+        );
         b.lost(at, at);
         assert_eq!(b.unverified, 4 + MAX_PENDING as u64);
         assert!(

@@ -23,32 +23,85 @@ pub(crate) fn status(common: &Common) -> Result {
         .read_to_string()?;
     let h: serde_json::Value = serde_json::from_str(&body)?;
     println!("polytape status ({url})");
-    for key in [
-        "started_at",
-        "trades_received",
-        "trades_inserted",
-        "batches_inserted",
-        "duplicates_skipped",
-        "rows_rejected",
-        "queue_depth",
-        "connections_active",
-        "reconnections",
-        "messages_received",
-        "parse_errors",
-        "db_errors",
-        "send_blocked_ms",
-        "last_trade_ts",
-        "last_insert_ts",
-        "last_reconnect_ts",
-        "db_lost_since",
-    ] {
-        let v = &h[key];
-        let shown = match v {
-            serde_json::Value::Null => "-".to_owned(),
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        println!("  {key:<20} {shown}");
+    // Every side's headline figures, grouped as the README and the dashboard group them.
+    let sections: [(&str, &[&str]); 5] = [
+        (
+            "trades",
+            &[
+                "started_at",
+                "trades_received",
+                "trades_inserted",
+                "duplicates_skipped",
+                "rows_rejected",
+                "last_trade_ts",
+                "last_insert_ts",
+                "commit_latency_seconds",
+            ],
+        ),
+        (
+            "sockets",
+            &[
+                "connections_active",
+                "reconnections",
+                "sockets_recycled",
+                "messages_received",
+                "parse_errors",
+                "unknown_events",
+                "stalls_repaired",
+            ],
+        ),
+        (
+            "durability",
+            &[
+                "queue_depth",
+                "db_errors",
+                "db_lost_since",
+                "db_failure",
+                "trades_spooled",
+                "spool_bytes",
+                "trades_unkept",
+            ],
+        ),
+        (
+            "completeness",
+            &[
+                "gaps_recorded",
+                "gaps_open",
+                "oldest_open_gap_ts",
+                "gaps_filled",
+                "trades_backfilled",
+                "data_api_errors",
+            ],
+        ),
+        (
+            "books and prices",
+            &[
+                "books_held",
+                "book_events",
+                "books_desynced",
+                "book_false_alarms",
+                "book_resnapshots",
+                "book_snapshots_written",
+                "book_snapshots_unverified",
+                "book_rows_refused",
+                "book_failure",
+                "book_tape_files",
+                "price_bars_written",
+                "newest_price_bar_ts",
+            ],
+        ),
+    ];
+    for (title, keys) in sections {
+        println!("  {title}:");
+        for key in keys {
+            let v = h.get(*key).or_else(|| h["books"].get(*key));
+            let shown = match v {
+                None | Some(serde_json::Value::Null) => "-".to_owned(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            println!("    {key:<26} {shown}");
+        }
     }
     if let Some(conns) = h["connections"].as_array() {
         println!("  connections:");

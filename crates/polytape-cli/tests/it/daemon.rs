@@ -272,7 +272,26 @@ fn run_then_signal(sig: &str) {
         .output()
         .expect("status");
     assert!(status.status.success());
-    assert!(stdout(&status).contains("trades_inserted"));
+    let shown = stdout(&status);
+    assert!(shown.contains("trades_inserted"));
+    // Every side's headline figures, the book side's included (it was trades only).
+    for section in [
+        "sockets:",
+        "durability:",
+        "completeness:",
+        "books and prices:",
+    ] {
+        assert!(shown.contains(section), "{section} in {shown}");
+    }
+    let books_held = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("books_held"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        books_held.is_some_and(|n| n > 0),
+        "books held shown: {shown}"
+    );
 
     child.stop_with(sig, Duration::from_secs(5));
     let n = assert_stored_equals_delivered(&db, &sim);
