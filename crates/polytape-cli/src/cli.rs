@@ -173,6 +173,10 @@ pub(crate) struct ReportArgs {
     /// The HTML file to write.
     #[arg(long, default_value = "tape.html")]
     pub(crate) out: std::path::PathBuf,
+    /// Markets drawn in the heatmap: the busiest N (the rest are summed in one line; the
+    /// totals and the hourly chart count every market). 0: every market.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) top: usize,
 }
 
 #[derive(Args, Debug)]

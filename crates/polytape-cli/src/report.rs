@@ -98,6 +98,17 @@ fn render(
     }
     let mut markets: Vec<(&str, i64)> = busy.into_iter().collect();
     markets.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    // The busiest `--top` are drawn (a week of 20,000 markets would be ~500 MB of cells);
+    // the rest are one line of sums.
+    let rest: Vec<&str> = if args.top > 0 && markets.len() > args.top {
+        markets
+            .split_off(args.top)
+            .into_iter()
+            .map(|m| m.0)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let row_of: HashMap<&str, usize> = markets.iter().enumerate().map(|(i, m)| (m.0, i)).collect();
     let col_of: HashMap<&str, usize> = hours.iter().enumerate().map(|(i, h)| (*h, i)).collect();
     let (cw, ch, left, top) = (14usize, 10usize, 260usize, 40usize);
@@ -163,6 +174,23 @@ fn render(
         );
     }
     h.push_str("</svg>");
+    if !rest.is_empty() {
+        let rest: std::collections::HashSet<&str> = rest.into_iter().collect();
+        let (mut feed, mut filled, mut holes, mut hours_with_holes) = (0i64, 0i64, 0i64, 0usize);
+        for r in rows.iter().filter(|r| rest.contains(r.market.as_str())) {
+            feed += r.feed;
+            filled += r.filled;
+            holes += r.holes_open;
+            hours_with_holes += usize::from(r.holes_open > 0);
+        }
+        let _ = write!(
+            h,
+            "<p id=\"rest\">and {} more markets (not drawn; <code>--top</code> to draw more): \
+             {feed} trades from the feed, {filled} filled in, {holes} holes open in \
+             {hours_with_holes} market-hours</p>",
+            rest.len()
+        );
+    }
     // Trades per hour by source.
     let mut per_hour: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     for r in rows {

@@ -1168,4 +1168,22 @@ fn the_report_shows_what_the_audit_prints() {
             || html.contains("class=\"open\"")
     );
     assert!(html.contains("<td>trade_tape</td>"), "the size per table");
+    // --top: only the busiest markets are drawn, the rest summed in one line.
+    let small = db.spool_dir().join("top.html");
+    let mut c = polytape(&db, &sim);
+    c.args(["report", "--since", "2h", "--top", "3", "--out"])
+        .arg(&small);
+    assert!(output(c).status.success());
+    let top = std::fs::read_to_string(&small).expect("the small report");
+    let drawn: std::collections::HashSet<&str> = top
+        .split("<rect ")
+        .skip(1)
+        .filter_map(|r| r.split("<title>").nth(1))
+        .filter(|t| t.contains(": feed "))
+        .filter_map(|t| t.split(": feed").next()?.splitn(3, ' ').nth(2))
+        .collect();
+    assert_eq!(drawn.len(), 3, "three markets drawn: {drawn:?}");
+    assert!(top.contains("<p id=\"rest\">and "), "the rest summed");
+    assert!(top.len() < html.len(), "a smaller file");
+    assert!(top.contains(&format!("<p id=\"totals\">{}</p>", esc(totals))));
 }
