@@ -1,6 +1,6 @@
-//! One blocking GET with the retry rules every HTTP client of polytape shares: 429 and 5xx
-//! (and transport errors) are tried again, waiting what `Retry-After` asks (capped) or the
-//! backoff; any other status is final.
+//! One blocking request (a GET, or a POST of JSON) with the retry rules every HTTP client
+//! of polytape shares: 429 and 5xx (and transport errors) are tried again, waiting what
+//! `Retry-After` asks (capped) or the backoff; any other status is final.
 
 use std::time::{Duration, SystemTime};
 
@@ -64,11 +64,35 @@ pub(crate) fn get_text_or_absent(
     url: &str,
     policy: &RetryPolicy,
 ) -> Result<Option<String>> {
+    send_or_absent(url, policy, || agent.get(url).call())
+}
+
+/// POSTs `body` (JSON) to `url`, as [`get_text_or_absent`] GETs.
+pub(crate) fn post_json_or_absent(
+    agent: &ureq::Agent,
+    url: &str,
+    body: &str,
+    policy: &RetryPolicy,
+) -> Result<Option<String>> {
+    send_or_absent(url, policy, || {
+        agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body)
+    })
+}
+
+/// The retry loop around one request `send` makes.
+fn send_or_absent(
+    url: &str,
+    policy: &RetryPolicy,
+    send: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Option<String>> {
     let service = policy.service;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let wait = match agent.get(url).call() {
+        let wait = match send() {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if status == 200 {

@@ -6,5 +6,5 @@ mod get;
 mod retry_after;
 
 pub(crate) use budget::Budget;
-pub(crate) use get::{RetryPolicy, agent, get_text, get_text_or_absent};
+pub(crate) use get::{RetryPolicy, agent, get_text, get_text_or_absent, post_json_or_absent};
 pub(crate) use retry_after::retry_after;

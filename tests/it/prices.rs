@@ -219,6 +219,13 @@ fn blind_minutes_are_filled_from_the_price_history_once() {
     assert_eq!(rows.len() as u64, made);
     for r in &rows {
         let (asset, minute): (String, i64) = (r.get(0), r.get(1));
+        // The service stamps a point when it sampled it, seconds into its minute: the bar
+        // is the minute's.
+        assert_eq!(
+            minute % 60_000,
+            0,
+            "{asset}: a bar on its minute, not at {minute}"
+        );
         assert_eq!(r.get::<_, String>(4), "history");
         assert!(
             r.get::<_, bool>(3),
@@ -235,4 +242,24 @@ fn blind_minutes_are_filled_from_the_price_history_once() {
         0
     );
     assert_eq!(db.count("price_bars") as usize, rows.len());
+    // One token whose history the service refuses does not cost the others theirs: they
+    // are filled, it is named (before: the first failure abandoned every token after it).
+    c.batch_execute("DELETE FROM price_bar").expect("clear");
+    let bad = tokens[0].clone();
+    sim.fail_price_history_of(Some(&bad));
+    let err = polytape::prices::fill_history(&config, &tokens, from, to)
+        .expect_err("a token without history is said");
+    assert!(err.to_string().contains(&bad), "{err}");
+    let per_token: Vec<(String, i64)> = c
+        .query("SELECT asset_id, count(*) FROM price_bars GROUP BY 1", &[])
+        .expect("bars")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        per_token.len(),
+        tokens.len() - 1,
+        "every other token: {per_token:?}"
+    );
+    assert!(per_token.iter().all(|(a, _)| *a != bad));
 }

@@ -160,7 +160,9 @@ fn read_body(req: &Request, stream: &mut TcpStream) -> Result<Vec<u8>, String> {
 /// `GET /prices-history?market=<token>&startTs=&endTs=&fidelity=<minutes>`: the true
 /// midpoint at the end of each `fidelity`-minute interval in the window, `{"history":
 /// [{"t": <unix s>, "p": <number>}]}`. `p` is written as the exact decimal (the live
-/// service sends a JSON number; what it is, midpoint or last trade, it does not document).
+/// service sends a JSON number; what it is, midpoint or last trade, it does not document);
+/// `t` is when the point was sampled, some seconds into its interval, as on the live service
+/// (not the interval's start).
 pub(crate) fn prices_history(state: &SimState, req: &Request) -> Response {
     if let Some(wait) = state.history_window.admit() {
         return throttled(wait);
@@ -179,11 +181,84 @@ pub(crate) fn prices_history(state: &SimState, req: &Request) -> Response {
     if end < start || end - start > 31 * 86_400 {
         return bad(400, "the window is empty or longer than 31 days");
     }
+    if state.history_fails.lock().as_deref() == Some(token) {
+        return bad(500, "simulated failure");
+    }
+    let body = format!(
+        r#"{{"history":{}}}"#,
+        history_points(state, token, start, end, fidelity)
+    );
+    Response::new(200, "application/json", body)
+}
+
+/// `POST /batch-prices-history`: `{"markets": [≤ 20 token ids], "start_ts", "end_ts",
+/// "fidelity"}` → `{"history": {"<token>": [{"t", "p"}, …]}}`, each list as
+/// `/prices-history` gives it.
+pub(crate) fn batch_prices_history(
+    state: &SimState,
+    req: &Request,
+    stream: &mut TcpStream,
+) -> Response {
+    if req.method != "POST" {
+        return bad(405, "POST /batch-prices-history");
+    }
+    if let Some(wait) = state.history_window.admit() {
+        return throttled(wait);
+    }
+    let body = match read_body(req, stream) {
+        Ok(b) => b,
+        Err(msg) => return bad(400, &msg),
+    };
+    #[derive(serde::Deserialize)]
+    struct Asked {
+        markets: Vec<String>,
+        start_ts: i64,
+        end_ts: i64,
+        fidelity: Option<i64>,
+    }
+    let Ok(asked) = serde_json::from_slice::<Asked>(&body) else {
+        return bad(
+            400,
+            "body must be {\"markets\": [...], \"start_ts\", \"end_ts\"}",
+        );
+    };
+    if asked.markets.len() > 20 {
+        return bad(400, "at most 20 markets per request");
+    }
+    let fidelity = asked.fidelity.unwrap_or(1);
+    if fidelity < 1 || asked.end_ts < asked.start_ts || asked.end_ts - asked.start_ts > 31 * 86_400
+    {
+        return bad(400, "bad fidelity or window");
+    }
+    if let Some(f) = state.history_fails.lock().as_deref()
+        && asked.markets.iter().any(|m| m == f)
+    {
+        return bad(500, "simulated failure");
+    }
+    let mut body = String::from(r#"{"history":{"#);
+    for (i, token) in asked.markets.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let points = history_points(state, token, asked.start_ts, asked.end_ts, fidelity);
+        body.push_str(&format!(
+            "{}:{points}",
+            serde_json::Value::from(token.as_str())
+        ));
+    }
+    body.push_str("}}");
+    Response::new(200, "application/json", body)
+}
+
+/// The JSON array of one token's points over `[start, end]` (seconds).
+fn history_points(state: &SimState, token: &str, start: i64, end: i64, fidelity: i64) -> String {
     let Some(&key) = state.asset_index.read().get(token) else {
-        return Response::json(200, &json!({"history": []}));
+        return "[]".into();
     };
     let step = fidelity * 60;
-    let mut body = String::from(r#"{"history":["#);
+    // Sampled some seconds into the interval (fixed per token).
+    let offset = (key.0 as i64 * 7 + key.1 as i64 * 13) % 50 + 3;
+    let mut body = String::from("[");
     let books = state.books.lock();
     if let Some(book) = books.existing(key) {
         let mut t = start - start.rem_euclid(step);
@@ -199,11 +274,11 @@ pub(crate) fn prices_history(state: &SimState, req: &Request) -> Response {
                     body.push(',');
                 }
                 first = false;
-                body.push_str(&format!(r#"{{"t":{t},"p":{p}}}"#));
+                body.push_str(&format!(r#"{{"t":{},"p":{p}}}"#, t + offset.min(step - 1)));
             }
             t += step;
         }
     }
-    body.push_str("]}");
-    Response::new(200, "application/json", body)
+    body.push(']');
+    body
 }

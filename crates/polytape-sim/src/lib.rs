@@ -220,6 +220,7 @@ impl Sim {
             book_window: RateWindow::new(1_500, Duration::from_secs(10)),
             books_window: RateWindow::new(500, Duration::from_secs(10)),
             history_window: RateWindow::new(1_000, Duration::from_secs(10)),
+            history_fails: parking_lot::Mutex::new(None),
             maybe_delivered: Mutex::new(Vec::new()),
             next_socket: AtomicU64::new(1),
             trades_generated: AtomicU64::new(0),
@@ -373,6 +374,12 @@ impl Sim {
     /// service that fails part way through a long fill).
     pub fn fail_data_api_after(&self, skip: u32, n: u32, status: u16) {
         *self.state.data_api_fault.lock() = (skip, n, status);
+    }
+
+    /// Every `/prices-history` request for `token` (and every batch naming it) answers 500
+    /// from now on (`None`: none).
+    pub fn fail_price_history_of(&self, token: Option<&str>) {
+        *self.state.history_fails.lock() = token.map(str::to_owned);
     }
 
     /// Sends every open socket one text frame of `bytes` bytes; after it that socket delivers

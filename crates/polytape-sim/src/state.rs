@@ -122,6 +122,8 @@ pub(crate) struct SimState {
     pub(crate) books_window: RateWindow,
     /// `/prices-history`: 1,000 per 10 s.
     pub(crate) history_window: RateWindow,
+    /// A token whose price history every request fails (500): a fault for tests.
+    pub(crate) history_fails: parking_lot::Mutex<Option<String>>,
     /// Trades written to a socket the simulator then dropped before it knew they were
     /// flushed: the kernel may or may not have passed them on.
     pub(crate) maybe_delivered: Mutex<Vec<TradeRecord>>,
