@@ -40,6 +40,9 @@ struct BatchHistory<'a> {
     history: std::collections::HashMap<String, Vec<Point<'a>>>,
 }
 
+/// One token's points: (minute in Unix ms, twice the price in millionths).
+type Minutes = Vec<(i64, i32)>;
+
 /// Tokens a batch request may name.
 const BATCH: usize = 20;
 
@@ -107,7 +110,7 @@ impl PriceHistory {
         tokens: &[String],
         start_s: i64,
         end_s: i64,
-    ) -> Result<Option<Vec<(String, Vec<(i64, i32)>)>>> {
+    ) -> Result<Option<Vec<(String, Minutes)>>> {
         let url = format!("{}/batch-prices-history", self.base);
         let body = serde_json::json!({
             "markets": tokens, "start_ts": start_s, "end_ts": end_s, "fidelity": 1,
