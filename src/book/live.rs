@@ -91,7 +91,7 @@ struct TokenBook {
     /// Changed since its last cut.
     changed: bool,
     /// Cuts waiting to be vouched for, and when the oldest was made (wall clock).
-    pending: Vec<BookSnapshot>,
+    pending: Vec<Pending>,
     pending_since_ms: i64,
     /// Fresh books asked for to vouch for the waiting cuts, and when last.
     verify_asks: u8,
@@ -99,6 +99,55 @@ struct TokenBook {
     bar: Option<MinuteBar>,
     /// Its open timestamp group.
     group: Option<Group>,
+}
+
+/// A cut waiting for a fresh `book` to vouch for it, with every level changed since it was
+/// made (those the fresh book cannot check: a lost delta repaired by a later change at the
+/// same level would pass unseen).
+struct Pending {
+    cut: BookSnapshot,
+    touched: std::collections::HashSet<(Side, super::Price)>,
+}
+
+impl Pending {
+    /// Checks the cut against `fresh` on every level nobody changed since the cut, within
+    /// what the cut covers (a side cut at `depth` covers its best levels down to its last);
+    /// `Some` (the cut, with how many of its covered levels went unchecked) when they all
+    /// agree.
+    fn vouched_by(mut self, fresh: &Book, depth: usize) -> Option<BookSnapshot> {
+        let mut unchecked = 0u32;
+        for (side, cut) in [(Side::Bid, &self.cut.bids), (Side::Ask, &self.cut.asks)] {
+            let all = fresh.levels(side, 0);
+            // What the cut covers: the whole side, or down to its last level at `depth`.
+            let covers = |p: super::Price| match (depth, cut.last()) {
+                (d, Some((last, _))) if d > 0 && cut.len() >= d => match side {
+                    Side::Bid => p >= *last,
+                    Side::Ask => p <= *last,
+                },
+                _ => true,
+            };
+            for &(price, size) in cut {
+                if self.touched.contains(&(side, price)) {
+                    continue;
+                }
+                if !all.contains(&(price, size)) {
+                    return None;
+                }
+            }
+            for &(price, size) in all.iter().filter(|(p, _)| covers(*p)) {
+                if !self.touched.contains(&(side, price)) && !cut.contains(&(price, size)) {
+                    return None;
+                }
+            }
+            unchecked += self
+                .touched
+                .iter()
+                .filter(|(s, p)| *s == side && covers(*p))
+                .count() as u32;
+        }
+        self.cut.levels_unchecked = unchecked;
+        Some(self.cut)
+    }
 }
 
 /// The books of one connection.
@@ -262,12 +311,18 @@ impl LiveBooks {
                     // fresh book can tell whether anything was lost.
                     Trust::Waiting { rebuilt: true, .. } => {
                         token.book.set(side, price, size);
+                        for p in &mut token.pending {
+                            p.touched.insert((side, price));
+                        }
                         return;
                     }
                     Trust::Waiting { .. } => return, // waiting for its fresh book
                 }
                 token.book.set(side, price, size);
                 token.changed = true;
+                for p in &mut token.pending {
+                    p.touched.insert((side, price));
+                }
                 if token.group.is_none() {
                     self.open.push(asset_id.to_string());
                     self.open_min_ts = self.open_min_ts.min(ts);
@@ -385,10 +440,18 @@ impl LiveBooks {
                 }
             }
         }
+        // Every cut that waited is checked against this book on the levels nobody changed
+        // since it was made: stored if they agree (saying how many went unchecked),
+        // discarded if not, whatever became of the rebuilt book.
+        for pending in std::mem::take(&mut token.pending) {
+            match pending.vouched_by(&fresh, self.depth) {
+                Some(cut) => self.out.push(cut),
+                None => self.discarded += 1,
+            }
+        }
         let blind_from = match token.trust {
             Trust::Trusted { .. } if token.book.same_levels(&fresh) => {
-                // It vouches for the book, and for every cut waiting on it.
-                self.out.append(&mut token.pending);
+                // It vouches for the book.
                 token.verify_asks = 0;
                 token.book = fresh;
                 token.trust = Trust::Trusted { vouched_ms: ts };
@@ -399,30 +462,20 @@ impl LiveBooks {
                 // Wrong since the last book that vouched for it, top agreeing or not.
                 log::debug!("book {asset_id}: a fresh book differs from the rebuilt one");
                 self.desynced += 1;
-                self.discarded += token.pending.len() as u64;
-                token.pending.clear();
                 self.resnapshots += 1;
                 Some(vouched_ms)
             }
-            Trust::Waiting {
-                rebuilt: true,
-                since_ms,
-                ..
-            } if token.book.same_levels(&fresh) => {
+            Trust::Waiting { rebuilt: true, .. } if token.book.same_levels(&fresh) => {
                 // The deltas rebuilt exactly this book: nothing was lost, the window was not
-                // blind, and the cuts that waited are vouched for.
+                // blind.
                 log::debug!(
                     "book {asset_id}: a false alarm (the fresh book equals the rebuilt one)"
                 );
                 self.false_alarms += 1;
-                self.out.append(&mut token.pending);
-                let _ = since_ms;
                 None
             }
             Trust::Waiting { since_ms, .. } => {
                 self.resnapshots += u64::from(since_ms.is_some());
-                self.discarded += token.pending.len() as u64;
-                token.pending.clear();
                 since_ms
             }
         };
@@ -439,6 +492,7 @@ impl LiveBooks {
             asks: token.book.levels(Side::Ask, self.depth),
             source: SnapshotSource::Feed,
             blind_from_ms: blind_from,
+            levels_unchecked: 0,
         });
     }
 
@@ -493,14 +547,18 @@ impl LiveBooks {
                 token.pending.remove(0);
                 self.unverified += 1;
             }
-            token.pending.push(BookSnapshot {
-                asset_id: asset_id.clone(),
-                market: token.market.to_string(),
-                taken_at_ms,
-                bids: token.book.levels(Side::Bid, self.depth),
-                asks: token.book.levels(Side::Ask, self.depth),
-                source: SnapshotSource::Feed,
-                blind_from_ms: None,
+            token.pending.push(Pending {
+                cut: BookSnapshot {
+                    asset_id: asset_id.clone(),
+                    market: token.market.to_string(),
+                    taken_at_ms,
+                    bids: token.book.levels(Side::Bid, self.depth),
+                    asks: token.book.levels(Side::Ask, self.depth),
+                    source: SnapshotSource::Feed,
+                    blind_from_ms: None,
+                    levels_unchecked: 0,
+                },
+                touched: Default::default(),
             });
         }
     }
@@ -1086,6 +1144,63 @@ mod tests {
             b.take_snapshots().is_empty(),
             "a loss stores no unvouched cut"
         );
+    }
+
+    #[test]
+    fn a_cut_is_vouched_only_by_the_levels_nobody_changed_since() {
+        let run = |repair: bool| {
+            let mut b = LiveBooks::new(1_000, 0, false, T0);
+            let first = [("0.29", "10"), ("0.30", "20"), ("0.311", "5")];
+            b.apply(book(T0, &first, &[("0.32", "7")]), T0 * 1000);
+            b.take_snapshots();
+            // Lost in transit: bid 0.30 -> 25 (never applied). Then an ask moves.
+            b.apply(
+                change(T0 + 500, Side::Ask, "0.33", "4", Some(("0.311", "0.32"))),
+                (T0 + 500) * 1000,
+            );
+            // Past the boundary: the cut at T0 + 999 holds 0.30 x 20 (the truth: 25).
+            b.apply(
+                change(T0 + 1_100, Side::Bid, "0.28", "1", Some(("0.311", "0.32"))),
+                (T0 + 1_100) * 1000,
+            );
+            let bid30 = if repair {
+                // A later change at the same level repairs the book (not the cut).
+                b.apply(
+                    change(T0 + 1_200, Side::Bid, "0.30", "26", Some(("0.311", "0.32"))),
+                    (T0 + 1_200) * 1000,
+                );
+                "26"
+            } else {
+                "25"
+            };
+            b.apply(
+                book(
+                    T0 + 1_300,
+                    &[
+                        ("0.28", "1"),
+                        ("0.29", "10"),
+                        ("0.30", bid30),
+                        ("0.311", "5"),
+                    ],
+                    &[("0.32", "7"), ("0.33", "4")],
+                ),
+                (T0 + 1_300) * 1000,
+            );
+            let cuts: Vec<_> = b
+                .take_snapshots()
+                .into_iter()
+                .filter(|s| s.taken_at_ms == T0 + 999)
+                .collect();
+            (cuts, b.discarded)
+        };
+        // Repaired: the cut agrees with the fresh book on every level nobody changed, and
+        // says that two (0.30, and 0.28 which it lacks) could not be checked.
+        let (cuts, discarded) = run(true);
+        assert_eq!((cuts.len(), discarded), (1, 0));
+        assert_eq!(cuts[0].levels_unchecked, 2, "{cuts:?}");
+        // Not repaired: its 0.30 disagrees with the fresh book's, untouched: discarded.
+        let (cuts, discarded) = run(false);
+        assert_eq!((cuts.len(), discarded), (0, 1));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct BookSnapshot {
     /// When it ends a window without a trusted book (a resync, a reconnection): where that
     /// window began (Unix ms).
     pub blind_from_ms: Option<i64>,
+    /// Of a periodic cut: how many of its levels were changed between the cut and the fresh
+    /// book that vouched for it, so could not be checked against it (0: every level was).
+    pub levels_unchecked: u32,
 }
 
 /// Levels of one side, best first.

@@ -90,12 +90,15 @@ pub(crate) fn encode(entry: &Entry, spooled_ms: i64, out: &mut Vec<u8>) {
                     SnapshotSource::Feed => 0,
                     SnapshotSource::Rest => 1,
                 });
-                match b.blind_from_ms {
-                    Some(t) => {
-                        out.push(1);
-                        out.extend_from_slice(&t.to_le_bytes());
-                    }
-                    None => out.push(0),
+                // Flags: 1 a blind window's start follows, 2 a count of unchecked levels.
+                let flags =
+                    u8::from(b.blind_from_ms.is_some()) | (u8::from(b.levels_unchecked > 0) << 1);
+                out.push(flags);
+                if let Some(t) = b.blind_from_ms {
+                    out.extend_from_slice(&t.to_le_bytes());
+                }
+                if b.levels_unchecked > 0 {
+                    put_u32(out, b.levels_unchecked);
                 }
                 // The stored form: one encoding of a book's levels, here and in the table.
                 levels.clear();
@@ -212,10 +215,16 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<(i64, Entry), String> {
                     1 => SnapshotSource::Rest,
                     s => return Err(format!("snapshot source {s}")),
                 };
-                let blind_from_ms = match get_u8(r)? {
-                    0 => None,
-                    _ => Some(get_i64(r)?),
+                let flags = get_u8(r)?;
+                if flags > 3 {
+                    return Err(format!("snapshot flags {flags}"));
+                }
+                let blind_from_ms = if flags & 1 != 0 {
+                    Some(get_i64(r)?)
+                } else {
+                    None
                 };
+                let levels_unchecked = if flags & 2 != 0 { get_u32(r)? } else { 0 };
                 let len = get_u32(r)? as usize;
                 if len > r.len() {
                     return Err("book levels past the record's end".into());
@@ -232,6 +241,7 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<(i64, Entry), String> {
                     asks,
                     source,
                     blind_from_ms,
+                    levels_unchecked,
                 });
             }
             Entry::Books(books)
@@ -391,6 +401,7 @@ pub(crate) mod tests {
                     asks: vec![(p("0.5"), q("0.000001"))],
                     source: SnapshotSource::Feed,
                     blind_from_ms: None,
+                    levels_unchecked: 3,
                 },
                 BookSnapshot {
                     asset_id: "asset-2".into(),
@@ -400,6 +411,7 @@ pub(crate) mod tests {
                     asks: vec![],
                     source: SnapshotSource::Rest,
                     blind_from_ms: Some(1),
+                    levels_unchecked: 0,
                 },
             ]),
             // And price bars.

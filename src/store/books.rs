@@ -31,6 +31,7 @@ impl TradeWriter {
         let mut tokens = Vec::with_capacity(books.len());
         let mut sources: Vec<i8> = Vec::with_capacity(books.len());
         let mut levels: Vec<Vec<u8>> = Vec::with_capacity(books.len());
+        let mut unchecked: Vec<i32> = Vec::with_capacity(books.len());
         for b in books {
             taken.push(time(b.taken_at_ms)?);
             blind.push(b.blind_from_ms.map(time).transpose()?);
@@ -44,14 +45,16 @@ impl TradeWriter {
             let mut l = Vec::with_capacity(16 + 4 * (b.bids.len() + b.asks.len()));
             encode_levels(&b.bids, &b.asks, &mut l);
             levels.push(l);
+            unchecked.push(i32::try_from(b.levels_unchecked).unwrap_or(i32::MAX));
         }
         let client = self.connection()?;
         let stored = client.execute(
-            "INSERT INTO book_snapshot (taken_at, blind_from, token, source, levels)
+            "INSERT INTO book_snapshot (taken_at, blind_from, token, source, levels,
+                                        levels_unchecked)
              SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[], $3::integer[],
-                                  $4::\"char\"[], $5::bytea[])
+                                  $4::\"char\"[], $5::bytea[], $6::integer[])
              ON CONFLICT DO NOTHING",
-            &[&taken, &blind, &tokens, &sources, &levels],
+            &[&taken, &blind, &tokens, &sources, &levels, &unchecked],
         )?;
         self.health()
             .books()

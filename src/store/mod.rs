@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "price_bars",
         include_str!("../../migrations/V13__price_bars.sql"),
     ),
+    (
+        14,
+        "snapshot_levels_checked",
+        include_str!("../../migrations/V14__snapshot_levels_checked.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do
