@@ -17,3 +17,7 @@ SELECT k.asset_id, k.market, s.taken_at,
 FROM book_snapshot s
 JOIN tokens k ON k.id = s.token
 CROSS JOIN LATERAL book_levels(s.levels) l;
+
+-- A book tape period whose segment could not be written whole (a disk full mid-period): its
+-- file is recorded with what went wrong and how many rows were lost, never as complete.
+ALTER TABLE book_files ADD COLUMN write_error text;

@@ -99,6 +99,8 @@ struct TokenBook {
     bar: Option<MinuteBar>,
     /// Its open timestamp group.
     group: Option<Group>,
+    /// Left out of the book tape until its next fresh book (rows of it were dropped).
+    tape_off: bool,
 }
 
 /// A cut waiting for a fresh `book` to vouch for it, with every level changed since it was
@@ -332,7 +334,9 @@ impl LiveBooks {
                     top,
                     received_ms: now_ms,
                 });
-                if let Some(tape) = &mut self.tape {
+                if let Some(tape) = &mut self.tape
+                    && !token.tape_off
+                {
                     tape.rows.push(TapeRow {
                         asset_id: Arc::clone(&token.asset),
                         market: Arc::clone(&token.market),
@@ -423,6 +427,7 @@ impl LiveBooks {
             .books
             .entry(asset_id.to_owned())
             .or_insert_with(|| waiting(asset_id, market, removed.remove(asset_id)));
+        token.tape_off = false;
         if let Some(tape) = &mut self.tape {
             // Every book the exchange sends goes on the tape as snapshot rows.
             for side in [Side::Bid, Side::Ask] {
@@ -693,6 +698,21 @@ impl LiveBooks {
         self.held = Some(keep);
     }
 
+    /// The book tape dropped rows of `assets` (it was behind): each is forgotten by it and
+    /// left out of it until its next fresh book, asked for now.
+    pub(crate) fn tape_dropped(&mut self, assets: &[Arc<str>]) {
+        for asset in assets {
+            let Some(token) = self.books.get_mut(&**asset) else {
+                continue;
+            };
+            token.tape_off = true;
+            if let Some(tape) = &mut self.tape {
+                tape.forget(&token.asset);
+            }
+            self.resync.push(asset.to_string());
+        }
+    }
+
     /// A held token whose book has come and is trusted: the one to probe a socket with (a
     /// token whose book the exchange has not sent, or never sends, may not answer).
     pub(crate) fn trusted_token(&self) -> Option<&str> {
@@ -805,6 +825,7 @@ fn waiting(asset: &str, market: &str, since_ms: Option<i64>) -> TokenBook {
         verify_asks: 0,
         bar: None,
         group: None,
+        tape_off: false,
     }
 }
 
@@ -1201,6 +1222,39 @@ mod tests {
         // Not repaired: its 0.30 disagrees with the fresh book's, untouched: discarded.
         let (cuts, discarded) = run(false);
         assert_eq!((cuts.len(), discarded), (0, 1));
+    }
+
+    #[test]
+    fn a_token_whose_tape_rows_were_dropped_stays_off_the_tape_until_its_fresh_book() {
+        let mut b = LiveBooks::new(300_000, 0, true, T0);
+        b.apply(book(T0, &[("0.29", "10")], &[("0.32", "7")]), T0 * 1000);
+        b.take_tape();
+        b.tape_dropped(&[Arc::from("1")]);
+        assert_eq!(
+            b.take_resync(),
+            vec!["1".to_owned()],
+            "a fresh book asked for"
+        );
+        b.apply(
+            change(T0 + 10, Side::Bid, "0.3", "1", Some(("0.3", "0.32"))),
+            (T0 + 10) * 1000,
+        );
+        b.close_groups_where(|_| true);
+        let msgs = b.take_tape();
+        assert!(
+            matches!(&msgs[..], [TapeMsg::Forget(a)] if &**a == "1"),
+            "forgotten, no row"
+        );
+        // Its fresh book puts it back, as a snapshot block.
+        b.apply(
+            book(T0 + 20, &[("0.29", "10"), ("0.3", "1")], &[("0.32", "7")]),
+            (T0 + 20) * 1000,
+        );
+        let msgs = b.take_tape();
+        assert!(
+            matches!(&msgs[..], [TapeMsg::Rows(r)] if r.len() == 3 && r.iter().all(|r| r.is_snapshot)),
+            "back on the tape"
+        );
     }
 
     #[test]

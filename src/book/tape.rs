@@ -118,6 +118,9 @@ pub(crate) enum TapeMsg {
     /// This token's book is no longer trusted: out of the next file's opening snapshot
     /// until its fresh book comes.
     Forget(Arc<str>),
+    /// Rows a connection dropped because the tape was behind (rows, tokens): the open
+    /// period's file records the loss.
+    Lost(u64, u64),
 }
 
 /// How often the open segment is written out and synced.
@@ -147,6 +150,8 @@ pub(crate) struct BookTape {
     segment: Option<Segment>,
     finish_tx: Option<Sender<Job>>,
     finisher_thread: Option<std::thread::JoinHandle<()>>,
+    /// Held for the tape's life: one process writes a tape folder.
+    _lock: File,
 }
 
 struct Segment {
@@ -157,6 +162,11 @@ struct Segment {
     buf: Vec<u8>,
     pending: usize,
     synced: Instant,
+    /// Bytes written whole (a failed write is cut back to here, so what follows it reads).
+    good_len: u64,
+    /// What went wrong writing this period, and the rows it lost.
+    error: Option<String>,
+    lost: u64,
 }
 
 /// A closed segment to turn into its file.
@@ -164,6 +174,11 @@ struct Job {
     segment: PathBuf,
     start_us: i64,
     end_us: Option<i64>,
+}
+
+/// The file beside a segment that says its period lost rows (it outlives a crash).
+fn failure_note(segment: &Path) -> PathBuf {
+    segment.with_extension("failed")
 }
 
 impl BookTape {
@@ -178,6 +193,21 @@ impl BookTape {
         statement_timeout: Duration,
     ) -> io::Result<(Sender<TapeMsg>, std::thread::JoinHandle<()>)> {
         fs::create_dir_all(&dir)?;
+        // One process per tape folder: two would write the same periods' segments.
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another process writes the book tape in {} ({e}): one process a folder",
+                    dir.display()
+                ),
+            ));
+        }
         let (tx, rx) = crossbeam_channel::bounded(4096);
         let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
         let mut leftovers: Vec<PathBuf> = fs::read_dir(&dir)?
@@ -227,6 +257,7 @@ impl BookTape {
             segment: None,
             finish_tx: Some(job_tx),
             finisher_thread: Some(finisher_thread),
+            _lock: lock,
         };
         let thread = std::thread::Builder::new()
             .name("polytape-book-tape".into())
@@ -245,6 +276,12 @@ impl BookTape {
                 Ok(TapeMsg::Forget(asset)) => {
                     self.mirror.remove(&asset);
                 }
+                Ok(TapeMsg::Lost(rows, tokens)) => {
+                    self.lost(
+                        &format!("{rows} rows of {tokens} tokens dropped: the tape was behind"),
+                        rows,
+                    );
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -259,16 +296,19 @@ impl BookTape {
                 self.roll(now);
             }
         }
-        // A stop: the open period becomes its file now (it covers up to the stop).
+        // A stop: the open period is synced and left as its segment, which the next start
+        // makes its file; the stop waits for no compression (an hour of rows through zstd
+        // would hold the run's clean stop). Files being finished now go on while the
+        // process lives; a segment not finished stays for the next start.
         self.sync();
         if let Some(seg) = self.segment.take() {
-            let end = crate::health::now_us().min(seg.end_us);
-            self.close(seg, Some(end));
+            log::info!(
+                "book tape: {} left for the next start to finish",
+                seg.path.display()
+            );
         }
         drop(self.finish_tx.take());
-        if let Some(t) = self.finisher_thread.take() {
-            let _ = t.join();
-        }
+        drop(self.finisher_thread.take());
     }
 
     fn row(&mut self, row: TapeRow) {
@@ -294,6 +334,24 @@ impl BookTape {
         }
     }
 
+    /// Records that the open period lost `rows` (`why`), beside its segment too.
+    fn lost(&mut self, why: &str, rows: u64) {
+        let now = crate::health::now_us();
+        if self.segment.is_none() {
+            self.roll(now);
+        }
+        let Some(seg) = &mut self.segment else {
+            return;
+        };
+        seg.lost += rows;
+        let note = match &seg.error {
+            Some(e) => format!("{e}; {why}"),
+            None => why.to_owned(),
+        };
+        let _ = fs::write(failure_note(&seg.path), &note);
+        seg.error = Some(note);
+    }
+
     /// Writes out and syncs what the open segment gathered.
     fn sync(&mut self) {
         let Some(seg) = &mut self.segment else {
@@ -310,16 +368,38 @@ impl BookTape {
             .and_then(|()| seg.file.sync_data());
         match result {
             Ok(()) => {
+                seg.good_len += seg.buf.len() as u64;
                 self.health
                     .books()
                     .tape_rows
                     .fetch_add(seg.pending as u64, Relaxed);
             }
-            Err(e) => log::error!(
-                "book tape: cannot write {} ({e}); {} rows lost from the tape",
-                seg.path.display(),
-                seg.pending
-            ),
+            Err(e) => {
+                // A torn write is cut back, so the rows written after it still read (they
+                // were read as a torn tail, and the rest of the period dropped while its file
+                // was recorded complete); the period is recorded as failed, here and beside
+                // the segment (a crash must not forget it).
+                let cut = OpenOptions::new()
+                    .write(true)
+                    .open(&seg.path)
+                    .and_then(|f| f.set_len(seg.good_len));
+                if let Err(c) = cut {
+                    log::error!("book tape: cannot cut {} back ({c})", seg.path.display());
+                }
+                let pending = seg.pending as u64;
+                seg.buf.clear();
+                seg.pending = 0;
+                self.lost(&format!("{pending} rows not written: {e}"), pending);
+                self.health
+                    .books()
+                    .tape_rows_lost
+                    .fetch_add(pending, Relaxed);
+                log::error!(
+                    "book tape: cannot write a segment ({e}); {pending} rows lost from the \
+                     tape, the period is recorded as failed"
+                );
+                return;
+            }
         }
         seg.buf.clear();
         seg.pending = 0;
@@ -353,6 +433,7 @@ impl BookTape {
                 return;
             }
         };
+        let good_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.segment = Some(Segment {
             path,
             file,
@@ -361,6 +442,9 @@ impl BookTape {
             buf: Vec::new(),
             pending: 0,
             synced: Instant::now(),
+            good_len,
+            error: None,
+            lost: 0,
         });
         // Every file replays on its own: it opens with every held book.
         let opening = opening_rows(&mut self.mirror, start_us);
@@ -414,7 +498,9 @@ impl Files {
         let final_path = dir.join(file_name(job.start_us, "parquet"));
         let tmp = dir.join(format!(".{}.tmp", file_name(job.start_us, "parquet")));
         let mut reader = SegmentRows::open(&job.segment)?;
-        if reader.is_empty() {
+        let note = failure_note(&job.segment);
+        let write_error = fs::read_to_string(&note).ok();
+        if reader.is_empty() && write_error.is_none() {
             fs::remove_file(&job.segment)?;
             return Ok(None);
         }
@@ -435,8 +521,12 @@ impl Files {
             assets,
             bytes,
             &sha256,
+            write_error.as_deref(),
         )?;
         fs::remove_file(&job.segment)?;
+        if write_error.is_some() {
+            let _ = fs::remove_file(&note);
+        }
         let stats = self.health.books();
         stats.tape_bytes.fetch_add(bytes, Relaxed);
         stats.tape_files.fetch_add(1, Relaxed);
@@ -453,6 +543,7 @@ impl Files {
         assets: usize,
         bytes: u64,
         sha256: &str,
+        write_error: Option<&str>,
     ) -> crate::Result<()> {
         let time = |us| DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
         let db = match &mut self.db {
@@ -464,12 +555,13 @@ impl Files {
         };
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let result = db.execute(
-            "INSERT INTO book_files (path, period_start, period_end, rows, assets, bytes, sha256)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO book_files (path, period_start, period_end, rows, assets, bytes, sha256,
+                                     write_error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (path) DO UPDATE SET period_start = EXCLUDED.period_start,
                  period_end = EXCLUDED.period_end, rows = EXCLUDED.rows,
                  assets = EXCLUDED.assets, bytes = EXCLUDED.bytes, sha256 = EXCLUDED.sha256,
-                 written_at = now()",
+                 write_error = EXCLUDED.write_error, written_at = now()",
             &[
                 &path.to_string_lossy().as_ref(),
                 &time(start_us),
@@ -478,6 +570,7 @@ impl Files {
                 &(assets as i32),
                 &(bytes as i64),
                 &sha256,
+                &write_error,
             ],
         );
         if result.is_err() {
@@ -680,6 +773,135 @@ mod tests {
             .into_iter()
             .map(|(a, (_, l))| (a, l.into_iter().map(|((bid, p), s)| (bid, p, s)).collect()))
             .collect()
+    }
+
+    /// A finisher that writes nothing (the tests here never finish a period).
+    struct NoFinish;
+    impl TapeFinisher for NoFinish {
+        fn write(
+            &self,
+            _: &mut dyn Iterator<Item = io::Result<TapeRow>>,
+            _: &Path,
+        ) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "polytape-tape-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn one_process_a_tape_folder() {
+        let dir = scratch("lock");
+        let start = || {
+            BookTape::start(
+                dir.clone(),
+                Duration::from_secs(3600),
+                Health::new(),
+                Arc::new(NoFinish),
+                "host=127.0.0.1 port=9".into(),
+                Duration::from_secs(1),
+            )
+        };
+        let (tx, thread) = start().expect("the first takes the folder");
+        let second = start().map(|_| ()).expect_err("the second is refused");
+        assert!(
+            second.to_string().contains("one process a folder"),
+            "{second}"
+        );
+        drop(tx);
+        thread.join().expect("the tape thread ends");
+        let (tx, thread) = start().expect("free again once the first is gone");
+        drop(tx);
+        thread.join().expect("ends");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_back_and_its_period_recorded_as_failed() {
+        let dir = scratch("torn");
+        let (_tx, rx) = crossbeam_channel::bounded(1);
+        let path = dir.join(file_name(1_000_000_000_000_000, "segment"));
+        let mut tape = BookTape {
+            dir: dir.clone(),
+            roll_us: 3_600_000_000,
+            rx,
+            health: Health::new(),
+            mirror: Mirror::new(),
+            segment: None,
+            finish_tx: None,
+            finisher_thread: None,
+            _lock: File::create(dir.join(".lock")).expect("lock file"),
+        };
+        let at = 1_000_000_000_000_100;
+        let open = |path: &Path, writable: bool| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(!writable)
+                .write(writable)
+                .open(path)
+                .expect("segment")
+        };
+        let segment = |file: File| Segment {
+            path: path.clone(),
+            file,
+            start_us: 1_000_000_000_000_000,
+            end_us: 1_000_000_003_600_000,
+            buf: Vec::new(),
+            pending: 0,
+            synced: Instant::now(),
+            good_len: 0,
+            error: None,
+            lost: 0,
+        };
+        // One good write, then a write that fails (a file the disk will not take), then a
+        // good one again.
+        tape.segment = Some(segment(open(&path, true)));
+        tape.append(&tape_row("A", at, true, Side::Bid, "0.4", "1"));
+        tape.sync();
+        let good = tape.segment.as_ref().map_or(0, |s| s.good_len);
+        assert!(good > 0);
+        // A write torn by a full disk: part of a record on disk, then ENOSPC.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&[0x55; 7]))
+            .expect("a torn record");
+        let full = OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let mut broken = segment(full);
+        broken.good_len = good;
+        tape.segment = Some(broken);
+        tape.append(&tape_row("A", at + 1, false, Side::Bid, "0.4", "2"));
+        tape.sync();
+        assert_eq!(tape.health.books().tape_rows_lost.load(Relaxed), 1);
+        let note = fs::read_to_string(failure_note(&path)).expect("the failure is noted");
+        assert!(note.contains("1 rows not written"), "{note}");
+        let mut fixed = segment(open(&path, true));
+        fixed.good_len = good;
+        fixed.error = tape.segment.as_ref().and_then(|s| s.error.clone());
+        tape.segment = Some(fixed);
+        tape.append(&tape_row("A", at + 2, false, Side::Ask, "0.5", "3"));
+        tape.sync();
+        // What was written whole reads, before and after the failure: nothing is taken for
+        // a torn tail.
+        let rows: Vec<TapeRow> = SegmentRows::open(&path)
+            .expect("open")
+            .collect::<io::Result<_>>()
+            .expect("every record reads");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[1].amount, Size::parse("3").expect("s"));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

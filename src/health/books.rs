@@ -25,6 +25,7 @@ pub(crate) struct BookStats {
     pub(crate) bar_errors: AtomicU64,
     pub(crate) rows_refused: AtomicU64,
     pub(crate) unverified: AtomicU64,
+    pub(crate) tape_rows_lost: AtomicU64,
     pub(crate) newest_bar_ms: AtomicI64,
 }
 
@@ -59,6 +60,11 @@ pub struct BookHealth {
     pub book_snapshots_unverified: u64,
     /// Rows written to the book tape's segments.
     pub book_tape_rows: u64,
+    /// Book tape rows lost: not written (a failed write; its period is recorded as failed in
+    /// `book_files.write_error`) or dropped because the tape thread was behind (the sockets
+    /// never wait for it; the tokens concerned are left out of the tape until their next
+    /// fresh book).
+    pub book_tape_rows_lost: u64,
     /// Bytes of finished Parquet book tape files.
     pub book_tape_bytes: u64,
     /// Parquet book tape files finished.
@@ -90,6 +96,7 @@ impl BookStats {
             book_events_invalid: self.invalid.load(Relaxed),
             book_snapshots_unverified: self.unverified.load(Relaxed),
             book_tape_rows: self.tape_rows.load(Relaxed),
+            book_tape_rows_lost: self.tape_rows_lost.load(Relaxed),
             book_tape_bytes: self.tape_bytes.load(Relaxed),
             book_tape_files: self.tape_files.load(Relaxed),
             price_bars_written: self.bars_written.load(Relaxed),
@@ -106,7 +113,7 @@ impl BookStats {
 
 impl BookHealth {
     /// The `/metrics` lines: (name, kind, help, value).
-    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 18] {
+    pub(crate) fn metrics(&self) -> [(&'static str, &'static str, &'static str, f64); 19] {
         [
             (
                 "book_events_total",
@@ -173,6 +180,12 @@ impl BookHealth {
                 "counter",
                 "Rows written to the Parquet book tape.",
                 self.book_tape_rows as f64,
+            ),
+            (
+                "book_tape_rows_lost_total",
+                "counter",
+                "Book tape rows lost (a failed write, or dropped while the tape was behind).",
+                self.book_tape_rows_lost as f64,
             ),
             (
                 "book_tape_bytes_total",

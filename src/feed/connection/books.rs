@@ -5,7 +5,7 @@
 use tungstenite::Message;
 
 use super::Connection;
-use crate::book::book_events;
+use crate::book::{TapeMsg, book_events};
 use crate::feed::event::Record;
 use crate::feed::protocol;
 use crate::feed::socket::{End, Socket};
@@ -51,12 +51,51 @@ impl Connection {
             }
         }
         if let Some(tape) = &self.tape {
-            for msg in books.take_tape() {
-                // A full queue makes this reader wait, like the trades' channel; a tape
-                // thread that is gone (it never ends first) takes nothing more.
-                if tape.send(msg).is_err() {
-                    break;
+            // The sockets never wait for the tape: rows it has no room for are dropped,
+            // counted and told to it (its period's file records the loss); their tokens are
+            // left out of the tape until their next fresh book, asked for now. A `Forget` or
+            // a `Lost` is never dropped: it waits, in order, and rows behind it are dropped.
+            let mut queue = std::mem::take(&mut self.tape_backlog);
+            queue.extend(books.take_tape());
+            let mut dropped: Vec<std::sync::Arc<str>> = Vec::new();
+            let mut lost = 0u64;
+            for msg in queue {
+                let msg = if self.tape_backlog.is_empty() {
+                    match tape.try_send(msg) {
+                        Ok(()) => continue,
+                        Err(crossbeam_channel::TrySendError::Full(m)) => m,
+                        Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                            self.tape_backlog.clear();
+                            break;
+                        }
+                    }
+                } else {
+                    msg
+                };
+                match msg {
+                    TapeMsg::Rows(rows) => {
+                        lost += rows.len() as u64;
+                        dropped.extend(rows.into_iter().map(|r| r.asset_id));
+                    }
+                    must => self.tape_backlog.push(must),
                 }
+            }
+            if lost > 0 {
+                dropped.sort_unstable();
+                dropped.dedup();
+                log::warn!(
+                    "connection {}: the book tape is behind; {lost} rows of {} tokens dropped \
+                     from it (recorded; their fresh books asked for)",
+                    self.id,
+                    dropped.len()
+                );
+                self.health
+                    .books()
+                    .tape_rows_lost
+                    .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+                self.tape_backlog
+                    .push(TapeMsg::Lost(lost, dropped.len() as u64));
+                books.tape_dropped(&dropped);
             }
         }
         Ok(())

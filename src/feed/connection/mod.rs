@@ -139,6 +139,9 @@ pub struct Connection {
     /// The held tokens' books (`None`: the book side is off).
     books: Option<LiveBooks>,
     tape: Option<Sender<TapeMsg>>,
+    /// Tape messages that must reach the tape in order and could not yet (it was behind):
+    /// `Forget`s and `Lost`s. Rows wait for nothing: they are dropped instead.
+    tape_backlog: Vec<TapeMsg>,
 }
 
 /// What a listener keeps of a connection it started.
@@ -204,6 +207,7 @@ impl Connection {
             books: (books_every > 0)
                 .then(|| LiveBooks::new(books_every, book_depth, tape.is_some(), now_ms())),
             tape,
+            tape_backlog: Vec::new(),
         };
         (conn, parts)
     }
