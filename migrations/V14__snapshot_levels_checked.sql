@@ -21,3 +21,18 @@ CROSS JOIN LATERAL book_levels(s.levels) l;
 -- A book tape period whose segment could not be written whole (a disk full mid-period): its
 -- file is recorded with what went wrong and how many rows were lost, never as complete.
 ALTER TABLE book_files ADD COLUMN write_error text;
+
+-- The book side's months leave the database the way the tape's do (issue 26, item 12):
+-- `polytape archive` writes each month of book_snapshot and price_bar to Parquet, recorded
+-- here; `polytape retention` drops the months it keeps no more once archived (or when told
+-- --no-archive), and removes the book tape's files of those months (book_files.removed_at).
+CREATE TABLE side_partitions (
+    name         text PRIMARY KEY,
+    parent       text NOT NULL,
+    month        date NOT NULL,
+    archive_path text,
+    archive_rows bigint,
+    archived_at  timestamptz,
+    dropped_at   timestamptz
+);
+ALTER TABLE book_files ADD COLUMN removed_at timestamptz;

@@ -257,6 +257,132 @@ pub fn drop_before(db: &mut Client, cutoff: NaiveDate, without_archive: bool) ->
     Ok(report)
 }
 
+/// A month of a book-side table (`book_snapshot`, `price_bar`) still attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidePartition {
+    /// The partition's name (`book_snapshot_2026_01`).
+    pub name: String,
+    /// Its table.
+    pub parent: String,
+    /// The first day of its month.
+    pub month: NaiveDate,
+    /// Where its archive was written and how many rows it holds, if it was.
+    pub archive: Option<(String, i64)>,
+}
+
+/// The book side's tables whose months archive and retention act on.
+pub const SIDE_TABLES: [&str; 2] = ["book_snapshot", "price_bar"];
+
+/// Every monthly partition of the book side's tables still attached, oldest first (found in
+/// the catalogue: `tape_ensure_month` makes them), with the archive on record if any.
+pub fn side_partitions(db: &mut Client) -> Result<Vec<SidePartition>> {
+    let rows = db.query(
+        "SELECT c.relname::text, p.relname::text, s.archive_path, s.archive_rows
+         FROM pg_catalog.pg_inherits i
+         JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+         JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+         LEFT JOIN side_partitions s ON s.name = c.relname
+         WHERE p.relname = ANY($1) AND c.relname ~ '_[0-9]{4}_[0-9]{2}$'
+           AND p.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace
+                                 WHERE nspname = current_schema())
+         ORDER BY c.relname",
+        &[&SIDE_TABLES.as_slice()],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let month = name
+            .len()
+            .checked_sub(7)
+            .and_then(|i| name.get(i..))
+            .and_then(|ym| NaiveDate::parse_from_str(&format!("{ym}_01"), "%Y_%m_%d").ok())
+            .ok_or_else(|| Error::data(format!("partition {name} has no month in its name")))?;
+        let path: Option<String> = r.try_get(2)?;
+        let rows: Option<i64> = r.try_get(3)?;
+        out.push(SidePartition {
+            name,
+            parent: r.try_get(1)?,
+            month,
+            archive: path.zip(rows),
+        });
+    }
+    out.sort_by(|a, b| a.month.cmp(&b.month).then(a.name.cmp(&b.name)));
+    Ok(out)
+}
+
+/// Records that the book-side partition `p` was archived to `path` with `rows` rows.
+pub fn mark_side_archived(db: &mut Client, p: &SidePartition, path: &str, rows: i64) -> Result<()> {
+    db.execute(
+        "INSERT INTO side_partitions (name, parent, month, archive_path, archive_rows, archived_at)
+         VALUES ($1, $2, $3, $4, $5, now())
+         ON CONFLICT (name) DO UPDATE SET archive_path = EXCLUDED.archive_path,
+             archive_rows = EXCLUDED.archive_rows, archived_at = now(), dropped_at = NULL",
+        &[&p.name, &p.parent, &p.month, &path, &rows],
+    )?;
+    Ok(())
+}
+
+/// Detaches and drops every book-side partition whose month ended before `cutoff`'s month
+/// began, keeping those without a recorded archive unless `without_archive`.
+pub fn drop_side_before(
+    db: &mut Client,
+    cutoff: NaiveDate,
+    without_archive: bool,
+) -> Result<Retention> {
+    let first = month_start(cutoff.year() * 12 + cutoff.month0() as i32)?;
+    let mut report = Retention::default();
+    for p in side_partitions(db)?.into_iter().filter(|p| p.month < first) {
+        if p.archive.is_none() && !without_archive {
+            report.kept_unarchived.push(p.name);
+            continue;
+        }
+        let mut tx = db.transaction()?;
+        tx.batch_execute(&format!(
+            "ALTER TABLE {parent} DETACH PARTITION {name}; DROP TABLE {name};",
+            parent = quote_ident(&p.parent),
+            name = quote_ident(&p.name)
+        ))?;
+        tx.execute(
+            "INSERT INTO side_partitions (name, parent, month, dropped_at)
+             VALUES ($1, $2, $3, now())
+             ON CONFLICT (name) DO UPDATE SET dropped_at = now()",
+            &[&p.name, &p.parent, &p.month],
+        )?;
+        tx.commit()?;
+        log::info!("retention: partition {} dropped", p.name);
+        report.dropped.push(p.name);
+    }
+    Ok(report)
+}
+
+/// Removes the book tape's files whose period ended before `cutoff` (UTC midnight of its
+/// first day) and records it (`book_files.removed_at`); a file already gone is recorded as
+/// removed too. Returns the paths removed.
+pub fn remove_tape_files_before(db: &mut Client, cutoff: NaiveDate) -> Result<Vec<String>> {
+    let until = cutoff
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .ok_or_else(|| Error::data("cutoff out of range"))?;
+    let mut removed = Vec::new();
+    for r in db.query(
+        "SELECT path FROM book_files WHERE removed_at IS NULL AND period_end <= $1 ORDER BY path",
+        &[&until],
+    )? {
+        let path: String = r.try_get(0)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::data(format!("cannot remove {path}: {e}"))),
+        }
+        db.execute(
+            "UPDATE book_files SET removed_at = now() WHERE path = $1",
+            &[&path],
+        )?;
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
 /// A SQL identifier, quoted.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -1,5 +1,6 @@
-//! `polytape archive` and `polytape retention`: the tape's monthly partitions leave the
-//! database as Parquet files, then go.
+//! `polytape archive` and `polytape retention`: the tape's monthly partitions, and the book
+//! side's (`book_snapshot`, `price_bar`), leave the database as Parquet files, then go; the
+//! book tape's files of the months dropped are removed.
 //!
 //! An archive is a whole partition in one file, typed (prices and sizes as exact decimals,
 //! times as UTC timestamps), zstd-compressed, written beside its final name and renamed only
@@ -37,7 +38,31 @@ pub(crate) fn retention(common: &Common, args: &RetentionArgs) -> Result {
             }
         }
     }
-    let r = polytape::store::tape::drop_before(&mut db, cutoff, args.no_archive)?;
+    if !args.no_archive {
+        for p in polytape::store::tape::side_partitions(&mut db)? {
+            if let (true, Some((path, _))) = (p.month < cutoff, &p.archive)
+                && !std::path::Path::new(path).exists()
+            {
+                return Err(format!(
+                    "partition {} was archived to {path}, which is gone: archive it again, \
+                     or drop it with --no-archive",
+                    p.name
+                )
+                .into());
+            }
+        }
+    }
+    let mut r = polytape::store::tape::drop_before(&mut db, cutoff, args.no_archive)?;
+    let side = polytape::store::tape::drop_side_before(&mut db, cutoff, args.no_archive)?;
+    r.dropped.extend(side.dropped);
+    r.kept_unarchived.extend(side.kept_unarchived);
+    let files = polytape::store::tape::remove_tape_files_before(&mut db, cutoff)?;
+    if !files.is_empty() {
+        println!(
+            "retention: removed {} book tape files of the months dropped",
+            files.len()
+        );
+    }
     println!(
         "retention: keeping {} months from {cutoff}; dropped {} partitions{}",
         args.keep,
@@ -61,6 +86,175 @@ pub(crate) fn retention(common: &Common, args: &RetentionArgs) -> Result {
 
 #[cfg(feature = "archive")]
 pub(crate) use parquet_archive::archive;
+
+/// The book side's months in Parquet: their rows as stored (snapshots' levels in the stored
+/// encoding, decoded by the library's `decode_levels` or SQL `book_levels`; bars' prices as
+/// the stored integers), with each token's asset id and market.
+#[cfg(feature = "archive")]
+mod side_archive {
+    use std::fs::File;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use arrow_array::builder::{
+        BinaryBuilder, Int32Builder, StringBuilder, TimestampMicrosecondBuilder,
+    };
+    use arrow_array::{ArrayRef, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    use polytape::store::tape::SidePartition;
+
+    use crate::Result;
+
+    /// Columns: (name, type) in the order the query gives them; every one nullable but the
+    /// first three.
+    fn columns(parent: &str) -> Result<(&'static str, Vec<(&'static str, DataType)>)> {
+        let utc = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        Ok(match parent {
+            "book_snapshot" => (
+                "SELECT k.asset_id, k.market, (extract(epoch FROM s.taken_at) * 1000000)::bigint,
+                        (extract(epoch FROM s.blind_from) * 1000000)::bigint, s.source::text,
+                        s.levels_unchecked, s.levels
+                 FROM {p} s JOIN tokens k ON k.id = s.token ORDER BY s.taken_at",
+                vec![
+                    ("asset_id", DataType::Utf8),
+                    ("market", DataType::Utf8),
+                    ("taken_at", utc()),
+                    ("blind_from", utc()),
+                    ("source", DataType::Utf8),
+                    ("levels_unchecked", DataType::Int32),
+                    ("levels", DataType::Binary),
+                ],
+            ),
+            "price_bar" => (
+                "SELECT k.asset_id, k.market, (extract(epoch FROM b.minute) * 1000000)::bigint,
+                        b.source::text, b.open2, b.high2, b.low2, b.close2, b.best_bid,
+                        b.best_ask, b.trades, b.volume::text, b.notional::text,
+                        b.last_trade_price::text
+                 FROM {p} b JOIN tokens k ON k.id = b.token ORDER BY b.minute",
+                vec![
+                    ("asset_id", DataType::Utf8),
+                    ("market", DataType::Utf8),
+                    ("minute", utc()),
+                    ("source", DataType::Utf8),
+                    ("open2", DataType::Int32),
+                    ("high2", DataType::Int32),
+                    ("low2", DataType::Int32),
+                    ("close2", DataType::Int32),
+                    ("best_bid", DataType::Int32),
+                    ("best_ask", DataType::Int32),
+                    ("trades", DataType::Int32),
+                    // Exact decimal text (the tape's numeric, as stored).
+                    ("volume", DataType::Utf8),
+                    ("notional", DataType::Utf8),
+                    ("last_trade_price", DataType::Utf8),
+                ],
+            ),
+            other => return Err(format!("no archive form for {other}").into()),
+        })
+    }
+
+    /// Writes partition `p` to `path` (through a temporary file, read back, never over an
+    /// existing file); returns its rows.
+    pub(crate) fn write(db: &mut postgres::Client, p: &SidePartition, path: &Path) -> Result<i64> {
+        let (query, cols) = columns(&p.parent)?;
+        let schema = Arc::new(Schema::new(
+            cols.iter()
+                .enumerate()
+                .map(|(i, (n, t))| Field::new(*n, t.clone(), i >= 3))
+                .collect::<Vec<_>>(),
+        ));
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&tmp)?, Arc::clone(&schema), Some(props))?;
+        let name = format!("\"{}\"", p.name.replace('"', "\"\""));
+        let mut tx = db.transaction()?;
+        let expected: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {name}"), &[])?
+            .try_get(0)?;
+        let portal = tx.bind(&query.replace("{p}", &name), &[])?;
+        let mut written = 0i64;
+        loop {
+            let rows = tx.query_portal(&portal, 50_000)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut arrays: Vec<ArrayRef> = Vec::with_capacity(cols.len());
+            for (i, (_, t)) in cols.iter().enumerate() {
+                let n = rows.len();
+                let array: ArrayRef = match t {
+                    DataType::Utf8 => {
+                        let mut b = StringBuilder::with_capacity(n, n * 16);
+                        for r in &rows {
+                            b.append_option(r.try_get::<_, Option<&str>>(i)?);
+                        }
+                        Arc::new(b.finish())
+                    }
+                    DataType::Int32 => {
+                        let mut b = Int32Builder::with_capacity(n);
+                        for r in &rows {
+                            b.append_option(r.try_get::<_, Option<i32>>(i)?);
+                        }
+                        Arc::new(b.finish())
+                    }
+                    DataType::Binary => {
+                        let mut b = BinaryBuilder::with_capacity(n, n * 64);
+                        for r in &rows {
+                            b.append_option(r.try_get::<_, Option<&[u8]>>(i)?);
+                        }
+                        Arc::new(b.finish())
+                    }
+                    _ => {
+                        let mut b =
+                            TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+                        for r in &rows {
+                            b.append_option(r.try_get::<_, Option<i64>>(i)?);
+                        }
+                        Arc::new(b.finish())
+                    }
+                };
+                arrays.push(array);
+            }
+            let batch = RecordBatch::try_new(Arc::clone(&schema), arrays)?;
+            written += batch.num_rows() as i64;
+            writer.write(&batch)?;
+        }
+        tx.commit()?;
+        writer.close()?;
+        let read: i64 = ParquetRecordBatchReaderBuilder::try_new(File::open(&tmp)?)?
+            .build()?
+            .map(|b| b.map(|b| b.num_rows() as i64))
+            .sum::<std::result::Result<i64, _>>()?;
+        if written != expected || read != written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!(
+                "{}: wrote {written} rows of {expected}, read back {read}",
+                p.name
+            )
+            .into());
+        }
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => std::fs::remove_file(&tmp)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(format!(
+                    "{}: {} exists already, and polytape never writes over an archive",
+                    p.name,
+                    path.display()
+                )
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(written)
+    }
+}
 
 #[cfg(feature = "archive")]
 mod parquet_archive {
@@ -120,8 +314,29 @@ mod parquet_archive {
                         .is_none_or(|(path, _)| !Path::new(path).exists())
             })
             .collect();
-        if due.is_empty() {
+        let side_due: Vec<_> = polytape::store::tape::side_partitions(&mut db)?
+            .into_iter()
+            .filter(|p| p.month < args.before)
+            .filter(|p| {
+                p.archive
+                    .as_ref()
+                    .is_none_or(|(path, _)| !Path::new(path).exists())
+            })
+            .collect();
+        if due.is_empty() && side_due.is_empty() {
             println!("archive: nothing to archive before {}", args.before);
+        }
+        for p in side_due {
+            let path = args.out.join(format!("{}.parquet", p.name));
+            let rows = super::side_archive::write(&mut db, &p, &path)?;
+            let recorded = std::fs::canonicalize(&path)?;
+            let recorded = recorded.to_string_lossy();
+            polytape::store::tape::mark_side_archived(&mut db, &p, &recorded, rows)?;
+            println!(
+                "archive: {} → {recorded}: {rows} rows, {} bytes (read back whole)",
+                p.name,
+                std::fs::metadata(&path)?.len()
+            );
         }
         for p in due {
             // Late rows of a month archived and dropped before go to a file of their own: the

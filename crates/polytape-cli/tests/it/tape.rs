@@ -251,3 +251,94 @@ fn late_rows_of_an_archived_month_never_overwrite_its_archive() {
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&other);
 }
+
+/// The book side's months go the tape's way: `archive` writes each month of `book_snapshot`
+/// and `price_bar` to Parquet (read back whole), `retention` drops the months it keeps no
+/// more once archived, and removes the book tape's files of those months, recorded.
+#[test]
+fn the_book_sides_months_and_tape_files_are_archived_and_retained() {
+    let _w = Watchdog::new("book side retention", Duration::from_secs(120));
+    let db = TestDb::new();
+    let sim = pipeline::sim(1, 0.0);
+    let out = polytape_testkit::scratch_dir("side-archive");
+    std::fs::create_dir_all(&out).expect("scratch");
+    let tape_file = out.join("book_tape_20240115T000000.parquet");
+    std::fs::write(&tape_file, b"PAR1 (a tape file of January 2024)").expect("tape file");
+    db.client()
+        .batch_execute(&format!(
+            "SELECT tape_ensure_month('2024-01-01'), tape_ensure_month('2024-02-01');
+             INSERT INTO tokens (asset_id, market) VALUES ('7001', '0xm1'), ('7002', '0xm1');
+             INSERT INTO book_snapshot (taken_at, token, source, levels, levels_unchecked)
+                 SELECT m + g * interval '1 minute', k.id, 'f',
+                        '\\x0102000101010a05'::bytea, g % 3
+                 FROM generate_series(0, 99) g, tokens k,
+                      unnest(ARRAY['2024-01-01', '2024-02-01']::timestamptz[]) m;
+             INSERT INTO price_bar (minute, token, source, close2, trades, volume, notional,
+                                    last_trade_price)
+                 SELECT m + g * interval '1 minute', k.id, 'l', 960000 + g, g, g * 1.5,
+                        g * 0.72, 0.48
+                 FROM generate_series(0, 49) g, tokens k,
+                      unnest(ARRAY['2024-01-01', '2024-02-01']::timestamptz[]) m;
+             INSERT INTO book_files (path, period_start, period_end, rows, assets, bytes, sha256)
+                 VALUES ('{}', '2024-01-15', '2024-01-15 01:00', 1, 1, 1, 'x');",
+            tape_file.display()
+        ))
+        .expect("old months of the book side");
+    let count = |sql: &str| -> i64 { db.client().query_one(sql, &[]).expect(sql).get(0) };
+    assert_eq!(count("SELECT count(*) FROM book_snapshots"), 400);
+    // January is archived; February is not (before 2024-02).
+    let mut c = polytape(&db, &sim);
+    c.args(["archive", "--before", "2024-02", "--out"])
+        .arg(&out);
+    let o = output(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (name, rows) in [("book_snapshot_2024_01", 200), ("price_bar_2024_01", 100)] {
+        let file = out.join(format!("{name}.parquet"));
+        let read: usize = ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&file).expect("the archive"),
+        )
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .map(|b| b.expect("batch").num_rows())
+        .sum();
+        assert_eq!(read, rows, "{name}");
+        assert_eq!(
+            count(&format!(
+                "SELECT archive_rows FROM side_partitions WHERE name = '{name}'"
+            )),
+            rows as i64
+        );
+    }
+    // Keep 12 months: January's months go (archived), February's stay (not archived), and
+    // January's tape file is removed and recorded.
+    let mut c = polytape(&db, &sim);
+    c.args(["retention", "--keep", "12m"]);
+    let o = output(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).contains("removed 1 book tape files"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(count("SELECT count(*) FROM book_snapshots"), 200);
+    assert_eq!(count("SELECT count(*) FROM price_bars"), 100);
+    assert_eq!(
+        count("SELECT count(*) FROM side_partitions WHERE dropped_at IS NOT NULL"),
+        2
+    );
+    assert!(
+        !tape_file.exists(),
+        "the tape file of a month dropped is removed"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM book_files WHERE removed_at IS NOT NULL"),
+        1
+    );
+    assert!(
+        stdout(&o).contains("book_snapshot_2024_02"),
+        "kept, unarchived: {}",
+        stdout(&o)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
