@@ -374,40 +374,56 @@ impl Writer {
                     return;
                 }
                 Err(AppendError::Full)
-                    if self.spool.bytes() == 0
-                        && matches!(&entry, Entry::Books(_) | Entry::Bars(_))
-                        || matches!(&entry, Entry::Trades(t) if t.len() > 1)
-                            && self.spool.bytes() == 0 =>
+                    if matches!(&entry, Entry::Trades(t) if t.len() > 1)
+                        && self.spool.bytes() == 0 =>
                 {
                     // Larger than the whole spool (a batch grown under a backlog, a small
-                    // spool): in halves, each spooled in order; a single snapshot or bar
-                    // larger than the spool is dropped, said and counted (a trade cannot
-                    // be: a record is far smaller than any spool).
+                    // spool): in halves, each spooled in order.
+                    let Entry::Trades(mut t) = entry else {
+                        return;
+                    };
+                    let right = t.split_off(t.len() / 2);
+                    self.spool_entry(Entry::Trades(t));
+                    self.spool_entry(Entry::Trades(right));
+                    return;
+                }
+                Err(e) if matches!(&entry, Entry::Books(_) | Entry::Bars(_)) => {
+                    // The book side never waits on the spool (readers would wait behind
+                    // it): an entry larger than the whole spool is split, and what still
+                    // finds no room (a full spool, a disk that refuses) is dropped, said and
+                    // counted.
+                    let whole_spool = matches!(e, AppendError::Full) && self.spool.bytes() == 0;
                     match entry {
-                        Entry::Trades(mut t) if t.len() > 1 => {
-                            let right = t.split_off(t.len() / 2);
-                            self.spool_entry(Entry::Trades(t));
-                            self.spool_entry(Entry::Trades(right));
-                        }
-                        Entry::Books(mut b) if b.len() > 1 => {
+                        Entry::Books(mut b) if whole_spool && b.len() > 1 => {
                             let right = b.split_off(b.len() / 2);
                             self.spool_entry(Entry::Books(b));
                             self.spool_entry(Entry::Books(right));
                         }
-                        Entry::Bars(mut b) if b.len() > 1 => {
+                        Entry::Bars(mut b) if whole_spool && b.len() > 1 => {
                             let right = b.split_off(b.len() / 2);
                             self.spool_entry(Entry::Bars(b));
                             self.spool_entry(Entry::Bars(right));
                         }
-                        _ => {
+                        other => {
+                            let rows = match &other {
+                                Entry::Books(b) => b.len(),
+                                Entry::Bars(b) => b.len(),
+                                _ => 0,
+                            };
                             log::error!(
-                                "writer: a book-side row is larger than the whole spool; \
-                                 dropped (book_rows_refused)"
+                                "writer: no room in the spool for {rows} book-side rows ({}); \
+                                 dropped (book_rows_refused), trades go on",
+                                match e {
+                                    AppendError::Full if whole_spool =>
+                                        "larger than the whole spool".to_owned(),
+                                    AppendError::Full => "the spool is full".to_owned(),
+                                    AppendError::Io(io) => io.to_string(),
+                                }
                             );
                             self.health
                                 .books()
                                 .rows_refused
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                     return;
@@ -651,5 +667,74 @@ impl Writer {
                 std::thread::sleep(wait.min(Duration::from_millis(200)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::{Price, Size, SnapshotSource};
+
+    /// A snapshot batch larger than the whole spool, with the database away: split, and a
+    /// single snapshot still too large dropped and counted (it looped forever before, the
+    /// readers waiting on the writer).
+    #[test]
+    fn a_book_side_entry_larger_than_the_whole_spool_is_split_or_dropped() {
+        let dir = std::env::temp_dir().join(format!(
+            "polytape-writer-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let config = Config::builder()
+            .database_url("host=127.0.0.1 port=9 user=nobody connect_timeout=1")
+            .backoff_min(Duration::from_millis(5))
+            .backoff_max(Duration::from_millis(10))
+            .build()
+            .expect("config");
+        let health = Health::new();
+        let spool = Spool::open_with(&dir, 600, 600).expect("a small spool");
+        let mut w = Writer::new(
+            &config,
+            health.clone(),
+            spool,
+            StopDeadline::default(),
+            Arc::new(Vec::new),
+        );
+        let snapshot = |levels: u64| BookSnapshot {
+            asset_id: "1".repeat(77),
+            market: "0xm".into(),
+            taken_at_ms: 1_764_000_000_000,
+            bids: (1..=levels)
+                .map(|i| {
+                    let p = Price::from_units(500_000 - i * 100).expect("p");
+                    (p, Size::from_units(1_000_000 + i))
+                })
+                .collect(),
+            asks: Vec::new(),
+            source: SnapshotSource::Feed,
+            blind_from_ms: None,
+            levels_unchecked: 0,
+        };
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Two that fit the spool alone (the batch does not), and one that never fits.
+            w.route(
+                Entry::Books(vec![snapshot(20), snapshot(20), snapshot(400)]),
+                false,
+            );
+            let _ = done_tx.send(w.spool.bytes());
+        });
+        let spooled = done
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the writer moved on");
+        assert!(spooled > 0, "the parts that fit are spooled");
+        // The one that never fits is dropped; of the two that fit alone, the second finds
+        // the spool full behind the first and is dropped too (the book side never waits).
+        let refused = health
+            .books()
+            .rows_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!((1..=2).contains(&refused), "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
