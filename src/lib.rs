@@ -93,6 +93,7 @@
 pub mod backfill;
 mod backoff;
 pub mod book;
+pub mod chain;
 pub mod config;
 mod connstr;
 mod data_api;
