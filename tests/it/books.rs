@@ -49,6 +49,11 @@ fn every_stored_snapshot_is_the_true_book_at_its_time() {
         stored.iter().all(|s| s.source == "feed"),
         "every book rebuilt from the feed"
     );
+    // The live feed's untidiness was there (sweeps in the live order, entries without a
+    // top of book), and still no desync: the check holds per timestamp group. (Checked per
+    // entry, the same run had 17 desyncs, every one a false alarm.)
+    assert!(sim.stats().sweeps > 0, "{:?}", sim.stats());
+    assert!(health.books.book_entries_unchecked > 0, "{health:?}");
     assert_eq!(
         health.books.books_desynced, 0,
         "no fault, no desync: {health:?}"

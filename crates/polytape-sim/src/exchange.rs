@@ -356,6 +356,7 @@ impl Tick<'_> {
                 );
                 changes.extend(book.resize(now, buy, first, a));
                 changes.extend(book.resize(now, buy, second, b + b / 2 + 1));
+                self.state.sweeps.fetch_add(1, Relaxed);
                 vec![a, b]
             }
             _ => {

@@ -91,8 +91,10 @@ pub(crate) fn generate(state: &Arc<SimState>) {
             while left > 0 {
                 let key = tradable[rng.usize(0..tradable.len())];
                 // One taker in eight sweeps two levels (two trades under one stamp), as
-                // live takers do, where the count allows it.
-                let sweep = left >= 2 && rng.u8(0..8) == 0;
+                // live takers do, where a trade limit leaves room for both (the rate evens
+                // out: the next tick owes one trade less).
+                let room = config.max_trades.is_none_or(|m| produced + 2 <= m);
+                let sweep = room && rng.u8(0..8) == 0;
                 let n = tick.trade(key, seq, rng.bool(), sweep).len() as u64;
                 if n == 0 {
                     left -= 1;

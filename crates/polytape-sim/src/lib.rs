@@ -175,6 +175,8 @@ pub struct SimStats {
     pub markets: usize,
     /// `price_change` messages the drop-delta fault took.
     pub deltas_dropped: u64,
+    /// Takers that swept two levels (two trades under one stamp, entries in the live order).
+    pub sweeps: u64,
 }
 
 /// A running simulator. Dropping it stops it.
@@ -201,6 +203,7 @@ impl Sim {
             hub: Mutex::new(Hub::default()),
             books: Mutex::new(Books::new(config.seed)),
             deltas_dropped: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
             stalled: RwLock::new(HashSet::new()),
             max_assets_per_socket: AtomicUsize::new(config.max_assets_per_socket),
             upgrades_per_sec: AtomicU32::new(config.upgrades_per_sec),
@@ -473,5 +476,6 @@ fn stats(state: &SimState) -> SimStats {
         subscribed_assets: hub.subscribers.len(),
         markets: state.markets.read().len(),
         deltas_dropped: state.deltas_dropped.load(Relaxed),
+        sweeps: state.sweeps.load(Relaxed),
     }
 }

@@ -92,6 +92,7 @@ pub(crate) struct SimState {
     pub(crate) books: Mutex<Books>,
     /// `price_change` messages dropped by the fault.
     pub(crate) deltas_dropped: AtomicU64,
+    pub(crate) sweeps: AtomicU64,
     pub(crate) stalled: RwLock<HashSet<(u32, u8)>>,
     pub(crate) max_assets_per_socket: AtomicUsize,
     pub(crate) upgrades_per_sec: AtomicU32,
