@@ -151,6 +151,21 @@ fn live_bars_follow_the_true_midpoint_and_count_what_was_executed() {
         missing.is_empty(),
         "token-minutes whose bar is not the tape's: {missing:?}"
     );
+    let (traded, unpriced): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE close IS NULL AND open IS NULL)
+                 FROM price_bars WHERE trades > 0",
+                &[],
+            )
+            .expect("bar counts");
+        (r.get(0), r.get(1))
+    };
+    eprintln!(
+        "bars: {} rows, {checked} checked against the true midpoint, {traded} token-minutes \
+         with trades (each == the tape), {unpriced} of them without a trusted book",
+        bars.len()
+    );
     // The live feed's untidiness was there: trades of tokens whose book had not come yet
     // (late books), counted in their bars like every other.
     let before_book = delivered
