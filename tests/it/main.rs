@@ -1,6 +1,7 @@
 //! polytape's integration tests: one binary, real PostgreSQL, real sockets, the simulator.
 
 mod books;
+mod chain;
 mod complete;
 mod conformance;
 mod db;

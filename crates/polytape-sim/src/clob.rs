@@ -138,7 +138,7 @@ pub(crate) fn sim_book(state: &SimState, req: &Request) -> Response {
 }
 
 /// The request's body, by its `Content-Length` (what arrived with the head, then the rest).
-fn read_body(req: &Request, stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+pub(crate) fn read_body(req: &Request, stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let len = match req.header("content-length").map(str::parse::<usize>) {
         Some(Ok(n)) if n <= MAX_BODY => n,
         Some(Ok(_)) => return Err("body too large".into()),

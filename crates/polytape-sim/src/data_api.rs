@@ -29,6 +29,13 @@ pub fn block_time_s(t: &TradeRecord, settlement_lag: Duration) -> i64 {
     block + 2 * (t.seq % 2) as i64
 }
 
+/// Whether the Data API leaves trade `t` out (the `data_api_drop` fault: a fixed, seeded
+/// choice per trade, so every page and every version agrees).
+pub fn dropped_by_data_api(t: &TradeRecord, fraction: f64) -> bool {
+    let draw = (t.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    fraction > 0.0 && draw < fraction
+}
+
 fn bad(msg: &str) -> Response {
     Response::json(400, &json!({"error": msg}))
 }
@@ -109,6 +116,7 @@ pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
     let mut rows: Vec<&TradeRecord> = executed
         .iter()
         .filter(|t| wanted_idx.as_ref().is_none_or(|w| w.contains(&t.market)))
+        .filter(|t| !dropped_by_data_api(t, state.config.data_api_drop))
         .filter(|t| {
             let b = block_time_s(t, lag);
             b >= start && b <= end && b <= visible_until_s
@@ -248,6 +256,7 @@ pub(crate) fn trades_v2(state: &SimState, req: &Request) -> Response {
     let mut rows: Vec<&TradeRecord> = executed
         .iter()
         .filter(|t| wanted_idx.as_ref().is_none_or(|w| w.contains(&t.market)))
+        .filter(|t| !dropped_by_data_api(t, state.config.data_api_drop))
         .filter(|t| {
             let b = block_time_s(t, lag);
             b >= start && b <= end && b <= visible_until_s

@@ -8,6 +8,7 @@
 //! the methods of [`Sim`] or `POST /sim/...`.
 
 pub mod book;
+pub mod chain;
 mod clob;
 pub mod data_api;
 mod exchange;
@@ -101,6 +102,15 @@ pub struct SimConfig {
     pub max_ids_per_frame: usize,
     /// Whether the Data API serves `GET /v2/trades` (cursor paging); without it, 404.
     pub data_api_v2: bool,
+    /// The fraction of executed trades the Data API silently leaves out (only the chain has
+    /// them): a derived service's misses.
+    pub data_api_drop: f64,
+    /// The most blocks one `eth_getLogs` may span (0: any), as providers cap it.
+    pub rpc_max_range: u64,
+    /// RPC requests per 10 s before 429 (0: no limit).
+    pub rpc_rate_limit: u32,
+    /// Blocks between the chain's head and `finalized` (Polygon: tens).
+    pub chain_finality: u64,
 }
 
 impl Default for SimConfig {
@@ -127,6 +137,10 @@ impl Default for SimConfig {
             data_api_max_page: 10_000,
             max_ids_per_frame: 1000,
             data_api_v2: true,
+            data_api_drop: 0.0,
+            rpc_max_range: 0,
+            rpc_rate_limit: 0,
+            chain_finality: crate::chain::FINALITY,
         }
     }
 }
@@ -177,6 +191,11 @@ pub struct SimStats {
     pub deltas_dropped: u64,
     /// Takers that swept two levels (two trades under one stamp, entries in the live order).
     pub sweeps: u64,
+    /// Taker legs written to blocks so far (one a trade executed whose block has come).
+    pub chain_fills: u64,
+    /// The chain's head and `finalized` block now.
+    pub chain_head: u64,
+    pub chain_finalized: u64,
 }
 
 /// A running simulator. Dropping it stops it.
@@ -204,6 +223,15 @@ impl Sim {
             books: Mutex::new(Books::new(config.seed)),
             deltas_dropped: AtomicU64::new(0),
             sweeps: AtomicU64::new(0),
+            chain_t0_s: {
+                let s = now_ms().div_euclid(1000) - crate::chain::HISTORY_S;
+                s - s.rem_euclid(2)
+            },
+            rpc_down: std::sync::atomic::AtomicBool::new(false),
+            reorg: std::sync::atomic::AtomicBool::new(false),
+            rpc_max_range: AtomicU64::new(config.rpc_max_range),
+            rpc_window: RateWindow::new(config.rpc_rate_limit, Duration::from_secs(10)),
+            rpc_requests: AtomicU64::new(0),
             stalled: RwLock::new(HashSet::new()),
             max_assets_per_socket: AtomicUsize::new(config.max_assets_per_socket),
             upgrades_per_sec: AtomicU32::new(config.upgrades_per_sec),
@@ -302,6 +330,12 @@ impl Sim {
             .collect()
     }
 
+    /// Every trade the exchange executed, as its compact records (seq, market, price in
+    /// ten-thousandths…): what the chain settles.
+    pub fn executed_records(&self) -> Vec<crate::frames::TradeRecord> {
+        self.state.executed.lock().clone()
+    }
+
     /// Data API requests answered so far (not counting 429s).
     pub fn data_api_requests(&self) -> u64 {
         self.state.data_api_requests.load(SeqCst)
@@ -377,6 +411,32 @@ impl Sim {
     /// service that fails part way through a long fill).
     pub fn fail_data_api_after(&self, skip: u32, n: u32, status: u16) {
         *self.state.data_api_fault.lock() = (skip, n, status);
+    }
+
+    /// The chain's JSON-RPC address (`POST`).
+    pub fn rpc_url(&self) -> String {
+        format!("{}/rpc", self.gamma_url())
+    }
+
+    /// Turns the RPC down (503) or back up.
+    pub fn set_rpc_down(&self, down: bool) {
+        self.state.rpc_down.store(down, SeqCst);
+    }
+
+    /// A reorg above `finalized`: while on, the transactions of blocks above it land a
+    /// block later (and their blocks' hashes change).
+    pub fn set_reorg(&self, on: bool) {
+        self.state.reorg.store(on, SeqCst);
+    }
+
+    /// Caps the blocks one `eth_getLogs` may span (0: no cap).
+    pub fn set_rpc_max_range(&self, blocks: u64) {
+        self.state.rpc_max_range.store(blocks, SeqCst);
+    }
+
+    /// The chain's block of a time (Unix s).
+    pub fn chain_block_at(&self, t_s: i64) -> u64 {
+        crate::chain::block_at(self.state.chain_t0_s, t_s)
     }
 
     /// Every `/prices-history` request for `token` (and every batch naming it) answers 500
@@ -477,5 +537,19 @@ fn stats(state: &SimState) -> SimStats {
         markets: state.markets.read().len(),
         deltas_dropped: state.deltas_dropped.load(Relaxed),
         sweeps: state.sweeps.load(Relaxed),
+        chain_fills: {
+            let (head, _) = crate::chain::heads(state);
+            state
+                .executed
+                .lock()
+                .iter()
+                .filter(|t| {
+                    crate::chain::trade_block(state.chain_t0_s, t, state.config.settlement_lag)
+                        <= head
+                })
+                .count() as u64
+        },
+        chain_head: crate::chain::heads(state).0,
+        chain_finalized: crate::chain::heads(state).1,
     }
 }

@@ -76,6 +76,19 @@ struct Args {
     /// Serve no `GET /v2/trades` (404), as a Data API before v2.
     #[arg(long)]
     no_data_api_v2: bool,
+    /// The fraction of executed trades the Data API silently leaves out (e.g. 0.02): only
+    /// the chain (`POST /rpc`) has them.
+    #[arg(long, default_value_t = 0.0)]
+    data_api_drop: f64,
+    /// The most blocks one eth_getLogs may span (0: any).
+    #[arg(long, default_value_t = 0)]
+    rpc_max_range: u64,
+    /// RPC requests per 10 s before 429 (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    rpc_rate_limit: u32,
+    /// Blocks between the chain's head and `finalized`.
+    #[arg(long, default_value_t = 32)]
+    chain_finality: u64,
 }
 
 fn main() {
@@ -104,6 +117,10 @@ fn main() {
         settlement_lag: Duration::from_secs(args.settlement_lag_secs),
         data_api_max_page: args.data_api_max_page,
         data_api_v2: !args.no_data_api_v2,
+        data_api_drop: args.data_api_drop,
+        rpc_max_range: args.rpc_max_range,
+        rpc_rate_limit: args.rpc_rate_limit,
+        chain_finality: args.chain_finality,
     };
     let sim = match Sim::start(config) {
         Ok(sim) => sim,

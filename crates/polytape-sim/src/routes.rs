@@ -53,6 +53,7 @@ pub(crate) fn handle_connection(state: &Arc<SimState>, mut stream: TcpStream) {
         "/sim/book" => clob::sim_book(state, &req),
         "/prices-history" => clob::prices_history(state, &req),
         "/batch-prices-history" => clob::batch_prices_history(state, &req, &mut stream),
+        "/rpc" => crate::chain::rpc(state, &req, &mut stream),
         p if p.starts_with("/sim/") => control(state, &req),
         _ => Response::text(404, "not found\n"),
     };

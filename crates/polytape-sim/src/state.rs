@@ -93,6 +93,14 @@ pub(crate) struct SimState {
     /// `price_change` messages dropped by the fault.
     pub(crate) deltas_dropped: AtomicU64,
     pub(crate) sweeps: AtomicU64,
+    /// The chain's start (Unix s, even): block `FIRST_BLOCK` is its block.
+    pub(crate) chain_t0_s: i64,
+    /// Chain faults: the RPC down, a reorg above `finalized`, a cap on a `getLogs` range.
+    pub(crate) rpc_down: std::sync::atomic::AtomicBool,
+    pub(crate) reorg: std::sync::atomic::AtomicBool,
+    pub(crate) rpc_max_range: AtomicU64,
+    pub(crate) rpc_window: RateWindow,
+    pub(crate) rpc_requests: AtomicU64,
     pub(crate) stalled: RwLock<HashSet<(u32, u8)>>,
     pub(crate) max_assets_per_socket: AtomicUsize,
     pub(crate) upgrades_per_sec: AtomicU32,

@@ -1,3 +1,4 @@
 //! polytape-sim's integration tests: real sockets and HTTP against a running simulator.
 
+mod chain;
 mod sim;
