@@ -142,7 +142,10 @@ impl Writer {
 
     /// Connects now, so a wrong URL is reported at start (the writer retries either way).
     pub(crate) fn connect(&mut self) -> crate::Result<()> {
-        self.db.connect()
+        self.db.connect()?;
+        // Minutes a crash left uncounted in their bars.
+        self.db.recount_recent_bars();
+        Ok(())
     }
 
     /// Runs until every sender is gone and everything received is committed or, past the
@@ -184,11 +187,18 @@ impl Writer {
             }
             self.replay(REPLAY_SLICE);
             self.record_skipped();
+            // Minutes that are over count their trades in their bars (once each).
+            if self.down.is_none() {
+                self.db.flush_bars(false);
+            }
             if !open {
                 break;
             }
         }
         self.finish();
+        if self.down.is_none() {
+            self.db.flush_bars(true);
+        }
         self.record_skipped();
         let clean = self.unkept == 0 && self.gaps_unrecorded == 0 && self.full_since.is_none();
         if !clean {

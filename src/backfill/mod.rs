@@ -359,9 +359,9 @@ impl Backfill {
             })
             .collect();
         for batch in trades.chunks(self.config.batch_size.max(1) * 10) {
-            // Their minutes' bars count them in the same transaction (recomputed from the
-            // tape: idempotent).
             self.writer.commit(batch)?;
+            // Their minutes' bars count them (recomputed from the tape: idempotent).
+            self.writer.flush_bars(true);
         }
         self.health.backfilled(trades.len() as u64);
         Ok(trades.len())

@@ -19,7 +19,6 @@
 //! row is stored. Any other failure comes back to the caller ([`crate::writer`]), which
 //! spools the batch and retries it later.
 
-use crate::store::bars::{BarKeys, count_in_bars};
 use std::io::Write;
 use std::time::Duration;
 
@@ -65,8 +64,10 @@ pub struct TradeWriter {
     staging_only: bool,
     format: CopyFormat,
     source: Source,
-    /// Every batch also makes its minutes' price bars count its trades (the book side on).
+    /// Its minutes' price bars count its trades (the book side on): the (minute, token) of
+    /// every trade committed, counted from the tape once the minute is over.
     bars: bool,
+    pub(crate) dirty_bars: std::collections::BTreeSet<(i64, i32)>,
     /// Token ids by asset id, as committed in `tokens`.
     tokens: HashMap<String, i32>,
     /// Months (year · 12 + month − 1) whose partition is known to exist.
@@ -104,9 +105,20 @@ impl TradeWriter {
             format: CopyFormat::Binary,
             source: Source::Feed,
             bars: !config.book_snapshot_interval.is_zero(),
+            dirty_bars: std::collections::BTreeSet::new(),
             tokens: HashMap::new(),
             months: HashSet::new(),
         }
+    }
+
+    /// Whether this writer stores the backfill's trades (its bar counts are fills).
+    pub(crate) fn is_backfill_writer(&self) -> bool {
+        self.source == Source::DataApi
+    }
+
+    /// Whether its trades' minutes get their bars counted (the book side on).
+    pub(crate) fn counts_bars(&self) -> bool {
+        self.bars
     }
 
     /// Stores every trade as coming from `source` (the backfill writes `data_api`).
@@ -292,9 +304,11 @@ impl TradeWriter {
                 }
             }
         }
-        let bar_keys = self.bars.then(|| self.bar_keys(batch));
-        let result = self.copy_and_move(&buf, bar_keys.as_ref());
+        let result = self.copy_and_move(&buf);
         self.buf = buf;
+        if result.is_ok() && self.bars {
+            self.mark_bars(batch);
+        }
         result
     }
 
@@ -385,41 +399,34 @@ impl TradeWriter {
         self.client()
     }
 
-    fn copy_and_move(&mut self, rows: &[u8], bars: Option<&BarKeys>) -> Result<u64> {
+    fn copy_and_move(&mut self, rows: &[u8]) -> Result<u64> {
         if self.staging_only {
-            return self.copy_staged(rows, bars);
+            return self.copy_staged(rows);
         }
-        match self.copy_direct(rows, bars) {
+        match self.copy_direct(rows) {
             Err(e) if e.code() == Some(UNIQUE_VIOLATION) => {
                 log::debug!("writer: batch holds stored trades; deduplicating through staging");
-                self.copy_staged(rows, bars)
+                self.copy_staged(rows)
             }
             other => other,
         }
     }
 
     /// The fast path: every row is new, so COPY straight into `trade_tape`.
-    fn copy_direct(&mut self, rows: &[u8], bars: Option<&BarKeys>) -> Result<u64> {
+    fn copy_direct(&mut self, rows: &[u8]) -> Result<u64> {
         let option = self.format.option();
-        let health = self.health.clone();
-        let source = self.source;
         let client = self.client()?;
         let mut tx = client.transaction()?;
         let mut copy = tx.copy_in(&format!("COPY trade_tape ({COLUMNS}) FROM STDIN{option}"))?;
         copy.write_all(rows)?;
         let n = copy.finish()?;
-        if let Some(keys) = bars {
-            count_in_bars(&mut tx, keys, source, &health);
-        }
         tx.commit()?;
         Ok(n)
     }
 
     /// The idempotent path: COPY into staging, then insert what is not stored yet.
-    fn copy_staged(&mut self, rows: &[u8], bars: Option<&BarKeys>) -> Result<u64> {
+    fn copy_staged(&mut self, rows: &[u8]) -> Result<u64> {
         let option = self.format.option();
-        let health = self.health.clone();
-        let source = self.source;
         let client = self.client()?;
         let mut tx = client.transaction()?;
         // Made on the first slow path of a connection only: a role without TEMP on the
@@ -437,11 +444,6 @@ impl TradeWriter {
             ),
             &[],
         )?;
-        if let Some(keys) = bars
-            && inserted > 0
-        {
-            count_in_bars(&mut tx, keys, source, &health);
-        }
         tx.commit()?;
         Ok(inserted)
     }
