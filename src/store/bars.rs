@@ -125,9 +125,20 @@ impl TradeWriter {
         let rest = self
             .dirty_bars
             .split_off(&(due_before.saturating_add(1), i32::MIN));
-        let due = std::mem::replace(&mut self.dirty_bars, rest);
+        let mut due = std::mem::replace(&mut self.dirty_bars, rest);
         if due.is_empty() {
             return;
+        }
+        // A slice a round, so the writer's next commit never waits long behind a minute
+        // boundary's counting (the rest goes back for the next round).
+        if !all && due.len() > FLUSH_SLICE {
+            let later = due.split_off(
+                &due.iter()
+                    .nth(FLUSH_SLICE)
+                    .copied()
+                    .unwrap_or((i64::MAX, 0)),
+            );
+            self.dirty_bars.extend(later);
         }
         let tokens: Vec<i32> = due.iter().map(|k| k.1).collect();
         let minutes: Vec<DateTime<Utc>> = due
@@ -206,6 +217,8 @@ pub(crate) fn merge_repeats(bars: &[PriceBar]) -> Vec<PriceBar> {
 /// How long past its end a minute's bar waits to count its trades (trades of a minute can
 /// still arrive a little after it: the socket's lag, the group commit).
 const BAR_SETTLE_MS: i64 = 5_000;
+/// Token-minutes counted a writer round at most (outside a stop).
+const FLUSH_SLICE: usize = 256;
 /// How far back a start recounts bars.
 const RECOUNT_MINUTES: i64 = 15;
 
