@@ -57,33 +57,67 @@ struct Row<'a> {
 impl Row<'_> {
     /// The trade, or why the row is unusable.
     fn to_trade(&self) -> std::result::Result<ApiTrade, String> {
-        let text = |v: Option<&RawValue>, name: &str| -> std::result::Result<Decimal, String> {
-            let raw = v.ok_or(format!("no {name}"))?.get().trim_matches('"');
-            Decimal::parse(raw).ok_or(format!("{name} {raw:?} is not a plain decimal"))
-        };
-        Ok(ApiTrade {
-            asset: self
-                .asset
-                .clone()
-                .filter(|a| !a.is_empty())
-                .ok_or("no asset")?,
-            condition_id: self.condition_id.clone().unwrap_or_default(),
-            side: match self.side.as_deref() {
-                Some("BUY") => Side::Buy,
-                Some("SELL") => Side::Sell,
-                other => return Err(format!("side {other:?}")),
+        trade_from(
+            RowFields {
+                asset: self.asset.as_deref(),
+                condition_id: self.condition_id.as_deref(),
+                side: self.side.as_deref(),
+                price: self.price,
+                size: self.size,
+                timestamp: self.timestamp,
+                transaction_hash: self.transaction_hash.as_deref(),
             },
-            price: text(self.price, "price")?,
-            size: text(self.size, "size")?,
-            timestamp_s: self.timestamp.ok_or("no timestamp")?,
-            transaction_hash: self
-                .transaction_hash
-                .clone()
-                .filter(|h| h.starts_with("0x"))
-                .ok_or("no transaction hash")?
-                .to_ascii_lowercase(),
-        })
+            Decimal::parse,
+        )
     }
+}
+
+/// A row's fields, however a version of the API names them.
+pub(crate) struct RowFields<'r> {
+    pub(crate) asset: Option<&'r str>,
+    pub(crate) condition_id: Option<&'r str>,
+    pub(crate) side: Option<&'r str>,
+    pub(crate) price: Option<&'r RawValue>,
+    pub(crate) size: Option<&'r RawValue>,
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) transaction_hash: Option<&'r str>,
+}
+
+/// The trade a row holds, or why it is unusable: one set of rules for both versions, the
+/// price read by `price` (v1's are the matched price; v2's a raw ratio given back as it).
+pub(crate) fn trade_from(
+    f: RowFields<'_>,
+    price: fn(&str) -> Option<Decimal>,
+) -> std::result::Result<ApiTrade, String> {
+    let raw = |v: Option<&RawValue>, name: &str| -> std::result::Result<String, String> {
+        Ok(v.ok_or(format!("no {name}"))?
+            .get()
+            .trim_matches('"')
+            .to_owned())
+    };
+    let (price_text, size_text) = (raw(f.price, "price")?, raw(f.size, "size")?);
+    Ok(ApiTrade {
+        asset: f
+            .asset
+            .filter(|a| !a.is_empty())
+            .ok_or("no asset")?
+            .to_owned(),
+        condition_id: f.condition_id.unwrap_or_default().to_owned(),
+        side: match f.side {
+            Some("BUY") => Side::Buy,
+            Some("SELL") => Side::Sell,
+            other => return Err(format!("side {other:?}")),
+        },
+        price: price(&price_text).ok_or(format!("price {price_text:?} is not a plain decimal"))?,
+        size: Decimal::parse(&size_text)
+            .ok_or(format!("size {size_text:?} is not a plain decimal"))?,
+        timestamp_s: f.timestamp.ok_or("no timestamp")?,
+        transaction_hash: f
+            .transaction_hash
+            .filter(|h| h.starts_with("0x"))
+            .ok_or("no transaction hash")?
+            .to_ascii_lowercase(),
+    })
 }
 
 /// One `/trades` answer: the usable trades, and how many rows were not (each logged).

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 use super::ApiTrade;
 use crate::error::{Error, Result};
-use crate::feed::{Decimal, Side};
+use crate::feed::Decimal;
 
 /// One v2 page: the usable trades, rows it could not use, and the cursor of the next page.
 pub(crate) struct Page {
@@ -53,38 +53,18 @@ struct Row<'a> {
 
 impl Row<'_> {
     fn to_trade(&self) -> std::result::Result<ApiTrade, String> {
-        let raw = |v: Option<&RawValue>, name: &str| -> std::result::Result<String, String> {
-            Ok(v.ok_or(format!("no {name}"))?
-                .get()
-                .trim_matches('"')
-                .to_owned())
-        };
-        let price_text = raw(self.price, "price")?;
-        let size_text = raw(self.size, "size")?;
-        Ok(ApiTrade {
-            asset: self
-                .token_id
-                .clone()
-                .filter(|a| !a.is_empty())
-                .ok_or("no token_id")?,
-            condition_id: self.condition_id.clone().unwrap_or_default(),
-            side: match self.side.as_deref() {
-                Some("BUY") => Side::Buy,
-                Some("SELL") => Side::Sell,
-                other => return Err(format!("side {other:?}")),
+        super::trade_from(
+            super::RowFields {
+                asset: self.token_id.as_deref(),
+                condition_id: self.condition_id.as_deref(),
+                side: self.side.as_deref(),
+                price: self.price,
+                size: self.size,
+                timestamp: self.timestamp,
+                transaction_hash: self.transaction_hash.as_deref(),
             },
-            price: match_price(&price_text)
-                .ok_or(format!("price {price_text:?} is not a plain decimal"))?,
-            size: Decimal::parse(&size_text)
-                .ok_or(format!("size {size_text:?} is not a plain decimal"))?,
-            timestamp_s: self.timestamp.ok_or("no timestamp")?,
-            transaction_hash: self
-                .transaction_hash
-                .clone()
-                .filter(|h| h.starts_with("0x"))
-                .ok_or("no transaction hash")?
-                .to_ascii_lowercase(),
-        })
+            match_price,
+        )
     }
 }
 

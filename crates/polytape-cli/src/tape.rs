@@ -25,28 +25,19 @@ pub(crate) fn retention(common: &Common, args: &RetentionArgs) -> Result {
         .ok_or("the cutoff month is out of range")?;
     if !args.no_archive {
         // An archive on record whose file is gone is no archive: refuse before dropping any.
-        for p in polytape::store::tape::partitions(&mut db)? {
-            if let (true, Some((path, _))) = (p.month < cutoff, &p.archive)
+        let tape = polytape::store::tape::partitions(&mut db)?
+            .into_iter()
+            .map(|p| (p.name, p.month, p.archive));
+        let side = polytape::store::tape::side_partitions(&mut db)?
+            .into_iter()
+            .map(|p| (p.name, p.month, p.archive));
+        for (name, month, archive) in tape.chain(side) {
+            if let (true, Some((path, _))) = (month < cutoff, &archive)
                 && !std::path::Path::new(path).exists()
             {
                 return Err(format!(
-                    "partition {} was archived to {path}, which is gone: archive it again, \
-                     or drop it with --no-archive",
-                    p.name
-                )
-                .into());
-            }
-        }
-    }
-    if !args.no_archive {
-        for p in polytape::store::tape::side_partitions(&mut db)? {
-            if let (true, Some((path, _))) = (p.month < cutoff, &p.archive)
-                && !std::path::Path::new(path).exists()
-            {
-                return Err(format!(
-                    "partition {} was archived to {path}, which is gone: archive it again, \
-                     or drop it with --no-archive",
-                    p.name
+                    "partition {name} was archived to {path}, which is gone: archive it again, \
+                     or drop it with --no-archive"
                 )
                 .into());
             }
