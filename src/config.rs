@@ -46,6 +46,9 @@ pub mod defaults {
     /// A gap is filled, and a sweep reads, in slices of this much block time: each slice is
     /// stored (and a gap's progress recorded) before the next is read.
     pub const BACKFILL_SLICE: Duration = Duration::from_secs(600);
+    /// Polygon JSON-RPC requests per 10 s at most, by default (a public endpoint allows
+    /// about this; a paid one more).
+    pub const CHAIN_BUDGET: u32 = 50;
     /// Every changed book is stored this often (`POLYTAPE_BOOK_SNAPSHOT_SECS`; zero turns
     /// the book side off).
     pub const BOOK_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
@@ -155,6 +158,8 @@ pub struct Config {
     pub(crate) book_depth: usize,
     pub(crate) book_tape_dir: Option<std::path::PathBuf>,
     pub(crate) book_tape_roll: Duration,
+    pub(crate) polygon_rpc_url: Option<String>,
+    pub(crate) chain_budget: u32,
     /// The writer's rule before group commit (benchmarks compare the two).
     pub(crate) gather_to_max_age: bool,
 }
@@ -203,6 +208,8 @@ impl Default for Config {
             book_depth: 0,
             book_tape_dir: None,
             book_tape_roll: defaults::BOOK_TAPE_ROLL,
+            polygon_rpc_url: None,
+            chain_budget: defaults::CHAIN_BUDGET,
             gather_to_max_age: false,
         }
     }
@@ -260,6 +267,11 @@ impl Config {
     /// Period of the resolution tracker's rounds.
     pub fn resolve_interval(&self) -> Duration {
         self.resolve_interval
+    }
+
+    /// The Polygon JSON-RPC endpoint, when the chain side is on.
+    pub fn polygon_rpc_url(&self) -> Option<&str> {
+        self.polygon_rpc_url.as_deref()
     }
 
     /// The Data API's base URL.
@@ -336,6 +348,14 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.data_api_page) || self.data_api_budget == 0 {
             return fail("data_api_page must be 1..=10000 and data_api_budget positive");
+        }
+        if let Some(url) = &self.polygon_rpc_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return fail("polygon_rpc_url must start with http:// or https://");
+        }
+        if self.chain_budget == 0 {
+            return fail("chain_budget must be positive");
         }
         if self.heartbeat_interval.is_zero() {
             return fail("heartbeat_interval must be positive");
@@ -454,6 +474,19 @@ impl ConfigBuilder {
     /// The Data API's base URL (the settled tape, for filling holes).
     pub fn data_api_url(mut self, url: impl Into<String>) -> Self {
         self.0.data_api_url = url.into();
+        self
+    }
+
+    /// A Polygon JSON-RPC endpoint: the chain reader proves the tape against the exchanges'
+    /// `OrderFilled` logs and adds the fills it lacks (`None`, the default: no chain side).
+    pub fn polygon_rpc_url(mut self, url: Option<String>) -> Self {
+        self.0.polygon_rpc_url = url.filter(|u| !u.trim().is_empty());
+        self
+    }
+
+    /// Polygon JSON-RPC requests per 10 s at most (50).
+    pub fn chain_budget(mut self, per_10s: u32) -> Self {
+        self.0.chain_budget = per_10s;
         self
     }
 

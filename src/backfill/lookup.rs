@@ -11,7 +11,7 @@ use crate::feed::{Decimal, Side};
 use crate::store::trades::hash_bytes;
 
 /// The markets that hold any of `tokens` (condition id, token ids), in order.
-pub(super) fn markets_with_tokens(
+pub(crate) fn markets_with_tokens(
     db: &mut Client,
     tokens: &[String],
 ) -> Result<Vec<(String, Vec<String>)>> {
@@ -25,7 +25,7 @@ pub(super) fn markets_with_tokens(
 }
 
 /// The condition ids of the markets that hold any of `tokens`, in order.
-pub(super) fn markets_holding(db: &mut Client, tokens: &[String]) -> Result<Vec<String>> {
+pub(crate) fn markets_holding(db: &mut Client, tokens: &[String]) -> Result<Vec<String>> {
     Ok(markets_with_tokens(db, tokens)?
         .into_iter()
         .map(|(id, _)| id)
@@ -33,7 +33,7 @@ pub(super) fn markets_holding(db: &mut Client, tokens: &[String]) -> Result<Vec<
 }
 
 /// The tape's trades of `assets` with a time in `from_ms..=to_ms`.
-pub(super) fn tape_rows(
+pub(crate) fn tape_rows(
     db: &mut Client,
     assets: &[String],
     from_ms: i64,
@@ -68,7 +68,7 @@ fn tape_row(r: &postgres::Row) -> Result<TapeRow> {
 
 /// The tape rows holding any of `listed`'s transaction hashes, whenever they matched
 /// (`trade_tape_tx`, a hash index).
-pub(super) fn rows_with_hashes(db: &mut Client, listed: &[ApiTrade]) -> Result<Vec<TapeRow>> {
+pub(crate) fn rows_with_hashes(db: &mut Client, listed: &[ApiTrade]) -> Result<Vec<TapeRow>> {
     let mut hashes: Vec<Vec<u8>> = listed
         .iter()
         .filter_map(|t| hash_bytes(&t.transaction_hash))

@@ -22,7 +22,7 @@
 //! made impossible by design elsewhere: only windows older than everything still in the
 //! channel or the spool are compared (see `backfill`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::data_api::ApiTrade;
 use crate::feed::{Decimal, Side};
@@ -31,7 +31,7 @@ use crate::feed::{Decimal, Side};
 pub(crate) const AFTER_BLOCK_MS: i64 = 1_000;
 
 /// A row of the tape, as the matching sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct TapeRow {
     pub(crate) asset: String,
     pub(crate) side: Side,
@@ -49,14 +49,33 @@ pub(crate) fn missing<'a>(
     tape: &[TapeRow],
     before_block_ms: i64,
 ) -> Vec<&'a ApiTrade> {
-    let hashes: HashSet<(&str, String)> = tape
-        .iter()
-        .filter_map(|r| {
-            r.transaction_hash
-                .as_deref()
-                .map(|h| (r.asset.as_str(), h.to_ascii_lowercase()))
-        })
-        .collect();
+    api.iter()
+        .zip(twins(api, tape, before_block_ms))
+        .filter_map(|(t, twin)| twin.is_none().then_some(t))
+        .collect()
+}
+
+/// The tape row a settled trade is, by the rule above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Twin {
+    /// Its match time (Unix ms).
+    pub(crate) timestamp_ms: i64,
+    /// Found by asset, side, price, size and time: the row has no hash.
+    pub(crate) hashless: bool,
+}
+
+/// For each of `api` (in order), the tape row it is, or `None` when the tape lacks it.
+pub(crate) fn twins(api: &[ApiTrade], tape: &[TapeRow], before_block_ms: i64) -> Vec<Option<Twin>> {
+    // The earliest row of each (asset, hash): the time a hashed trade is counted at.
+    let mut hashes: HashMap<(&str, String), i64> = HashMap::new();
+    for r in tape {
+        if let Some(h) = r.transaction_hash.as_deref() {
+            let at = hashes
+                .entry((r.asset.as_str(), h.to_ascii_lowercase()))
+                .or_insert(r.timestamp_ms);
+            *at = (*at).min(r.timestamp_ms);
+        }
+    }
     // Rows without a hash, by what must be equal (asset, side, price, size), each with its
     // match time and whether a Data API trade took it already: a lookup per trade instead
     // of a scan of the tape (O(n + m), not O(n · m), for a window of thousands of each).
@@ -68,9 +87,13 @@ pub(crate) fn missing<'a>(
             .or_default()
             .push((r.timestamp_ms, false));
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(api.len());
     for t in api {
-        if hashes.contains(&(t.asset.as_str(), t.transaction_hash.to_ascii_lowercase())) {
+        if let Some(at) = hashes.get(&(t.asset.as_str(), t.transaction_hash.to_ascii_lowercase())) {
+            out.push(Some(Twin {
+                timestamp_ms: *at,
+                hashless: false,
+            }));
             continue;
         }
         let (price, size) = (
@@ -87,10 +110,13 @@ pub(crate) fn missing<'a>(
                         && *at <= block_ms + 999 + AFTER_BLOCK_MS
                 })
             });
-        match twin {
-            Some((_, used)) => *used = true,
-            None => out.push(t),
-        }
+        out.push(twin.map(|(at, used)| {
+            *used = true;
+            Twin {
+                timestamp_ms: *at,
+                hashless: true,
+            }
+        }));
     }
     out
 }

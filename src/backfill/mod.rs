@@ -19,8 +19,8 @@
 //! **Windows follow the settlement lag**: a gap's window is read from the Data API up to
 //! the settlement lag past its end (its trades' blocks), and only once that is settled too.
 
-mod lookup;
-mod matching;
+pub(crate) mod lookup;
+pub(crate) mod matching;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -74,13 +74,23 @@ impl Fill {
     /// decimals (the rule the tape's prices follow when they come from the chain; `None`
     /// for a fill of no shares).
     pub fn price(&self) -> Option<String> {
-        if self.shares == 0 {
-            return None;
-        }
-        let micro = (self.usdc * 1_000_000 * 2 + self.shares) / (self.shares * 2);
-        let text = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
-        Some(text.trim_end_matches('0').trim_end_matches('.').to_owned())
+        (self.shares != 0).then(|| price_text(self.usdc, self.shares))
     }
+}
+
+/// USDC ÷ shares as exact decimal text, rounded half-up to six decimals (`"0"` for no
+/// shares, which no fill has).
+pub fn price_text(usdc: u128, shares: u128) -> String {
+    let (Some(num), Some(den)) = (
+        usdc.checked_mul(2_000_000)
+            .and_then(|n| n.checked_add(shares)),
+        shares.checked_mul(2).filter(|d| *d != 0),
+    ) else {
+        return "0".to_owned();
+    };
+    let micro = num / den;
+    let text = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// Why a log is not a fill.

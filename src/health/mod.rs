@@ -14,11 +14,14 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 mod books;
+mod chain;
 mod process;
 mod prometheus;
 mod snapshot;
 
 pub use self::books::BookHealth;
+pub use self::chain::ChainHealth;
+pub(crate) use self::chain::ChainStats;
 pub(crate) use self::books::BookStats;
 
 pub use self::snapshot::{ConnectionSnapshot, ConnectionState, HealthSnapshot};
@@ -90,6 +93,7 @@ struct Shared {
     threads_restarted: AtomicU64,
     sessions_reregistered: AtomicU64,
     books: BookStats,
+    chain: ChainStats,
     data_api_bad_rows: AtomicU64,
     queue_depth: AtomicI64,
     last_trade_ts: AtomicI64,
@@ -269,6 +273,7 @@ impl Health {
             sessions_reregistered: s.sessions_reregistered.load(Relaxed),
             data_api_bad_rows: s.data_api_bad_rows.load(Relaxed),
             books: s.books.snapshot(),
+            chain: s.chain.snapshot(),
             connections,
         }
     }
@@ -276,6 +281,11 @@ impl Health {
     /// The book side's counters.
     pub(crate) fn books(&self) -> &BookStats {
         &self.shared.books
+    }
+
+    /// The chain side's counters.
+    pub(crate) fn chain(&self) -> &ChainStats {
+        &self.shared.chain
     }
 
     /// Registers a connection; its status appears in every later snapshot.

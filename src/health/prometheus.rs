@@ -169,6 +169,9 @@ impl HealthSnapshot {
         for (name, kind, help, value) in self.books.metrics() {
             metric(name, kind, help, value);
         }
+        for (name, kind, help, value) in self.chain.metrics() {
+            metric(name, kind, help, value);
+        }
         metric(
             "ready",
             "gauge",

@@ -135,6 +135,9 @@ pub struct HealthSnapshot {
     /// The book side (issue 18).
     #[serde(flatten)]
     pub books: super::BookHealth,
+    /// The chain side (issue 27).
+    #[serde(flatten)]
+    pub chain: super::ChainHealth,
     /// Every connection's own status.
     pub connections: Vec<ConnectionSnapshot>,
 }

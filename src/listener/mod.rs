@@ -360,6 +360,28 @@ impl Listener {
                 },
             )?
         };
+        // The chain reader (a Polygon endpoint configured): on its own supervised thread; it
+        // may fail alone, never holding a trade up.
+        let chain_stop = StopSignal::new();
+        let chain_thread = match crate::chain::ChainReader::new(&self.config, self.health.clone())
+        {
+            Some(_) => {
+                let (config, health, stop) =
+                    (Arc::clone(&self.config), self.health.clone(), chain_stop.clone());
+                Some(spawn_supervised(
+                    "chain",
+                    self.health.clone(),
+                    chain_stop.clone(),
+                    move || {
+                        if let Some(reader) = crate::chain::ChainReader::new(&config, health.clone())
+                        {
+                            reader.run(stop.clone());
+                        }
+                    },
+                )?)
+            }
+            None => None,
+        };
         let keeper_stop = StopSignal::new();
         let writer_clean = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let keeper_thread = {
@@ -448,6 +470,7 @@ impl Listener {
         // The backfill stops between two gaps; one in the middle of a request is left to end
         // on its own (its writes are idempotent) rather than hold the stop up.
         backfill_stop.stop();
+        chain_stop.stop();
         follow_stop.stop();
         log::info!("listener: stopping {} connections", connections.len());
         // The last senders go with them: the writer then drains what is left and returns.
@@ -468,8 +491,8 @@ impl Listener {
         if backfill_thread.is_finished() {
             let _ = backfill_thread.join();
         }
-        // The follower ends within a tick, or within its Gamma request.
-        if let Some(t) = follower_thread {
+        // The chain reader and the follower end within a tick, or within their request.
+        for t in [chain_thread, follower_thread].into_iter().flatten() {
             let deadline = Instant::now() + POLITE_CLOSE;
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));

@@ -86,7 +86,37 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "snapshot_levels_checked",
         include_str!("../../migrations/V14__snapshot_levels_checked.sql"),
     ),
+    (15, "chain", include_str!("../../migrations/V15__chain.sql")),
 ];
+
+/// Key of the advisory lock held while a source looks the tape up and adds what it lacks.
+const ADDING_LOCK: i64 = 0x706f_6c79_6164_6473; // "polyadds"
+
+/// Held while one source (the backfill, the chain) looks the tape up and adds what it lacks,
+/// so two sources never both find a trade missing and both add it (their copies differ in
+/// time or price text, so the natural key would not catch it). Released when dropped, or
+/// with the session.
+pub(crate) struct AddingLock<'a>(&'a mut Client);
+
+impl<'a> AddingLock<'a> {
+    pub(crate) fn take(db: &'a mut Client) -> Result<AddingLock<'a>> {
+        db.execute("SELECT pg_advisory_lock($1)", &[&ADDING_LOCK])?;
+        Ok(AddingLock(db))
+    }
+
+    /// The connection it is held on.
+    pub(crate) fn db(&mut self) -> &mut Client {
+        self.0
+    }
+}
+
+impl Drop for AddingLock<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.execute("SELECT pg_advisory_unlock($1)", &[&ADDING_LOCK]) {
+            log::debug!("store: adding lock not released ({e}); it goes with the session");
+        }
+    }
+}
 
 /// Key of the advisory lock held while migrating, so that two processes starting together do
 /// not both apply the same migration.

@@ -81,6 +81,8 @@ pub enum Source {
     Feed,
     /// The Data API's settled tape: a hole filled.
     DataApi,
+    /// Polygon's `OrderFilled` logs: a fill the other sources missed.
+    Chain,
 }
 
 impl Source {
@@ -89,6 +91,7 @@ impl Source {
         match self {
             Source::Feed => b'f',
             Source::DataApi => b'd',
+            Source::Chain => b'c',
         }
     }
 }
@@ -111,9 +114,9 @@ impl TradeWriter {
         }
     }
 
-    /// Whether this writer stores the backfill's trades (its bar counts are fills).
+    /// Whether this writer stores the backfill's or the chain's trades (its bar counts are fills).
     pub(crate) fn is_backfill_writer(&self) -> bool {
-        self.source == Source::DataApi
+        self.source != Source::Feed
     }
 
     /// Whether its trades' minutes get their bars counted (the book side on).

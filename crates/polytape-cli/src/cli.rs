@@ -56,6 +56,11 @@ pub(crate) struct Common {
     /// matched.
     #[arg(long, global = true, env = "POLYTAPE_SETTLEMENT_LAG_SECS", default_value_t = defaults::SETTLEMENT_LAG.as_secs())]
     pub(crate) settlement_lag_secs: u64,
+    /// A Polygon JSON-RPC endpoint: `run` proves the tape against the exchanges'
+    /// `OrderFilled` logs and adds what it lacks; `verify --chain` and `backfill
+    /// --from-chain` read it. Unset: no chain side.
+    #[arg(long, env = "POLYTAPE_POLYGON_RPC_URL", global = true)]
+    pub(crate) polygon_rpc_url: Option<String>,
     /// Address of a running daemon's health endpoint (for `status`), and where `run` serves
     /// it; an empty value turns it off.
     #[arg(
@@ -79,8 +84,12 @@ pub(crate) enum Command {
     Status,
     /// Run one resolution round and print what it found.
     Resolve,
-    /// Load past trades of markets from the Data API into the tape (idempotent).
+    /// Load past trades of markets from the Data API (or the chain) into the tape
+    /// (idempotent).
     Backfill(BackfillArgs),
+    /// Prove the tape against the chain now: read up to `finalized`, add what the tape
+    /// lacks, print every market-hour not verified and the totals.
+    Verify(VerifyArgs),
     /// Per market and hour: trades from the feed, trades filled in, open gaps; a verdict.
     Audit(AuditArgs),
     /// Print a market's price bars: open/high/low/close of the midpoint, best bid and ask,
@@ -143,10 +152,30 @@ pub(crate) fn parse_months(s: &str) -> Result<u32, String> {
 }
 
 #[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// Against Polygon's settlement logs (the only check there is; the flag says so).
+    #[arg(long, required = true)]
+    pub(crate) chain: bool,
+    /// How far back: a duration (`24h`, `7d`) or an RFC 3339 time.
+    #[arg(long, default_value = "24h", value_parser = parse_when)]
+    pub(crate) since: i64,
+    /// Only this market (slug or condition id).
+    #[arg(long)]
+    pub(crate) market: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub(crate) struct BackfillArgs {
     /// Market slug or condition id (repeat for several); it must be in `markets`.
-    #[arg(long = "market", required = true)]
+    #[arg(long = "market", required_unless_present = "all")]
     pub(crate) markets: Vec<String>,
+    /// Every market in `markets` (with `--from-chain`).
+    #[arg(long, requires = "from_chain")]
+    pub(crate) all: bool,
+    /// Read the fills from Polygon's `OrderFilled` logs (V1 and V2 exchanges) instead of the
+    /// Data API: the only full history.
+    #[arg(long)]
+    pub(crate) from_chain: bool,
     /// From when: a duration ago (`24h`, `7d`, `90m`) or an RFC 3339 time.
     #[arg(long, default_value = "24h", value_parser = parse_when)]
     pub(crate) since: i64,
@@ -298,6 +327,7 @@ impl Common {
             .data_api_url(&self.data_api_url)
             .clob_url(&self.clob_url)
             .settlement_lag(Duration::from_secs(self.settlement_lag_secs))
+            .polygon_rpc_url(self.polygon_rpc_url.clone())
             .build()
     }
 
@@ -316,6 +346,7 @@ impl RunArgs {
             .data_api_url(&common.data_api_url)
             .clob_url(&common.clob_url)
             .settlement_lag(Duration::from_secs(common.settlement_lag_secs))
+            .polygon_rpc_url(common.polygon_rpc_url.clone())
             .backfill_settle(Duration::from_secs(self.backfill_settle_secs))
             .reconcile_interval(Duration::from_secs(self.reconcile_interval_secs))
             .ws_url(&self.ws_url)

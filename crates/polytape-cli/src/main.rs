@@ -11,6 +11,7 @@ mod prices;
 mod report;
 mod status;
 mod tape;
+mod verify;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Command::Resolve => resolve(&cli.common),
         Command::Backfill(ref args) => backfill(&cli.common, args),
         Command::Audit(ref args) => audit::audit(&cli.common, args),
+        Command::Verify(ref args) => verify::verify(&cli.common, args),
         Command::Prices(ref args) => prices::prices(&cli.common, args),
         Command::Report(ref args) => report::report(&cli.common, args),
         #[cfg(feature = "archive")]
@@ -86,6 +88,23 @@ fn backfill(common: &Common, args: &BackfillArgs) -> Result {
     let until = args
         .until
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    if args.from_chain {
+        let load = polytape::chain::history(&config, &args.markets, args.all, args.since)?;
+        println!(
+            "backfill --from-chain: {} blocks, {} fills, {} added ({} already in the tape, {} \
+             mismatched), {} requests ({:.1} per 1,000 fills), {:.1} s ({:.0} fills/s)",
+            load.blocks,
+            load.fills,
+            load.added,
+            load.fills - load.added - load.mismatched,
+            load.mismatched,
+            load.requests,
+            load.requests as f64 * 1000.0 / (load.fills.max(1) as f64),
+            load.seconds,
+            load.fills as f64 / load.seconds.max(0.001)
+        );
+        return Ok(());
+    }
     let started = std::time::Instant::now();
     let f = polytape::backfill::history(&config, &args.markets, args.since, until)?;
     let secs = started.elapsed().as_secs_f64();
