@@ -229,7 +229,9 @@ impl Backfill {
             }
             let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
             let (start_s, end_s) = (from_ms.div_euclid(1000), to_ms.div_euclid(1000));
-            let missing = match self.compare(&mut db, &ids, &wanted, start_s, end_s) {
+            // Held until this chunk's trades are added (see `fill_window`).
+            let mut adding = crate::store::AddingLock::take(&mut db)?;
+            let missing = match self.compare(adding.db(), &ids, &wanted, start_s, end_s) {
                 Ok((_, missing)) => missing,
                 Err(e) => {
                     // Not checked now: a gap of its own, filled (and retried) like any other.
@@ -485,7 +487,11 @@ impl Backfill {
             let slice_end_s = (at_s + slice_s - 1).min(end_s);
             let mut added = 0;
             for chunk in markets.chunks(MARKETS_PER_REQUEST) {
-                let (listed, missing) = self.compare(db, chunk, &wanted, at_s, slice_end_s)?;
+                // Looked up and added under the lock the chain reader takes too: one source
+                // adds a trade, the other then finds it.
+                let mut adding = crate::store::AddingLock::take(db)?;
+                let (listed, missing) =
+                    self.compare(adding.db(), chunk, &wanted, at_s, slice_end_s)?;
                 filled.listed += listed;
                 added += self.store_missing(&missing)?;
             }

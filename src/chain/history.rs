@@ -39,7 +39,9 @@ pub struct ChainLoad {
 pub fn history(config: &Config, markets: &[String], all: bool, from_ms: i64) -> Result<ChainLoad> {
     let started = Instant::now();
     let url = config.polygon_rpc_url.clone().ok_or_else(|| {
-        Error::config("a chain load needs a Polygon endpoint (--polygon-rpc-url or POLYTAPE_POLYGON_RPC_URL)")
+        Error::config(
+            "a chain load needs a Polygon endpoint (--polygon-rpc-url or POLYTAPE_POLYGON_RPC_URL)",
+        )
     })?;
     let mut db = crate::store::connect(config)?;
     let rows = db.query(

@@ -70,7 +70,10 @@ impl Window {
             )));
         }
         self.0 = ((to - after) / 2).max(1);
-        log::debug!("chain: a window of {} blocks refused ({why}); halved", to - after);
+        log::debug!(
+            "chain: a window of {} blocks refused ({why}); halved",
+            to - after
+        );
         Ok(())
     }
 
@@ -218,7 +221,12 @@ impl ChainReader {
             .started_at
             .map_or_else(now_ms, |t| t.timestamp_millis());
         let block = block_at_or_before(&mut self.rpc, started_ms.div_euclid(1000), finalized)?;
-        let time_s = self.rpc.block_times(&[block])?.get(&block).copied().unwrap_or(0);
+        let time_s = self
+            .rpc
+            .block_times(&[block])?
+            .get(&block)
+            .copied()
+            .unwrap_or(0);
         let first_ms = (time_s + 1) * 1000;
         let cursor = Cursor {
             block,
@@ -227,7 +235,8 @@ impl ChainReader {
         };
         self.db()?.execute(
             "INSERT INTO chain_cursor (name, block, block_time, first_block, first_time, checked_to)
-             VALUES ($1, $2, 'epoch'::timestamptz + $3::float8 * interval '1 millisecond', $2 + 1,
+             VALUES ($1, $2::bigint, 'epoch'::timestamptz + $3::float8 * interval '1 millisecond',
+                     $2::bigint + 1,
                      'epoch'::timestamptz + $4::float8 * interval '1 millisecond',
                      'epoch'::timestamptz + $4::float8 * interval '1 millisecond')
              ON CONFLICT (name) DO NOTHING",
@@ -239,12 +248,18 @@ impl ChainReader {
 
     /// The token → market map, read again every minute and when a token is unknown.
     fn markets(&mut self, tokens: &BTreeSet<&str>) -> Result<()> {
-        let stale = self.markets_read.is_none_or(|t| t.elapsed() >= MARKETS_EVERY);
+        let stale = self
+            .markets_read
+            .is_none_or(|t| t.elapsed() >= MARKETS_EVERY);
         let unknown = tokens.iter().any(|t| !self.markets.contains_key(*t));
         if !stale && !unknown {
             return Ok(());
         }
-        if !stale && self.markets_read.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+        if !stale
+            && self
+                .markets_read
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
             return Ok(());
         }
         let rows = self.db()?.query(
@@ -326,7 +341,10 @@ impl ChainReader {
             if fills.is_empty() {
                 return Ok(());
             }
-            let mut db = self.db.take().ok_or_else(|| Error::data("chain: no connection"))?;
+            let mut db = self
+                .db
+                .take()
+                .ok_or_else(|| Error::data("chain: no connection"))?;
             let outcome = verify::resolve(&mut db, &mut self.writer, &self.health, &fills, lag_ms);
             self.db = Some(db);
             let outcome = outcome?;
@@ -357,7 +375,10 @@ impl ChainReader {
             return Ok(());
         }
         let counted = verify::check_slice(db, CURSOR, cursor.checked_to_ms, to_ms)?;
-        self.health.chain().unsettled.fetch_add(counted.unsettled, Relaxed);
+        self.health
+            .chain()
+            .unsettled
+            .fetch_add(counted.unsettled, Relaxed);
         if counted.unsettled > 0 {
             log::warn!(
                 "chain: {} tape trades no chain fill accounts for (flagged in chain_unsettled)",
@@ -459,7 +480,9 @@ fn insert_fills(tx: &mut postgres::Transaction<'_>, fills: &[ChainFill]) -> Resu
          FROM unnest($1::bigint[], $2::int[], $3::bytea[], $4::text[], $5::text[], $6::bool[],
                      $7::bigint[], $8::bigint[], $9::float8[]) AS x(b, i, h, a, m, s, sh, u, t)
          ON CONFLICT (block, log_index) DO NOTHING",
-        &[&blocks, &indices, &hashes, &assets, &markets, &buys, &shares, &usdc, &times],
+        &[
+            &blocks, &indices, &hashes, &assets, &markets, &buys, &shares, &usdc, &times,
+        ],
     )?;
     Ok(())
 }

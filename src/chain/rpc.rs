@@ -140,7 +140,9 @@ impl Rpc {
             .iter()
             .map(|n| {
                 self.times.get(n).map(|t| (*n, *t)).ok_or_else(|| {
-                    Error::data(format!("polygon rpc: block {n} has no time (not yet mined?)"))
+                    Error::data(format!(
+                        "polygon rpc: block {n} has no time (not yet mined?)"
+                    ))
                 })
             })
             .collect()
@@ -232,7 +234,10 @@ mod tests {
 
     #[test]
     fn the_providers_caps_are_read_as_too_much() {
-        assert!(is_too_much(-32005, "query returned more than 10000 results"));
+        assert!(is_too_much(
+            -32005,
+            "query returned more than 10000 results"
+        ));
         assert!(is_too_much(
             -32602,
             "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range"

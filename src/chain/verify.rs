@@ -93,7 +93,9 @@ pub(crate) fn micro_text(n: u128) -> String {
 /// Decimal text as (digits, decimals); `None` for anything else.
 fn parse_scaled(text: &str) -> Option<(u128, u32)> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if int.is_empty() && frac.is_empty() || !(int.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit()) {
+    if int.is_empty() && frac.is_empty()
+        || !(int.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let digits = format!("{int}{frac}");
@@ -172,9 +174,9 @@ pub(crate) fn resolve(
             Some(t) => {
                 let key = (f.tx.clone(), f.asset.clone());
                 let (cs, cu) = chain.get(&key).copied().unwrap_or_default();
-                let equal = sums.get(&key).is_some_and(|&(ts, tu, rows)| {
-                    ts == cs && tu.abs_diff(cu) <= rows as u128
-                });
+                let equal = sums
+                    .get(&key)
+                    .is_some_and(|&(ts, tu, rows)| ts == cs && tu.abs_diff(cu) <= rows as u128);
                 let state = if equal {
                     State::Matched
                 } else {
@@ -208,10 +210,7 @@ pub(crate) fn resolve(
     chain_stats
         .fills_added
         .fetch_add(added.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let mismatched = out
-        .iter()
-        .filter(|o| o.0 == State::Mismatched)
-        .count() as u64;
+    let mismatched = out.iter().filter(|o| o.0 == State::Mismatched).count() as u64;
     chain_stats
         .mismatched
         .fetch_add(mismatched, std::sync::atomic::Ordering::Relaxed);
@@ -248,7 +247,12 @@ pub(crate) struct Counted {
 /// Counts tape time `from_ms..to_ms` into `chain_checks` (every chain fill of it is read and
 /// compared by now), flags what no chain fill accounts for, forgets the fills counted, and
 /// moves the cursor's `checked_to`; one transaction.
-pub(crate) fn check_slice(db: &mut Client, name: &str, from_ms: i64, to_ms: i64) -> Result<Counted> {
+pub(crate) fn check_slice(
+    db: &mut Client,
+    name: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Counted> {
     let mut tx = db.transaction()?;
     let (a, b) = (from_ms as f64, to_ms as f64);
     // First: take the slice (a row lock); a second checker of the same cursor finds it taken.
@@ -342,7 +346,10 @@ mod tests {
     fn tape_rows_become_exact_amounts() {
         // The feed notes' real legs: 7.575758 shares at 0.66 is 5.00000028 USDC, which the
         // exchange settled as 5000000.
-        assert_eq!(row_amounts("0.66", "7.575758"), Some((7_575_758, 5_000_000)));
+        assert_eq!(
+            row_amounts("0.66", "7.575758"),
+            Some((7_575_758, 5_000_000))
+        );
         assert_eq!(row_amounts("0.650", "7.57"), Some((7_570_000, 4_920_500)));
         assert_eq!(row_amounts(".5", "3"), Some((3_000_000, 1_500_000)));
         // Half a micro-dollar rounds up.

@@ -20,9 +20,9 @@ mod prometheus;
 mod snapshot;
 
 pub use self::books::BookHealth;
+pub(crate) use self::books::BookStats;
 pub use self::chain::ChainHealth;
 pub(crate) use self::chain::ChainStats;
-pub(crate) use self::books::BookStats;
 
 pub use self::snapshot::{ConnectionSnapshot, ConnectionState, HealthSnapshot};
 

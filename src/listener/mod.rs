@@ -363,17 +363,20 @@ impl Listener {
         // The chain reader (a Polygon endpoint configured): on its own supervised thread; it
         // may fail alone, never holding a trade up.
         let chain_stop = StopSignal::new();
-        let chain_thread = match crate::chain::ChainReader::new(&self.config, self.health.clone())
-        {
+        let chain_thread = match crate::chain::ChainReader::new(&self.config, self.health.clone()) {
             Some(_) => {
-                let (config, health, stop) =
-                    (Arc::clone(&self.config), self.health.clone(), chain_stop.clone());
+                let (config, health, stop) = (
+                    Arc::clone(&self.config),
+                    self.health.clone(),
+                    chain_stop.clone(),
+                );
                 Some(spawn_supervised(
                     "chain",
                     self.health.clone(),
                     chain_stop.clone(),
                     move || {
-                        if let Some(reader) = crate::chain::ChainReader::new(&config, health.clone())
+                        if let Some(reader) =
+                            crate::chain::ChainReader::new(&config, health.clone())
                         {
                             reader.run(stop.clone());
                         }

@@ -112,7 +112,10 @@ impl<'a> AddingLock<'a> {
 
 impl Drop for AddingLock<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.0.execute("SELECT pg_advisory_unlock($1)", &[&ADDING_LOCK]) {
+        if let Err(e) = self
+            .0
+            .execute("SELECT pg_advisory_unlock($1)", &[&ADDING_LOCK])
+        {
             log::debug!("store: adding lock not released ({e}); it goes with the session");
         }
     }

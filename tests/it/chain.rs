@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use polytape::chain::{NotAFill, decode};
 use polytape_sim::SimConfig;
-use polytape_testkit::{Watchdog, init_logs, pipeline, wait_until};
+use polytape_testkit::{TestDb, Watchdog, init_logs, pipeline, wait_until};
 
 #[test]
 fn the_simulators_chain_decodes_to_what_it_executed() {
@@ -95,6 +95,140 @@ fn the_simulators_chain_decodes_to_what_it_executed() {
         assert_eq!(
             neg, m.neg_risk,
             "NegRisk markets settle on the NegRisk exchange"
+        );
+    }
+}
+
+/// The tape proven equal to the chain, every fault on: the Data API silently drops 2% of
+/// fills, the feed is frozen for seconds (a hole the Data API fills, short of what it
+/// drops), the chain reorgs above `finalized`, the provider caps ranges at 20 blocks and
+/// rate-limits, and the RPC goes down for a while. After settling: every executed trade
+/// once (compared with the simulator's own list, by asset and size), the dropped ones added
+/// from the chain, every checked market-hour verified with chain fills == tape fills, nothing
+/// flagged unsettled, and no block read twice.
+#[test]
+fn the_tape_equals_the_chain_with_the_data_api_dropping_fills_and_every_fault_on() {
+    init_logs();
+    let _w = Watchdog::new("chain: tape == chain", Duration::from_secs(300));
+    let db = TestDb::new();
+    let sim = pipeline::sim_with(SimConfig {
+        data_api_drop: 0.02,
+        chain_finality: 3,
+        rpc_max_range: 20,
+        rpc_rate_limit: 400,
+        max_trades: Some(2_500),
+        ..pipeline::sim_config(30, 80.0)
+    });
+    let p = pipeline::start(&db, &sim, |c| {
+        c.backfill_settle(Duration::from_secs(3))
+            .polygon_rpc_url(Some(sim.rpc_url()))
+    });
+    p.wait_up(200);
+    // A hole: every socket frozen past the stale timeout, then replaced.
+    sim.freeze(true);
+    std::thread::sleep(Duration::from_secs(5));
+    sim.freeze(false);
+    sim.set_reorg(true);
+    sim.set_rpc_down(true);
+    assert!(wait_until(Duration::from_secs(30), || p
+        .snapshot()
+        .chain
+        .chain_rpc_errors
+        > 0));
+    sim.set_rpc_down(false);
+    // Everything executed, every gap filled, every fill read, compared and counted.
+    assert!(wait_until(Duration::from_secs(120), || sim
+        .stats()
+        .trades_generated
+        >= 2_500));
+    sim.set_reorg(false);
+    let last_ms = sim
+        .executed()
+        .iter()
+        .map(|t| t.timestamp_ms)
+        .max()
+        .expect("trades");
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).expect("connect");
+    let checked_past = |client: &mut postgres::Client| {
+        client
+            .query_opt(
+                "SELECT (extract(epoch FROM checked_to) * 1000)::bigint FROM chain_cursor",
+                &[],
+            )
+            .expect("cursor")
+            .map(|r| r.get::<_, i64>(0))
+            .is_some_and(|ms| ms > last_ms)
+    };
+    assert!(
+        wait_until(Duration::from_secs(150), || checked_past(&mut client)
+            && p.snapshot().gaps_open == 0),
+        "{:?}",
+        p.snapshot().chain
+    );
+    let (h, _) = p.stop();
+    let first_ms: i64 = client
+        .query_one(
+            "SELECT (extract(epoch FROM first_time) * 1000)::bigint FROM chain_cursor",
+            &[],
+        )
+        .expect("cursor")
+        .get(0);
+    let report = pipeline::assert_stored_equals_executed(db.url(), &sim, first_ms, last_ms);
+    let dropped = sim
+        .executed_records()
+        .iter()
+        .filter(|t| polytape_sim::data_api::dropped_by_data_api(t, 0.02))
+        .count();
+    eprintln!(
+        "chain: executed {}, feed {}, data api {}, chain {}; dropped by the Data API {dropped}; {:?}",
+        report.executed, report.from_feed, report.filled, report.from_chain, h.chain
+    );
+    assert!(
+        report.from_chain > 0,
+        "the Data API's drops in the hole are found on the chain only"
+    );
+    assert_eq!(h.chain.chain_fills_added as usize, report.from_chain);
+    assert_eq!(h.chain.chain_unsettled, 0);
+    assert_eq!(h.chain.chain_mismatched, 0);
+    // Every checked market-hour verified, chain fills == tape fills, nothing flagged.
+    let rows = client
+        .query(
+            "SELECT market, hour::text, chain_fills, tape_fills, verified FROM chain_checks",
+            &[],
+        )
+        .expect("checks");
+    assert!(!rows.is_empty());
+    for r in &rows {
+        let (chain, tape, ok): (i32, i32, bool) = (r.get(2), r.get(3), r.get(4));
+        assert!(
+            ok && chain == tape,
+            "{:?} {:?}: chain {chain} tape {tape}",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1)
+        );
+    }
+    let chain_total: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(chain_fills), 0)::bigint FROM chain_checks",
+            &[],
+        )
+        .expect("sum")
+        .get(0);
+    assert!(chain_total as usize >= report.executed / 2, "{chain_total}");
+    let unsettled: i64 = client
+        .query_one("SELECT count(*) FROM chain_unsettled", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(unsettled, 0);
+    // No block read twice.
+    let mut ranges = sim.rpc_log_ranges();
+    ranges.sort_unstable();
+    for w in ranges.windows(2) {
+        assert!(
+            w[0].1 < w[1].0,
+            "blocks read twice: {:?} and {:?}",
+            w[0],
+            w[1]
         );
     }
 }

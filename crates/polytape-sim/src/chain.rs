@@ -362,6 +362,7 @@ fn get_logs(
         }
     }
     out.sort_by_key(|(b, i, _)| (*b, *i));
+    state.rpc_log_ranges.lock().push((from, to));
     let logs: Vec<Value> = out.into_iter().map(|(_, _, l)| l).collect();
     json!({"jsonrpc": "2.0", "id": id, "result": logs})
 }

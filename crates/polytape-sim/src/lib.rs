@@ -232,6 +232,7 @@ impl Sim {
             rpc_max_range: AtomicU64::new(config.rpc_max_range),
             rpc_window: RateWindow::new(config.rpc_rate_limit, Duration::from_secs(10)),
             rpc_requests: AtomicU64::new(0),
+            rpc_log_ranges: parking_lot::Mutex::new(Vec::new()),
             stalled: RwLock::new(HashSet::new()),
             max_assets_per_socket: AtomicUsize::new(config.max_assets_per_socket),
             upgrades_per_sec: AtomicU32::new(config.upgrades_per_sec),
@@ -419,6 +420,12 @@ impl Sim {
     }
 
     /// Turns the RPC down (503) or back up.
+    /// Every block range an `eth_getLogs` was answered for, in order (refused ones left out):
+    /// what a reader read.
+    pub fn rpc_log_ranges(&self) -> Vec<(u64, u64)> {
+        self.state.rpc_log_ranges.lock().clone()
+    }
+
     pub fn set_rpc_down(&self, down: bool) {
         self.state.rpc_down.store(down, SeqCst);
     }

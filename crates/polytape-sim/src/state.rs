@@ -101,6 +101,8 @@ pub(crate) struct SimState {
     pub(crate) rpc_max_range: AtomicU64,
     pub(crate) rpc_window: RateWindow,
     pub(crate) rpc_requests: AtomicU64,
+    /// Every block range an `eth_getLogs` answered with logs (refusals left out).
+    pub(crate) rpc_log_ranges: parking_lot::Mutex<Vec<(u64, u64)>>,
     pub(crate) stalled: RwLock<HashSet<(u32, u8)>>,
     pub(crate) max_assets_per_socket: AtomicUsize,
     pub(crate) upgrades_per_sec: AtomicU32,

@@ -397,6 +397,8 @@ pub struct Completeness {
     /// Of those, stored from the feed, and filled from the Data API.
     pub from_feed: usize,
     pub filled: usize,
+    /// Added from the chain's logs (missed by the feed and the Data API).
+    pub from_chain: usize,
 }
 
 /// The complete-tape check: every trade the simulator *executed* on an asset the listener
@@ -477,6 +479,7 @@ pub fn assert_stored_equals_executed(
                         report.from_feed += 1;
                     }
                     "data_api" => report.filled += 1,
+                    "chain" => report.from_chain += 1,
                     other => panic!("unknown source {other}"),
                 }
             }
