@@ -6,13 +6,17 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::reader::{FEED_SETTLE_MS, Window, block_at_or_before, of_markets, taker_legs};
+use super::reader::{Window, block_at_or_before, of_markets, taker_legs};
 use super::rpc::{Logs, Rpc};
 use super::verify::{self, State};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::health::{Health, now_ms};
 use crate::store::trades::{Source, TradeWriter};
+
+/// How far behind the settlement lag a load stops: a live feed's trade of a later block may
+/// still be on its way to the tape.
+const FEED_MARGIN_MS: i64 = 5_000;
 
 /// What a load read and added.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -34,7 +38,7 @@ pub struct ChainLoad {
 
 /// Loads the fills of `markets` (slugs or condition ids in the `markets` table; every market
 /// there when `all`) settled from `from_ms` (Unix ms) to the newest finalized block that no
-/// live feed trade can race (a minute and the settlement lag back), through the writer's COPY
+/// live feed trade can race (the settlement lag and 5 s back), through the writer's COPY
 /// path as `chain`.
 pub fn history(config: &Config, markets: &[String], all: bool, from_ms: i64) -> Result<ChainLoad> {
     let started = Instant::now();
@@ -75,7 +79,7 @@ pub fn history(config: &Config, markets: &[String], all: bool, from_ms: i64) -> 
     let lag_ms = config.settlement_lag.as_millis() as i64;
     let last = block_at_or_before(
         &mut rpc,
-        (now_ms() - FEED_SETTLE_MS - lag_ms).div_euclid(1000),
+        (now_ms() - lag_ms - FEED_MARGIN_MS).div_euclid(1000),
         finalized,
     )?;
     let mut at = block_at_or_before(&mut rpc, from_ms.div_euclid(1000) - 1, finalized)?;

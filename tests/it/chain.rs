@@ -232,3 +232,138 @@ fn the_tape_equals_the_chain_with_the_data_api_dropping_fills_and_every_fault_on
         );
     }
 }
+
+/// History from the chain: every market's past, read from blocks on both sides of the CLOB
+/// V2 migration (V1 events on the V1 contracts, then V2), equals what the simulator executed
+/// (by asset and size, with price and side; compared with the simulator's own list); one
+/// market first, then `--all`, which adds only the rest; a third run adds nothing.
+#[test]
+fn a_markets_whole_history_loads_from_the_chain_across_the_migration() {
+    use std::collections::{HashMap, HashSet};
+    init_logs();
+    let _w = Watchdog::new("chain: history", Duration::from_secs(180));
+    let sim = pipeline::sim_with(SimConfig {
+        chain_finality: 2,
+        chain_migration_block: polytape_sim::chain::migration_after(6),
+        max_trades: Some(3_000),
+        ..pipeline::sim_config(12, 300.0)
+    });
+    let db = TestDb::new();
+    pipeline::load_markets(&db, &sim);
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .polygon_rpc_url(Some(sim.rpc_url()))
+        .build()
+        .expect("config");
+    polytape::store::migrate(&config).expect("migrate");
+    let start_ms = polytape_sim::now_ms() - 3_600_000;
+    assert!(wait_until(Duration::from_secs(60), || sim
+        .stats()
+        .trades_generated
+        >= 3_000));
+    // Every block settled, finalized, and older than the load's margin (lag 10 s + 5 s).
+    let records = sim.executed_records();
+    let last_block = records
+        .iter()
+        .map(|t| sim.chain_block_at(polytape_sim::data_api::block_time_s(t, Duration::ZERO)))
+        .max()
+        .expect("trades");
+    let last_block_ms = records
+        .iter()
+        .map(|t| polytape_sim::data_api::block_time_s(t, Duration::ZERO) * 1000)
+        .max()
+        .expect("trades");
+    assert!(wait_until(Duration::from_secs(60), || {
+        sim.stats().chain_finalized >= last_block + 1
+            && polytape_sim::now_ms() > last_block_ms + 17_000
+    }));
+    let v1 = records
+        .iter()
+        .filter(|t| {
+            sim.chain_block_at(polytape_sim::data_api::block_time_s(t, Duration::ZERO))
+                < polytape_sim::chain::migration_after(6)
+        })
+        .count();
+    assert!(
+        v1 > 0 && v1 < records.len(),
+        "{v1} of {} before the migration",
+        records.len()
+    );
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).expect("connect");
+    let held: HashMap<String, String> = client
+        .query("SELECT unnest(token_ids), slug FROM markets", &[])
+        .expect("markets")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let executed: HashMap<(String, String), (String, String)> = sim
+        .executed()
+        .into_iter()
+        .filter(|t| held.contains_key(&t.asset_id))
+        .map(|t| {
+            let c = polytape::Decimal::canonical;
+            (
+                (t.asset_id.clone(), c(&t.size)),
+                (c(&t.price), t.side.clone()),
+            )
+        })
+        .collect();
+    let stored = |client: &mut postgres::Client| {
+        let mut out: HashMap<(String, String), (String, String)> = HashMap::new();
+        for r in client
+            .query(
+                "SELECT asset_id, size::text, price::text, side, source, transaction_hash
+                 FROM trades",
+                &[],
+            )
+            .expect("trades")
+        {
+            let c = polytape::Decimal::canonical;
+            assert_eq!(r.get::<_, String>(4), "chain");
+            assert!(r.get::<_, Option<String>>(5).is_some());
+            let key = (r.get::<_, String>(0), c(&r.get::<_, String>(1)));
+            let value = (c(&r.get::<_, String>(2)), r.get::<_, String>(3));
+            assert!(out.insert(key.clone(), value).is_none(), "twice: {key:?}");
+        }
+        out
+    };
+    // One market.
+    let (asset, _) = executed.keys().next().expect("a trade").clone();
+    let slug = held[&asset].clone();
+    let one = polytape::chain::history(&config, std::slice::from_ref(&slug), false, start_ms)
+        .expect("one market's history");
+    let of_market: HashSet<&String> = held
+        .iter()
+        .filter(|(_, s)| **s == slug)
+        .map(|(t, _)| t)
+        .collect();
+    let expected_one: HashMap<_, _> = executed
+        .iter()
+        .filter(|((a, _), _)| of_market.contains(a))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(stored(&mut client), expected_one);
+    assert_eq!(one.added as usize, expected_one.len());
+    // Every market: the rest.
+    let all = polytape::chain::history(&config, &[], true, start_ms).expect("all history");
+    assert_eq!(
+        stored(&mut client),
+        executed,
+        "the tape == what was executed"
+    );
+    assert_eq!(all.fills as usize, executed.len());
+    assert_eq!(all.added as usize, executed.len() - expected_one.len());
+    // Idempotent.
+    let again = polytape::chain::history(&config, &[], true, start_ms).expect("again");
+    assert_eq!((again.fills, again.added), (all.fills, 0));
+    eprintln!(
+        "chain history: {} fills ({v1} before the migration) in {:.2} s ({:.0} fills/s), {} \
+         requests ({:.1} per 1,000 fills), {} blocks",
+        all.fills,
+        all.seconds,
+        all.fills as f64 / all.seconds,
+        all.requests,
+        all.requests as f64 * 1000.0 / all.fills as f64,
+        all.blocks
+    );
+}

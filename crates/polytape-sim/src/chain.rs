@@ -34,10 +34,25 @@ pub const HISTORY_S: i64 = 600;
 /// The V2 exchanges (CTF, NegRisk), as the chain spells them.
 pub const EXCHANGE: &str = "0xE111180000d2663C0091e4f400237545B87B996B";
 pub const NEG_RISK_EXCHANGE: &str = "0xe2222d279d744050d28e00520010520000310F59";
+/// The V1 exchanges (CTF, NegRisk), before CLOB V2.
+pub const V1_EXCHANGE: &str = "0x4bFb41d5B3570DeFd03C39a9A4D8dE6Bd8B8982E";
+pub const V1_NEG_RISK_EXCHANGE: &str = "0xC5d563A36AE78145C45a50134d48A1215220f80a";
+/// topic0 of the V1 `OrderFilled`.
+pub const ORDER_FILLED_V1: &str =
+    "0xd0a08e8c493f9c94f29311604c9de1b4e8c8d4c06bd0c789af57f2d65bfec0f6";
+/// CLOB V2's first block on Polygon (the simulator's default migration block: its own chain
+/// starts after it, so all V2, unless `SimConfig::chain_migration_block` moves it).
+pub const V2_FIRST_BLOCK: u64 = 84_902_353;
 /// topic0 of the V2 `OrderFilled`.
 pub const ORDER_FILLED: &str = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8ee";
 /// The most logs one `eth_getLogs` answers (past it: -32005, as providers say).
 pub const MAX_LOGS: usize = 10_000;
+
+/// The migration block that falls `seconds` after the simulator's start (its chain begins
+/// [`HISTORY_S`] before it, a block every 2 s).
+pub fn migration_after(seconds: u64) -> u64 {
+    FIRST_BLOCK + (HISTORY_S as u64 + seconds) / 2
+}
 
 /// Block `n`'s time (Unix s), for a chain started at `t0_s`.
 pub fn block_time(t0_s: i64, n: u64) -> i64 {
@@ -85,12 +100,14 @@ fn address(seed: u64) -> String {
     )
 }
 
-/// The two `OrderFilled` logs of trade `t` (taker leg first), without block fields.
-fn legs(t: &TradeRecord, m: &SimMarket) -> [Value; 2] {
-    let exchange = if m.neg_risk {
-        NEG_RISK_EXCHANGE
-    } else {
-        EXCHANGE
+/// The two `OrderFilled` logs of trade `t` (taker leg first), without block fields; `v1`:
+/// before the migration (V1 layout, V1 contracts).
+fn legs(t: &TradeRecord, m: &SimMarket, v1: bool) -> [Value; 2] {
+    let exchange = match (v1, m.neg_risk) {
+        (false, false) => EXCHANGE,
+        (false, true) => NEG_RISK_EXCHANGE,
+        (true, false) => V1_EXCHANGE,
+        (true, true) => V1_NEG_RISK_EXCHANGE,
     };
     let shares = u128::from(TradeRecord::size_micro_of(t.seq));
     let price = u128::from(t.price_bp);
@@ -106,6 +123,7 @@ fn legs(t: &TradeRecord, m: &SimMarket) -> [Value; 2] {
     };
     let token = &m.token_ids[t.outcome as usize];
     let taker_leg = log(
+        v1,
         exchange,
         t.seq * 2,
         &trader,
@@ -126,6 +144,7 @@ fn legs(t: &TradeRecord, m: &SimMarket) -> [Value; 2] {
             (shares, usdc_other)
         };
         log(
+            v1,
             exchange,
             t.seq * 2 + 1,
             &maker,
@@ -142,6 +161,7 @@ fn legs(t: &TradeRecord, m: &SimMarket) -> [Value; 2] {
             (usdc, shares)
         };
         log(
+            v1,
             exchange,
             t.seq * 2 + 1,
             &maker,
@@ -157,6 +177,7 @@ fn legs(t: &TradeRecord, m: &SimMarket) -> [Value; 2] {
 
 #[allow(clippy::too_many_arguments)]
 fn log(
+    v1: bool,
     exchange: &str,
     order: u64,
     maker: &str,
@@ -166,15 +187,22 @@ fn log(
     maker_amount: u128,
     taker_amount: u128,
 ) -> Value {
-    json!({
-        "address": exchange,
-        "topics": [
-            ORDER_FILLED,
-            format!("0x{:064x}", u128::from(order).wrapping_mul(0x2545_F491_4F6C_DD1D)),
-            format!("0x{:0>64}", maker),
-            format!("0x{:0>64}", taker),
-        ],
-        "data": format!(
+    // V2: side, token, amounts, fee, builder, metadata. V1: maker asset, taker asset (0 is
+    // USDC: a BUY gives USDC for the token), amounts, fee.
+    let data = if v1 {
+        let (maker_asset, taker_asset) = if side == 0 {
+            (word_u(0), word_of_decimal(token))
+        } else {
+            (word_of_decimal(token), word_u(0))
+        };
+        format!(
+            "0x{maker_asset}{taker_asset}{}{}{}",
+            word_u(maker_amount),
+            word_u(taker_amount),
+            word_u(0)
+        )
+    } else {
+        format!(
             "0x{}{}{}{}{}{}{}",
             word_u(side),
             word_of_decimal(token),
@@ -183,7 +211,17 @@ fn log(
             word_u(0),
             word_u(0),
             word_u(0)
-        ),
+        )
+    };
+    json!({
+        "address": exchange,
+        "topics": [
+            if v1 { ORDER_FILLED_V1 } else { ORDER_FILLED },
+            format!("0x{:064x}", u128::from(order).wrapping_mul(0x2545_F491_4F6C_DD1D)),
+            format!("0x{:0>64}", maker),
+            format!("0x{:0>64}", taker),
+        ],
+        "data": data,
         "removed": false,
     })
 }
@@ -315,9 +353,7 @@ fn get_logs(
             .collect(),
         _ => Vec::new(),
     };
-    if !topic0.is_empty() && !topic0.iter().any(|t| t == ORDER_FILLED) {
-        return json!({"jsonrpc": "2.0", "id": id, "result": []});
-    }
+    let wants = |topic: &str| topic0.is_empty() || topic0.iter().any(|t| t == topic);
     let markets = state.markets.read();
     let executed = state.executed.lock();
     let lag = state.config.settlement_lag;
@@ -336,7 +372,11 @@ fn get_logs(
         let Some(m) = markets.get(t.market as usize) else {
             continue;
         };
-        for mut l in legs(t, m) {
+        let v1 = block < state.config.chain_migration_block;
+        if !wants(if v1 { ORDER_FILLED_V1 } else { ORDER_FILLED }) {
+            continue;
+        }
+        for mut l in legs(t, m, v1) {
             let exchange = l["address"]
                 .as_str()
                 .unwrap_or_default()

@@ -111,6 +111,10 @@ pub struct SimConfig {
     pub rpc_rate_limit: u32,
     /// Blocks between the chain's head and `finalized` (Polygon: tens).
     pub chain_finality: u64,
+    /// The first block of CLOB V2: trades settled before it are V1 events on the V1
+    /// contracts (the real migration block by default, before the simulator's chain begins:
+    /// all V2; a test moves it into the run to have a past on both sides).
+    pub chain_migration_block: u64,
 }
 
 impl Default for SimConfig {
@@ -141,6 +145,7 @@ impl Default for SimConfig {
             rpc_max_range: 0,
             rpc_rate_limit: 0,
             chain_finality: crate::chain::FINALITY,
+            chain_migration_block: crate::chain::V2_FIRST_BLOCK,
         }
     }
 }

@@ -89,6 +89,10 @@ struct Args {
     /// Blocks between the chain's head and `finalized`.
     #[arg(long, default_value_t = 32)]
     chain_finality: u64,
+    /// Seconds into the run when CLOB V2 begins: trades settled before are V1 events on the
+    /// V1 contracts (0: all V2, the migration long past).
+    #[arg(long, default_value_t = 0)]
+    v1_seconds: u64,
 }
 
 fn main() {
@@ -121,6 +125,11 @@ fn main() {
         rpc_max_range: args.rpc_max_range,
         rpc_rate_limit: args.rpc_rate_limit,
         chain_finality: args.chain_finality,
+        chain_migration_block: if args.v1_seconds == 0 {
+            polytape_sim::chain::V2_FIRST_BLOCK
+        } else {
+            polytape_sim::chain::migration_after(args.v1_seconds)
+        },
     };
     let sim = match Sim::start(config) {
         Ok(sim) => sim,
