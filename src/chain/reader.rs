@@ -86,13 +86,15 @@ impl Window {
 }
 
 /// Reads the chain up to `finalized` now, compares and checks what it can (the live reader's
-/// own steps, on the live cursor: `polytape verify --chain`); returns the cursor's block.
-pub fn catch_up(config: &Config) -> Result<u64> {
+/// own steps, on the live cursor: `polytape verify --chain`); a first read (no cursor yet)
+/// starts at `since_ms`. Returns the cursor's block.
+pub fn catch_up(config: &Config, since_ms: i64) -> Result<u64> {
     let mut reader = ChainReader::new(config, Health::new()).ok_or_else(|| {
         Error::config(
             "the chain check needs a Polygon endpoint (--polygon-rpc-url or POLYTAPE_POLYGON_RPC_URL)",
         )
     })?;
+    reader.start_ms = Some(since_ms);
     let deadline = Instant::now() + Duration::from_secs(3600);
     while !reader.step()? {
         if Instant::now() > deadline {
@@ -113,6 +115,8 @@ pub(crate) struct ChainReader {
     /// Token → market, of every token polytape knows (the `markets` table and the tape's).
     markets: HashMap<String, String>,
     markets_read: Option<Instant>,
+    /// Where a first read starts (Unix ms): the listener's start when `None`.
+    start_ms: Option<i64>,
 }
 
 impl ChainReader {
@@ -128,6 +132,7 @@ impl ChainReader {
             window: Window::new(),
             markets: HashMap::new(),
             markets_read: None,
+            start_ms: None,
         })
     }
 
@@ -215,18 +220,18 @@ impl ChainReader {
     /// The first cursor: the block before the listener started (or now), so every fill
     /// matched since is read.
     fn start(&mut self, finalized: Block) -> Result<Cursor> {
-        let started_ms = self
-            .health
-            .snapshot()
-            .started_at
-            .map_or_else(now_ms, |t| t.timestamp_millis());
+        let started_ms = self.start_ms.unwrap_or_else(|| {
+            self.health
+                .snapshot()
+                .started_at
+                .map_or_else(now_ms, |t| t.timestamp_millis())
+        });
         let block = block_at_or_before(&mut self.rpc, started_ms.div_euclid(1000), finalized)?;
-        let time_s = self
-            .rpc
-            .block_times(&[block])?
-            .get(&block)
-            .copied()
-            .unwrap_or(0);
+        // A start before the node's first block: that block's time is the start's.
+        let time_s = match self.rpc.block(&format!("0x{block:x}"))? {
+            Some(b) => b.time_s,
+            None => started_ms.div_euclid(1000),
+        };
         let first_ms = (time_s + 1) * 1000;
         let cursor = Cursor {
             block,

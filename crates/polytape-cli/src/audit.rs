@@ -4,7 +4,7 @@
 //! `holes` (some are still open: the Data API could not fill them yet). Beside it, the
 //! minutes of the hour the market's order book was not trusted (a desync or a socket loss,
 //! until a fresh book came: the `blind_from` of the snapshot that ended it), the most of its
-//! tokens'.
+//! tokens'. And whether the hour is proven against the chain (`chain_checks`).
 
 use crate::Result;
 use crate::cli::{AuditArgs, Common};
@@ -18,11 +18,22 @@ pub(crate) struct AuditRow {
     pub(crate) holes_open: i64,
     pub(crate) holes_filled: i64,
     pub(crate) blind_minutes: f64,
+    /// Proven against the chain (`chain_checks`): `None` when the hour was not checked.
+    pub(crate) chain_verified: Option<bool>,
 }
 
 impl AuditRow {
     pub(crate) fn verdict(&self) -> &'static str {
         verdict(self.filled, self.holes_open, self.holes_filled)
+    }
+
+    /// `chain-verified`, `chain: NOT verified`, or `-` (not checked against the chain).
+    pub(crate) fn chain(&self) -> &'static str {
+        match self.chain_verified {
+            Some(true) => "chain-verified",
+            Some(false) => "chain: NOT verified",
+            None => "-",
+        }
     }
 }
 
@@ -42,7 +53,7 @@ pub(crate) fn rows(
          t AS (
              SELECT m.name, date_trunc('hour', t.traded_at) AS hour,
                     count(*) FILTER (WHERE t.source = 'feed') AS feed,
-                    count(*) FILTER (WHERE t.source = 'data_api') AS filled
+                    count(*) FILTER (WHERE t.source IN ('data_api', 'chain')) AS filled
              FROM trades t JOIN held m ON t.market = m.condition_id
              WHERE t.traded_at >= 'epoch'::timestamptz + $1::float8 * interval '1 millisecond'
              GROUP BY 1, 2),
@@ -72,7 +83,10 @@ pub(crate) fn rows(
              FROM t FULL JOIN g ON t.name = g.name AND t.hour = g.hour)
          SELECT coalesce(tg.name, b.name), to_char(coalesce(tg.hour, b.hour), 'YYYY-MM-DD HH24:00'),
                 coalesce(tg.feed, 0), coalesce(tg.filled, 0), coalesce(tg.open, 0),
-                coalesce(tg.closed, 0), coalesce(b.minutes, 0)::float8
+                coalesce(tg.closed, 0), coalesce(b.minutes, 0)::float8,
+                (SELECT CASE WHEN count(*) = 0 THEN NULL ELSE bool_and(c.verified) END
+                 FROM chain_checks c JOIN held h ON h.condition_id = c.market
+                 WHERE h.name = coalesce(tg.name, b.name) AND c.hour = coalesce(tg.hour, b.hour))
          FROM tg FULL JOIN b ON tg.name = b.name AND tg.hour = b.hour
          ORDER BY 2, 1",
         &[&since, &market],
@@ -87,6 +101,7 @@ pub(crate) fn rows(
                 holes_open: r.try_get(4)?,
                 holes_filled: r.try_get(5)?,
                 blind_minutes: r.try_get(6)?,
+                chain_verified: r.try_get(7)?,
             })
         })
         .collect()
@@ -112,12 +127,12 @@ pub(crate) fn audit(common: &Common, args: &AuditArgs) -> Result {
     let mut db = polytape::store::connect(&config)?;
     let rows = rows(&mut db, args.since, args.market.as_deref())?;
     println!(
-        "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7} {:>9}  verdict",
+        "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7} {:>9}  verdict   chain",
         "hour (UTC)", "market", "feed", "filled", "holes", "filled", "no book"
     );
     for r in &rows {
         println!(
-            "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7} {:>7.1} m  {}",
+            "{:<14} {:<40} {:>8} {:>8} {:>6} {:>7} {:>7.1} m  {:<9} {}",
             r.hour,
             fit(r.market.clone(), 40),
             r.feed,
@@ -125,7 +140,8 @@ pub(crate) fn audit(common: &Common, args: &AuditArgs) -> Result {
             r.holes_open,
             r.holes_filled,
             r.blind_minutes,
-            r.verdict()
+            r.verdict(),
+            r.chain()
         );
     }
     println!("{}", totals_line(&rows));

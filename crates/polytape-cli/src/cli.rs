@@ -61,6 +61,9 @@ pub(crate) struct Common {
     /// --from-chain` read it. Unset: no chain side.
     #[arg(long, env = "POLYTAPE_POLYGON_RPC_URL", global = true)]
     pub(crate) polygon_rpc_url: Option<String>,
+    /// Polygon JSON-RPC requests per 10 s at most.
+    #[arg(long, env = "POLYTAPE_CHAIN_BUDGET", global = true, default_value_t = defaults::CHAIN_BUDGET)]
+    pub(crate) chain_budget: u32,
     /// Address of a running daemon's health endpoint (for `status`), and where `run` serves
     /// it; an empty value turns it off.
     #[arg(
@@ -328,6 +331,7 @@ impl Common {
             .clob_url(&self.clob_url)
             .settlement_lag(Duration::from_secs(self.settlement_lag_secs))
             .polygon_rpc_url(self.polygon_rpc_url.clone())
+            .chain_budget(self.chain_budget)
             .build()
     }
 
@@ -347,6 +351,7 @@ impl RunArgs {
             .clob_url(&common.clob_url)
             .settlement_lag(Duration::from_secs(common.settlement_lag_secs))
             .polygon_rpc_url(common.polygon_rpc_url.clone())
+            .chain_budget(common.chain_budget)
             .backfill_settle(Duration::from_secs(self.backfill_settle_secs))
             .reconcile_interval(Duration::from_secs(self.reconcile_interval_secs))
             .ws_url(&self.ws_url)

@@ -33,7 +33,7 @@ fn state(r: &AuditRow) -> &'static str {
 /// prints).
 pub(crate) fn cell_title(r: &AuditRow) -> String {
     format!(
-        "{} {}: feed {}, filled in {}, holes open {}, holes filled {}, {:.1} min without a trusted book: {}",
+        "{} {}: feed {}, filled in {}, holes open {}, holes filled {}, {:.1} min without a trusted book: {}; {}",
         r.hour,
         r.market,
         r.feed,
@@ -41,7 +41,8 @@ pub(crate) fn cell_title(r: &AuditRow) -> String {
         r.holes_open,
         r.holes_filled,
         r.blind_minutes,
-        r.verdict()
+        r.verdict(),
+        r.chain()
     )
 }
 

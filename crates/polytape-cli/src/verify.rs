@@ -68,7 +68,7 @@ pub(crate) fn totals_line(rows: &[CheckRow]) -> String {
 pub(crate) fn verify(common: &Common, args: &VerifyArgs) -> Result {
     let config = common.config()?;
     polytape::store::migrate(&config)?;
-    let block = polytape::chain::catch_up(&config)?;
+    let block = polytape::chain::catch_up(&config, args.since)?;
     let mut db = polytape::store::connect(&config)?;
     let rows = rows(&mut db, args.since, args.market.as_deref())?;
     println!("read up to block {block}");

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "archive")]
 mod book_tape;
+mod chain;
 mod daemon;
 mod monitoring;
 #[cfg(feature = "archive")]
