@@ -69,6 +69,9 @@ fn main() -> Result {
     if want("backfill") {
         backfill(&server, n.min(200_000))?;
     }
+    if want("chain") {
+        chain(&server, n.min(200_000))?;
+    }
     if want("parser") {
         parser();
     }
@@ -858,6 +861,134 @@ fn spool(server: &str, n: u64) -> Result {
 /// The backfill: trades/s from the simulator's Data API into the tape (pages of 10,000,
 /// the writer's COPY), beside the writer's direct COPY of the same number of trades; and a
 /// reconciliation sweep's cost, in requests and seconds per 1,000 markets.
+/// `n` trades' fills loaded from the simulator's chain into an empty tape (the first seconds
+/// before the CLOB V2 migration: V1 events), the same again (finds all), then the live
+/// reader's proof of the same range (`verify --chain`); the writer's direct COPY of as many
+/// trades is the baseline. Then what the chain side keeps in the database, against the tape.
+fn chain(server: &str, n: u64) -> Result {
+    println!("\n## chain: {n} fills from Polygon's logs into an empty tape, then proven");
+    // At most ~2,000 trades a 2 s block (4,000 logs; a provider answers 10,000).
+    let sim = SimProcess::start(&[
+        "--markets",
+        "2200",
+        "--trade-rate",
+        "1000",
+        "--max-trades",
+        &n.to_string(),
+        "--chain-finality",
+        "2",
+        "--v1-seconds",
+        "20",
+    ])?;
+    let db = BenchDb::new(server, "polytape_bench_chain")?;
+    let config = prepare(&db, &sim)?
+        .to_builder()
+        .polygon_rpc_url(Some(format!("http://{}/rpc", sim.addr)))
+        .settlement_lag(Duration::from_secs(10))
+        .chain_budget(100_000)
+        .build()?;
+    let since = chrono::Utc::now().timestamp_millis() - 60_000;
+    loop {
+        let stats: serde_json::Value = serde_json::from_str(
+            &ureq::get(&format!("http://{}/sim/stats", sim.addr))
+                .call()?
+                .body_mut()
+                .read_to_string()?,
+        )?;
+        if stats["trades_generated"].as_u64().unwrap_or(0) >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every block settled, finalized and past the load's margin (lag 10 s + 5 s).
+    std::thread::sleep(Duration::from_secs(24));
+    let (t0, cpu0) = (Instant::now(), cpu_seconds());
+    let load = polytape::chain::history(&config, &[], true, since)?;
+    let (took, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    let t1 = Instant::now();
+    let again = polytape::chain::history(&config, &[], true, since)?;
+    let again_took = t1.elapsed().as_secs_f64();
+    // The proof: fills are compared once their block is 30 s old.
+    std::thread::sleep(Duration::from_secs(12));
+    let (t2, cpu2) = (Instant::now(), cpu_seconds());
+    polytape::chain::catch_up(&config, since)?;
+    let (verify_took, verify_cpu) = (t2.elapsed().as_secs_f64(), cpu_seconds() - cpu2);
+    let mut client = db.client()?;
+    let row = client.query_one(
+        "SELECT coalesce(sum(chain_fills), 0)::bigint, coalesce(sum(tape_fills), 0)::bigint,
+                count(*) FILTER (WHERE verified), count(*),
+                (SELECT count(*) FROM trades)
+         FROM chain_checks",
+        &[],
+    )?;
+    let (chain_fills, tape_fills, verified, hours, stored): (i64, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let sizes = client.query_one(
+        "SELECT (SELECT sum(pg_total_relation_size(relid))
+                 FROM pg_partition_tree('trade_tape') WHERE isleaf)
+                + pg_total_relation_size('tokens'),
+                pg_total_relation_size('chain_checks') + pg_total_relation_size('chain_unsettled')
+                + pg_total_relation_size('chain_cursor'),
+                pg_total_relation_size('chain_fills')",
+        &[],
+    )?;
+    let (tape_bytes, chain_bytes, fills_bytes): (i64, i64, i64) =
+        (sizes.get(0), sizes.get(1), sizes.get(2));
+    let trades = synthetic_trades(load.added);
+    let direct_db = BenchDb::new(server, "polytape_bench_chain_direct")?;
+    let direct_config = Config::builder().database_url(direct_db.url()).build()?;
+    let mut writer = polytape::bench::TradeWriter::new(&direct_config, Health::new());
+    let t3 = Instant::now();
+    for batch in trades.chunks(10_000) {
+        writer.commit(batch)?;
+    }
+    let direct = t3.elapsed().as_secs_f64();
+    println!("| step | fills | requests | seconds | fills/s | vs direct COPY |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| direct binary COPY (baseline) | {} | | {direct:.2} | {:.0} | 1.00 |",
+        load.added,
+        load.added as f64 / direct
+    );
+    println!(
+        "| backfill --from-chain, all markets, empty tape | {} added of {} ({} blocks) | {} ({:.1} per 1,000 fills) | {took:.2} | **{:.0}** | {:.2} |",
+        load.added,
+        load.fills,
+        load.blocks,
+        load.requests,
+        load.requests as f64 * 1000.0 / load.fills.max(1) as f64,
+        load.fills as f64 / took,
+        (load.fills as f64 / took) / (load.added as f64 / direct)
+    );
+    println!(
+        "| the same again (finds every fill) | {} added of {} | {} | {again_took:.2} | {:.0} | |",
+        again.added,
+        again.fills,
+        again.requests,
+        again.fills as f64 / again_took
+    );
+    println!(
+        "| verify --chain of the same range (read, compare, count) | {chain_fills} chain, {tape_fills} tape, {verified}/{hours} market-hours verified | | {verify_took:.2} | {:.0} | |",
+        chain_fills as f64 / verify_took
+    );
+    println!(
+        "CPU of this process: load {cpu:.2} s ({:.1} µs a fill), verify {verify_cpu:.2} s ({:.1} µs a fill): at 100 fills/s the live reader's share is {:.2}% of a core",
+        cpu * 1e6 / load.fills.max(1) as f64,
+        verify_cpu * 1e6 / chain_fills.max(1) as f64,
+        verify_cpu / chain_fills.max(1) as f64 * 100.0 * 100.0
+    );
+    println!(
+        "bytes: tape {} ({} trades, {:.0} a trade); chain side kept {} ({:.2}% of the tape), chain_fills now {} (transient)",
+        tape_bytes,
+        stored,
+        tape_bytes as f64 / stored.max(1) as f64,
+        chain_bytes,
+        chain_bytes as f64 * 100.0 / tape_bytes.max(1) as f64,
+        fills_bytes
+    );
+    Ok(())
+}
+
 fn backfill(server: &str, n: u64) -> Result {
     println!("\n## backfill: {n} trades from the Data API into an empty tape");
     // Nobody listens: every trade the exchange executes is a hole to fill.
