@@ -346,20 +346,7 @@ impl Backfill {
     /// Adds `missing` to the tape as `data_api`; returns how many.
     fn store_missing(&mut self, missing: &[ApiTrade]) -> Result<usize> {
         let received_at_us = now_us();
-        let trades: Vec<Trade> = missing
-            .iter()
-            .map(|t| Trade {
-                asset_id: t.asset.clone(),
-                market: t.condition_id.clone(),
-                price: t.price.clone(),
-                size: t.size.clone(),
-                side: t.side,
-                fee_rate_bps: None,
-                timestamp_ms: t.timestamp_s * 1000,
-                transaction_hash: Some(t.transaction_hash.clone()),
-                received_at_us,
-            })
-            .collect();
+        let trades: Vec<Trade> = missing.iter().map(|t| t.to_tape(received_at_us)).collect();
         for batch in trades.chunks(self.config.batch_size.max(1) * 10) {
             self.writer.commit(batch)?;
             // Their minutes' bars count them (recomputed from the tape: idempotent).

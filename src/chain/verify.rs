@@ -185,17 +185,7 @@ pub(crate) fn resolve(
                 out.push((state, t.timestamp_ms, false));
             }
             None => {
-                added.push(Trade {
-                    asset_id: api.asset.clone(),
-                    market: api.condition_id.clone(),
-                    price: api.price.clone(),
-                    size: api.size.clone(),
-                    side: api.side,
-                    fee_rate_bps: None,
-                    timestamp_ms: api.timestamp_s * 1000,
-                    transaction_hash: Some(api.transaction_hash.clone()),
-                    received_at_us,
-                });
+                added.push(api.to_tape(received_at_us));
                 out.push((State::Added, api.timestamp_s * 1000, false));
             }
         }

@@ -39,6 +39,24 @@ pub(crate) struct ApiTrade {
     pub(crate) transaction_hash: String,
 }
 
+impl ApiTrade {
+    /// The tape's trade for it: at its block's time, with its hash, no fee rate (the Data
+    /// API and the chain give none), received at `received_at_us`.
+    pub(crate) fn to_tape(&self, received_at_us: i64) -> crate::feed::Trade {
+        crate::feed::Trade {
+            asset_id: self.asset.clone(),
+            market: self.condition_id.clone(),
+            price: self.price.clone(),
+            size: self.size.clone(),
+            side: self.side,
+            fee_rate_bps: None,
+            timestamp_ms: self.timestamp_s * 1000,
+            transaction_hash: Some(self.transaction_hash.clone()),
+            received_at_us,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Row<'a> {
     asset: Option<String>,
