@@ -584,3 +584,31 @@ pub(crate) fn block_at_or_before(rpc: &mut Rpc, target_s: i64, finalized: Block)
     }
     Ok(lo)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_halves_when_refused_and_grows_after_light_answers() {
+        let mut w = Window::new();
+        assert_eq!(w.end(100, 10_000), 100 + FIRST_WINDOW);
+        // Refused: half of what was asked.
+        w.refused(100, 1_100, "-32005").expect("halved");
+        assert_eq!(w.end(100, 10_000), 600);
+        w.refused(100, 101 + 1, "-32005").expect("halved to one");
+        assert_eq!(w.end(100, 10_000), 101);
+        // One block refused: no smaller window exists.
+        assert!(w.refused(100, 101, "more than 10000 results").is_err());
+        // A full answer keeps the size; a light one doubles it, up to the most.
+        w.answered(super::super::MAX_LOGS / 2);
+        assert_eq!(w.end(100, 10_000), 101);
+        for _ in 0..20 {
+            w.answered(10);
+        }
+        assert_eq!(w.end(0, u64::MAX), MAX_WINDOW);
+        // Never past the limit (finalized).
+        assert_eq!(w.end(100, 150), 150);
+    }
+}
+
