@@ -97,6 +97,8 @@ CREATE TABLE chain_fills (
     PRIMARY KEY (block, log_index)
 );
 CREATE INDEX chain_fills_tx ON chain_fills (tx);
+-- The fills still to compare, in block order (the reader takes them a batch at a time).
+CREATE INDEX chain_fills_pending ON chain_fills (block, log_index) WHERE state = 'p';
 
 -- The proof, per market and hour of match time: what the chain settled, what the tape holds.
 -- verified: every tape fill settled and every chain fill on the tape, with equal shares and

@@ -366,8 +366,9 @@ impl ChainReader {
         let db = self.db()?;
         let oldest_pending: Option<i64> = db
             .query_one(
-                "SELECT (extract(epoch FROM min(block_time)) * 1000)::bigint
-                 FROM chain_fills WHERE state = 'p'",
+                // Blocks come in time order: the first pending block is the oldest.
+                "SELECT (SELECT (extract(epoch FROM block_time) * 1000)::bigint
+                         FROM chain_fills WHERE state = 'p' ORDER BY block, log_index LIMIT 1)",
                 &[],
             )?
             .try_get(0)?;
@@ -611,4 +612,3 @@ mod tests {
         assert_eq!(w.end(100, 150), 150);
     }
 }
-

@@ -286,8 +286,7 @@ fn a_markets_whole_history_loads_from_the_chain_across_the_migration() {
         .max()
         .expect("trades");
     assert!(wait_until(Duration::from_secs(60), || {
-        sim.stats().chain_finalized > last_block
-            && polytape_sim::now_ms() > last_block_ms + 17_000
+        sim.stats().chain_finalized > last_block && polytape_sim::now_ms() > last_block_ms + 17_000
     }));
     let v1 = records
         .iter()

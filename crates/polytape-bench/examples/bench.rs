@@ -861,6 +861,36 @@ fn spool(server: &str, n: u64) -> Result {
 /// The backfill: trades/s from the simulator's Data API into the tape (pages of 10,000,
 /// the writer's COPY), beside the writer's direct COPY of the same number of trades; and a
 /// reconciliation sweep's cost, in requests and seconds per 1,000 markets.
+/// Waits until the simulator has executed `n` trades.
+fn wait_generated(sim: &SimProcess, n: u64) -> Result {
+    loop {
+        let stats: serde_json::Value = serde_json::from_str(
+            &ureq::get(&format!("http://{}/sim/stats", sim.addr))
+                .call()?
+                .body_mut()
+                .read_to_string()?,
+        )?;
+        if stats["trades_generated"].as_u64().unwrap_or(0) >= n {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The baseline of a loading section: `n` synthetic trades through the writer's direct
+/// binary COPY (batches of 10,000) into database `name`; returns the seconds it took.
+fn direct_copy(server: &str, name: &str, n: u64) -> Result<f64> {
+    let trades = synthetic_trades(n);
+    let db = BenchDb::new(server, name)?;
+    let config = Config::builder().database_url(db.url()).build()?;
+    let mut writer = polytape::bench::TradeWriter::new(&config, Health::new());
+    let t0 = Instant::now();
+    for batch in trades.chunks(10_000) {
+        writer.commit(batch)?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 /// `n` trades' fills loaded from the simulator's chain into an empty tape (the first seconds
 /// before the CLOB V2 migration: V1 events), the same again (finds all), then the live
 /// reader's proof of the same range (`verify --chain`); the writer's direct COPY of as many
@@ -888,23 +918,13 @@ fn chain(server: &str, n: u64) -> Result {
         .chain_budget(100_000)
         .build()?;
     let since = chrono::Utc::now().timestamp_millis() - 60_000;
-    loop {
-        let stats: serde_json::Value = serde_json::from_str(
-            &ureq::get(&format!("http://{}/sim/stats", sim.addr))
-                .call()?
-                .body_mut()
-                .read_to_string()?,
-        )?;
-        if stats["trades_generated"].as_u64().unwrap_or(0) >= n {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_generated(&sim, n)?;
     // Every block settled, finalized and past the load's margin (lag 10 s + 5 s).
     std::thread::sleep(Duration::from_secs(24));
     let (t0, cpu0) = (Instant::now(), cpu_seconds());
     let load = polytape::chain::history(&config, &[], true, since)?;
     let (took, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    eprintln!("chain: load {load:?} in {took:.2} s, {cpu:.2} CPU s");
     let t1 = Instant::now();
     let again = polytape::chain::history(&config, &[], true, since)?;
     let again_took = t1.elapsed().as_secs_f64();
@@ -924,25 +944,17 @@ fn chain(server: &str, n: u64) -> Result {
     let (chain_fills, tape_fills, verified, hours, stored): (i64, i64, i64, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     let sizes = client.query_one(
-        "SELECT (SELECT sum(pg_total_relation_size(relid))
-                 FROM pg_partition_tree('trade_tape') WHERE isleaf)
-                + pg_total_relation_size('tokens'),
-                pg_total_relation_size('chain_checks') + pg_total_relation_size('chain_unsettled')
-                + pg_total_relation_size('chain_cursor'),
-                pg_total_relation_size('chain_fills')",
+        "SELECT ((SELECT sum(pg_total_relation_size(relid))
+                  FROM pg_partition_tree('trade_tape') WHERE isleaf)
+                 + pg_total_relation_size('tokens'))::bigint,
+                (pg_total_relation_size('chain_checks') + pg_total_relation_size('chain_unsettled')
+                 + pg_total_relation_size('chain_cursor'))::bigint,
+                pg_total_relation_size('chain_fills')::bigint",
         &[],
     )?;
     let (tape_bytes, chain_bytes, fills_bytes): (i64, i64, i64) =
         (sizes.get(0), sizes.get(1), sizes.get(2));
-    let trades = synthetic_trades(load.added);
-    let direct_db = BenchDb::new(server, "polytape_bench_chain_direct")?;
-    let direct_config = Config::builder().database_url(direct_db.url()).build()?;
-    let mut writer = polytape::bench::TradeWriter::new(&direct_config, Health::new());
-    let t3 = Instant::now();
-    for batch in trades.chunks(10_000) {
-        writer.commit(batch)?;
-    }
-    let direct = t3.elapsed().as_secs_f64();
+    let direct = direct_copy(server, "polytape_bench_chain_direct", load.added)?;
     println!("| step | fills | requests | seconds | fills/s | vs direct COPY |");
     println!("|---|---|---|---|---|---|");
     println!(
@@ -1004,22 +1016,10 @@ fn backfill(server: &str, n: u64) -> Result {
     ])?;
     let db = BenchDb::new(server, "polytape_bench_backfill")?;
     let config = prepare(&db, &sim)?;
-    let until;
-    loop {
-        let stats: serde_json::Value = serde_json::from_str(
-            &ureq::get(&format!("http://{}/sim/stats", sim.addr))
-                .call()?
-                .body_mut()
-                .read_to_string()?,
-        )?;
-        if stats["trades_generated"].as_u64().unwrap_or(0) >= n {
-            // Every block settled (history leaves the last 12 s for later).
-            std::thread::sleep(Duration::from_secs(14));
-            until = chrono::Utc::now().timestamp_millis();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_generated(&sim, n)?;
+    // Every block settled (history leaves the last 12 s for later).
+    std::thread::sleep(Duration::from_secs(14));
+    let until = chrono::Utc::now().timestamp_millis();
     let markets: Vec<String> = db
         .client()?
         .query("SELECT condition_id FROM markets WHERE NOT closed", &[])?
@@ -1034,15 +1034,7 @@ fn backfill(server: &str, n: u64) -> Result {
     let second = polytape::backfill::history(&config, &markets, since, until)?;
     let again = again.elapsed().as_secs_f64();
     // The same trades through the writer alone, for the ratio.
-    let trades = synthetic_trades(f.added as u64);
-    let direct_db = BenchDb::new(server, "polytape_bench_backfill_direct")?;
-    let direct_config = Config::builder().database_url(direct_db.url()).build()?;
-    let mut writer = polytape::bench::TradeWriter::new(&direct_config, Health::new());
-    let t0 = Instant::now();
-    for batch in trades.chunks(10_000) {
-        writer.commit(batch)?;
-    }
-    let direct = t0.elapsed().as_secs_f64();
+    let direct = direct_copy(server, "polytape_bench_backfill_direct", f.added as u64)?;
     println!("| step | trades | requests | seconds | trades/s | vs direct COPY |");
     println!("|---|---|---|---|---|---|");
     println!(

@@ -78,13 +78,59 @@ pub(crate) fn retention(common: &Common, args: &RetentionArgs) -> Result {
 #[cfg(feature = "archive")]
 pub(crate) use parquet_archive::archive;
 
+#[cfg(feature = "archive")]
+mod archive_file {
+    //! What every archive file shares: a zstd Parquet writer on a temporary name beside the
+    //! final one, and the step that makes it the archive without ever writing over one.
+
+    use std::fs::File;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use arrow_schema::Schema;
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+
+    use crate::Result;
+
+    /// The temporary file beside `path`, and a zstd Parquet writer on it.
+    pub(super) fn create(path: &Path, schema: Arc<Schema>) -> Result<(PathBuf, ArrowWriter<File>)> {
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .build();
+        let writer = ArrowWriter::try_new(File::create(&tmp)?, schema, Some(props))?;
+        Ok((tmp, writer))
+    }
+
+    /// Gives the checked temporary file its final name. Never over an existing file: a hard
+    /// link fails where `path` exists (a rename would replace it), and the temporary name goes
+    /// once the final one stands. `what` names the partition in the error.
+    pub(super) fn publish(tmp: &Path, path: &Path, what: &str) -> Result {
+        match std::fs::hard_link(tmp, path) {
+            Ok(()) => Ok(std::fs::remove_file(tmp)?),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(tmp);
+                Err(format!(
+                    "{what}: {} exists already, and polytape never writes over an archive: \
+                     move it aside, or archive to another --out",
+                    path.display()
+                )
+                .into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// The book side's months in Parquet: their rows as stored (snapshots' levels in the stored
 /// encoding, decoded by the library's `decode_levels` or SQL `book_levels`; bars' prices as
 /// the stored integers), with each token's asset id and market.
 #[cfg(feature = "archive")]
 mod side_archive {
     use std::fs::File;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::Arc;
 
     use arrow_array::builder::{
@@ -92,10 +138,7 @@ mod side_archive {
     };
     use arrow_array::{ArrayRef, RecordBatch};
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
-    use parquet::arrow::ArrowWriter;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterProperties;
     use polytape::store::tape::SidePartition;
 
     use crate::Result;
@@ -158,12 +201,7 @@ mod side_archive {
                 .map(|(i, (n, t))| Field::new(*n, t.clone(), i >= 3))
                 .collect::<Vec<_>>(),
         ));
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .build();
-        let mut writer =
-            ArrowWriter::try_new(File::create(&tmp)?, Arc::clone(&schema), Some(props))?;
+        let (tmp, mut writer) = super::archive_file::create(path, Arc::clone(&schema))?;
         let name = format!("\"{}\"", p.name.replace('"', "\"\""));
         let mut tx = db.transaction()?;
         let expected: i64 = tx
@@ -230,19 +268,7 @@ mod side_archive {
             )
             .into());
         }
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => std::fs::remove_file(&tmp)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(format!(
-                    "{}: {} exists already, and polytape never writes over an archive",
-                    p.name,
-                    path.display()
-                )
-                .into());
-            }
-            Err(e) => return Err(e.into()),
-        }
+        super::archive_file::publish(&tmp, path, &p.name)?;
         Ok(written)
     }
 }
@@ -250,7 +276,7 @@ mod side_archive {
 #[cfg(feature = "archive")]
 mod parquet_archive {
     use std::fs::File;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::Arc;
 
     use arrow_array::builder::{
@@ -258,10 +284,7 @@ mod parquet_archive {
     };
     use arrow_array::{Array, ArrayRef, Decimal128Array, RecordBatch};
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
-    use parquet::arrow::ArrowWriter;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterProperties;
 
     use crate::Result;
     use crate::cli::{ArchiveArgs, Common};
@@ -357,11 +380,7 @@ mod parquet_archive {
     /// Writes one partition to `path` (through a temporary file), reads it back, and
     /// returns its row count.
     fn write_partition(db: &mut postgres::Client, partition: &str, path: &Path) -> Result<i64> {
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .build();
-        let mut writer = ArrowWriter::try_new(File::create(&tmp)?, schema(), Some(props))?;
+        let (tmp, mut writer) = super::archive_file::create(path, schema())?;
         let mut tx = db.transaction()?;
         let expected: i64 = tx
             .query_one(&format!("SELECT count(*) FROM \"{partition}\""), &[])?
@@ -374,7 +393,8 @@ mod parquet_archive {
                         (extract(epoch FROM t.traded_at) * 1000000)::bigint,
                         '0x' || encode(t.tx, 'hex'),
                         (extract(epoch FROM t.received_at) * 1000000)::bigint,
-                        CASE t.source WHEN 'd' THEN 'data_api' ELSE 'feed' END
+                        CASE t.source WHEN 'd' THEN 'data_api' WHEN 'c' THEN 'chain'
+                                      ELSE 'feed' END
                  FROM \"{partition}\" t JOIN tokens k ON k.id = t.token
                  ORDER BY t.traded_at"
             ),
@@ -411,21 +431,7 @@ mod parquet_archive {
             )
             .into());
         }
-        // Never over an existing file: a hard link fails where `path` exists (a rename would
-        // replace it), and the temporary name goes once the final one stands.
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => std::fs::remove_file(&tmp)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(format!(
-                    "{partition}: {} exists already, and polytape never writes over an \
-                     archive: move it aside, or archive to another --out",
-                    path.display()
-                )
-                .into());
-            }
-            Err(e) => return Err(e.into()),
-        }
+        super::archive_file::publish(&tmp, path, partition)?;
         Ok(written)
     }
 

@@ -36,6 +36,29 @@ pub fn dropped_by_data_api(t: &TradeRecord, fraction: f64) -> bool {
     fraction > 0.0 && draw < fraction
 }
 
+/// What both versions of `/trades` list before paging: the executed trades of the wanted
+/// markets (all when `None`) with a block time in `start..=end`, settled at least the Data
+/// API's lag ago, less the ones it drops (`data_api_drop`).
+fn listed<'a>(
+    state: &SimState,
+    executed: &'a [TradeRecord],
+    wanted: Option<&HashSet<u32>>,
+    start: i64,
+    end: i64,
+) -> Vec<&'a TradeRecord> {
+    let visible_until_s = (crate::now_ms() - state.config.data_api_lag.as_millis() as i64) / 1000;
+    let lag = state.config.settlement_lag;
+    executed
+        .iter()
+        .filter(|t| wanted.is_none_or(|w| w.contains(&t.market)))
+        .filter(|t| !dropped_by_data_api(t, state.config.data_api_drop))
+        .filter(|t| {
+            let b = block_time_s(t, lag);
+            b >= start && b <= end && b <= visible_until_s
+        })
+        .collect()
+}
+
 fn bad(msg: &str) -> Response {
     Response::json(400, &json!({"error": msg}))
 }
@@ -109,19 +132,9 @@ pub(crate) fn trades(state: &SimState, req: &Request) -> Response {
             .map(|(i, _)| i as u32)
             .collect()
     });
-    // Visible: settled at least the lag ago.
-    let visible_until_s = (crate::now_ms() - state.config.data_api_lag.as_millis() as i64) / 1000;
     let lag = state.config.settlement_lag;
     let executed = state.executed.lock();
-    let mut rows: Vec<&TradeRecord> = executed
-        .iter()
-        .filter(|t| wanted_idx.as_ref().is_none_or(|w| w.contains(&t.market)))
-        .filter(|t| !dropped_by_data_api(t, state.config.data_api_drop))
-        .filter(|t| {
-            let b = block_time_s(t, lag);
-            b >= start && b <= end && b <= visible_until_s
-        })
-        .collect();
+    let mut rows = listed(state, &executed, wanted_idx.as_ref(), start, end);
     // Newest first.
     rows.sort_by(|a, b| {
         block_time_s(b, lag)
@@ -249,20 +262,11 @@ pub(crate) fn trades_v2(state: &SimState, req: &Request) -> Response {
             .map(|(i, _)| i as u32)
             .collect()
     });
-    let visible_until_s = (crate::now_ms() - state.config.data_api_lag.as_millis() as i64) / 1000;
     let lag = state.config.settlement_lag;
     let executed = state.executed.lock();
     let key = |t: &TradeRecord| (block_time_s(t, lag), t.seq);
-    let mut rows: Vec<&TradeRecord> = executed
-        .iter()
-        .filter(|t| wanted_idx.as_ref().is_none_or(|w| w.contains(&t.market)))
-        .filter(|t| !dropped_by_data_api(t, state.config.data_api_drop))
-        .filter(|t| {
-            let b = block_time_s(t, lag);
-            b >= start && b <= end && b <= visible_until_s
-        })
-        .filter(|t| anchor.is_none_or(|a| key(t) < a))
-        .collect();
+    let mut rows = listed(state, &executed, wanted_idx.as_ref(), start, end);
+    rows.retain(|t| anchor.is_none_or(|a| key(t) < a));
     rows.sort_by_key(|t| std::cmp::Reverse(key(t)));
     let take = limit.min(state.config.data_api_max_page);
     let has_more = rows.len() > take;
