@@ -27,11 +27,12 @@ impl AuditRow {
         verdict(self.filled, self.holes_open, self.holes_filled)
     }
 
-    /// `chain-verified`, `chain: NOT verified`, or `-` (not checked against the chain).
+    /// `chain-verified`, `chain-unverified` (checked, and the tape and the chain differ),
+    /// or `-` (not checked against the chain).
     pub(crate) fn chain(&self) -> &'static str {
         match self.chain_verified {
             Some(true) => "chain-verified",
-            Some(false) => "chain: NOT verified",
+            Some(false) => "chain-unverified",
             None => "-",
         }
     }

@@ -139,7 +139,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 14");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 15");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);
@@ -1139,22 +1139,24 @@ fn the_report_shows_what_the_audit_prints() {
         html.contains(&format!("<p id=\"totals\">{}</p>", esc(totals))),
         "the report's totals are the audit's: {totals}"
     );
-    // Every audit line (hour, market, feed, filled, holes, filled, minutes, verdict) is a cell.
+    // Every audit line (hour, market, feed, filled, holes, filled, minutes, verdict, chain)
+    // is a cell.
     let mut cells = 0;
     for line in audit.lines().skip(1).filter(|l| !l.starts_with("total:")) {
         let f: Vec<&str> = line.split_whitespace().collect();
         let n = f.len();
-        let (hour, feed, filled, open, closed, minutes, verdict) = (
+        let (hour, feed, filled, open, closed, minutes, verdict, chain) = (
             format!("{} {}", f[0], f[1]),
+            f[n - 8],
             f[n - 7],
             f[n - 6],
             f[n - 5],
             f[n - 4],
-            f[n - 3],
+            f[n - 2],
             f[n - 1],
         );
         let wanted = format!(
-            ": feed {feed}, filled in {filled}, holes open {open}, holes filled {closed}, {minutes} min without a trusted book: {verdict}"
+            ": feed {feed}, filled in {filled}, holes open {open}, holes filled {closed}, {minutes} min without a trusted book: {verdict}; {chain}"
         );
         assert!(
             html.contains(&format!("<title>{hour} ")) && html.contains(&wanted),
