@@ -11,8 +11,8 @@
 //! checked).
 //!
 //! **Never a duplicate**: a Data API trade is present when the tape holds its transaction
-//! hash for its asset (looked up in the whole tape: a block may trail its match by far more
-//! than usual); without a hash (the feed omits it on some trades), when a tape row without a
+//! hash for its asset (looked up an hour back from its block: a block may trail its match
+//! by far more than usual); without a hash (the feed omits it on some trades), when a tape row without a
 //! hash has the same asset, side, price and size and a match time up to the settlement lag
 //! before the block time (each row counts once). Anything else is added.
 //!
@@ -140,6 +140,28 @@ impl Backfill {
         }
     }
 
+    /// Whether a trade of `asset` settled at `block_ms` that the feed did not deliver was
+    /// missed on a live socket (a stall): no recorded gap covers it, its asset was not
+    /// subscribed afresh since, and it did not match before the first sweep began (before
+    /// its asset was subscribed).
+    fn missed_on_a_live_socket(
+        &self,
+        gaps: &[(i64, i64, Vec<String>)],
+        asset: &str,
+        block_ms: i64,
+    ) -> bool {
+        let lag = self.lag_ms();
+        let covered = gaps.iter().any(|(f, to, a)| {
+            a.iter().any(|x| x == asset) && block_ms >= f - 2_000 && block_ms <= to + lag
+        });
+        let already = self
+            .repaired
+            .get(asset)
+            .is_some_and(|at| block_ms <= at + lag);
+        let at_start = self.sweep_start_ms.is_some_and(|s| block_ms <= s + lag);
+        !covered && !already && !at_start
+    }
+
     /// How long a block may trail its match, in ms.
     fn lag_ms(&self) -> i64 {
         self.config.settlement_lag.as_millis() as i64
@@ -257,17 +279,7 @@ impl Backfill {
                 }
             };
             for t in &missing {
-                let block_ms = t.timestamp_s * 1000;
-                let covered = gaps.iter().any(|(f, to, a)| {
-                    a.contains(&t.asset) && block_ms >= f - 2_000 && block_ms <= to + lag
-                });
-                let already = self
-                    .repaired
-                    .get(&t.asset)
-                    .is_some_and(|at| block_ms <= at + lag);
-                // Matched, perhaps, before its asset was subscribed: filled, not a stall.
-                let at_start = self.sweep_start_ms.is_some_and(|s| block_ms <= s + lag);
-                if !covered && !already && !at_start {
+                if self.missed_on_a_live_socket(&gaps, &t.asset, t.timestamp_s * 1000) {
                     if stalled.is_empty() {
                         log::debug!("reconcile: first uncovered missing trade: {t:?}");
                     }
@@ -275,6 +287,28 @@ impl Backfill {
                 }
             }
             added += self.store_missing(&missing)?;
+        }
+        // The chain reader compares within a minute of a block, long before a sweep's window
+        // settles: a trade a stalled socket missed is usually on the tape already, added from
+        // the chain. Such a row is the same evidence as a trade missing now.
+        let from_chain = db.query(
+            "SELECT k.asset_id, (extract(epoch FROM t.traded_at) * 1000)::bigint
+             FROM trade_tape t JOIN tokens k ON k.id = t.token
+             WHERE t.source = 'c' AND k.asset_id = ANY($1)
+               AND t.traded_at >= 'epoch'::timestamptz + $2::float8 * interval '1 millisecond'
+               AND t.traded_at < 'epoch'::timestamptz + $3::float8 * interval '1 millisecond'",
+            &[&tokens, &(from_ms as f64), &((to_ms + 1_000) as f64)],
+        )?;
+        for r in &from_chain {
+            let (asset, block_ms): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+            if self.missed_on_a_live_socket(&gaps, &asset, block_ms) {
+                if stalled.is_empty() {
+                    log::debug!(
+                        "reconcile: first uncovered trade added from the chain: {asset} at {block_ms}"
+                    );
+                }
+                stalled.insert(asset);
+            }
         }
         self.swept_to_ms = Some(to_ms);
         if !stalled.is_empty() {
