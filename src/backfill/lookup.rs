@@ -66,25 +66,52 @@ fn tape_row(r: &postgres::Row) -> Result<TapeRow> {
     })
 }
 
-/// The tape rows holding any of `listed`'s transaction hashes, whenever they matched
-/// (`trade_tape_tx`, a hash index).
+/// How long before its block a trade holding the same hash is looked for. A block trails its
+/// match by seconds, tens of seconds on a congested chain; an hour is far past any seen, and
+/// the natural key (token, then match time) finds a token's hour of rows in a few pages.
+pub(crate) const HASH_LOOKBACK_MS: i64 = 3_600_000;
+
+/// The tape rows holding one of `listed`'s transaction hashes on its token, matched up to
+/// [`HASH_LOOKBACK_MS`] before its block (and [`super::matching::AFTER_BLOCK_MS`] after its
+/// block second): one index range scan of the natural key each.
 pub(crate) fn rows_with_hashes(db: &mut Client, listed: &[ApiTrade]) -> Result<Vec<TapeRow>> {
-    let mut hashes: Vec<Vec<u8>> = listed
+    let mut keys: Vec<(&str, Vec<u8>, i64)> = listed
         .iter()
-        .filter_map(|t| hash_bytes(&t.transaction_hash))
+        .filter_map(|t| {
+            hash_bytes(&t.transaction_hash).map(|h| (t.asset.as_str(), h, t.timestamp_s * 1000))
+        })
         .collect();
-    hashes.sort_unstable();
-    hashes.dedup();
-    if hashes.is_empty() {
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
+    let assets: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let hashes: Vec<&[u8]> = keys.iter().map(|k| k.1.as_slice()).collect();
+    let blocks: Vec<f64> = keys.iter().map(|k| k.2 as f64).collect();
+    let after_ms = (999 + super::matching::AFTER_BLOCK_MS) as f64;
+    // LATERAL: one bounded scan per trade (a join could be planned as a scan of the tape).
     let rows = db.query(
-        "SELECT k.asset_id, CASE WHEN t.is_buy THEN 'BUY' ELSE 'SELL' END, t.price::text,
+        "SELECT w.asset, CASE WHEN t.is_buy THEN 'BUY' ELSE 'SELL' END, t.price::text,
                 t.size::text, (extract(epoch FROM t.traded_at) * 1000)::bigint,
                 '0x' || encode(t.tx, 'hex')
-         FROM trade_tape t JOIN tokens k ON k.id = t.token
-         WHERE t.tx = ANY($1)",
-        &[&hashes],
+         FROM unnest($1::text[], $2::bytea[], $3::float8[]) AS w(asset, tx, block_ms)
+         JOIN tokens k ON k.asset_id = w.asset
+         CROSS JOIN LATERAL (
+             SELECT * FROM trade_tape t
+             WHERE t.token = k.id
+               AND t.traded_at >= 'epoch'::timestamptz
+                                  + (w.block_ms - $4::float8) * interval '1 millisecond'
+               AND t.traded_at <= 'epoch'::timestamptz
+                                  + (w.block_ms + $5::float8) * interval '1 millisecond'
+               AND t.tx = w.tx) t",
+        &[
+            &assets,
+            &hashes,
+            &blocks,
+            &(HASH_LOOKBACK_MS as f64),
+            &after_ms,
+        ],
     )?;
     rows.iter().map(tape_row).collect()
 }

@@ -9,8 +9,9 @@
 //!    present together: if the feed were one event per taker order, adding the other fills
 //!    would count the same volume twice, and a duplicate is the one error the tape must
 //!    never make.
-//!    The hash is looked up in the whole tape, without a time bound (`trade_tape_tx`): a
-//!    block may trail its match by much more than usual.
+//!    The hash is looked up among the asset's rows matched up to an hour before the block
+//!    (`lookup::HASH_LOOKBACK_MS`, through the natural key): a block may trail its match by
+//!    much more than the settlement lag usually allowed.
 //! 2. **Without a hash** (the feed leaves it out on some trades): present when a tape row
 //!    without a hash, of the same asset, side, price and size, has a match time up to the
 //!    settlement lag (`Config::settlement_lag`, 60 s) before the block time and

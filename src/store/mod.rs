@@ -87,6 +87,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/V14__snapshot_levels_checked.sql"),
     ),
     (15, "chain", include_str!("../../migrations/V15__chain.sql")),
+    (
+        16,
+        "tape_hash_lookup_by_key",
+        include_str!("../../migrations/V16__tape_hash_lookup_by_key.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while a source looks the tape up and adds what it lacks.

@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        15,
-        "V1 to V15 once each: {applied:?}"
+        16,
+        "V1 to V16 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [

@@ -135,6 +135,7 @@ pub(crate) fn storage(server: &str) -> Result {
     }
     let old_bytes = sizes(&old, "trades", n, "before V6")?;
     let live = sizes(&new, "trade_tape", n, "V6, live month (index as written)")?;
+    tx_lookups(&new, n)?;
     // What `maintain` does once a month is over: rebuild its partitions' indexes.
     let compact_started = Instant::now();
     let report = {
@@ -254,6 +255,52 @@ fn copy(db: &BenchDb, command: &str, n: u64, name: &str) -> Result<f64> {
 
 /// Bytes per trade of `relation` with every partition, index and TOAST table, plus (for the
 /// compact tape) the token dictionary.
+/// The two ways of finding a settled trade's hash in the tape (issue 28), measured in one
+/// run on the same rows: through the natural key, one token's hour before the block (what
+/// polytape does since V16), and through V8's hash index on `tx` (made here for the
+/// comparison, then dropped): 5,000 lookups each, and the index's bytes.
+fn tx_lookups(db: &BenchDb, n: u64) -> Result {
+    let mut c = db.client()?;
+    // 5,000 hashed trades spread over the tape, each looked up from a block 3 s after it.
+    let sample = "CREATE TEMP TABLE sample AS
+                  SELECT token, traded_at + interval '3 seconds' AS block, tx
+                  FROM trade_tape TABLESAMPLE SYSTEM (2) WHERE tx IS NOT NULL LIMIT 5000";
+    c.batch_execute(sample)?;
+    let by_key = "SELECT count(*) FROM sample s CROSS JOIN LATERAL (
+                      SELECT 1 FROM trade_tape t
+                      WHERE t.token = s.token
+                        AND t.traded_at >= s.block - interval '1 hour'
+                        AND t.traded_at <= s.block + interval '2 seconds'
+                        AND t.tx = s.tx) x";
+    let by_hash = "SELECT count(*) FROM sample s CROSS JOIN LATERAL (
+                       SELECT 1 FROM trade_tape t WHERE t.tx = s.tx) x";
+    let time = |c: &mut postgres::Client, sql: &str| -> Result<(f64, i64)> {
+        c.query_one(sql, &[])?; // warm
+        let t0 = Instant::now();
+        let found: i64 = c.query_one(sql, &[])?.get(0);
+        Ok((t0.elapsed().as_secs_f64() * 1000.0, found))
+    };
+    let (key_ms, key_found) = time(&mut c, by_key)?;
+    let t0 = Instant::now();
+    c.batch_execute("CREATE INDEX bench_tx ON trade_tape USING hash (tx)")?;
+    let build_s = t0.elapsed().as_secs_f64();
+    let (hash_ms, hash_found) = time(&mut c, by_hash)?;
+    let index_bytes: i64 = c
+        .query_one(
+            "SELECT sum(pg_relation_size(relid))::bigint FROM pg_partition_tree('bench_tx')",
+            &[],
+        )?
+        .get(0);
+    c.batch_execute("DROP INDEX bench_tx")?;
+    println!(
+        "tx lookups, 5,000 (one run): natural key, an hour back {key_ms:.0} ms ({key_found} found), \
+         hash index {hash_ms:.0} ms ({hash_found} found); the hash index: {:.1} bytes a trade, \
+         built in {build_s:.1} s",
+        index_bytes as f64 / n as f64
+    );
+    Ok(())
+}
+
 fn sizes(db: &BenchDb, relation: &str, n: u64, name: &str) -> Result<f64> {
     let mut c = db.client()?;
     let row = c.query_one(
