@@ -898,6 +898,23 @@ mod tests {
         }
     }
 
+    /// Token "1" cut every second, opened at `T0` with this book, its first snapshot taken:
+    /// where the cut tests start.
+    fn opened_at_t0(bids: &[(&str, &str)], asks: &[(&str, &str)]) -> LiveBooks {
+        let mut b = LiveBooks::new(1_000, 0, false, T0);
+        b.apply(book(T0, bids, asks), T0 * 1000);
+        b.take_snapshots();
+        b
+    }
+
+    /// The snapshots stored since the last call that were cut at `at_ms`.
+    fn cuts_at(b: &mut LiveBooks, at_ms: i64) -> Vec<BookSnapshot> {
+        b.take_snapshots()
+            .into_iter()
+            .filter(|s| s.taken_at_ms == at_ms)
+            .collect()
+    }
+
     fn books() -> LiveBooks {
         let mut b = LiveBooks::new(300_000, 0, false, T0);
         b.apply(
@@ -1085,9 +1102,7 @@ mod tests {
 
     #[test]
     fn a_cut_waits_for_the_feed_past_its_boundary_not_for_the_clock() {
-        let mut b = LiveBooks::new(1_000, 0, false, T0);
-        b.apply(book(T0, &[("0.29", "10")], &[("0.32", "7")]), T0 * 1000);
-        b.take_snapshots();
+        let mut b = opened_at_t0(&[("0.29", "10")], &[("0.32", "7")]);
         b.apply(
             change(T0 + 500, Side::Bid, "0.30", "1", Some(("0.30", "0.32"))),
             (T0 + 500) * 1000,
@@ -1112,11 +1127,7 @@ mod tests {
             ),
             (T0 + 4_200) * 1000,
         );
-        let cut: Vec<_> = b
-            .take_snapshots()
-            .into_iter()
-            .filter(|s| s.taken_at_ms == T0 + 999)
-            .collect();
+        let cut = cuts_at(&mut b, T0 + 999);
         assert_eq!(cut.len(), 1, "one cut at the boundary");
         assert_eq!(
             cut[0].asks.len(),
@@ -1133,9 +1144,7 @@ mod tests {
             let e = change(*at, Side::Bid, price, "1", Some(("0.29", "0.32")));
             b.apply(e, *at * 1000);
         }
-        let mut b = LiveBooks::new(1_000, 0, false, T0);
-        b.apply(book(T0, &[("0.29", "10")], &[("0.32", "7")]), T0 * 1000);
-        b.take_snapshots();
+        let mut b = opened_at_t0(&[("0.29", "10")], &[("0.32", "7")]);
         let mut at = T0 + 100;
         for p in ["0.01", "0.02"] {
             step(&mut b, &mut at, p);
@@ -1170,10 +1179,10 @@ mod tests {
     #[test]
     fn a_cut_is_vouched_only_by_the_levels_nobody_changed_since() {
         let run = |repair: bool| {
-            let mut b = LiveBooks::new(1_000, 0, false, T0);
-            let first = [("0.29", "10"), ("0.30", "20"), ("0.311", "5")];
-            b.apply(book(T0, &first, &[("0.32", "7")]), T0 * 1000);
-            b.take_snapshots();
+            let mut b = opened_at_t0(
+                &[("0.29", "10"), ("0.30", "20"), ("0.311", "5")],
+                &[("0.32", "7")],
+            );
             // Lost in transit: bid 0.30 -> 25 (never applied). Then an ask moves.
             b.apply(
                 change(T0 + 500, Side::Ask, "0.33", "4", Some(("0.311", "0.32"))),
@@ -1207,11 +1216,7 @@ mod tests {
                 ),
                 (T0 + 1_300) * 1000,
             );
-            let cuts: Vec<_> = b
-                .take_snapshots()
-                .into_iter()
-                .filter(|s| s.taken_at_ms == T0 + 999)
-                .collect();
+            let cuts = cuts_at(&mut b, T0 + 999);
             (cuts, b.discarded)
         };
         // Repaired: the cut agrees with the fresh book on every level nobody changed, and

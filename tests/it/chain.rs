@@ -398,10 +398,8 @@ fn a_stall_the_chain_filled_first_is_still_repaired() {
             .polygon_rpc_url(Some(sim.rpc_url()))
     });
     p.wait_up(101);
-    let stalled: Vec<String> = sim
-        .markets()
+    let stalled: Vec<String> = pipeline::held_markets(&sim)
         .iter()
-        .filter(|m| m.is_open() && m.version != "v3" && m.enable_order_book)
         .take(3)
         .map(|m| m.token_ids[0].clone())
         .collect();

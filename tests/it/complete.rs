@@ -111,10 +111,8 @@ fn stalled_assets_are_found_filled_and_resubscribed() {
         .data_api_requests()
         > 0));
     let from_ms = polytape_sim::now_ms();
-    let stalled: Vec<String> = sim
-        .markets()
+    let stalled: Vec<String> = pipeline::held_markets(&sim)
         .iter()
-        .filter(|m| m.is_open() && m.version != "v3" && m.enable_order_book)
         .take(3)
         .map(|m| m.token_ids[0].clone())
         .collect();
@@ -183,12 +181,7 @@ fn a_data_api_that_pages_by_fewer_rows_than_asked_is_read_to_the_end() {
         .data_api_page(50)
         .build()
         .expect("config");
-    let markets: Vec<String> = sim
-        .markets()
-        .iter()
-        .filter(|m| m.is_open() && m.version != "v3" && m.enable_order_book)
-        .map(|m| m.condition_id.clone())
-        .collect();
+    let markets = pipeline::held_market_ids(&sim);
     // history leaves the last 12 s to a later run: the window checked ends there.
     let filled = polytape::backfill::history(&config, &markets, from_ms, to_ms).expect("history");
     let report = pipeline::assert_stored_equals_executed(db.url(), &sim, from_ms, to_ms - 12_000);
@@ -222,12 +215,7 @@ fn holes_are_filled_through_v2_and_through_v1_where_v2_is_absent() {
             .data_api_page(50)
             .build()
             .expect("config");
-        let markets: Vec<String> = sim
-            .markets()
-            .iter()
-            .filter(|m| m.is_open() && m.version != "v3" && m.enable_order_book)
-            .map(|m| m.condition_id.clone())
-            .collect();
+        let markets = pipeline::held_market_ids(&sim);
         // The hole is the window's first 4 s; v2 walks back to it from the newest row.
         let hole_to = from_ms + 4_000;
         let filled =
@@ -320,10 +308,8 @@ fn assets_that_stall_in_the_first_seconds_lose_nothing() {
             .reconcile_interval(Duration::from_secs(2))
     });
     let started = p.snapshot().started_at.map_or(0, |t| t.timestamp_millis());
-    let stalled: Vec<String> = sim
-        .markets()
+    let stalled: Vec<String> = pipeline::held_markets(&sim)
         .iter()
-        .filter(|m| m.is_open() && m.version != "v3" && m.enable_order_book)
         .take(20)
         .flat_map(|m| m.token_ids.clone())
         .collect();

@@ -325,6 +325,23 @@ pub fn open_tokens(sim: &Sim) -> usize {
         * 2
 }
 
+/// The simulator's markets polytape holds after a sync: open, of a known version, with an
+/// order book.
+pub fn held_markets(sim: &Sim) -> Vec<SimMarket> {
+    sim.markets()
+        .into_iter()
+        .filter(|m| m.is_open() && m.version != "v3" && m.enable_order_book)
+        .collect()
+}
+
+/// The condition ids of [`held_markets`].
+pub fn held_market_ids(sim: &Sim) -> Vec<String> {
+    held_markets(sim)
+        .into_iter()
+        .map(|m| m.condition_id)
+        .collect()
+}
+
 /// Waits (up to 10 s) until the simulator's stats satisfy `cond`.
 pub fn wait_stats(sim: &Sim, mut cond: impl FnMut(&polytape_sim::SimStats) -> bool) -> bool {
     super::wait_until(Duration::from_secs(10), || cond(&sim.stats()))
