@@ -84,6 +84,21 @@ impl Liveness {
         self.pong_due.get_or_insert(now + self.pong_timeout);
     }
 
+    /// How long from `now` until a deadline of this socket comes (a `PING` due, a `PONG`
+    /// or a probe's answer late, the stale timeout); zero when one has passed.
+    pub(crate) fn next_due(&self, now: Instant) -> Duration {
+        let until = |t: Instant| t.saturating_duration_since(now);
+        let mut next = until(self.last_ping + self.ping_interval);
+        if let Some(due) = self.pong_due {
+            next = next.min(until(due));
+        }
+        match self.probe_due {
+            Some(due) => next = next.min(until(due)),
+            None => next = next.min(until(self.last_data + self.stale_timeout)),
+        }
+        next
+    }
+
     /// What the socket needs at `now`: nothing, a probe (returned once per silence), or
     /// replacing (with the reason).
     pub(crate) fn check(&mut self, now: Instant) -> Check {
@@ -120,6 +135,28 @@ mod tests {
             .build()
             .expect("valid");
         Liveness::new(&config, t0)
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_nearest_one() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut l = liveness(t0);
+        // A PING due 10 s after the start, the stale timeout at 60.
+        assert_eq!(l.next_due(t0 + s(3)), s(7));
+        l.pinged(t0 + s(10));
+        // PING again at 20, the PONG due at 20 too (10 s timeout).
+        assert_eq!(l.next_due(t0 + s(12)), s(8));
+        l.pong();
+        l.data(t0 + s(55));
+        // Past a deadline: zero, never a negative wait.
+        assert_eq!(l.next_due(t0 + s(80)), Duration::ZERO);
+        // Silent past the stale timeout: the probe's deadline counts.
+        let mut quiet = liveness(t0);
+        quiet.pinged(t0 + s(61));
+        quiet.pong();
+        assert_eq!(quiet.check(t0 + s(61)), Check::Probe);
+        assert_eq!(quiet.next_due(t0 + s(62)), s(4));
     }
 
     #[test]

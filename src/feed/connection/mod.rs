@@ -1,7 +1,8 @@
 //! One socket's life: connect, subscribe, read, ping, notice death, reconnect.
 //!
 //! Each [`Connection`] runs on its own OS thread with a blocking `tungstenite` socket. Reads
-//! time out every 250 ms so the thread can send its `PING`s and check its deadlines; a stop
+//! time out every 250 ms while a deadline is near (a `PING` due, a `PONG` or a probe late),
+//! every second otherwise, so the thread can send its `PING`s and check its deadlines; a stop
 //! is noticed within a tick, and [`Unblock`] shuts the socket down for a thread that is stuck
 //! anywhere else.
 //!
@@ -30,15 +31,19 @@ use super::announcement::Announcement;
 use super::event::{Gap, Record, Trade};
 use super::liveness::Liveness;
 use super::protocol;
-use super::socket::{End, OpenGate, Socket, Unblock, open};
+use super::socket::{End, OpenGate, Socket, Unblock, open, set_read_timeout};
 use crate::backoff::Backoff;
 use crate::book::{LiveBooks, TapeMsg};
 use crate::config::Config;
 use crate::health::{ConnectionHealth, ConnectionState, FrameCounts, Health, now_ms};
 use crate::stop::StopSignal;
 
-/// How often a blocked read wakes to check timers and the stop flag.
+/// How often a blocked read wakes to check timers and the stop flag while a deadline is
+/// near (or the liveness timers are short, as in tests).
 const TICK: Duration = Duration::from_millis(250);
+/// How long a read of a socket with no deadline within it may block: an idle socket wakes
+/// once a second, not four times (a stop or a command then waits up to this long).
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// A socket that lived this long before dying resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
@@ -406,16 +411,33 @@ impl Connection {
 
     fn read_loop(&mut self, ws: &mut Socket) -> End {
         let mut liveness = Liveness::new(&self.config, Instant::now());
+        // The read timeout `open` set; changed only when it must (a system call).
+        let mut tick = TICK;
         loop {
             if self.stop.is_stopped() {
                 return End::Stopped;
+            }
+            let want = if liveness.next_due(Instant::now()) > IDLE_TICK + TICK {
+                IDLE_TICK
+            } else {
+                TICK
+            };
+            if want != tick {
+                if let Err(e) = set_read_timeout(ws, want) {
+                    return End::Failed(format!("socket setup: {e}"));
+                }
+                tick = want;
             }
             let step = self
                 .apply_commands(ws)
                 .and_then(|()| self.read_once(ws, &mut liveness))
                 .and_then(|()| self.keep_alive(ws, &mut liveness))
                 .and_then(|()| match self.recycle.due(Instant::now()) {
-                    Some(true) => self.recycle(ws, &mut liveness),
+                    Some(true) => {
+                        // Whichever socket comes out, its timeout is set again next turn.
+                        tick = Duration::ZERO;
+                        self.recycle(ws, &mut liveness)
+                    }
                     Some(false) => {
                         // Due: book a turn at the open gate and keep reading until it comes.
                         self.recycle.turn = Some(self.gate.reserve());
