@@ -304,6 +304,24 @@ impl Listener {
                 all
             })
         };
+        // The held set's fingerprint, order-free (a sum of each token's FNV-1a): the session
+        // keeper rewrites the set only when it changes.
+        let held_fingerprint: crate::store::sessions::HeldFingerprint = {
+            let registry = Arc::clone(&registry);
+            Arc::new(move || {
+                let (mut sum, mut n) = (0u64, 0u64);
+                for (tokens, _) in registry.lock().iter() {
+                    for t in tokens.lock().iter() {
+                        let h = t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                        });
+                        sum = sum.wrapping_add(h);
+                        n += 1;
+                    }
+                }
+                sum ^ n.rotate_left(32)
+            })
+        };
         // Asks the connections that hold these tokens to subscribe them afresh (a stalled
         // asset on a live socket); returns how many were asked for.
         let resubscribe: Resubscribe = {
@@ -397,6 +415,7 @@ impl Listener {
                 keeper_stop.clone(),
                 move || {
                     SessionKeeper::new(&config, health.clone(), Arc::clone(&held), stop.clone())
+                        .fingerprinted(Arc::clone(&held_fingerprint))
                         .run(|| clean.load(std::sync::atomic::Ordering::SeqCst))
                 },
             )?
