@@ -360,7 +360,8 @@ impl ChainReader {
         }
     }
 
-    /// Counts the tape time every chain fill of which is read and compared.
+    /// Counts the tape time every chain fill of which is read and compared; `cursor` is the
+    /// one this step loaded and moved (a second checker's move is caught by `check_slice`).
     fn check(&mut self, cursor: Cursor) -> Result<()> {
         let lag_ms = self.lag_ms();
         let db = self.db()?;
@@ -372,7 +373,6 @@ impl ChainReader {
                 &[],
             )?
             .try_get(0)?;
-        let cursor = load_cursor(db)?.unwrap_or(cursor);
         let read_to = oldest_pending.map_or(cursor.block_ms, |p| p.min(cursor.block_ms));
         // A trade matched at t settles by t + lag: tape time before (read_to - lag) has all
         // its fills read and compared.

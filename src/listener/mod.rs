@@ -381,27 +381,25 @@ impl Listener {
         // The chain reader (a Polygon endpoint configured): on its own supervised thread; it
         // may fail alone, never holding a trade up.
         let chain_stop = StopSignal::new();
-        let chain_thread = match crate::chain::ChainReader::new(&self.config, self.health.clone()) {
-            Some(_) => {
-                let (config, health, stop) = (
-                    Arc::clone(&self.config),
-                    self.health.clone(),
-                    chain_stop.clone(),
-                );
-                Some(spawn_supervised(
-                    "chain",
-                    self.health.clone(),
-                    chain_stop.clone(),
-                    move || {
-                        if let Some(reader) =
-                            crate::chain::ChainReader::new(&config, health.clone())
-                        {
-                            reader.run(stop.clone());
-                        }
-                    },
-                )?)
-            }
-            None => None,
+        let chain_thread = if self.config.polygon_rpc_url().is_some() {
+            let (config, health, stop) = (
+                Arc::clone(&self.config),
+                self.health.clone(),
+                chain_stop.clone(),
+            );
+            // Made on the thread (a restart after a panic makes a new one).
+            Some(spawn_supervised(
+                "chain",
+                self.health.clone(),
+                chain_stop.clone(),
+                move || {
+                    if let Some(reader) = crate::chain::ChainReader::new(&config, health.clone()) {
+                        reader.run(stop.clone());
+                    }
+                },
+            )?)
+        } else {
+            None
         };
         let keeper_stop = StopSignal::new();
         let writer_clean = Arc::new(std::sync::atomic::AtomicBool::new(false));
