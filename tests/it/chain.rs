@@ -398,14 +398,7 @@ fn a_stall_the_chain_filled_first_is_still_repaired() {
             .polygon_rpc_url(Some(sim.rpc_url()))
     });
     p.wait_up(101);
-    let stalled: Vec<String> = pipeline::held_markets(&sim)
-        .iter()
-        .take(3)
-        .map(|m| m.token_ids[0].clone())
-        .collect();
-    for a in &stalled {
-        assert!(sim.stall_asset(a, true));
-    }
+    let stalled = pipeline::stall_first_tokens(&sim, 3);
     // The chain adds what the stalled sockets missed first …
     assert!(
         wait_until(Duration::from_secs(90), || p
@@ -424,12 +417,12 @@ fn a_stall_the_chain_filled_first_is_still_repaired() {
         "{:?}",
         p.snapshot()
     );
-    let repaired_at = polytape_sim::now_ms();
-    assert!(wait_until(Duration::from_secs(20), || {
-        sim.delivered()
-            .iter()
-            .any(|t| stalled.contains(&t.asset_id) && t.timestamp_ms > repaired_at)
-    }));
+    // Delivering again after the fresh subscription.
+    assert!(pipeline::delivering_again(
+        &sim,
+        &stalled,
+        polytape_sim::now_ms()
+    ));
     let (h, _) = p.stop();
     assert_eq!(h.gaps_recorded, 0, "a stall is not a socket loss");
     eprintln!(

@@ -111,27 +111,19 @@ fn stalled_assets_are_found_filled_and_resubscribed() {
         .data_api_requests()
         > 0));
     let from_ms = polytape_sim::now_ms();
-    let stalled: Vec<String> = pipeline::held_markets(&sim)
-        .iter()
-        .take(3)
-        .map(|m| m.token_ids[0].clone())
-        .collect();
-    for a in &stalled {
-        assert!(sim.stall_asset(a, true));
-    }
+    let stalled = pipeline::stall_first_tokens(&sim, 3);
     assert!(
         wait_until(Duration::from_secs(40), || p.snapshot().stalls_repaired
             >= stalled.len() as u64),
         "{:?}",
         p.snapshot()
     );
-    let repaired_at = polytape_sim::now_ms();
     // Delivering again after the fresh subscription.
-    assert!(wait_until(Duration::from_secs(20), || {
-        sim.delivered()
-            .iter()
-            .any(|t| stalled.contains(&t.asset_id) && t.timestamp_ms > repaired_at)
-    }));
+    assert!(pipeline::delivering_again(
+        &sim,
+        &stalled,
+        polytape_sim::now_ms()
+    ));
     // Everything up to `to_ms` swept, then the check: settle (2 s) + block lag (≤ 5 s) + a
     // sweep interval (2 s) + a poll (1 s).
     let to_ms = polytape_sim::now_ms();

@@ -342,6 +342,30 @@ pub fn held_market_ids(sim: &Sim) -> Vec<String> {
         .collect()
 }
 
+/// Stalls the first token of each of the first `n` held markets (they trade, the feed sends
+/// nothing of them, no socket is lost); returns them.
+pub fn stall_first_tokens(sim: &Sim, n: usize) -> Vec<String> {
+    let stalled: Vec<String> = held_markets(sim)
+        .iter()
+        .take(n)
+        .map(|m| m.token_ids[0].clone())
+        .collect();
+    for a in &stalled {
+        assert!(sim.stall_asset(a, true), "{a} stalled");
+    }
+    stalled
+}
+
+/// Waits (up to 20 s) until the simulator delivers a trade of one of `assets` matched after
+/// `after_ms`: a repaired stall delivers again.
+pub fn delivering_again(sim: &Sim, assets: &[String], after_ms: i64) -> bool {
+    wait_until(Duration::from_secs(20), || {
+        sim.delivered()
+            .iter()
+            .any(|t| assets.contains(&t.asset_id) && t.timestamp_ms > after_ms)
+    })
+}
+
 /// Waits (up to 10 s) until the simulator's stats satisfy `cond`.
 pub fn wait_stats(sim: &Sim, mut cond: impl FnMut(&polytape_sim::SimStats) -> bool) -> bool {
     super::wait_until(Duration::from_secs(10), || cond(&sim.stats()))
