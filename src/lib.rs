@@ -164,8 +164,36 @@ pub mod bench {
         crate::store::migrate_up_to(config, last)
     }
 
+    /// The one scan of a frame: each event's type (its `Debug` name) and text, or why the
+    /// frame is refused (for the fuzzer's comparison with serde_json).
+    pub fn scan_frame(frame: &str) -> Result<Vec<(String, &str)>, String> {
+        let mut events = Vec::new();
+        crate::feed::scan::scan(frame, &mut events).map_err(|e| e.to_string())?;
+        Ok(events
+            .iter()
+            .map(|s| (format!("{:?}", s.kind), s.text(frame)))
+            .collect())
+    }
+
+    /// A frame read as a connection with the book side on reads it: one scan, its trades
+    /// (appended to `trades`) and its book events; returns how many book events.
+    pub fn read_frame_with_books(frame: &str, trades: &mut Vec<crate::feed::Trade>) -> usize {
+        let mut events = Vec::new();
+        if crate::feed::scan::scan(frame, &mut events).is_err() {
+            return 0;
+        }
+        crate::feed::event::read_trades(frame, &events, 0, trades);
+        crate::book::book_events_in(frame, &events).events.len()
+    }
+
+    /// One book event read by the book side's hand reader and by serde, as `Debug` texts
+    /// (for the fuzzer: where the hand reader answers, it answers as serde).
+    pub fn book_event_both_ways(event: &str) -> (Option<String>, Option<String>) {
+        crate::book::events_read_both_ways(event)
+    }
+
     /// The feed's market announcements in a frame (for the fuzzer).
     pub fn announcements(frame: &str) -> usize {
-        crate::feed::announcements(frame).len()
+        crate::feed::announcements_in(frame).len()
     }
 }

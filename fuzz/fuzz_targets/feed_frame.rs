@@ -1,5 +1,5 @@
 //! Every frame of the market channel: the trade parser (its trades must be valid by
-//! construction) and the announcement reader.
+//! construction), the announcement reader and the book side's reader.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,4 +21,14 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => assert!(trades.is_empty(), "a malformed frame appends nothing"),
     }
     let _ = polytape::bench::announcements(text);
+    // The book side reads the same scan; what it returns is exact by construction.
+    let books = polytape::book::book_events(text);
+    if trades.is_empty() && polytape::bench::scan_frame(text).is_err() {
+        assert!(books.events.is_empty(), "a malformed frame holds no book event");
+    }
+    for e in &books.events {
+        if let polytape::book::BookEvent::Change { asset_id, market, .. } = e {
+            assert!(!asset_id.is_empty() && !market.is_empty());
+        }
+    }
 });

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::number::{Price, Side, Size};
 use crate::feed::event::{Field, is_identifier, text};
+use crate::feed::scan::{Kind, Span, scan};
 
 /// One book event for one token, borrowing its ids from the frame where it can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,7 @@ impl<'a> BookEvents<'a> {
 
 /// One level or `price_change` entry as the wire has it: every field lenient ([`Field`]), so
 /// a bad value fails that entry only.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct RawEntry<'a> {
     #[serde(borrow, default)]
     asset_id: Option<Field<'a>>,
@@ -97,10 +98,8 @@ struct RawEntry<'a> {
 
 /// The fields of an event the book side reads; everything else is skipped without
 /// allocating (no DOM: this runs on some fifty events for every trade).
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct RawBookEvent<'a> {
-    #[serde(borrow, default)]
-    event_type: Option<Field<'a>>,
     #[serde(borrow, default)]
     asset_id: Option<Field<'a>>,
     #[serde(borrow, default)]
@@ -122,31 +121,34 @@ struct RawBookEvent<'a> {
     new_tick_size: Option<Field<'a>>,
 }
 
-/// The book events of one frame (an object or an array of them; anything that is not JSON,
-/// or whose events are not shaped as events, holds none and counts one left out). Other
-/// event types are not book events and are skipped.
+/// The book events of one frame (an object or an array of them; anything that is not JSON of
+/// that shape holds none). Other event types are skipped.
 pub fn book_events(frame: &str) -> BookEvents<'_> {
+    let mut events = Vec::new();
+    match scan(frame, &mut events) {
+        Ok(()) => book_events_in(frame, &events),
+        Err(_) => BookEvents::default(),
+    }
+}
+
+/// The book events of a scanned frame (`events` from [`scan`] of `frame`): each book event is
+/// deserialised from its own range, so one of the wrong shape (a field given twice, levels
+/// that are not a list of objects) is counted and left out alone.
+pub(crate) fn book_events_in<'a>(frame: &'a str, events: &[Span]) -> BookEvents<'a> {
     let mut out = BookEvents::default();
-    let parsed = match frame.trim_start().as_bytes().first() {
-        Some(b'{') => serde_json::from_str::<RawBookEvent<'_>>(frame).map(|e| vec![e]),
-        Some(b'[') => serde_json::from_str::<Vec<RawBookEvent<'_>>>(frame),
-        _ => return out,
-    };
-    let Ok(events) = parsed else {
-        // Not JSON at all is the trade parser's to count; JSON of the wrong shape whose
-        // book events cannot be read is counted here, once.
-        if serde_json::from_str::<serde::de::IgnoredAny>(frame).is_ok() {
+    for span in events.iter().filter(|s| s.kind.is_book()) {
+        let text = span.text(frame);
+        // The common shapes are read by hand; anything else (an escape, a field given twice,
+        // levels that are not a list of objects) by serde, which decides.
+        let read = fast::event(text).map_or_else(|| serde_json::from_str(text).ok(), Some);
+        let Some(v) = read else {
             out.invalid += 1;
-        }
-        return out;
-    };
-    for v in events {
-        match text(&v.event_type) {
-            Some("book") => snapshot(v, &mut out),
-            None if v.bids.is_some() => snapshot(v, &mut out),
-            Some("price_change") => changes(v, &mut out),
-            Some("tick_size_change") => tick(v, &mut out),
-            _ => {}
+            continue;
+        };
+        match span.kind {
+            Kind::Book => snapshot(v, &mut out),
+            Kind::PriceChange => changes(v, &mut out),
+            _ => tick(v, &mut out),
         }
     }
     out
@@ -268,10 +270,140 @@ fn tick<'a>(v: RawBookEvent<'a>, out: &mut BookEvents<'a>) {
     out.push(event);
 }
 
+/// The book events' common shapes read without serde, by the scan's [`Cursor`]: the same
+/// [`RawBookEvent`] serde would make, or `None` where serde must decide.
+mod fast {
+    use std::borrow::Cow;
+
+    use super::{RawBookEvent, RawEntry};
+    use crate::feed::event::Field;
+    use crate::feed::scan::Cursor;
+
+    /// Fills `slot` once: a field given twice is serde's to refuse.
+    fn once<T>(seen: &mut u16, bit: u16, slot: &mut T, value: T) -> Option<()> {
+        (*seen & bit == 0).then_some(())?;
+        *seen |= bit;
+        *slot = value;
+        Some(())
+    }
+
+    /// A lenient field, as `Option<Field>` reads it: `null` is absent.
+    fn field<'a>(c: &mut Cursor<'a>) -> Option<Option<Field<'a>>> {
+        match c.peek()? {
+            b'"' => Some(Some(Field::Str(Cow::Borrowed(c.string()?)))),
+            b'n' => c.skip().map(|()| None),
+            _ => c.skip().map(|()| Some(Field::Other)),
+        }
+    }
+
+    fn entries<'a>(c: &mut Cursor<'a>) -> Option<Option<Vec<RawEntry<'a>>>> {
+        if c.peek()? == b'n' {
+            return c.skip().map(|()| None);
+        }
+        c.begin_array()?;
+        let mut out = Vec::new();
+        while c.next_element()? {
+            c.begin_object()?;
+            let mut e = RawEntry::default();
+            let mut seen = 0u16;
+            while let Some(key) = c.next_key()? {
+                let (bit, slot) = match key {
+                    b"asset_id" => (1, &mut e.asset_id),
+                    b"price" => (2, &mut e.price),
+                    b"size" => (4, &mut e.size),
+                    b"side" => (8, &mut e.side),
+                    b"best_bid" => (16, &mut e.best_bid),
+                    b"best_ask" => (32, &mut e.best_ask),
+                    _ => {
+                        c.skip()?;
+                        continue;
+                    }
+                };
+                once(&mut seen, bit, slot, field(c)?)?;
+            }
+            out.push(e);
+        }
+        Some(Some(out))
+    }
+
+    pub(super) fn event(text: &str) -> Option<RawBookEvent<'_>> {
+        let mut c = Cursor::new(text);
+        c.begin_object()?;
+        let mut v = RawBookEvent::default();
+        let mut seen = 0u16;
+        while let Some(key) = c.next_key()? {
+            match key {
+                b"asset_id" => once(&mut seen, 1, &mut v.asset_id, field(&mut c)?)?,
+                b"market" => once(&mut seen, 2, &mut v.market, field(&mut c)?)?,
+                b"timestamp" => once(&mut seen, 4, &mut v.timestamp, field(&mut c)?)?,
+                b"tick_size" => once(&mut seen, 8, &mut v.tick_size, field(&mut c)?)?,
+                b"new_tick_size" => once(&mut seen, 16, &mut v.new_tick_size, field(&mut c)?)?,
+                b"bids" => once(&mut seen, 32, &mut v.bids, entries(&mut c)?)?,
+                b"asks" => once(&mut seen, 64, &mut v.asks, entries(&mut c)?)?,
+                b"price_changes" => once(&mut seen, 128, &mut v.price_changes, entries(&mut c)?)?,
+                b"changes" => once(&mut seen, 256, &mut v.changes, entries(&mut c)?)?,
+                _ => c.skip()?,
+            }
+        }
+        Some(v)
+    }
+}
+
+/// The hand reader and serde on one event, each as its `Debug` text (for the fuzzer: where
+/// the hand reader answers, it must answer as serde).
+#[cfg(any(test, feature = "bench"))]
+pub(crate) fn read_both_ways(event: &str) -> (Option<String>, Option<String>) {
+    (
+        fast::event(event).map(|v| format!("{v:?}")),
+        serde_json::from_str::<RawBookEvent<'_>>(event)
+            .ok()
+            .map(|v| format!("{v:?}")),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::book::tests::{p, q};
+
+    #[test]
+    fn the_hand_reader_reads_as_serde_or_leaves_it_to_serde() {
+        let entry = r#"{"asset_id":"111","price":"0.49","size":"10","side":"BUY","hash":"0x2","best_bid":"0.49","best_ask":"0.52"}"#;
+        let read_by_hand = [
+            format!(r#"{{"market":"0xab","price_changes":[{entry},{entry}],"timestamp":"1","event_type":"price_change"}}"#),
+            r#"{"event_type":"book","asset_id":"111","market":"0xab","timestamp":"1750428146322",
+                "bids":[{"price":".48","size":"120.5"},{"price":"0.47","size":"33"}],
+                "asks":[],"hash":"0x1","tick_size":"0.01"}"#.into(),
+            r#"{"asset_id":"222","market":"0xab","bids":[],"asks":[{"price":"0.6","size":"1"}]}"#.into(),
+            r#"{"event_type":"tick_size_change","asset_id":"111","market":"0xab","old_tick_size":"0.01","new_tick_size":"0.001"}"#.into(),
+            r#" { "asset_id" : null , "market" : 7 , "timestamp" : {"x":[1,{"y":"\u0041"}]} , "bids" : null,
+                "price_changes" : [ { "price" : true , "side" : [] , "other" : {"a":"b"} } , { } ] } "#.into(),
+            r#"{"changes":[{"price":"0.5","size":"1","side":"SELL"}],"asset_id":"9","market":"0x1","timestamp":"5"}"#.into(),
+            "{}".into(),
+        ];
+        for text in &read_by_hand {
+            let (fast, serde) = read_both_ways(text);
+            assert!(fast.is_some(), "read by hand: {text}");
+            assert_eq!(fast, serde, "{text}");
+        }
+        // Left to serde: escapes, a field given twice, levels of the wrong shape.
+        for text in [
+            r#"{"asset_id":"1\u0031"}"#,
+            r#"{"asset_id":"1","asset_id":"2"}"#,
+            r#"{"bids":[{"price":"1","price":"2"}]}"#,
+            r#"{"bids":5}"#,
+            r#"{"bids":[1]}"#,
+            r#"{"\u0062ids":[]}"#,
+        ] {
+            assert_eq!(read_both_ways(text).0, None, "{text}");
+        }
+        assert_eq!(
+            read_both_ways(r#"{"asset_id":"1\u0031"}"#)
+                .1
+                .map(|s| s.contains("11")),
+            Some(true)
+        );
+    }
 
     #[test]
     fn snapshots_changes_and_ticks_are_read_exactly() {
@@ -384,5 +516,18 @@ mod tests {
         assert_eq!(got.invalid, 7);
         assert_eq!(book_events("not json").events.len(), 0);
         assert_eq!(book_events("[]"), BookEvents::default());
+        // An event of the wrong shape fails alone; the frame's other events are read.
+        let mixed = r#"[{"event_type":"book","asset_id":"1","market":"0xab","bids":5},
+          {"event_type":"tick_size_change","asset_id":"111","new_tick_size":"0.001","new_tick_size":"0.01"},
+          {"event_type":"tick_size_change","asset_id":"111","new_tick_size":"0.001"}]"#;
+        let got = book_events(mixed);
+        assert_eq!(got.invalid, 2, "{got:?}");
+        assert_eq!(
+            got.events,
+            vec![BookEvent::TickSize {
+                asset_id: "111".into(),
+                tick_size: p("0.001")
+            }]
+        );
     }
 }

@@ -29,6 +29,9 @@ mod number;
 mod snapshot;
 mod tape;
 
+pub(crate) use events::book_events_in;
+#[cfg(feature = "bench")]
+pub(crate) use events::read_both_ways as events_read_both_ways;
 pub use events::{BookEvent, BookEvents, book_events};
 pub(crate) use live::LiveBooks;
 pub use number::{Price, Side, Size};

@@ -1,15 +1,16 @@
 //! Wire types of the market channel and frame parsing.
 //!
 //! A frame is one JSON object or a JSON array of objects. Only `last_trade_price` events
-//! become [`Trade`]s; every other event is recognised and skipped. Parsing borrows from the
-//! frame: a string field is copied only when it contains escapes, and fields we do not read
-//! (order book levels, price changes) are skipped without allocating, so the ~50 book updates
-//! that arrive for every trade cost a scan and nothing more.
+//! become [`Trade`]s; every other event is recognised by the one scan of the frame
+//! ([`super::scan`]) and skipped, so the ~50 book updates that arrive for every trade cost
+//! that scan and nothing more here. A trade event is deserialised from its own range,
+//! borrowing from the frame: a string field is copied only when it contains escapes.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use super::decimal::Decimal;
+use super::scan::{Kind, Span, scan};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
@@ -104,6 +105,8 @@ pub enum InvalidTrade {
     Timestamp,
     FeeRate,
     TransactionHash,
+    /// Not an object serde can read as an event (a field given twice).
+    Event,
 }
 
 impl fmt::Display for InvalidTrade {
@@ -117,6 +120,7 @@ impl fmt::Display for InvalidTrade {
             InvalidTrade::Timestamp => "timestamp",
             InvalidTrade::FeeRate => "fee_rate_bps",
             InvalidTrade::TransactionHash => "transaction_hash",
+            InvalidTrade::Event => return f.write_str("malformed event (a field given twice)"),
         };
         write!(f, "missing or invalid {field}")
     }
@@ -142,6 +146,12 @@ pub struct FrameSummary {
 #[derive(Debug)]
 pub struct MalformedFrame(String);
 
+impl MalformedFrame {
+    pub(crate) fn new(why: String) -> MalformedFrame {
+        MalformedFrame(why)
+    }
+}
+
 impl fmt::Display for MalformedFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "malformed frame: {}", self.0)
@@ -158,24 +168,45 @@ pub fn parse_frame(
     received_at_us: i64,
     trades: &mut Vec<Trade>,
 ) -> Result<FrameSummary, MalformedFrame> {
+    let mut events = Vec::new();
+    scan(text, &mut events)?;
+    Ok(read_trades(text, &events, received_at_us, trades))
+}
+
+/// Reads the trades of a scanned frame (`events` from [`scan`] of `frame`), appending the
+/// valid ones to `trades`; counts every event by kind. Only `last_trade_price` events are
+/// deserialised, each from its own range.
+pub(crate) fn read_trades(
+    frame: &str,
+    events: &[Span],
+    received_at_us: i64,
+    trades: &mut Vec<Trade>,
+) -> FrameSummary {
     let mut summary = FrameSummary::default();
-    let first = text.trim_start().as_bytes().first().copied();
-    match first {
-        Some(b'{') => {
-            let event: RawEvent<'_> =
-                serde_json::from_str(text).map_err(|e| MalformedFrame(e.to_string()))?;
-            event.collect(received_at_us, trades, &mut summary);
-        }
-        Some(b'[') => {
-            let events: Vec<RawEvent<'_>> =
-                serde_json::from_str(text).map_err(|e| MalformedFrame(e.to_string()))?;
-            for event in events {
-                event.collect(received_at_us, trades, &mut summary);
+    for span in events {
+        summary.events += 1;
+        match span.kind {
+            Kind::Trade => {
+                let trade = serde_json::from_str::<RawTrade<'_>>(span.text(frame))
+                    .map_err(|_| InvalidTrade::Event)
+                    .and_then(|raw| raw.to_trade(received_at_us));
+                match trade {
+                    Ok(trade) => {
+                        summary.trades += 1;
+                        trades.push(trade);
+                    }
+                    Err(reason) => {
+                        summary.invalid_trades += 1;
+                        summary.last_invalid = Some(reason);
+                    }
+                }
             }
+            Kind::NewMarket | Kind::Resolved => summary.announcements += 1,
+            Kind::Unknown => summary.unknown_events += 1,
+            Kind::Book | Kind::PriceChange | Kind::TickSize | Kind::BestBidAsk => {}
         }
-        _ => return Err(MalformedFrame(format!("not JSON: {:?}", preview(text)))),
     }
-    Ok(summary)
+    summary
 }
 
 /// A frame's events as JSON values (a frame is one object or an array of them; not JSON:
@@ -199,7 +230,7 @@ pub fn preview(text: &str) -> &str {
 
 /// A field value as the wire has it: a string (borrowed where it has no escapes) or anything
 /// else, which for this feed is always wrong but must not fail the other events of a frame.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Field<'a> {
     Str(Cow<'a, str>),
     Other,
@@ -259,12 +290,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
     }
 }
 
-/// The fields of any event that we read. Everything else is skipped by serde without
-/// allocating.
+/// The fields of a `last_trade_price` event that we read. Everything else is skipped by serde
+/// without allocating.
 #[derive(Deserialize)]
-struct RawEvent<'a> {
-    #[serde(borrow, default)]
-    event_type: Option<Field<'a>>,
+struct RawTrade<'a> {
     #[serde(borrow, default)]
     asset_id: Option<Field<'a>>,
     #[serde(borrow, default)]
@@ -281,9 +310,6 @@ struct RawEvent<'a> {
     timestamp: Option<Field<'a>>,
     #[serde(borrow, default)]
     transaction_hash: Option<Field<'a>>,
-    /// Present on `book` snapshots, which sometimes come without `event_type`.
-    #[serde(default)]
-    bids: Option<IgnoredAny>,
 }
 
 /// A lenient field's text, if it is a string.
@@ -291,40 +317,7 @@ pub(crate) fn text<'f>(field: &'f Option<Field<'_>>) -> Option<&'f str> {
     field.as_ref().and_then(Field::as_str)
 }
 
-/// Which event types we know. Only `last_trade_price` is read further.
-fn is_known_event(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "book"
-            | "price_change"
-            | "tick_size_change"
-            | "best_bid_ask"
-            | "new_market"
-            | "market_resolved"
-    )
-}
-
-impl RawEvent<'_> {
-    fn collect(self, received_at_us: i64, trades: &mut Vec<Trade>, summary: &mut FrameSummary) {
-        summary.events += 1;
-        match text(&self.event_type) {
-            Some("last_trade_price") => match self.to_trade(received_at_us) {
-                Ok(trade) => {
-                    summary.trades += 1;
-                    trades.push(trade);
-                }
-                Err(reason) => {
-                    summary.invalid_trades += 1;
-                    summary.last_invalid = Some(reason);
-                }
-            },
-            Some("new_market" | "market_resolved") => summary.announcements += 1,
-            Some(t) if is_known_event(t) => {}
-            None if self.bids.is_some() => {} // a `book` snapshot without `event_type`
-            _ => summary.unknown_events += 1,
-        }
-    }
-
+impl RawTrade<'_> {
     fn to_trade(&self, received_at_us: i64) -> Result<Trade, InvalidTrade> {
         let asset_id = text(&self.asset_id)
             .filter(|s| is_identifier(s))
@@ -504,6 +497,18 @@ mod tests {
             assert_eq!(summary.invalid_trades, 1, "{frame}");
             assert_eq!(summary.last_invalid, Some(reason), "{frame}");
         }
+    }
+
+    #[test]
+    fn a_trade_event_serde_cannot_read_fails_alone() {
+        let twice = trade_json("0.5", r#","price":"0.6""#);
+        let frame = format!("[{twice},{}]", trade_json("0.4", ""));
+        let (trades, summary) = parse(&frame);
+        assert_eq!(summary.events, 2);
+        assert_eq!(summary.invalid_trades, 1);
+        assert_eq!(summary.last_invalid, Some(InvalidTrade::Event));
+        assert_eq!(trades.len(), 1);
+        assert_eq!(trades[0].price.as_str(), "0.4");
     }
 
     #[test]

@@ -6,11 +6,12 @@ mod decimal;
 pub(crate) mod event;
 mod liveness;
 mod protocol;
+pub(crate) mod scan;
 pub(crate) mod socket;
 
 pub(crate) use announcement::Announcement;
 #[cfg(feature = "bench")]
-pub(crate) use announcement::announcements;
+pub(crate) use announcement::announcements_in;
 pub use decimal::Decimal;
 #[cfg(feature = "bench")]
 pub use event::parse_frame;

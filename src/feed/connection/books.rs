@@ -5,20 +5,22 @@
 use tungstenite::Message;
 
 use super::Connection;
-use crate::book::{TapeMsg, book_events};
+use crate::book::TapeMsg;
+use crate::book::book_events_in;
 use crate::feed::event::Record;
 use crate::feed::protocol;
 use crate::feed::socket::{End, Socket};
 use crate::health::now_ms;
 
 impl Connection {
-    /// Applies the book events of `text`, the first stamped `first_us` (local time) and each
-    /// next one a microsecond later (delivery order). Returns the last stamp used.
+    /// Applies the book events of `text` (scanned into `self.events`), the first stamped
+    /// `first_us` (local time) and each next one a microsecond later (delivery order).
+    /// Returns the last stamp used.
     pub(super) fn apply_book_events(&mut self, text: &str, first_us: i64) -> Result<i64, End> {
         let Some(books) = &mut self.books else {
             return Ok(first_us - 1);
         };
-        let found = book_events(text);
+        let found = book_events_in(text, &self.events);
         if found.invalid > 0 {
             self.health.books().invalid.fetch_add(
                 u64::from(found.invalid),

@@ -122,6 +122,8 @@ pub struct Connection {
     announce: Option<Sender<Announcement>>,
     unblock: Unblock,
     parsed: Vec<Trade>,
+    /// The events of the frame being read (its scan), reused from frame to frame.
+    events: Vec<crate::feed::scan::Span>,
     counts: FrameCounts,
     last_publish: Instant,
     /// When the last data frame arrived (Unix ms), and, while the tokens have no socket,
@@ -198,6 +200,7 @@ impl Connection {
             announce,
             unblock,
             parsed: Vec::new(),
+            events: Vec::new(),
             counts: FrameCounts::default(),
             last_publish: Instant::now(),
             last_data_ms: 0,

@@ -9,9 +9,10 @@ use tungstenite::Message;
 
 use super::{Connection, is_timeout};
 use crate::feed::announcement::announcements;
-use crate::feed::event::{Record, parse_frame, preview};
+use crate::feed::event::{Record, preview, read_trades};
 use crate::feed::liveness::{Check, Liveness};
 use crate::feed::protocol;
+use crate::feed::scan::scan;
 use crate::feed::socket::{End, Socket};
 use crate::health::now_us;
 
@@ -116,7 +117,11 @@ impl Connection {
         self.last_data_ms = now;
         let received_us = received_us.max(self.last_stamp_us + 1);
         self.last_stamp_us = received_us;
-        match parse_frame(text, received_us, &mut self.parsed) {
+        // One scan of the frame; its trades, announcements and (below) book events are each
+        // read from their own ranges.
+        let scanned = scan(text, &mut self.events)
+            .map(|()| read_trades(text, &self.events, received_us, &mut self.parsed));
+        match scanned {
             Ok(summary) => {
                 self.counts.add_frame(&summary);
                 if summary.announcements > 0 {
@@ -188,7 +193,7 @@ impl Connection {
     /// Passes a frame's market announcements to the follower (if the listener has one).
     fn announce_from(&self, text: &str) {
         let Some(tx) = &self.announce else { return };
-        for a in announcements(text) {
+        for a in announcements(text, &self.events) {
             if tx.try_send(a).is_err() {
                 log::warn!(
                     "connection {}: announcement queue full; the re-sync will catch up",
