@@ -127,6 +127,28 @@ fn cpu_seconds_of(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds of this process's threads, by kind (the name up to its last `-`, so that
+/// `polytape-conn-17` counts as `polytape-conn`).
+fn cpu_seconds_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return by;
+    };
+    for task in dir.filter_map(|e| e.ok()) {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let kind = match name.rsplit_once('-') {
+            Some((k, n)) if n.bytes().all(|b| b.is_ascii_digit()) => k.to_owned(),
+            _ => name,
+        };
+        *by.entry(kind).or_insert(0.0) += cpu_seconds_of(&format!("self/task/{tid}"));
+    }
+    by
+}
+
 /// CPU seconds of every `postgres` process on this machine (the server is local).
 fn postgres_cpu_seconds() -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -561,13 +583,31 @@ fn footprint(server: &str) -> Result {
         synced_in.as_secs_f64(),
         subscribing.elapsed().as_secs_f64()
     );
+    // Idle means after the start: every book has come (and been snapshotted once), and the
+    // start's writes (the held set, the first snapshots) have had BENCH_IDLE_WARMUP_SECS.
+    while health.snapshot().books.books_held < tokens as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let warmup = std::env::var("BENCH_IDLE_WARMUP_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    std::thread::sleep(Duration::from_secs(warmup));
+    let threads0 = cpu_seconds_by_thread();
     let cpu0 = cpu_seconds();
     std::thread::sleep(Duration::from_secs(idle));
     let cpu = cpu_seconds() - cpu0;
     println!(
-        "\n## footprint: {tokens} tokens over {} connections, idle {idle} s",
+        "\n## footprint: {tokens} tokens over {} connections, idle {idle} s (after every book came and {warmup} s more)",
         chunks.len()
     );
+    let by_thread: Vec<String> = cpu_seconds_by_thread()
+        .into_iter()
+        .map(|(k, c)| (k.clone(), c - threads0.get(&k).copied().unwrap_or(0.0)))
+        .filter(|(_, c)| *c > 0.0)
+        .map(|(k, c)| format!("{k} {:.2}%", c / idle as f64 * 100.0))
+        .collect();
+    println!("CPU by thread (% of one core): {}", by_thread.join(", "));
     println!("connections up: {}", health.snapshot().connections_active);
     println!(
         "RSS: {} (before the listener: {rss_before}); threads: {}",

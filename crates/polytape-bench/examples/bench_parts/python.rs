@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use polytape::Listener;
 
-use super::{BenchDb, Result, SimProcess, cpu_seconds, prepare};
+use super::{BenchDb, Result, SimProcess, cpu_seconds, cpu_seconds_by_thread, prepare};
 
 fn sim(n: u64) -> Result<SimProcess> {
     SimProcess::start_with_noise(
@@ -61,6 +61,17 @@ fn polytape_run(server: &str, n: u64, books: bool) -> Result<(u64, f64, f64)> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    // Where it went (the threads are still there; they started with the run).
+    let by_thread: Vec<String> = cpu_seconds_by_thread()
+        .into_iter()
+        .filter(|(_, c)| *c > 0.0)
+        .map(|(k, c)| format!("{k} {c:.2} s"))
+        .collect();
+    println!(
+        "polytape, book side {}: CPU by thread: {}",
+        if books { "on" } else { "off" },
+        by_thread.join(", ")
+    );
     let stored = handle.stop().trades_inserted;
     let _ = worker.join();
     Ok((stored, wall, cpu))
