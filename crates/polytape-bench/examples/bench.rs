@@ -130,13 +130,18 @@ fn cpu_seconds_of(pid: &str) -> f64 {
 /// CPU seconds of this process's threads, by kind (the name up to its last `-`, so that
 /// `polytape-conn-17` counts as `polytape-conn`).
 fn cpu_seconds_by_thread() -> std::collections::BTreeMap<String, f64> {
+    cpu_seconds_by_thread_of("self")
+}
+
+/// [`cpu_seconds_by_thread`] of process `pid`.
+fn cpu_seconds_by_thread_of(pid: &str) -> std::collections::BTreeMap<String, f64> {
     let mut by = std::collections::BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return by;
     };
     for task in dir.filter_map(|e| e.ok()) {
         let tid = task.file_name().to_string_lossy().into_owned();
-        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
             .unwrap_or_default()
             .trim()
             .to_owned();
@@ -144,7 +149,7 @@ fn cpu_seconds_by_thread() -> std::collections::BTreeMap<String, f64> {
             Some((k, n)) if n.bytes().all(|b| b.is_ascii_digit()) => k.to_owned(),
             _ => name,
         };
-        *by.entry(kind).or_insert(0.0) += cpu_seconds_of(&format!("self/task/{tid}"));
+        *by.entry(kind).or_insert(0.0) += cpu_seconds_of(&format!("{pid}/task/{tid}"));
     }
     by
 }

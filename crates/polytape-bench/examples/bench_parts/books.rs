@@ -22,7 +22,7 @@ struct Phase {
     health: serde_json::Value,
 }
 
-fn health(addr: &str) -> Result<serde_json::Value> {
+pub(crate) fn health(addr: &str) -> Result<serde_json::Value> {
     let body = ureq::get(&format!("http://{addr}/health"))
         .call()?
         .body_mut()
@@ -39,13 +39,13 @@ fn rss_of(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-fn free_addr() -> Result<String> {
+pub(crate) fn free_addr() -> Result<String> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .to_string())
 }
 
-fn polytape_bin() -> Result<std::path::PathBuf> {
+pub(crate) fn polytape_bin() -> Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     Ok(exe
         .parent()

@@ -77,6 +77,70 @@ fn polytape_run(server: &str, n: u64, books: bool) -> Result<(u64, f64, f64)> {
     Ok((stored, wall, cpu))
 }
 
+/// (trades stored, wall seconds, CPU seconds) of the `polytape run` daemon as shipped, with
+/// books, snapshots, bars and the Parquet book tape on (rolling every 5 s, so files are
+/// written within the run), over `n` trades. Its CPU is the whole process's from its start
+/// (the Gamma sync and migrations included, a fraction of a second here).
+fn daemon_run(server: &str, n: u64) -> Result<(u64, f64, f64)> {
+    use std::process::{Command, Stdio};
+    let sim = sim(n)?;
+    let db = BenchDb::new(server, "polytape_bench_python_cmp")?;
+    let addr = super::books::free_addr()?;
+    let dir = std::env::temp_dir().join(format!("polytape-bench-python-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(super::books::polytape_bin()?)
+        .arg("run")
+        .env("DATABASE_URL", db.url())
+        .env("POLYTAPE_WS_URL", format!("ws://{}/ws/market", sim.addr))
+        .env("POLYTAPE_GAMMA_URL", format!("http://{}", sim.addr))
+        .env("POLYTAPE_DATA_API_URL", format!("http://{}", sim.addr))
+        .env("POLYTAPE_HEALTH_ADDR", &addr)
+        .env("POLYTAPE_SPOOL_DIR", dir.join("spool"))
+        .env("POLYTAPE_BOOK_TAPE_DIR", dir.join("tape"))
+        .env("POLYTAPE_BOOK_SNAPSHOT_SECS", "300")
+        .env("POLYTAPE_BOOK_TAPE_ROLL_SECS", "5")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id().to_string();
+    let started = Instant::now();
+    let stored = loop {
+        let stats = sim.stats()?;
+        let generated = stats["trades_generated"].as_u64().unwrap_or(0);
+        let delivered = stats["trades_delivered"].as_u64().unwrap_or(0);
+        let inserted = super::books::health(&addr)
+            .ok()
+            .and_then(|h| h["trades_inserted"].as_u64())
+            .unwrap_or(0);
+        if generated >= n && delivered > 0 && inserted >= delivered {
+            break inserted;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            let _ = child.kill();
+            return Err("the daemon did not finish in 15 minutes".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (wall, cpu) = (started.elapsed().as_secs_f64(), super::cpu_seconds_of(&pid));
+    let files = super::books::health(&addr)
+        .ok()
+        .and_then(|h| h["book_tape_files"].as_u64())
+        .unwrap_or(0);
+    let by_thread: Vec<String> = super::cpu_seconds_by_thread_of(&pid)
+        .into_iter()
+        .filter(|(_, c)| *c > 0.0)
+        .map(|(k, c)| format!("{k} {c:.2} s"))
+        .collect();
+    println!(
+        "polytape run with the Parquet tape: {files} tape files written in the run; CPU by thread: {}",
+        by_thread.join(", ")
+    );
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((stored, wall, cpu))
+}
+
 fn python_run(server: &str, n: u64, python: &str) -> Result<(u64, f64, f64)> {
     let sim = sim(n)?;
     let db = BenchDb::new(server, "polytape_bench_python_cmp")?;
@@ -126,6 +190,7 @@ pub(crate) fn python(server: &str, n: u64) -> Result {
     println!("\n## polytape against the same design in Python, live mix, {n} trades");
     let off = polytape_run(server, n, false)?;
     let on = polytape_run(server, n, true)?;
+    let daemon = daemon_run(server, n)?;
     let show = |name: &str, (t, w, c): (u64, f64, f64)| {
         println!(
             "{name}: {t} trades in {w:.1} s = {:.0} trades/s; CPU {c:.1} s = {:.1} CPU µs a trade",
@@ -135,6 +200,10 @@ pub(crate) fn python(server: &str, n: u64) -> Result {
     };
     show("polytape, book side off", off);
     show("polytape, book side on (books, snapshots, bars)", on);
+    show(
+        "polytape run (the daemon: books, snapshots, bars and the Parquet tape)",
+        daemon,
+    );
     if !can {
         println!(
             "python: skipped ({python} cannot import asyncpg and websockets; set BENCH_PYTHON)"
@@ -145,9 +214,10 @@ pub(crate) fn python(server: &str, n: u64) -> Result {
     show("python (asyncio + websockets + asyncpg)", py);
     let per = |(t, _, c): (u64, f64, f64)| c / t.max(1) as f64;
     println!(
-        "CPU a trade, python / polytape: {:.1}× with the book side off; {:.1}× with it on",
+        "CPU a trade, python / polytape: {:.1}× with the book side off; {:.1}× with it on; {:.1}× for the daemon with the Parquet tape",
         per(py) / per(off),
-        per(py) / per(on)
+        per(py) / per(on),
+        per(py) / per(daemon)
     );
     Ok(())
 }
