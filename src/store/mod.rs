@@ -92,6 +92,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tape_hash_lookup_by_key",
         include_str!("../../migrations/V16__tape_hash_lookup_by_key.sql"),
     ),
+    (
+        17,
+        "tape_key_hashed",
+        include_str!("../../migrations/V17__tape_key_hashed.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while a source looks the tape up and adds what it lacks.

@@ -23,8 +23,8 @@ fn migrations_are_idempotent_and_concurrent_safe() {
     });
     assert_eq!(
         applied.iter().sum::<usize>(),
-        16,
-        "V1 to V16 once each: {applied:?}"
+        17,
+        "V1 to V17 once each: {applied:?}"
     );
     assert_eq!(polytape::store::migrate(&db.config()).expect("again"), 0);
     for table in [
@@ -69,6 +69,45 @@ fn a_repeated_trade_is_stored_once_even_without_a_hash() {
                 VALUES ('1', '0xa', 0.480, 10.0, 'BUY', '2025-06-20 14:02:26.322+00', '0xff')
                 ON CONFLICT DO NOTHING";
     assert_eq!(c.execute(same, &[]).expect("same value"), 0);
+    // Every field of the key tells two trades apart (V17 keeps all but token and time in a
+    // hash: each one changed alone must still make a new row).
+    let base = (
+        "'1'",
+        "0.48",
+        "10",
+        "'BUY'",
+        "'2025-06-20 14:02:26.322+00'",
+        "'0xff'",
+    );
+    let variants = [
+        ("'2'", base.1, base.2, base.3, base.4, base.5),
+        (base.0, "0.49", base.2, base.3, base.4, base.5),
+        (base.0, base.1, "10.000001", base.3, base.4, base.5),
+        (base.0, base.1, base.2, "'SELL'", base.4, base.5),
+        (
+            base.0,
+            base.1,
+            base.2,
+            base.3,
+            "'2025-06-20 14:02:26.323+00'",
+            base.5,
+        ),
+        (base.0, base.1, base.2, base.3, base.4, "'0xfe'"),
+        (base.0, base.1, base.2, base.3, base.4, "'0xff00'"),
+    ];
+    for (asset, price, size, side, at, tx) in variants {
+        let sql = format!(
+            "INSERT INTO trades (asset_id, market, price, size, side, traded_at, transaction_hash)
+             VALUES ({asset}, '0xa', {price}, {size}, {side}, {at}, {tx}) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(c.execute(&sql, &[]).expect("variant"), 1, "{sql}");
+        assert_eq!(c.execute(&sql, &[]).expect("its repeat"), 0, "{sql}");
+    }
+    let stored: i64 = c
+        .query_one("SELECT count(*) FROM trades", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, 2 + variants.len() as i64);
     assert!(c
         .execute("INSERT INTO trades (asset_id, market, price, size, side, traded_at) VALUES ('1','0xa',0.5,1,'HOLD',now())", &[])
         .is_err(), "side is checked");

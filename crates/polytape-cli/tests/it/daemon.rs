@@ -139,7 +139,7 @@ fn migrate_twice() {
         c
     });
     assert!(first.status.success());
-    assert_eq!(stdout(&first).trim(), "migrations applied: 16");
+    assert_eq!(stdout(&first).trim(), "migrations applied: 17");
     let mut c = polytape(&db, &sim);
     c.arg("migrate");
     let second = output(c);
