@@ -420,6 +420,8 @@ impl BookTape {
                     at_us
                 }
             }
+            // A run's first period (no book held yet, so no opening rows to stamp).
+            None if self.mirror.is_empty() => self.free_start(at_us),
             None => at_us,
         };
         let path = self.dir.join(file_name(start_us, "segment"));
@@ -451,6 +453,23 @@ impl BookTape {
         for row in &opening {
             self.append(row);
         }
+    }
+
+    /// The start of a run's first period: `at_us`, unless a period an earlier run left has
+    /// that second's name (a restart within the second it started), as a segment or, once
+    /// finished, a file. Then the next second whose names are both free, so the earlier
+    /// period is neither appended to nor replaced (files are named to the second). The
+    /// finisher renames a file into place before it removes the segment: one of the two
+    /// names is always there while a leftover is being finished.
+    fn free_start(&self, at_us: i64) -> i64 {
+        let mut start = at_us;
+        while ["segment", "parquet"]
+            .iter()
+            .any(|ext| self.dir.join(file_name(start, ext)).exists())
+        {
+            start = (start.div_euclid(1_000_000) + 1) * 1_000_000;
+        }
+        start
     }
 
     fn close(&mut self, seg: Segment, end_us: Option<i64>) {
@@ -821,6 +840,41 @@ mod tests {
         let (tx, thread) = start().expect("free again once the first is gone");
         drop(tx);
         thread.join().expect("ends");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_first_period_never_takes_the_name_of_one_an_earlier_run_left() {
+        let dir = scratch("names");
+        let s = 1_700_000_000_000_000i64;
+        // An earlier run's period of second s, not finished yet, and one of s + 1, finished.
+        let leftover = dir.join(file_name(s, "segment"));
+        fs::write(&leftover, b"earlier").expect("leftover");
+        fs::write(dir.join(file_name(s + 1_000_000, "parquet")), b"x").expect("file");
+        let (_tx, rx) = crossbeam_channel::bounded(1);
+        let mut tape = BookTape {
+            dir: dir.clone(),
+            roll_us: 3_600_000_000,
+            rx,
+            health: Health::new(),
+            mirror: Mirror::new(),
+            segment: None,
+            finish_tx: None,
+            finisher_thread: None,
+            _lock: File::create(dir.join(".lock")).expect("lock file"),
+        };
+        // A restart 0.4 s into second s.
+        tape.roll(s + 400_000);
+        let seg = tape.segment.as_ref().expect("a segment is open");
+        assert_eq!(
+            seg.start_us,
+            s + 2_000_000,
+            "the next second both names are free"
+        );
+        assert_eq!(seg.path, dir.join(file_name(s + 2_000_000, "segment")));
+        assert_eq!(fs::read(&leftover).expect("still there"), b"earlier");
+        // No name taken: the period starts where it is asked to.
+        assert_eq!(tape.free_start(s + 3_500_000), s + 3_500_000);
         let _ = fs::remove_dir_all(&dir);
     }
 
