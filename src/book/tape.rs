@@ -843,17 +843,12 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
-    #[test]
-    fn a_first_period_never_takes_the_name_of_one_an_earlier_run_left() {
-        let dir = scratch("names");
-        let s = 1_700_000_000_000_000i64;
-        // An earlier run's period of second s, not finished yet, and one of s + 1, finished.
-        let leftover = dir.join(file_name(s, "segment"));
-        fs::write(&leftover, b"earlier").expect("leftover");
-        fs::write(dir.join(file_name(s + 1_000_000, "parquet")), b"x").expect("file");
-        let (_tx, rx) = crossbeam_channel::bounded(1);
-        let mut tape = BookTape {
-            dir: dir.clone(),
+    /// A tape on `dir` with hour-long periods, no finisher and nothing open, driven by the
+    /// test itself (its sender, to keep the channel open).
+    fn bare_tape(dir: &Path) -> (BookTape, Sender<TapeMsg>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let tape = BookTape {
+            dir: dir.to_path_buf(),
             roll_us: 3_600_000_000,
             rx,
             health: Health::new(),
@@ -863,6 +858,18 @@ mod tests {
             finisher_thread: None,
             _lock: File::create(dir.join(".lock")).expect("lock file"),
         };
+        (tape, tx)
+    }
+
+    #[test]
+    fn a_first_period_never_takes_the_name_of_one_an_earlier_run_left() {
+        let dir = scratch("names");
+        let s = 1_700_000_000_000_000i64;
+        // An earlier run's period of second s, not finished yet, and one of s + 1, finished.
+        let leftover = dir.join(file_name(s, "segment"));
+        fs::write(&leftover, b"earlier").expect("leftover");
+        fs::write(dir.join(file_name(s + 1_000_000, "parquet")), b"x").expect("file");
+        let (mut tape, _tx) = bare_tape(&dir);
         // A restart 0.4 s into second s.
         tape.roll(s + 400_000);
         let seg = tape.segment.as_ref().expect("a segment is open");
@@ -881,19 +888,8 @@ mod tests {
     #[test]
     fn a_failed_write_is_cut_back_and_its_period_recorded_as_failed() {
         let dir = scratch("torn");
-        let (_tx, rx) = crossbeam_channel::bounded(1);
+        let (mut tape, _tx) = bare_tape(&dir);
         let path = dir.join(file_name(1_000_000_000_000_000, "segment"));
-        let mut tape = BookTape {
-            dir: dir.clone(),
-            roll_us: 3_600_000_000,
-            rx,
-            health: Health::new(),
-            mirror: Mirror::new(),
-            segment: None,
-            finish_tx: None,
-            finisher_thread: None,
-            _lock: File::create(dir.join(".lock")).expect("lock file"),
-        };
         let at = 1_000_000_000_000_100;
         let open = |path: &Path, writable: bool| {
             OpenOptions::new()

@@ -54,6 +54,24 @@ pub(crate) fn polytape_bin() -> Result<std::path::PathBuf> {
         .ok_or("no target dir")?)
 }
 
+/// `polytape run` against `sim`, storing into `db`, its health on `addr`, its spool in `dir`.
+pub(crate) fn daemon(
+    db: &BenchDb,
+    sim: &SimProcess,
+    addr: &str,
+    dir: &std::path::Path,
+) -> Result<Command> {
+    let mut cmd = Command::new(polytape_bin()?);
+    cmd.arg("run")
+        .env("DATABASE_URL", db.url())
+        .env("POLYTAPE_WS_URL", format!("ws://{}/ws/market", sim.addr))
+        .env("POLYTAPE_GAMMA_URL", format!("http://{}", sim.addr))
+        .env("POLYTAPE_DATA_API_URL", format!("http://{}", sim.addr))
+        .env("POLYTAPE_HEALTH_ADDR", addr)
+        .env("POLYTAPE_SPOOL_DIR", dir.join("spool"));
+    Ok(cmd)
+}
+
 fn phase(server: &str, sim: &SimProcess, on: bool, window: Duration) -> Result<Phase> {
     let db = BenchDb::new(
         server,
@@ -67,18 +85,11 @@ fn phase(server: &str, sim: &SimProcess, on: bool, window: Duration) -> Result<P
     let dir =
         std::env::temp_dir().join(format!("polytape-bench-books-{}-{on}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut cmd = Command::new(polytape_bin()?);
+    let mut cmd = daemon(&db, sim, &addr, &dir)?;
     if on {
         cmd.env("POLYTAPE_BOOK_TAPE_DIR", dir.join("tape"));
     }
     let mut child: Child = cmd
-        .arg("run")
-        .env("DATABASE_URL", db.url())
-        .env("POLYTAPE_WS_URL", format!("ws://{}/ws/market", sim.addr))
-        .env("POLYTAPE_GAMMA_URL", format!("http://{}", sim.addr))
-        .env("POLYTAPE_DATA_API_URL", format!("http://{}", sim.addr))
-        .env("POLYTAPE_HEALTH_ADDR", &addr)
-        .env("POLYTAPE_SPOOL_DIR", dir.join("spool"))
         .env("POLYTAPE_BOOK_SNAPSHOT_SECS", if on { "60" } else { "0" })
         .env("POLYTAPE_BOOK_TAPE_ROLL_SECS", "20")
         .env("RUST_LOG", "warn")

@@ -62,15 +62,10 @@ fn polytape_run(server: &str, n: u64, books: bool) -> Result<(u64, f64, f64)> {
     }
     let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     // Where it went (the threads are still there; they started with the run).
-    let by_thread: Vec<String> = cpu_seconds_by_thread()
-        .into_iter()
-        .filter(|(_, c)| *c > 0.0)
-        .map(|(k, c)| format!("{k} {c:.2} s"))
-        .collect();
     println!(
         "polytape, book side {}: CPU by thread: {}",
         if books { "on" } else { "off" },
-        by_thread.join(", ")
+        by_thread(cpu_seconds_by_thread())
     );
     let stored = handle.stop().trades_inserted;
     let _ = worker.join();
@@ -88,14 +83,7 @@ fn daemon_run(server: &str, n: u64) -> Result<(u64, f64, f64)> {
     let addr = super::books::free_addr()?;
     let dir = std::env::temp_dir().join(format!("polytape-bench-python-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(super::books::polytape_bin()?)
-        .arg("run")
-        .env("DATABASE_URL", db.url())
-        .env("POLYTAPE_WS_URL", format!("ws://{}/ws/market", sim.addr))
-        .env("POLYTAPE_GAMMA_URL", format!("http://{}", sim.addr))
-        .env("POLYTAPE_DATA_API_URL", format!("http://{}", sim.addr))
-        .env("POLYTAPE_HEALTH_ADDR", &addr)
-        .env("POLYTAPE_SPOOL_DIR", dir.join("spool"))
+    let mut child = super::books::daemon(&db, &sim, &addr, &dir)?
         .env("POLYTAPE_BOOK_TAPE_DIR", dir.join("tape"))
         .env("POLYTAPE_BOOK_SNAPSHOT_SECS", "300")
         .env("POLYTAPE_BOOK_TAPE_ROLL_SECS", "5")
@@ -126,19 +114,23 @@ fn daemon_run(server: &str, n: u64) -> Result<(u64, f64, f64)> {
         .ok()
         .and_then(|h| h["book_tape_files"].as_u64())
         .unwrap_or(0);
-    let by_thread: Vec<String> = super::cpu_seconds_by_thread_of(&pid)
-        .into_iter()
-        .filter(|(_, c)| *c > 0.0)
-        .map(|(k, c)| format!("{k} {c:.2} s"))
-        .collect();
     println!(
         "polytape run with the Parquet tape: {files} tape files written in the run; CPU by thread: {}",
-        by_thread.join(", ")
+        by_thread(super::cpu_seconds_by_thread_of(&pid))
     );
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     Ok((stored, wall, cpu))
+}
+
+/// CPU seconds by thread kind, as one line.
+fn by_thread(cpu: std::collections::BTreeMap<String, f64>) -> String {
+    cpu.into_iter()
+        .filter(|(_, c)| *c > 0.0)
+        .map(|(k, c)| format!("{k} {c:.2} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn python_run(server: &str, n: u64, python: &str) -> Result<(u64, f64, f64)> {
