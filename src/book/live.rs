@@ -713,13 +713,23 @@ impl LiveBooks {
         }
     }
 
-    /// A held token whose book has come and is trusted: the one to probe a socket with (a
-    /// token whose book the exchange has not sent, or never sends, may not answer).
-    pub(crate) fn trusted_token(&self) -> Option<&str> {
-        self.books
-            .iter()
-            .find(|(_, t)| matches!(t.trust, Trust::Trusted { .. }))
-            .map(|(a, _)| a.as_str())
+    /// Up to `n` tokens whose books have come and are trusted, each of another market: the
+    /// ones to probe a socket with. A token whose book the exchange has not sent, or never
+    /// sends, may not answer; and the exchange sends some markets' books seconds late, so one
+    /// market alone is no sure answer.
+    pub(crate) fn trusted_tokens(&self, n: usize) -> Vec<&str> {
+        let mut picked: Vec<&TokenBook> = Vec::with_capacity(n);
+        for t in self.books.values() {
+            if picked.len() == n {
+                break;
+            }
+            if matches!(t.trust, Trust::Trusted { .. })
+                && picked.iter().all(|p| p.market != t.market)
+            {
+                picked.push(t);
+            }
+        }
+        picked.into_iter().map(|t| &*t.asset).collect()
     }
 
     /// Snapshots to store, in order.
@@ -939,6 +949,37 @@ mod tests {
         ] {
             b.apply(e, ts * 1000);
         }
+    }
+
+    #[test]
+    fn probe_tokens_are_trusted_and_of_distinct_markets() {
+        let mut b = LiveBooks::new(300_000, 0, false, T0);
+        for (asset, market) in [("a1", "0xa"), ("a2", "0xa"), ("b1", "0xb"), ("b2", "0xb")] {
+            let BookEvent::Snapshot { bids, asks, .. } = book(T0, &[("0.4", "1")], &[]) else {
+                unreachable!()
+            };
+            b.apply(
+                BookEvent::Snapshot {
+                    asset_id: Cow::Borrowed(asset),
+                    market: Cow::Borrowed(market),
+                    timestamp_ms: T0,
+                    bids,
+                    asks,
+                    tick_size: None,
+                },
+                T0 * 1000,
+            );
+        }
+        b.books.insert("c1".into(), waiting("c1", "0xc", None));
+        let mut picked = b.trusted_tokens(3);
+        picked.sort_unstable();
+        assert_eq!(
+            picked.len(),
+            2,
+            "one per market, none untrusted: {picked:?}"
+        );
+        assert!(picked[0].starts_with('a') && picked[1].starts_with('b'));
+        assert_eq!(b.trusted_tokens(1).len(), 1);
     }
 
     #[test]

@@ -48,20 +48,26 @@ pub(crate) fn operation_frames(op: &str, ids: &[String], dumps: bool) -> Vec<Str
         .collect()
 }
 
-/// A subscribe operation for one held token, its book asked for: a live socket answers with
-/// that book (a quiet one included), a frozen one does not.
-pub(crate) fn probe_frame(token: &str) -> String {
-    operation_frames("subscribe", &[token.to_owned()], true)
+/// How many markets a probe asks a book of. The exchange sends some markets' books seconds
+/// late; one late market must not make a live socket look frozen.
+pub(crate) const PROBE_MARKETS: usize = 3;
+
+/// A subscribe operation for a few held tokens, their books asked for: a live socket
+/// answers with those books (a quiet one included), a frozen one does not.
+pub(crate) fn probe_frame(tokens: &[String]) -> String {
+    operation_frames("subscribe", tokens, true)
         .pop()
         .unwrap_or_default()
 }
 
-/// Whether `frame` carries the book of `token` that [`probe_frame`] asked for (a dump's book
-/// may come without its `event_type`, as the live feed sends them: then `bids` marks it).
-/// Parsed in full: it is called on the few frames of a recycle's replacement only.
-pub(crate) fn answers_probe(frame: &str, token: &str) -> bool {
+/// Whether `frame` carries the book of one of the `tokens` that [`probe_frame`] asked for (a
+/// dump's book may come without its `event_type`, as the live feed sends them: then `bids`
+/// marks it). Parsed in full: it is called on the few frames of a recycle's replacement only.
+pub(crate) fn answers_probe(frame: &str, tokens: &[String]) -> bool {
     super::event::json_events(frame).iter().any(|v| {
-        v.get("asset_id").and_then(|a| a.as_str()) == Some(token)
+        v.get("asset_id")
+            .and_then(|a| a.as_str())
+            .is_some_and(|a| tokens.iter().any(|t| t == a))
             && (v.get("event_type").and_then(|e| e.as_str()) == Some("book")
                 || v.get("bids").is_some())
     })
@@ -121,19 +127,26 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_is_answered_by_that_tokens_book_only() {
+    fn a_probe_is_answered_by_one_of_its_tokens_books_only() {
+        let asked = ["7".to_owned(), "9".to_owned()];
+        let frame = probe_frame(&asked);
+        assert_eq!(ids(&frame), asked, "one frame asks for every probed book");
+        assert!(frame.contains("\"initial_dump\":true"));
         let book = r#"{"event_type":"book","asset_id":"7","bids":[],"asks":[]}"#;
-        assert!(answers_probe(book, "7"));
+        assert!(answers_probe(book, &asked));
         assert!(answers_probe(
-            r#"[{"asset_id":"8","bids":[]},{"asset_id":"7","bids":[]}]"#,
-            "7"
+            r#"[{"asset_id":"8","bids":[]},{"asset_id":"9","bids":[]}]"#,
+            &asked
         ));
-        assert!(!answers_probe(book, "8"), "another token's book");
+        assert!(
+            !answers_probe(book, &["8".to_owned()]),
+            "another token's book"
+        );
         assert!(!answers_probe(
             r#"{"event_type":"last_trade_price","asset_id":"7","price":"0.5"}"#,
-            "7"
+            &asked
         ));
-        assert!(!answers_probe("PONG", "7"));
-        assert!(!answers_probe("[1, 2", "7"));
+        assert!(!answers_probe("PONG", &asked));
+        assert!(!answers_probe("[1, 2", &asked));
     }
 }

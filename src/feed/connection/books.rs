@@ -127,16 +127,33 @@ impl Connection {
         self.send_snapshots()
     }
 
-    /// The token to probe a socket with: one whose book has come (its answer is sure), else
-    /// the first held.
-    pub(super) fn probe_token(&self) -> Option<String> {
+    /// The tokens to probe a socket with ([`protocol::PROBE_MARKETS`] of them, each of another
+    /// market): held ones whose books have come (their answer is sure), else held ones
+    /// spread over the list (both tokens of a market sit side by side in it). Empty when
+    /// none is held.
+    pub(super) fn probe_tokens(&self) -> Vec<String> {
         let tokens = self.tokens.lock();
-        self.books
+        let trusted: Vec<String> = self
+            .books
             .as_ref()
-            .and_then(|b| b.trusted_token())
+            .map(|b| b.trusted_tokens(protocol::PROBE_MARKETS))
+            .unwrap_or_default()
+            .into_iter()
             .filter(|t| tokens.iter().any(|h| h == t))
             .map(str::to_owned)
-            .or_else(|| tokens.first().cloned())
+            .collect();
+        if !trusted.is_empty() {
+            return trusted;
+        }
+        let mut spread: Vec<String> = (0..protocol::PROBE_MARKETS)
+            .filter_map(|i| {
+                tokens
+                    .get(i * tokens.len() / protocol::PROBE_MARKETS)
+                    .cloned()
+            })
+            .collect();
+        spread.dedup();
+        spread
     }
 
     /// The socket the books were built from is gone: none is trusted until a fresh book

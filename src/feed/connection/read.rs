@@ -90,11 +90,15 @@ impl Connection {
         match liveness.check(now) {
             Check::Fine => Ok(()),
             Check::Probe => {
-                // Quiet or frozen? Ask for one held token's book: a live socket answers.
-                let probe = self.probe_token();
-                if let Some(token) = probe {
-                    log::debug!("connection {}: silent; probing with one book", self.id);
-                    ws.send(Message::text(protocol::probe_frame(&token)))
+                // Quiet or frozen? Ask for a few held tokens' books: a live socket answers.
+                let probe = self.probe_tokens();
+                if !probe.is_empty() {
+                    log::debug!(
+                        "connection {}: silent; probing with {} books",
+                        self.id,
+                        probe.len()
+                    );
+                    ws.send(Message::text(protocol::probe_frame(&probe)))
                         .map_err(|e| End::Failed(format!("probe: {e}")))?;
                 }
                 Ok(())

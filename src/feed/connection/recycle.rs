@@ -21,8 +21,8 @@ fn drop_socket(mut ws: Socket) {
 
 impl Connection {
     /// Make before break: a replacement socket is opened and subscribed while `ws` is still
-    /// read; once the replacement has delivered (the book of one held token, asked for with
-    /// the subscription, proves the server processed it), `ws` is closed politely and the
+    /// read; once the replacement has delivered (the book of one of a few held tokens, asked
+    /// for after the subscription, proves the server processed it), `ws` is closed politely and the
     /// replacement takes its place. Trades of the overlap arrive twice and collide on the
     /// natural key; none is lost, so no gap is written. A replacement that fails or stays
     /// silent is dropped, the old socket kept, and the recycle tried again later.
@@ -31,10 +31,11 @@ impl Connection {
     /// token list as it was, and they apply to it once it is in place.
     pub(super) fn recycle(&mut self, ws: &mut Socket, liveness: &mut Liveness) -> Result<(), End> {
         let tokens = self.tokens.lock().clone();
-        let Some(probe_token) = self.probe_token() else {
+        let probe_tokens = self.probe_tokens();
+        if probe_tokens.is_empty() {
             self.recycle.schedule(&self.config, false);
             return Ok(());
-        };
+        }
         let mut new = match open(&self.config, self.tls.as_ref(), &self.unblock, OVERLAP_TICK) {
             Ok(new) => new,
             Err(end) => {
@@ -48,7 +49,7 @@ impl Connection {
         };
         let frames =
             protocol::subscription_frames(&tokens, self.announce.is_some(), self.books.is_some());
-        let probe = protocol::probe_frame(&probe_token);
+        let probe = protocol::probe_frame(&probe_tokens);
         if let Err(e) = frames
             .into_iter()
             .chain(std::iter::once(probe))
@@ -82,7 +83,7 @@ impl Connection {
                     self.on_frame_from(text.as_str(), false)?;
                     // Only the probe's answer proves every subscription frame before it
                     // was taken: a trade could come from the first frame alone.
-                    if protocol::answers_probe(text.as_str(), &probe_token) {
+                    if protocol::answers_probe(text.as_str(), &probe_tokens) {
                         break;
                     }
                 }
