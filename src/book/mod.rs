@@ -26,6 +26,7 @@
 mod events;
 mod live;
 mod number;
+mod segment;
 mod snapshot;
 mod tape;
 

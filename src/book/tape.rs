@@ -34,6 +34,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::Book;
 use super::number::{Price, Side, Size};
+use super::segment::{self, Decoder, Encoder};
 use crate::health::Health;
 use crate::spool::frame::{self, HEADER};
 
@@ -167,6 +168,8 @@ struct Segment {
     /// What went wrong writing this period, and the rows it lost.
     error: Option<String>,
     lost: u64,
+    /// Writes the rows of the record being gathered.
+    enc: Encoder,
 }
 
 /// A closed segment to turn into its file.
@@ -235,7 +238,7 @@ impl BookTape {
         }
         let finisher_health = health.clone();
         let finisher_thread = std::thread::Builder::new()
-            .name("polytape-book-tape-files".into())
+            .name("polytape-files".into())
             .spawn(move || {
                 let mut files = Files {
                     finisher,
@@ -260,7 +263,7 @@ impl BookTape {
             _lock: lock,
         };
         let thread = std::thread::Builder::new()
-            .name("polytape-book-tape".into())
+            .name("polytape-tape".into())
             .spawn(move || tape.run())?;
         Ok((tx, thread))
     }
@@ -326,8 +329,9 @@ impl BookTape {
         };
         if seg.buf.is_empty() {
             seg.buf.extend_from_slice(&[0; HEADER as usize]);
+            seg.enc.start();
         }
-        encode_row(row, &mut seg.buf);
+        seg.enc.row(row, &mut seg.buf);
         seg.pending += 1;
         if seg.buf.len() >= 4 << 20 {
             self.sync();
@@ -435,7 +439,20 @@ impl BookTape {
                 return;
             }
         };
-        let good_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut good_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if good_len == 0 {
+            // A new segment says its format first.
+            let magic = magic_record();
+            if let Err(e) = (&file).write_all(&magic) {
+                log::error!(
+                    "book tape: cannot write {} ({e}); no tape until it can",
+                    path.display()
+                );
+                let _ = fs::remove_file(&path);
+                return;
+            }
+            good_len = magic.len() as u64;
+        }
         self.segment = Some(Segment {
             path,
             file,
@@ -447,6 +464,7 @@ impl BookTape {
             good_len,
             error: None,
             lost: 0,
+            enc: Encoder::default(),
         });
         // Every file replays on its own: it opens with every held book.
         let opening = opening_rows(&mut self.mirror, start_us);
@@ -482,6 +500,14 @@ impl BookTape {
             });
         }
     }
+}
+
+/// A segment's first record: the magic that says its rows are in the compact format.
+fn magic_record() -> Vec<u8> {
+    let mut magic = vec![0; HEADER as usize];
+    magic.extend_from_slice(segment::MAGIC);
+    frame::seal(&mut magic);
+    magic
 }
 
 /// The start of a segment, from its name.
@@ -618,63 +644,15 @@ fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     Ok((bytes, digest.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn encode_row(r: &TapeRow, out: &mut Vec<u8>) {
-    put_str(out, &r.asset_id);
-    put_str(out, &r.market);
-    out.extend_from_slice(&r.timestamp_us.to_le_bytes());
-    out.extend_from_slice(&r.local_timestamp_us.to_le_bytes());
-    out.push(u8::from(r.is_snapshot) | if r.side == Side::Ask { 2 } else { 0 });
-    out.extend_from_slice(&r.price.units().to_le_bytes());
-    out.extend_from_slice(&r.amount.units().to_le_bytes());
-}
-
-fn decode_row(b: &mut &[u8], names: &mut HashMap<Vec<u8>, Arc<str>>) -> Option<TapeRow> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = b.split_at_checked(n)?;
-        *b = rest;
-        Some(head)
-    }
-    let mut name = |b: &mut &[u8]| -> Option<Arc<str>> {
-        let len = u16::from_le_bytes(take(b, 2)?.try_into().ok()?) as usize;
-        let bytes = take(b, len)?;
-        if let Some(a) = names.get(bytes) {
-            return Some(Arc::clone(a));
-        }
-        let a: Arc<str> = Arc::from(std::str::from_utf8(bytes).ok()?);
-        names.insert(bytes.to_vec(), Arc::clone(&a));
-        Some(a)
-    };
-    let asset_id = name(b)?;
-    let market = name(b)?;
-    let i64_at = |b: &mut &[u8]| Some(i64::from_le_bytes(take(b, 8)?.try_into().ok()?));
-    let timestamp_us = i64_at(b)?;
-    let local_timestamp_us = i64_at(b)?;
-    let flags = take(b, 1)?[0];
-    let price = Price::from_units(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))?;
-    let amount = Size::from_units(u64::from_le_bytes(take(b, 8)?.try_into().ok()?));
-    Some(TapeRow {
-        asset_id,
-        market,
-        timestamp_us,
-        local_timestamp_us,
-        is_snapshot: flags & 1 != 0,
-        side: if flags & 2 != 0 { Side::Ask } else { Side::Bid },
-        price,
-        amount,
-    })
-}
-
 /// The rows of a segment, record by record; a torn tail (a crash mid-write) ends it.
 struct SegmentRows {
     reader: BufReader<File>,
     left: u64,
     record: Vec<u8>,
     at: usize,
+    /// The segment opened with the magic record (else it is of the first format).
+    compact: bool,
+    decoder: Decoder,
     names: HashMap<Vec<u8>, Arc<str>>,
     rows: u64,
     assets: std::collections::HashSet<Arc<str>>,
@@ -685,20 +663,51 @@ impl SegmentRows {
     fn open(path: &Path) -> io::Result<SegmentRows> {
         let file = File::open(path)?;
         let left = file.metadata()?.len();
-        Ok(SegmentRows {
+        let mut rows = SegmentRows {
             reader: BufReader::new(file),
             left,
             record: Vec::new(),
             at: 0,
+            compact: false,
+            decoder: Decoder::default(),
             names: HashMap::new(),
             rows: 0,
             assets: std::collections::HashSet::new(),
             last_us: 0,
-        })
+        };
+        // The first record says the format: the magic, or already rows of the first one.
+        if let Some(first) = rows.next_record()? {
+            if first == segment::MAGIC {
+                rows.compact = true;
+            } else {
+                rows.record = first;
+            }
+        }
+        Ok(rows)
     }
 
+    /// The next record's payload; `None` at the end or at a torn tail (the rest is cut).
+    fn next_record(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        match frame::read_record(&mut self.reader, self.left) {
+            Ok((len, payload)) => {
+                self.left -= len;
+                Ok(Some(payload))
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                log::warn!("book tape: a segment ends in a torn record ({e}); the rest is cut");
+                self.left = 0;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether it holds no row.
     fn is_empty(&self) -> bool {
-        self.left == 0
+        self.left == 0 && self.at >= self.record.len()
     }
 }
 
@@ -707,26 +716,24 @@ impl Iterator for SegmentRows {
 
     fn next(&mut self) -> Option<io::Result<TapeRow>> {
         while self.at >= self.record.len() {
-            if self.left == 0 {
-                return None;
-            }
-            match frame::read_record(&mut self.reader, self.left) {
-                Ok((len, payload)) => {
-                    self.left -= len;
+            match self.next_record() {
+                Ok(Some(payload)) => {
                     self.record = payload;
                     self.at = 0;
+                    self.decoder.start();
                 }
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    log::warn!("book tape: a segment ends in a torn record ({e}); the rest is cut");
-                    self.left = 0;
-                    return None;
-                }
+                Ok(None) => return None,
                 Err(e) => return Some(Err(e)),
             }
         }
         let mut rest = &self.record[self.at..];
         let before = rest.len();
-        let Some(row) = decode_row(&mut rest, &mut self.names) else {
+        let row = if self.compact {
+            self.decoder.row(&mut rest, &mut self.names)
+        } else {
+            segment::legacy_row(&mut rest, &mut self.names)
+        };
+        let Some(row) = row else {
             self.record.clear();
             self.at = 0;
             return Some(Err(io::Error::new(
@@ -911,10 +918,16 @@ mod tests {
             good_len: 0,
             error: None,
             lost: 0,
+            enc: Encoder::default(),
         };
         // One good write, then a write that fails (a file the disk will not take), then a
         // good one again.
-        tape.segment = Some(segment(open(&path, true)));
+        let magic = magic_record();
+        fs::write(&path, &magic).expect("magic");
+        tape.segment = Some(Segment {
+            good_len: magic.len() as u64,
+            ..segment(open(&path, true))
+        });
         tape.append(&tape_row("A", at, true, Side::Bid, "0.4", "1"));
         tape.sync();
         let good = tape.segment.as_ref().map_or(0, |s| s.good_len);
@@ -992,34 +1005,49 @@ mod tests {
     }
 
     #[test]
-    fn rows_round_trip_and_names_are_by_start() {
-        let row = TapeRow {
-            asset_id: Arc::from("123"),
-            market: Arc::from("0xabc"),
-            timestamp_us: 1_700_000_000_000_000,
-            local_timestamp_us: 1_700_000_000_001_000,
-            is_snapshot: true,
-            side: Side::Ask,
-            price: Price::parse("0.48").expect("p"),
-            amount: Size::parse("12.5").expect("s"),
-        };
-        let mut buf = Vec::new();
-        encode_row(&row, &mut buf);
-        encode_row(
-            &TapeRow {
-                is_snapshot: false,
-                side: Side::Bid,
-                ..row.clone()
-            },
-            &mut buf,
-        );
-        let mut names = HashMap::new();
-        let mut b = &buf[..];
-        assert_eq!(decode_row(&mut b, &mut names), Some(row.clone()));
-        let second = decode_row(&mut b, &mut names).expect("second");
-        assert!(!second.is_snapshot && second.side == Side::Bid);
-        assert!(b.is_empty());
-        assert_eq!(decode_row(&mut &buf[..10], &mut names), None, "cut short");
+    fn a_segment_of_the_first_format_still_reads() {
+        // Written here as the first format wrote rows (both ids in full, fixed widths), as a
+        // segment an older version left for the next start to finish.
+        let dir = scratch("legacy");
+        let path = dir.join(file_name(1_700_000_000_000_000, "segment"));
+        let rows = [
+            tape_row(
+                "123",
+                1_700_000_000_001_000,
+                true,
+                Side::Ask,
+                "0.48",
+                "12.5",
+            ),
+            tape_row("123", 1_700_000_000_002_000, false, Side::Bid, "0.47", "0"),
+        ];
+        let mut record = vec![0; HEADER as usize];
+        for r in &rows {
+            for id in [&r.asset_id, &r.market] {
+                record.extend_from_slice(&(id.len() as u16).to_le_bytes());
+                record.extend_from_slice(id.as_bytes());
+            }
+            record.extend_from_slice(&r.timestamp_us.to_le_bytes());
+            record.extend_from_slice(&r.local_timestamp_us.to_le_bytes());
+            record.push(u8::from(r.is_snapshot) | if r.side == Side::Ask { 2 } else { 0 });
+            record.extend_from_slice(&r.price.units().to_le_bytes());
+            record.extend_from_slice(&r.amount.units().to_le_bytes());
+        }
+        frame::seal(&mut record);
+        fs::write(&path, &record).expect("segment");
+        let read: Vec<TapeRow> = SegmentRows::open(&path)
+            .expect("open")
+            .collect::<io::Result<_>>()
+            .expect("reads");
+        assert_eq!(read, rows);
+        // A new segment holding the magic alone holds no row.
+        fs::write(&path, magic_record()).expect("magic");
+        assert!(SegmentRows::open(&path).expect("open").is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names_are_by_start() {
         let name = file_name(1_700_000_000_000_000, "parquet");
         assert_eq!(name, "book_tape_20231114T221320.parquet");
         assert_eq!(
