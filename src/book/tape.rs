@@ -73,7 +73,7 @@ pub trait TapeFinisher: Send + Sync {
 /// The tape thread's copy of every held book: by token, its market, its book as the rows
 /// built it, and the local time of its last row if that was a snapshot row (`None`: a change
 /// row).
-type Mirror = HashMap<Arc<str>, (Arc<str>, Book, Option<i64>)>;
+type Mirror = HashMap<Arc<str>, (Arc<str>, Book, Option<i64>), ahash::RandomState>;
 
 /// Applies one row to the mirror by the replay rule (module docs): a snapshot row after a
 /// change row, or of another block than the token's last snapshot row, starts afresh.
@@ -256,7 +256,7 @@ impl BookTape {
             roll_us: roll.as_micros().max(1_000_000) as i64,
             rx,
             health,
-            mirror: HashMap::new(),
+            mirror: Mirror::default(),
             segment: None,
             finish_tx: Some(job_tx),
             finisher_thread: Some(finisher_thread),
@@ -859,7 +859,7 @@ mod tests {
             roll_us: 3_600_000_000,
             rx,
             health: Health::new(),
-            mirror: Mirror::new(),
+            mirror: Mirror::default(),
             segment: None,
             finish_tx: None,
             finisher_thread: None,
@@ -985,7 +985,7 @@ mod tests {
             tape_row("B", 31, true, Bid, "0.5", "1"),
             tape_row("B", 31, true, Ask, "0.6", "1"),
         ];
-        let mut mirror = Mirror::new();
+        let mut mirror = Mirror::default();
         for r in &period {
             mirror_row(&mut mirror, r);
         }

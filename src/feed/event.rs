@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use super::decimal::Decimal;
-use super::scan::{Kind, Span, scan};
+use super::scan::{Kind, Span};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
@@ -162,14 +162,17 @@ impl std::error::Error for MalformedFrame {}
 
 /// Parses one text frame, appending its valid trades to `trades`.
 ///
-/// `received_at_us` is stamped on every trade. A malformed frame appends nothing.
+/// `received_at_us` is stamped on every trade. A malformed frame appends nothing. (The
+/// connections scan once and read each part from the scan's ranges; this whole-frame form
+/// is for the benchmarks, the fuzzer and tests.)
+#[cfg(any(test, feature = "bench"))]
 pub fn parse_frame(
     text: &str,
     received_at_us: i64,
     trades: &mut Vec<Trade>,
 ) -> Result<FrameSummary, MalformedFrame> {
     let mut events = Vec::new();
-    scan(text, &mut events)?;
+    super::scan::scan(text, &mut events)?;
     Ok(read_trades(text, &events, received_at_us, trades))
 }
 
