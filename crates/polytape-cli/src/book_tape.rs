@@ -13,11 +13,13 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use arrow_array::builder::{
-    BooleanBuilder, Decimal128Builder, StringDictionaryBuilder, TimestampMicrosecondBuilder,
+    BooleanBuilder, Decimal128Builder, Int32Builder, TimestampMicrosecondBuilder,
 };
 use arrow_array::types::Int32Type;
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -49,13 +51,51 @@ pub(crate) fn schema() -> Arc<Schema> {
 /// Writes the tape's files as Parquet.
 pub(crate) struct ParquetTape;
 
+/// A dictionary column built from the rows' shared ids: a row's key is found by the address
+/// of its `Arc` (the segment reader hands out one `Arc` per distinct id), so an id is hashed
+/// once a batch, not once a row; the last key is kept, as rows come in runs of one token.
+/// Two `Arc`s of one id only make two equal dictionary values.
+#[derive(Default)]
+struct Ids {
+    keys: Vec<i32>,
+    values: Vec<Arc<str>>,
+    index: HashMap<usize, i32>,
+    last: Option<(usize, i32)>,
+}
+
+impl Ids {
+    fn push(&mut self, id: &Arc<str>) {
+        let at = Arc::as_ptr(id).cast::<u8>() as usize;
+        let key = match self.last {
+            Some((a, k)) if a == at => k,
+            _ => *self.index.entry(at).or_insert_with(|| {
+                self.values.push(Arc::clone(id));
+                self.values.len() as i32 - 1
+            }),
+        };
+        self.last = Some((at, key));
+        self.keys.push(key);
+    }
+
+    fn finish(&mut self) -> io::Result<DictionaryArray<Int32Type>> {
+        let keys = Int32Array::from(std::mem::take(&mut self.keys));
+        let values = StringArray::from_iter_values(self.values.iter().map(|v| &**v));
+        // The `Arc`s are held until here, so no address was reused within the batch.
+        self.values.clear();
+        self.index.clear();
+        self.last = None;
+        DictionaryArray::try_new(keys, Arc::new(values)).map_err(io::Error::other)
+    }
+}
+
 struct Columns {
-    asset: StringDictionaryBuilder<Int32Type>,
-    market: StringDictionaryBuilder<Int32Type>,
+    asset: Ids,
+    market: Ids,
     ts: TimestampMicrosecondBuilder,
     local: TimestampMicrosecondBuilder,
     snapshot: BooleanBuilder,
-    side: StringDictionaryBuilder<Int32Type>,
+    /// Keys into `["bid", "ask"]`.
+    side: Int32Builder,
     price: Decimal128Builder,
     amount: Decimal128Builder,
     rows: usize,
@@ -69,12 +109,12 @@ impl Columns {
                 .unwrap_or_else(|_| Decimal128Builder::with_capacity(BATCH))
         };
         Columns {
-            asset: StringDictionaryBuilder::new(),
-            market: StringDictionaryBuilder::new(),
+            asset: Ids::default(),
+            market: Ids::default(),
             ts: TimestampMicrosecondBuilder::with_capacity(BATCH).with_timezone("UTC"),
             local: TimestampMicrosecondBuilder::with_capacity(BATCH).with_timezone("UTC"),
             snapshot: BooleanBuilder::with_capacity(BATCH),
-            side: StringDictionaryBuilder::new(),
+            side: Int32Builder::with_capacity(BATCH),
             price: decimal(),
             amount: decimal(),
             rows: 0,
@@ -82,14 +122,14 @@ impl Columns {
     }
 
     fn push(&mut self, r: &TapeRow) {
-        self.asset.append_value(&*r.asset_id);
-        self.market.append_value(&*r.market);
+        self.asset.push(&r.asset_id);
+        self.market.push(&r.market);
         self.ts.append_value(r.timestamp_us);
         self.local.append_value(r.local_timestamp_us);
         self.snapshot.append_value(r.is_snapshot);
         self.side.append_value(match r.side {
-            Side::Bid => "bid",
-            Side::Ask => "ask",
+            Side::Bid => 0,
+            Side::Ask => 1,
         });
         self.price.append_value(i128::from(r.price.units()));
         self.amount.append_value(i128::from(r.amount.units()));
@@ -97,13 +137,16 @@ impl Columns {
     }
 
     fn batch(&mut self) -> io::Result<RecordBatch> {
+        let sides = StringArray::from(vec!["bid", "ask"]);
+        let side = DictionaryArray::<Int32Type>::try_new(self.side.finish(), Arc::new(sides))
+            .map_err(io::Error::other)?;
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.asset.finish()),
-            Arc::new(self.market.finish()),
+            Arc::new(self.asset.finish()?),
+            Arc::new(self.market.finish()?),
             Arc::new(self.ts.finish()),
             Arc::new(self.local.finish()),
             Arc::new(self.snapshot.finish()),
-            Arc::new(self.side.finish()),
+            Arc::new(side),
             Arc::new(self.price.finish()),
             Arc::new(self.amount.finish()),
         ];
