@@ -380,14 +380,20 @@ impl RawTrade<'_> {
 /// Asset and condition ids: decimal digits or `0x` hex, nothing a COPY row would need to
 /// escape.
 pub(crate) fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
+    // Every byte checked without an early exit, which the compiler vectorises: ids are
+    // 66 to 78 bytes, and every book event entry names one.
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes().fold(true, |ok, b| ok & b.is_ascii_alphanumeric())
 }
 
 fn is_hex_hash(s: &str) -> bool {
     s.len() > 2
         && s.len() <= MAX_ID_LEN
         && s.starts_with("0x")
-        && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
+        && s.bytes()
+            .skip(2)
+            .fold(true, |ok, b| ok & b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
