@@ -212,16 +212,6 @@ pub(crate) fn read_trades(
     summary
 }
 
-/// A frame's events as JSON values (a frame is one object or an array of them; not JSON:
-/// none), for the rare frames read in full rather than through [`parse_frame`].
-pub(crate) fn json_events(frame: &str) -> Vec<serde_json::Value> {
-    match serde_json::from_str::<serde_json::Value>(frame) {
-        Ok(serde_json::Value::Array(items)) => items,
-        Ok(v) => vec![v],
-        Err(_) => Vec::new(),
-    }
-}
-
 /// The first few characters of a frame, for log lines.
 pub fn preview(text: &str) -> &str {
     let mut end = text.len().min(80);

@@ -61,15 +61,13 @@ pub(crate) fn probe_frame(tokens: &[String]) -> String {
 }
 
 /// Whether `frame` carries the book of one of the `tokens` that [`probe_frame`] asked for (a
-/// dump's book may come without its `event_type`, as the live feed sends them: then `bids`
-/// marks it). Parsed in full: it is called on the few frames of a recycle's replacement only.
+/// dump's book may come without its `event_type`, as the live feed sends them: the scan
+/// takes an event with `bids` for a book). Read by the book side's own reader: it is called
+/// on the few frames of a recycle's replacement only.
 pub(crate) fn answers_probe(frame: &str, tokens: &[String]) -> bool {
-    super::event::json_events(frame).iter().any(|v| {
-        v.get("asset_id")
-            .and_then(|a| a.as_str())
-            .is_some_and(|a| tokens.iter().any(|t| t == a))
-            && (v.get("event_type").and_then(|e| e.as_str()) == Some("book")
-                || v.get("bids").is_some())
+    crate::book::book_events(frame).events.iter().any(|e| {
+        matches!(e, crate::book::BookEvent::Snapshot { asset_id, .. }
+            if tokens.iter().any(|t| t == asset_id))
     })
 }
 
@@ -132,10 +130,10 @@ mod tests {
         let frame = probe_frame(&asked);
         assert_eq!(ids(&frame), asked, "one frame asks for every probed book");
         assert!(frame.contains("\"initial_dump\":true"));
-        let book = r#"{"event_type":"book","asset_id":"7","bids":[],"asks":[]}"#;
+        let book = r#"{"event_type":"book","asset_id":"7","market":"0xa","bids":[],"asks":[]}"#;
         assert!(answers_probe(book, &asked));
         assert!(answers_probe(
-            r#"[{"asset_id":"8","bids":[]},{"asset_id":"9","bids":[]}]"#,
+            r#"[{"asset_id":"8","market":"0xa","bids":[]},{"asset_id":"9","market":"0xa","bids":[]}]"#,
             &asked
         ));
         assert!(
