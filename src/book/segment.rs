@@ -90,7 +90,7 @@ impl Encoder {
             timestamp_us: r.timestamp_us,
             local_timestamp_us: r.local_timestamp_us,
         };
-        out.push(u8::from(r.is_snapshot) | if r.side == Side::Ask { 2 } else { 0 });
+        out.push(flags(r));
         put_varint(out, r.price.units());
         put_varint(out, r.amount.units());
     }
@@ -135,21 +135,13 @@ impl Decoder {
             local_timestamp_us,
         };
         let flags = take(b, 1)?[0];
-        if flags > 3 {
-            return None;
-        }
         let price = Price::from_units(varint(b)?)?;
         let amount = Size::from_units(varint(b)?);
-        Some(TapeRow {
-            asset_id,
-            market,
-            timestamp_us,
-            local_timestamp_us,
-            is_snapshot: flags & 1 != 0,
-            side: if flags & 2 != 0 { Side::Ask } else { Side::Bid },
-            price,
-            amount,
-        })
+        assemble(
+            (asset_id, market),
+            (timestamp_us, local_timestamp_us),
+            (flags, price, amount),
+        )
     }
 }
 
@@ -163,7 +155,25 @@ pub(super) fn legacy_row(b: &mut &[u8], names: &mut HashMap<Vec<u8>, Arc<str>>) 
     let flags = take(b, 1)?[0];
     let price = Price::from_units(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))?;
     let amount = Size::from_units(u64::from_le_bytes(take(b, 8)?.try_into().ok()?));
-    Some(TapeRow {
+    assemble(
+        (asset_id, market),
+        (timestamp_us, local_timestamp_us),
+        (flags, price, amount),
+    )
+}
+
+/// A row's flags byte, in both formats: bit 0 a snapshot row, bit 1 the ask side.
+fn flags(r: &TapeRow) -> u8 {
+    u8::from(r.is_snapshot) | if r.side == Side::Ask { 2 } else { 0 }
+}
+
+/// A decoded row; `None` for flags no row has.
+fn assemble(
+    (asset_id, market): (Arc<str>, Arc<str>),
+    (timestamp_us, local_timestamp_us): (i64, i64),
+    (flags, price, amount): (u8, Price, Size),
+) -> Option<TapeRow> {
+    (flags <= 3).then_some(TapeRow {
         asset_id,
         market,
         timestamp_us,
