@@ -30,11 +30,6 @@
 //! it arrives, with the start of the blind window.
 
 use std::collections::{HashMap, HashSet};
-
-/// Maps and sets keyed by token id, looked up several times for every book event: aHash
-/// (keyed at random per map, as SipHash is) hashes a 77-byte id several times faster.
-type TokenMap<V> = HashMap<String, V, ahash::RandomState>;
-type TokenSet = HashSet<String, ahash::RandomState>;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -45,6 +40,11 @@ use super::snapshot::{BookSnapshot, SnapshotSource};
 use super::tape::{TapeMsg, TapeRow};
 use crate::health::BookStats;
 use crate::prices::{MinuteBar, PriceBar, minute_of};
+
+/// Maps and sets keyed by token id, looked up several times for every book event: aHash
+/// (keyed at random per map, as SipHash is) hashes a 77-byte id several times faster.
+type TokenMap<V> = HashMap<String, V, ahash::RandomState>;
+type TokenSet = HashSet<String, ahash::RandomState>;
 
 /// How long after a cut's boundary, on a quiet socket, the cut is made by the clock.
 const QUIET_CUT_MS: i64 = 2_000;

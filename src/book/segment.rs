@@ -64,8 +64,11 @@ impl Encoder {
             Some((a, m, i)) if (a, m) == key => Some(i),
             _ => self.index.get(&key).copied(),
         };
-        match known {
-            Some(i) => put_varint(out, u64::from(i) + 1),
+        let i = match known {
+            Some(i) => {
+                put_varint(out, u64::from(i) + 1);
+                i
+            }
             None => {
                 let i = self.held.len() as u32;
                 out.push(0);
@@ -74,12 +77,10 @@ impl Encoder {
                 self.index.insert(key, i);
                 self.held
                     .push((Arc::clone(&r.asset_id), Arc::clone(&r.market)));
-                self.last = Some((key.0, key.1, i));
+                i
             }
-        }
-        if let Some(i) = known {
-            self.last = Some((key.0, key.1, i));
-        }
+        };
+        self.last = Some((key.0, key.1, i));
         put_signed(out, r.timestamp_us.wrapping_sub(self.before.timestamp_us));
         put_signed(
             out,

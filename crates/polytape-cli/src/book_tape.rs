@@ -8,12 +8,11 @@
 //! dictionary-encoded, the timestamps delta-encoded and zstd on top a book event takes a few
 //! bytes (BENCHMARKS.md, "book tape").
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-
-use std::collections::HashMap;
 
 use arrow_array::builder::{
     BooleanBuilder, Decimal128Builder, Int32Builder, TimestampMicrosecondBuilder,

@@ -113,18 +113,32 @@ impl Connection {
             books.publish(self.health.books());
         }
         let wanted = books.take_resync();
-        if !wanted.is_empty() {
-            log::debug!(
-                "connection {}: asking for {} fresh books",
-                self.id,
-                wanted.len()
-            );
-            for frame in protocol::operation_frames("subscribe", &wanted, true) {
-                ws.send(Message::text(frame))
-                    .map_err(|e| End::Failed(format!("book resync: {e}")))?;
-            }
-        }
+        self.ask_books(ws, &wanted, "book resync")?;
         self.send_snapshots()
+    }
+
+    /// Asks the socket for the books of `tokens` (held ones: a subscribe operation with its
+    /// dump, which a live socket answers with each book); `why` names it in the log and in
+    /// a failure.
+    pub(super) fn ask_books(
+        &self,
+        ws: &mut Socket,
+        tokens: &[String],
+        why: &str,
+    ) -> Result<(), End> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        log::debug!(
+            "connection {}: {why}: asking for {} books",
+            self.id,
+            tokens.len()
+        );
+        for frame in protocol::operation_frames("subscribe", tokens, true) {
+            ws.send(Message::text(frame))
+                .map_err(|e| End::Failed(format!("{why}: {e}")))?;
+        }
+        Ok(())
     }
 
     /// The tokens to probe a socket with ([`protocol::PROBE_MARKETS`] of them, each of another

@@ -11,7 +11,6 @@ use super::{Connection, is_timeout};
 use crate::feed::announcement::announcements;
 use crate::feed::event::{Record, preview, read_trades};
 use crate::feed::liveness::{Check, Liveness};
-use crate::feed::protocol;
 use crate::feed::scan::scan;
 use crate::feed::socket::{End, Socket};
 use crate::health::now_us;
@@ -92,16 +91,7 @@ impl Connection {
             Check::Probe => {
                 // Quiet or frozen? Ask for a few held tokens' books: a live socket answers.
                 let probe = self.probe_tokens();
-                if !probe.is_empty() {
-                    log::debug!(
-                        "connection {}: silent; probing with {} books",
-                        self.id,
-                        probe.len()
-                    );
-                    ws.send(Message::text(protocol::probe_frame(&probe)))
-                        .map_err(|e| End::Failed(format!("probe: {e}")))?;
-                }
-                Ok(())
+                self.ask_books(ws, &probe, "silent, probe")
             }
             Check::Dead(reason) => Err(End::Failed(reason)),
         }
