@@ -175,6 +175,11 @@ pub mod bench {
             .collect())
     }
 
+    /// Whether a connection with the book side off passes `frame` over unscanned.
+    pub fn book_events_only(frame: &str) -> bool {
+        crate::feed::scan::book_events_only(frame)
+    }
+
     /// A frame read as a connection with the book side on reads it: one scan, its trades
     /// (appended to `trades`) and its book events; returns how many book events.
     pub fn read_frame_with_books(frame: &str, trades: &mut Vec<crate::feed::Trade>) -> usize {

@@ -1,7 +1,8 @@
 //! The one scan of a frame, against serde_json read independently: the scan accepts exactly
 //! the frames serde_json reads as an object or an array of objects (nesting under 100), and
 //! the events it finds are those objects, in order, with the type their `event_type` says;
-//! and the book side's hand reader reads each as serde does, or leaves it to serde.
+//! and the book side's hand reader reads each as serde does, or leaves it to serde; and a frame
+//! passed over unscanned (the book side off) holds nothing another reader wants.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -41,6 +42,20 @@ fuzz_target!(|data: &[u8]| {
             .map(|items| items.iter().map(|v| v.get()).collect()),
         _ => None,
     };
+    // A frame a connection without a book side passes over holds only events the book side
+    // reads, or events without any type.
+    if let (true, Ok(events)) = (polytape::bench::book_events_only(text), &scanned) {
+        for (kind, event_text) in events {
+            let untyped = || {
+                serde_json::from_str::<Value>(event_text).is_ok_and(|v| v.get("event_type").is_none())
+            };
+            assert!(
+                matches!(kind.as_str(), "Book" | "PriceChange" | "TickSize" | "BestBidAsk")
+                    || (kind == "Unknown" && untyped()),
+                "{text:?} passed over, yet holds {kind}"
+            );
+        }
+    }
     match (&scanned, objects) {
         (Ok(events), Some(objects)) => {
             assert_eq!(events.len(), objects.len(), "{text:?}");

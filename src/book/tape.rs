@@ -679,7 +679,11 @@ struct SegmentRows {
     decoder: Decoder,
     names: HashMap<Vec<u8>, Arc<str>>,
     rows: u64,
-    assets: std::collections::HashSet<Arc<str>>,
+    /// The distinct tokens read, by address: the reader hands out one `Arc` per distinct
+    /// id, so an address is an id, and a row costs no hash of its 77-byte id.
+    assets: std::collections::HashSet<usize, ahash::RandomState>,
+    /// The last row's token (rows come in runs of one token).
+    last_asset: usize,
     last_us: i64,
 }
 
@@ -696,7 +700,8 @@ impl SegmentRows {
             decoder: Decoder::default(),
             names: HashMap::new(),
             rows: 0,
-            assets: std::collections::HashSet::new(),
+            assets: std::collections::HashSet::default(),
+            last_asset: 0,
             last_us: 0,
         };
         // The first record says the format: the magic, or already rows of the first one.
@@ -768,8 +773,10 @@ impl Iterator for SegmentRows {
         self.at += before - rest.len();
         self.rows += 1;
         self.last_us = self.last_us.max(row.local_timestamp_us);
-        if !self.assets.contains(&row.asset_id) {
-            self.assets.insert(Arc::clone(&row.asset_id));
+        let asset = Arc::as_ptr(&row.asset_id).cast::<u8>() as usize;
+        if asset != self.last_asset {
+            self.last_asset = asset;
+            self.assets.insert(asset);
         }
         Some(Ok(row))
     }
@@ -1043,7 +1050,8 @@ mod tests {
                 "0.48",
                 "12.5",
             ),
-            tape_row("123", 1_700_000_000_002_000, false, Side::Bid, "0.47", "0"),
+            tape_row("456", 1_700_000_000_002_000, true, Side::Bid, "0.5", "1"),
+            tape_row("123", 1_700_000_000_003_000, false, Side::Bid, "0.47", "0"),
         ];
         let mut record = vec![0; HEADER as usize];
         for r in &rows {
@@ -1059,11 +1067,11 @@ mod tests {
         }
         frame::seal(&mut record);
         fs::write(&path, &record).expect("segment");
-        let read: Vec<TapeRow> = SegmentRows::open(&path)
-            .expect("open")
-            .collect::<io::Result<_>>()
-            .expect("reads");
+        let mut reader = SegmentRows::open(&path).expect("open");
+        let read: Vec<TapeRow> = reader.by_ref().collect::<io::Result<_>>().expect("reads");
         assert_eq!(read, rows);
+        // Two tokens, the first one twice but not in a row (what the file's entry says).
+        assert_eq!((reader.rows, reader.assets.len()), (3, 2));
         // A new segment holding the magic alone holds no row.
         fs::write(&path, magic_record()).expect("magic");
         assert!(SegmentRows::open(&path).expect("open").is_empty());

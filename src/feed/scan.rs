@@ -92,6 +92,42 @@ pub(crate) fn scan(frame: &str, events: &mut Vec<Span>) -> Result<(), MalformedF
     result.map_err(|e| MalformedFrame::new(e.describe(frame)))
 }
 
+/// With the book side off: whether `frame` can be passed over without its scan, every event
+/// in it being one the book side alone reads. The live feed sends some fifty book events for
+/// every trade; with nobody to read them, their grammar is not checked (a malformed frame of
+/// book events alone is not counted as malformed then) and the frame only counts as a frame.
+///
+/// Conservative by construction: `true` only when the frame has no backslash (so every key
+/// and type is spelled as it reads) and every `"event_type"` in it is followed, with no
+/// space, by `:"` and a book type. A trade, an announcement or an event of a type not known
+/// must name its type there, so a frame holding one is always scanned; so is a frame without
+/// any `"event_type"`, and anything spaced or escaped. The searches are `memchr`'s (vector
+/// instructions), some ten times the scan's speed.
+pub(crate) fn book_events_only(frame: &str) -> bool {
+    const KEY: &[u8] = b"\"event_type\"";
+    let b = frame.as_bytes();
+    if memchr::memchr(b'\\', b).is_some() {
+        return false;
+    }
+    let mut any = false;
+    for at in memchr::memmem::find_iter(b, KEY) {
+        let Some(value) = b[at + KEY.len()..].strip_prefix(b":\"") else {
+            return false;
+        };
+        let Some(end) = memchr::memchr(b'"', value) else {
+            return false;
+        };
+        if !matches!(
+            &value[..end],
+            b"book" | b"price_change" | b"tick_size_change" | b"best_bid_ask"
+        ) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// Where and why a scan stopped.
 struct Stop {
     at: usize,
@@ -555,6 +591,110 @@ mod tests {
                 "{s:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_frame_of_book_events_alone_is_passed_over_and_nothing_else() {
+        for only_books in [
+            r#"{"event_type":"price_change","market":"0x1","price_changes":[{"asset_id":"1","price":"0.5","size":"1","side":"BUY"}]}"#,
+            r#"[{"event_type":"book","asset_id":"1","bids":[],"asks":[]},{"event_type":"book","asset_id":"2","bids":[],"asks":[]}]"#,
+            r#"{"event_type":"tick_size_change","old_tick_size":"0.01"}"#,
+            r#"{"event_type":"best_bid_ask","best_bid":"0.4"}"#,
+        ] {
+            assert!(book_events_only(only_books), "{only_books}");
+        }
+        for scanned in [
+            r#"{"event_type":"last_trade_price","price":"0.5"}"#,
+            r#"[{"event_type":"book","bids":[]},{"event_type":"last_trade_price"}]"#,
+            r#"{"event_type":"book","event_type":"last_trade_price"}"#,
+            r#"{"event_type" :"book"}"#,
+            r#"{"event_type": "book"}"#,
+            r#"{"event_type":"book","note":"a\"b"}"#,
+            r#"{"event_type":"boo\u006b"}"#,
+            r#"{"asset_id":"1","bids":[]}"#,
+            r#"{"event_type":"new_market"}"#,
+            r#"{"event_type":"market_resolved"}"#,
+            r#"{"event_type":"brand_new"}"#,
+            r#"{"event_type":"bookx"}"#,
+            r#"{"event_type":"book"#,
+            r#"{"a":"event_type"}"#,
+            "PONG",
+            "",
+        ] {
+            assert!(!book_events_only(scanned), "{scanned}");
+        }
+    }
+
+    #[test]
+    fn a_frame_passed_over_never_holds_what_a_reader_wants() {
+        // Frames of every kind of event, spelled every way the grammar allows; whenever
+        // one is passed over, the scan (the rule, read independently) finds only events
+        // the book side alone reads, or events with no type at all, in it.
+        let parts = [
+            r#"{"event_type":"last_trade_price","price":"0.5"}"#,
+            r#"{"event_type" :"last_trade_price"}"#,
+            r#"{"event_type":"last_\u0074rade_price"}"#,
+            r#"{"x":{"event_type":"book"},"event_type":"last_trade_price"}"#,
+            r#"{"event_type":"book","event_type":"last_trade_price"}"#,
+            r#"{"event_type":"new_market","slug":"x"}"#,
+            r#"{"event_type":"market_resolved"}"#,
+            r#"{"event_type":"brand_new"}"#,
+            r#"{"event_type":"booky"}"#,
+            r#"{"event_type":7}"#,
+            r#"{"asset_id":"1","bids":[]}"#,
+            r#"{"note":"\"event_type\":\"book\""}"#,
+            r#"{"note":"event_type","event_type":"book"}"#,
+            r#"{"event_type":"book","bids":[{"price":"0.5","size":"1"}],"asks":[]}"#,
+            r#"{"event_type":"price_change","price_changes":[]}"#,
+            r#"{"event_type":"tick_size_change"}"#,
+            r#"{"event_type":"best_bid_ask"}"#,
+            "{}",
+        ];
+        fastrand::seed(5);
+        let mut passed = 0;
+        for _ in 0..200_000 {
+            let n = fastrand::usize(1..5);
+            let picked: Vec<&str> = (0..n)
+                .map(|_| parts[fastrand::usize(0..parts.len())])
+                .collect();
+            let mut frame = if n == 1 && fastrand::bool() {
+                picked[0].to_owned()
+            } else {
+                format!("[{}]", picked.join(","))
+            };
+            // Now and then a byte cut out or doubled: frames that are not JSON.
+            if fastrand::u8(0..8) == 0 && !frame.is_empty() {
+                let at = fastrand::usize(0..frame.len());
+                if frame.is_char_boundary(at) && frame.is_char_boundary(at + 1) {
+                    let c = frame.as_bytes()[at] as char;
+                    if fastrand::bool() {
+                        frame.remove(at);
+                    } else {
+                        frame.insert(at, c);
+                    }
+                }
+            }
+            if !book_events_only(&frame) {
+                continue;
+            }
+            passed += 1;
+            let Ok(events) = kinds(&frame) else {
+                continue; // not JSON: nobody reads a frame of book events then
+            };
+            for (kind, text) in events {
+                let untyped = || {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .is_ok_and(|v| v.get("event_type").is_none())
+                };
+                assert!(
+                    kind.is_book()
+                        || kind == Kind::BestBidAsk
+                        || (kind == Kind::Unknown && untyped()),
+                    "{frame} was passed over, yet holds {kind:?}: {text}"
+                );
+            }
+        }
+        assert!(passed > 1_000, "only {passed} frames passed over");
     }
 
     fn kinds(frame: &str) -> Result<Vec<(Kind, String)>, String> {

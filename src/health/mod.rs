@@ -59,6 +59,7 @@ struct Shared {
     parse_errors: AtomicU64,
     invalid_trades: AtomicU64,
     unknown_events: AtomicU64,
+    frames_passed_over: AtomicU64,
     oversized_frames: AtomicU64,
     duplicates_skipped: AtomicU64,
     rows_rejected: AtomicU64,
@@ -132,6 +133,7 @@ pub struct FrameCounts {
     /// Events of a type polytape does not know.
     pub unknown_events: u64,
     pub malformed_frames: u64,
+    pub passed_over: u64,
 }
 
 impl FrameCounts {
@@ -139,6 +141,12 @@ impl FrameCounts {
         self.frames += 1;
         self.invalid_trades += summary.invalid_trades as u64;
         self.unknown_events += summary.unknown_events as u64;
+    }
+
+    /// A frame of book events alone, passed over unscanned (the book side is off).
+    pub fn add_passed_over(&mut self) {
+        self.frames += 1;
+        self.passed_over += 1;
     }
 
     pub fn add_malformed(&mut self) {
@@ -239,6 +247,7 @@ impl Health {
             parse_errors: s.parse_errors.load(Relaxed),
             invalid_trades: s.invalid_trades.load(Relaxed),
             unknown_events: s.unknown_events.load(Relaxed),
+            frames_passed_over: s.frames_passed_over.load(Relaxed),
             oversized_frames: s.oversized_frames.load(Relaxed),
             duplicates_skipped: s.duplicates_skipped.load(Relaxed),
             rows_rejected: s.rows_rejected.load(Relaxed),
@@ -324,6 +333,9 @@ impl Health {
         }
         if c.unknown_events > 0 {
             s.unknown_events.fetch_add(c.unknown_events, Relaxed);
+        }
+        if c.passed_over > 0 {
+            s.frames_passed_over.fetch_add(c.passed_over, Relaxed);
         }
         if c.trades > 0 {
             self.trades_queued(c.trades, c.newest_trade_ms);

@@ -21,7 +21,7 @@ impl HealthSnapshot {
             let _ = writeln!(out, "# TYPE polytape_{name} {kind}");
             let _ = writeln!(out, "polytape_{name} {value}");
         };
-        let counters: [(&str, &str, f64); 28] = [
+        let counters: [(&str, &str, f64); 29] = [
             (
                 "sessions_reregistered_total",
                 "Times this run was taken for crashed by another instance and registered again.",
@@ -141,6 +141,11 @@ impl HealthSnapshot {
                 "unknown_events_total",
                 "Events of a type polytape does not know.",
                 self.unknown_events as f64,
+            ),
+            (
+                "frames_passed_over_total",
+                "Frames of book events alone passed over unscanned (the book side off).",
+                self.frames_passed_over as f64,
             ),
             (
                 "oversized_frames_total",

@@ -60,6 +60,9 @@ pub struct HealthSnapshot {
     pub invalid_trades: u64,
     /// Events of a type polytape does not know.
     pub unknown_events: u64,
+    /// Frames of book events alone passed over unscanned, the book side being off (counted
+    /// in `messages_received`; their grammar is not checked, as nothing reads them).
+    pub frames_passed_over: u64,
     /// Frames over the size limit.
     pub oversized_frames: u64,
     /// Trades already stored, skipped by the natural key.

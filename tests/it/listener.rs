@@ -185,6 +185,56 @@ fn queue_depth_reflects_queued_trades_while_the_database_is_away() {
 /// fault in turn (all sockets dropped, malformed frames, all sockets frozen), each seen to
 /// take effect and trades seen to flow again after it. At the end the table equals the
 /// simulator's delivered set: nothing delivered is lost, nothing is stored twice.
+/// With the book side off, a frame of book events alone is passed over unscanned; every
+/// trade is still stored, and bad frames and unknown events are still counted.
+#[test]
+fn with_the_book_side_off_every_trade_is_stored_and_bad_frames_counted() {
+    let _w = Watchdog::new(
+        "with_the_book_side_off_every_trade_is_stored_and_bad_frames_counted",
+        Duration::from_secs(90),
+    );
+    init_logs();
+    let db = TestDb::new();
+    // Trades come with their book events in one frame (which is scanned); a socket quiet
+    // for 20 ms gets book events alone (which are passed over).
+    let sim = pipeline::sim_with(polytape_sim::SimConfig {
+        noise_per_trade: 20,
+        idle_noise: Duration::from_millis(20),
+        ..pipeline::sim_config(30, 40.0)
+    });
+    pipeline::load_markets(&db, &sim);
+    let config = pipeline::config(&db, &sim)
+        .to_builder()
+        .book_snapshot_interval(Duration::ZERO)
+        .build()
+        .expect("a valid config");
+    let listener = Listener::from_database(config).expect("listener");
+    let health = listener.health();
+    let running = Running::start(listener);
+    assert!(wait_until(Duration::from_secs(30), || {
+        health.snapshot().trades_inserted >= 200
+    }));
+    let before = health.snapshot();
+    assert!(sim.send_malformed() > 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let s = health.snapshot();
+            s.parse_errors > before.parse_errors && s.unknown_events > before.unknown_events
+        }),
+        "{:?}",
+        health.snapshot()
+    );
+    let (stopped, _) = running.stop();
+    assert_eq!(stopped.books.books_held, 0, "no book side");
+    // The quiet sockets' book events: passed over, counted.
+    assert!(
+        stopped.frames_passed_over > 0 && stopped.messages_received > stopped.frames_passed_over,
+        "{stopped:?}"
+    );
+    let n = assert_stored_equals_delivered(&db, &sim);
+    assert!(n >= 200, "{n} trades");
+}
+
 #[test]
 fn end_to_end_stored_equals_delivered() {
     let _w = Watchdog::new(

@@ -11,7 +11,7 @@ use super::{Connection, is_timeout};
 use crate::feed::announcement::announcements;
 use crate::feed::event::{Record, preview, read_trades};
 use crate::feed::liveness::{Check, Liveness};
-use crate::feed::scan::scan;
+use crate::feed::scan::{book_events_only, scan};
 use crate::feed::socket::{End, Socket};
 use crate::health::now_us;
 
@@ -111,6 +111,12 @@ impl Connection {
         self.last_data_ms = now;
         let received_us = received_us.max(self.last_stamp_us + 1);
         self.last_stamp_us = received_us;
+        if self.books.is_none() && book_events_only(text) {
+            // Book events alone, and no book side to read them: not scanned.
+            self.counts.add_passed_over();
+            self.publish_when_due();
+            return Ok(());
+        }
         // One scan of the frame; its trades, announcements and (below) book events are each
         // read from their own ranges.
         let scanned = scan(text, &mut self.events)
@@ -176,12 +182,17 @@ impl Connection {
             let first = self.last_stamp_us + 1;
             self.last_stamp_us = self.apply_book_events(text, first)?.max(self.last_stamp_us);
         }
+        self.publish_when_due();
+        Ok(())
+    }
+
+    /// Publishes the counts of frames without trades every so many frames or so long.
+    fn publish_when_due(&mut self) {
         if self.counts.frames >= PUBLISH_EVERY_FRAMES
             || self.last_publish.elapsed() >= PUBLISH_EVERY
         {
             self.publish();
         }
-        Ok(())
     }
 
     /// Passes a frame's market announcements to the follower (if the listener has one).

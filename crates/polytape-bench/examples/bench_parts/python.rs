@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use polytape::Listener;
 
-use super::{BenchDb, Result, SimProcess, cpu_seconds, cpu_seconds_by_thread, prepare};
+use super::{BenchDb, Result, SimProcess, by_thread, cpu_seconds, cpu_seconds_by_thread, prepare};
 
 fn sim(n: u64) -> Result<SimProcess> {
     SimProcess::start_with_noise(
@@ -122,15 +122,6 @@ fn daemon_run(server: &str, n: u64) -> Result<(u64, f64, f64)> {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     Ok((stored, wall, cpu))
-}
-
-/// CPU seconds by thread kind, as one line.
-fn by_thread(cpu: std::collections::BTreeMap<String, f64>) -> String {
-    cpu.into_iter()
-        .filter(|(_, c)| *c > 0.0)
-        .map(|(k, c)| format!("{k} {c:.2} s"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn python_run(server: &str, n: u64, python: &str) -> Result<(u64, f64, f64)> {
