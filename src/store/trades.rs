@@ -69,9 +69,12 @@ pub struct TradeWriter {
     bars: bool,
     pub(crate) dirty_bars: std::collections::BTreeSet<(i64, i32)>,
     /// Token ids by asset id, as committed in `tokens`.
-    tokens: HashMap<String, i32>,
+    tokens: HashMap<String, i32, ahash::RandomState>,
     /// Months (year · 12 + month − 1) whose partition is known to exist.
     months: HashSet<i32>,
+    /// The last known month's bounds in Unix ms, `[from, to)`: a trade inside needs no
+    /// calendar arithmetic to be known.
+    known_month_ms: (i64, i64),
 }
 
 /// Where the trades a writer stores came from (the `source` column).
@@ -109,8 +112,9 @@ impl TradeWriter {
             source: Source::Feed,
             bars: !config.book_snapshot_interval.is_zero(),
             dirty_bars: std::collections::BTreeSet::new(),
-            tokens: HashMap::new(),
+            tokens: HashMap::default(),
             months: HashSet::new(),
+            known_month_ms: (0, 0),
         }
     }
 
@@ -332,13 +336,22 @@ impl TradeWriter {
         &mut self,
         keys: impl Iterator<Item = (&'a str, &'a str, i64)> + Clone,
     ) -> Result<()> {
+        // The usual batch: every token known, every trade in the last known month.
+        let (from, to) = self.known_month_ms;
+        if keys
+            .clone()
+            .all(|(a, _, ms)| (from..to).contains(&ms) && self.tokens.contains_key(a))
+        {
+            return Ok(());
+        }
+        let month_of = |ms| {
+            crate::store::tape::month_index(
+                chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+            )
+        };
         let mut months: Vec<i32> = keys
             .clone()
-            .map(|(_, _, ms)| {
-                crate::store::tape::month_index(
-                    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
-                )
-            })
+            .map(|(_, _, ms)| month_of(ms))
             .filter(|m| !self.months.contains(m))
             .collect();
         months.sort_unstable();
@@ -352,7 +365,9 @@ impl TradeWriter {
                 markets.push(market);
             }
         }
+        let last_month = keys.clone().last().map(|(_, _, ms)| month_of(ms));
         if months.is_empty() && assets.is_empty() {
+            self.known_month_ms = last_month.map_or((0, 0), month_bounds_ms);
             return Ok(());
         }
         let client = self.client()?;
@@ -378,6 +393,8 @@ impl TradeWriter {
         }
         self.months.extend(months);
         self.tokens.extend(found);
+        // Every month of the batch is known now: keep the last trade's.
+        self.known_month_ms = last_month.map_or((0, 0), month_bounds_ms);
         match keys.clone().find(|(a, _, _)| !self.tokens.contains_key(*a)) {
             // Cannot happen (the insert above made every one); refuse rather than guess.
             Some((a, _, _)) => Err(crate::Error::data(format!(
@@ -539,33 +556,43 @@ fn binary_timestamp(buf: &mut Vec<u8>, unix_us: i64) {
 /// with at most one point.
 fn binary_numeric(buf: &mut Vec<u8>, text: &str) {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    let mut digits: Vec<i16> = Vec::with_capacity((int.len() + frac.len()) / 4 + 2);
+    let (int, frac) = (int.as_bytes(), frac.as_bytes());
     // Integer part: groups of four from the right, the first one possibly shorter.
-    let int = int.as_bytes();
     let first = int.len() % 4;
+    let int_groups = int.len().div_ceil(4);
+    let groups = int_groups + frac.len().div_ceil(4);
+    buf.extend_from_slice(&((8 + 2 * groups) as i32).to_be_bytes());
+    buf.extend_from_slice(&(groups as i16).to_be_bytes());
+    buf.extend_from_slice(&(int_groups as i16 - 1).to_be_bytes()); // the weight
+    buf.extend_from_slice(&0u16.to_be_bytes()); // positive
+    buf.extend_from_slice(&(frac.len() as u16).to_be_bytes());
     if first > 0 {
-        digits.push(group(&int[..first]));
+        buf.extend_from_slice(&group(&int[..first]).to_be_bytes());
     }
     for chunk in int[first..].chunks(4) {
-        digits.push(group(chunk));
+        buf.extend_from_slice(&group(chunk).to_be_bytes());
     }
-    let weight = digits.len() as i16 - 1;
     // Fraction: groups of four from the left, the last one padded with zeros.
-    for chunk in frac.as_bytes().chunks(4) {
+    for chunk in frac.chunks(4) {
         let mut g = group(chunk);
         for _ in chunk.len()..4 {
             g *= 10;
         }
-        digits.push(g);
+        buf.extend_from_slice(&g.to_be_bytes());
     }
-    let len = 8 + 2 * digits.len();
-    buf.extend_from_slice(&(len as i32).to_be_bytes());
-    buf.extend_from_slice(&(digits.len() as i16).to_be_bytes());
-    buf.extend_from_slice(&weight.to_be_bytes());
-    buf.extend_from_slice(&0u16.to_be_bytes()); // positive
-    buf.extend_from_slice(&(frac.len() as u16).to_be_bytes());
-    for d in digits {
-        buf.extend_from_slice(&d.to_be_bytes());
+}
+
+/// The first and the next month's first millisecond (UTC) of month `m` (year · 12 + month
+/// − 1); an empty range where the calendar has no such month.
+fn month_bounds_ms(m: i32) -> (i64, i64) {
+    let first = |m: i32| {
+        chrono::NaiveDate::from_ymd_opt(m.div_euclid(12), m.rem_euclid(12) as u32 + 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp_millis())
+    };
+    match (first(m), first(m + 1)) {
+        (Some(from), Some(to)) => (from, to),
+        _ => (0, 0),
     }
 }
 
@@ -625,5 +652,32 @@ fn write_timestamp(buf: &mut Vec<u8>, t: Option<chrono::DateTime<chrono::Utc>>) 
             let _ = write!(buf, "{}+00", t.naive_utc());
         }
         None => buf.extend_from_slice(b"\\N"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_months_bounds_hold_exactly_its_trades() {
+        // Every 7 hours and a millisecond either side of each bound, 1999 to 2031: a time
+        // is inside its month's bounds and outside every other's.
+        let month = |ms: i64| {
+            crate::store::tape::month_index(
+                chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+            )
+        };
+        let mut ms = 915_148_800_000; // 1999-01-01
+        while ms < 1_950_000_000_000 {
+            let m = month(ms);
+            let (from, to) = month_bounds_ms(m);
+            assert!((from..to).contains(&ms), "{ms} in month {m}: {from}..{to}");
+            assert_eq!(month(from), m);
+            assert_eq!(month(to - 1), m);
+            assert_eq!(month(to), m + 1);
+            assert_eq!(month(from - 1), m - 1);
+            ms += 7 * 3_600_000;
+        }
     }
 }

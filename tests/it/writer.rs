@@ -348,3 +348,48 @@ fn the_readmes_grants_cover_the_tables_a_later_migration_makes() {
     )
     .expect("the writer writes V11-V13's tables after the upgrade");
 }
+
+/// Batches that move from one month into the next (and back) each land in their month's
+/// partition: none waits in `trade_tape_default`.
+#[test]
+fn each_month_of_trades_lands_in_its_own_partition() {
+    let _w = Watchdog::new("each_month_of_trades", Duration::from_secs(30));
+    let db = TestDb::new();
+    let (mut w, _) = writer(&db);
+    // 2026-10-31 23:59:59.990 UTC, then across midnight into November, then December.
+    let october_end = 1_793_491_199_990_i64;
+    // One token throughout: only the month changes between batches.
+    let at = |i: u64, ms: i64| Trade {
+        timestamp_ms: ms,
+        asset_id: "1000000".into(),
+        ..trade(i)
+    };
+    w.commit(&[at(0, october_end), at(1, october_end + 5)])
+        .expect("october");
+    w.commit(&[at(2, october_end + 9), at(3, october_end + 10)])
+        .expect("october's last ms, november's first");
+    w.commit(&[at(4, october_end + 20)]).expect("november");
+    w.commit(&[at(5, october_end + 31 * 86_400_000)])
+        .expect("december");
+    w.commit(&[at(6, october_end + 1)]).expect("october again");
+    let by_partition: Vec<(String, i64)> = db
+        .client()
+        .query(
+            "SELECT tableoid::regclass::text, count(*) FROM trade_tape GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .expect("partitions")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(by_partition.len(), 3, "{by_partition:?}");
+    assert!(
+        by_partition.iter().all(|(p, _)| !p.contains("default")),
+        "{by_partition:?}"
+    );
+    assert_eq!(
+        by_partition.iter().map(|(_, n)| n).collect::<Vec<_>>(),
+        vec![&4, &2, &1],
+        "{by_partition:?}"
+    );
+}
