@@ -180,15 +180,43 @@ pub mod bench {
         crate::feed::scan::book_events_only(frame)
     }
 
+    /// A frame read both ways, as `Debug` texts of what was found: scanned, then its book
+    /// events read from their spans; and in the one pass that reads them as it goes (for the
+    /// fuzzer: the two must agree).
+    pub fn frame_read_both_ways(frame: &str) -> (String, String) {
+        let mut events = Vec::new();
+        let by_scan = crate::feed::scan::scan(frame, &mut events).map_err(|e| e.to_string());
+        let scanned = match by_scan {
+            Ok(()) => format!(
+                "{events:?} {:?}",
+                crate::book::book_events_in(frame, &events)
+            ),
+            Err(e) => e,
+        };
+        let mut read = crate::book::ReadAlready::default();
+        let by_pass = crate::book::scan_reading_books(frame, &mut events, &mut read);
+        let passed = match by_pass {
+            Ok(()) => format!(
+                "{events:?} {:?}",
+                crate::book::book_events_read(frame, &events, read)
+            ),
+            Err(e) => e.to_string(),
+        };
+        (scanned, passed)
+    }
+
     /// A frame read as a connection with the book side on reads it: one scan, its trades
     /// (appended to `trades`) and its book events; returns how many book events.
     pub fn read_frame_with_books(frame: &str, trades: &mut Vec<crate::feed::Trade>) -> usize {
         let mut events = Vec::new();
-        if crate::feed::scan::scan(frame, &mut events).is_err() {
+        let mut read = crate::book::ReadAlready::default();
+        if crate::book::scan_reading_books(frame, &mut events, &mut read).is_err() {
             return 0;
         }
         crate::feed::event::read_trades(frame, &events, 0, trades);
-        crate::book::book_events_in(frame, &events).events.len()
+        crate::book::book_events_read(frame, &events, read)
+            .events
+            .len()
     }
 
     /// One book event read by the book side's hand reader and by serde, as `Debug` texts

@@ -2,7 +2,8 @@
 //! the frames serde_json reads as an object or an array of objects (nesting under 100), and
 //! the events it finds are those objects, in order, with the type their `event_type` says;
 //! and the book side's hand reader reads each as serde does, or leaves it to serde; and a frame
-//! passed over unscanned (the book side off) holds nothing another reader wants.
+//! passed over unscanned (the book side off) holds nothing another reader wants; and the
+//! book side's one pass agrees with the scan followed by a read of each span.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +15,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let scanned = polytape::bench::scan_frame(text);
+    // The book side's one pass (reading book events as it goes) finds and refuses what the
+    // scan does, and reads the book events reading each span afterwards reads.
+    let (by_scan, by_pass) = polytape::bench::frame_read_both_ways(text);
+    assert_eq!(by_scan, by_pass, "{text:?}");
     // Nesting serde_json refuses (its limit, 128) or that the scan refuses first.
     let deepest = text
         .bytes()

@@ -9,8 +9,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::number::{Price, Side, Size};
+use crate::feed::event::MalformedFrame;
 use crate::feed::event::{Field, is_identifier, text};
-use crate::feed::scan::{Kind, Span, scan};
+use crate::feed::scan::{Kind, Span, scan, scan_reading};
 
 /// One book event for one token, borrowing its ids from the frame where it can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,12 +136,62 @@ pub fn book_events(frame: &str) -> BookEvents<'_> {
 /// deserialised from its own range, so one of the wrong shape (a field given twice, levels
 /// that are not a list of objects) is counted and left out alone.
 pub(crate) fn book_events_in<'a>(frame: &'a str, events: &[Span]) -> BookEvents<'a> {
+    book_events_read(frame, events, ReadAlready::default())
+}
+
+/// The book events a [`scan_reading_books`] pass read as it went, by where each starts.
+#[derive(Default)]
+pub(crate) struct ReadAlready<'a>(Vec<(usize, RawBookEvent<'a>)>);
+
+impl ReadAlready<'_> {
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// One pass over a frame for a connection with the book side on: the events' spans and
+/// types, as [`scan`] finds them, with each book event of a common shape read by the hand
+/// reader as the pass reaches it (kept in `read`), instead of the scan walking it and the
+/// reader walking it again. An event the hand reader leaves is scanned as before, and read
+/// from its span later. `read` holds nothing when the frame is refused.
+pub(crate) fn scan_reading_books<'a>(
+    frame: &'a str,
+    events: &mut Vec<Span>,
+    read: &mut ReadAlready<'a>,
+) -> Result<(), MalformedFrame> {
+    read.clear();
+    let result = scan_reading(frame, events, &mut |at| {
+        let (v, end, event_type, has_bids) = fast::event_at(frame, at)?;
+        let kind = Kind::of(event_type, has_bids);
+        if kind.is_book() {
+            read.0.push((at, v));
+        }
+        Some((end, kind))
+    });
+    if result.is_err() {
+        read.clear();
+    }
+    result
+}
+
+/// [`book_events_in`], with the events a pass has read already.
+pub(crate) fn book_events_read<'a>(
+    frame: &'a str,
+    events: &[Span],
+    read: ReadAlready<'a>,
+) -> BookEvents<'a> {
     let mut out = BookEvents::default();
+    let mut already = read.0.into_iter().peekable();
     for span in events.iter().filter(|s| s.kind.is_book()) {
         let text = span.text(frame);
+        let done = already
+            .next_if(|(at, _)| *at == span.start())
+            .map(|(_, v)| v);
         // The common shapes are read by hand; anything else (an escape, a field given twice,
         // levels that are not a list of objects) by serde, which decides.
-        let read = fast::event(text).map_or_else(|| serde_json::from_str(text).ok(), Some);
+        let read = done
+            .or_else(|| fast::event(text))
+            .map_or_else(|| serde_json::from_str(text).ok(), Some);
         let Some(v) = read else {
             out.invalid += 1;
             continue;
@@ -328,25 +379,44 @@ mod fast {
     }
 
     pub(super) fn event(text: &str) -> Option<RawBookEvent<'_>> {
-        let mut c = Cursor::new(text);
+        event_at(text, 0).map(|(v, ..)| v)
+    }
+
+    /// The event object at byte `at` of `frame`: what the book side reads of it, where it
+    /// ends, its `event_type` (the first one given as a string, as the scan takes it) and
+    /// whether it has `bids`.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn event_at(
+        frame: &str,
+        at: usize,
+    ) -> Option<(RawBookEvent<'_>, usize, Option<&str>, bool)> {
+        let mut c = Cursor::at(frame, at);
         c.begin_object()?;
         let mut v = RawBookEvent::default();
         let mut seen = 0u16;
+        let mut event_type = None;
+        let mut has_bids = false;
         while let Some(key) = c.next_key()? {
             match key {
+                b"event_type" if event_type.is_none() && c.peek()? == b'"' => {
+                    event_type = Some(c.string()?);
+                }
+                b"bids" => {
+                    has_bids = true;
+                    once(&mut seen, 32, &mut v.bids, entries(&mut c)?)?;
+                }
                 b"asset_id" => once(&mut seen, 1, &mut v.asset_id, field(&mut c)?)?,
                 b"market" => once(&mut seen, 2, &mut v.market, field(&mut c)?)?,
                 b"timestamp" => once(&mut seen, 4, &mut v.timestamp, field(&mut c)?)?,
                 b"tick_size" => once(&mut seen, 8, &mut v.tick_size, field(&mut c)?)?,
                 b"new_tick_size" => once(&mut seen, 16, &mut v.new_tick_size, field(&mut c)?)?,
-                b"bids" => once(&mut seen, 32, &mut v.bids, entries(&mut c)?)?,
                 b"asks" => once(&mut seen, 64, &mut v.asks, entries(&mut c)?)?,
                 b"price_changes" => once(&mut seen, 128, &mut v.price_changes, entries(&mut c)?)?,
                 b"changes" => once(&mut seen, 256, &mut v.changes, entries(&mut c)?)?,
                 _ => c.skip()?,
             }
         }
-        Some(v)
+        Some((v, c.position(), event_type, has_bids))
     }
 }
 
@@ -366,6 +436,71 @@ pub(crate) fn read_both_ways(event: &str) -> (Option<String>, Option<String>) {
 mod tests {
     use super::*;
     use crate::book::tests::{p, q};
+
+    /// The pass that reads book events as it goes finds what the scan finds, refuses what
+    /// it refuses, and yields the book events reading each span afterwards yields: over
+    /// frames of every kind of event, shapes the hand reader leaves to serde, and frames cut
+    /// or doubled at a random byte.
+    #[test]
+    fn reading_as_the_pass_goes_is_scanning_then_reading() {
+        let entry = r#"{"asset_id":"111","price":"0.49","size":"10","side":"BUY","best_bid":"0.49","best_ask":"0.52"}"#;
+        let parts = [
+            format!(r#"{{"market":"0xab","price_changes":[{entry},{entry}],"timestamp":"1","event_type":"price_change"}}"#),
+            r#"{"event_type":"book","asset_id":"111","market":"0xab","timestamp":"1750428146322","bids":[{"price":".48","size":"120.5"}],"asks":[],"hash":"0x1"}"#.into(),
+            r#"{"asset_id":"222","market":"0xab","bids":[],"asks":[{"price":"0.6","size":"1"}]}"#.into(),
+            r#"{"event_type":"tick_size_change","asset_id":"111","market":"0xab","new_tick_size":"0.001"}"#.into(),
+            r#"{"event_type":"last_trade_price","asset_id":"111","market":"0xab","price":"0.5","size":"3","side":"BUY","timestamp":"1750428146322"}"#.into(),
+            r#"{"event_type":7,"event_type":"book","asset_id":"3","bids":[]}"#.into(),
+            r#"{"event_type":"book","event_type":"price_change","asset_id":"3"}"#.into(),
+            r#"{"event_type":"pri\u0063e_change","market":"0x1","price_changes":[]}"#.into(),
+            r#"{"asset_id":"1","asset_id":"2","event_type":"book"}"#.into(),
+            r#"{"bids":5,"event_type":"book"}"#.into(),
+            r#"{"x":[[[{"y":null}]]],"event_type":"best_bid_ask"}"#.into(),
+            r#"{"event_type":"new_market","slug":"x"}"#.into(),
+            r#" { "event_type" : "price_change" , "market" : "0x2" , "price_changes" : [ ] } "#.into(),
+            "{}".into(),
+        ];
+        fastrand::seed(17);
+        let mut compared = 0;
+        for _ in 0..50_000 {
+            let n = fastrand::usize(1..5);
+            let picked: Vec<&str> = (0..n)
+                .map(|_| parts[fastrand::usize(0..parts.len())].as_str())
+                .collect();
+            let mut frame = if n == 1 && fastrand::bool() {
+                picked[0].to_owned()
+            } else {
+                format!("[{}]", picked.join(","))
+            };
+            if fastrand::u8(0..4) == 0 && !frame.is_empty() {
+                let at = fastrand::usize(0..frame.len());
+                let c = frame.as_bytes()[at] as char;
+                if fastrand::bool() {
+                    frame.remove(at);
+                } else {
+                    frame.insert(at, c);
+                }
+            }
+            let mut scanned = Vec::new();
+            let by_scan = scan(&frame, &mut scanned);
+            let mut passed = Vec::new();
+            let mut read = ReadAlready::default();
+            let by_pass = scan_reading_books(&frame, &mut passed, &mut read);
+            assert_eq!(by_scan.is_ok(), by_pass.is_ok(), "{frame}");
+            assert_eq!(scanned, passed, "{frame}");
+            if by_pass.is_err() {
+                assert!(read.0.is_empty(), "{frame}");
+                continue;
+            }
+            compared += 1;
+            assert_eq!(
+                book_events_in(&frame, &scanned),
+                book_events_read(&frame, &passed, read),
+                "{frame}"
+            );
+        }
+        assert!(compared > 20_000, "{compared} frames compared");
+    }
 
     #[test]
     fn the_hand_reader_reads_as_serde_or_leaves_it_to_serde() {

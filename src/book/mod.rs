@@ -30,10 +30,12 @@ mod segment;
 mod snapshot;
 mod tape;
 
+#[cfg(feature = "bench")]
 pub(crate) use events::book_events_in;
 #[cfg(feature = "bench")]
 pub(crate) use events::read_both_ways as events_read_both_ways;
 pub use events::{BookEvent, BookEvents, book_events};
+pub(crate) use events::{ReadAlready, book_events_read, scan_reading_books};
 pub(crate) use live::LiveBooks;
 pub use number::{Price, Side, Size};
 pub use snapshot::{BookSnapshot, Levels, SnapshotSource, decode_levels, encode_levels};

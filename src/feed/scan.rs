@@ -41,7 +41,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    fn of(event_type: Option<&str>, has_bids: bool) -> Kind {
+    pub(crate) fn of(event_type: Option<&str>, has_bids: bool) -> Kind {
         match event_type {
             Some("last_trade_price") => Kind::Trade,
             Some("book") => Kind::Book,
@@ -75,17 +75,34 @@ impl Span {
     pub(crate) fn text(self, frame: &str) -> &str {
         frame.get(self.start..self.end).unwrap_or("")
     }
+
+    /// Where the event starts in its frame.
+    pub(crate) fn start(self) -> usize {
+        self.start
+    }
 }
 
 /// Scans `frame` into `events` (cleared first). A frame that is not an object or an array of
 /// objects, or not JSON, is an error and leaves `events` empty.
 pub(crate) fn scan(frame: &str, events: &mut Vec<Span>) -> Result<(), MalformedFrame> {
+    scan_reading(frame, events, &mut |_| None)
+}
+
+/// [`scan`], with a reader that may take each event instead of the scan: `read(at)` reads
+/// the object starting at byte `at` and returns its end and type, with the grammar checked as
+/// the scan checks it, or `None` to leave it to the scan. (The book side reads its events as
+/// the pass goes, rather than walking each twice.)
+pub(crate) fn scan_reading(
+    frame: &str,
+    events: &mut Vec<Span>,
+    read: &mut impl FnMut(usize) -> Option<(usize, Kind)>,
+) -> Result<(), MalformedFrame> {
     events.clear();
     let result = Scanner {
         b: frame.as_bytes(),
         frame,
     }
-    .frame(events);
+    .frame(events, read);
     if result.is_err() {
         events.clear();
     }
@@ -155,10 +172,25 @@ struct Scanner<'a> {
 }
 
 impl Scanner<'_> {
-    fn frame(&self, events: &mut Vec<Span>) -> Step<()> {
+    fn frame(
+        &self,
+        events: &mut Vec<Span>,
+        read: &mut impl FnMut(usize) -> Option<(usize, Kind)>,
+    ) -> Step<()> {
+        let mut event = |i: usize, events: &mut Vec<Span>| match read(i) {
+            Some((end, kind)) => {
+                events.push(Span {
+                    kind,
+                    start: i,
+                    end,
+                });
+                Ok(end)
+            }
+            None => self.event(i, events),
+        };
         let mut i = self.ws(0);
         match self.b.get(i) {
-            Some(b'{') => i = self.event(i, events)?,
+            Some(b'{') => i = event(i, events)?,
             Some(b'[') => {
                 i = self.ws(i + 1);
                 if self.b.get(i) == Some(&b']') {
@@ -168,7 +200,7 @@ impl Scanner<'_> {
                         if self.b.get(i) != Some(&b'{') {
                             return stop(i.max(1), "an array element that is not an object");
                         }
-                        i = self.ws(self.event(i, events)?);
+                        i = self.ws(event(i, events)?);
                         match self.b.get(i) {
                             Some(b',') => i = self.ws(i + 1),
                             Some(b']') => {
@@ -432,16 +464,30 @@ pub(crate) struct Cursor<'a> {
     i: usize,
     /// At the first member or element of the container just begun.
     first: bool,
+    /// Containers entered and not left (what a skipped value's nesting counts from, as in
+    /// the scan).
+    depth: usize,
 }
 
 impl<'a> Cursor<'a> {
-    pub(crate) fn new(text: &'a str) -> Cursor<'a> {
+    /// A cursor at byte `at` of `frame` (an event inside a frame).
+    pub(crate) fn at(frame: &'a str, at: usize) -> Cursor<'a> {
         let sc = Scanner {
-            b: text.as_bytes(),
-            frame: text,
+            b: frame.as_bytes(),
+            frame,
         };
-        let i = sc.ws(0);
-        Cursor { sc, i, first: true }
+        let i = sc.ws(at);
+        Cursor {
+            sc,
+            i,
+            first: true,
+            depth: 0,
+        }
+    }
+
+    /// The byte the cursor is at.
+    pub(crate) fn position(&self) -> usize {
+        self.i
     }
 
     /// The next value's first byte.
@@ -451,8 +497,11 @@ impl<'a> Cursor<'a> {
 
     fn enter(&mut self, open: u8) -> Option<()> {
         (self.peek()? == open).then_some(())?;
+        // A container the scan would find at depth `depth + 1`: refused as deep as it is.
+        (self.depth + 1 < MAX_DEPTH).then_some(())?;
         self.i = self.sc.ws(self.i + 1);
         self.first = true;
+        self.depth += 1;
         Some(())
     }
 
@@ -464,6 +513,7 @@ impl<'a> Cursor<'a> {
             self.i += 1;
             // Back in the container around it, which has had a member already.
             self.first = false;
+            self.depth = self.depth.saturating_sub(1);
             return Some(false);
         }
         if !self.first {
@@ -515,7 +565,9 @@ impl<'a> Cursor<'a> {
 
     /// Skips the value at the cursor.
     pub(crate) fn skip(&mut self) -> Option<()> {
-        self.i = self.sc.value(self.i, 2).ok()?;
+        // A member of an event sits at depth 2 for the scan (whether the frame is an array
+        // or the event alone): counted the same way here.
+        self.i = self.sc.value(self.i, self.depth + 1).ok()?;
         self.first = false;
         Some(())
     }

@@ -6,21 +6,27 @@ use tungstenite::Message;
 
 use super::Connection;
 use crate::book::TapeMsg;
-use crate::book::book_events_in;
+use crate::book::{ReadAlready, book_events_read};
 use crate::feed::event::Record;
 use crate::feed::protocol;
 use crate::feed::socket::{End, Socket};
 use crate::health::now_ms;
 
 impl Connection {
-    /// Applies the book events of `text` (scanned into `self.events`), the first stamped
+    /// Applies the book events of `text` (scanned into `self.events`, some read already by
+    /// the pass: `read`), the first stamped
     /// `first_us` (local time) and each next one a microsecond later (delivery order).
     /// Returns the last stamp used.
-    pub(super) fn apply_book_events(&mut self, text: &str, first_us: i64) -> Result<i64, End> {
+    pub(super) fn apply_book_events<'a>(
+        &mut self,
+        text: &'a str,
+        read: ReadAlready<'a>,
+        first_us: i64,
+    ) -> Result<i64, End> {
         let Some(books) = &mut self.books else {
             return Ok(first_us - 1);
         };
-        let found = book_events_in(text, &self.events);
+        let found = book_events_read(text, &self.events, read);
         if found.invalid > 0 {
             self.health.books().invalid.fetch_add(
                 u64::from(found.invalid),

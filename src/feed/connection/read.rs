@@ -8,6 +8,7 @@ use crossbeam_channel::TrySendError;
 use tungstenite::Message;
 
 use super::{Connection, is_timeout};
+use crate::book::{ReadAlready, scan_reading_books};
 use crate::feed::announcement::announcements;
 use crate::feed::event::{Record, preview, read_trades};
 use crate::feed::liveness::{Check, Liveness};
@@ -119,8 +120,14 @@ impl Connection {
         }
         // One scan of the frame; its trades, announcements and (below) book events are each
         // read from their own ranges.
-        let scanned = scan(text, &mut self.events)
-            .map(|()| read_trades(text, &self.events, received_us, &mut self.parsed));
+        // With the book side on, the pass reads the book events as it reaches them.
+        let mut read = ReadAlready::default();
+        let scanned = if self.books.is_some() {
+            scan_reading_books(text, &mut self.events, &mut read)
+        } else {
+            scan(text, &mut self.events)
+        }
+        .map(|()| read_trades(text, &self.events, received_us, &mut self.parsed));
         match scanned {
             Ok(summary) => {
                 self.counts.add_frame(&summary);
@@ -180,7 +187,9 @@ impl Connection {
         }
         if books {
             let first = self.last_stamp_us + 1;
-            self.last_stamp_us = self.apply_book_events(text, first)?.max(self.last_stamp_us);
+            self.last_stamp_us = self
+                .apply_book_events(text, read, first)?
+                .max(self.last_stamp_us);
         }
         self.publish_when_due();
         Ok(())
