@@ -54,7 +54,8 @@ pub(crate) fn ensure_month(db: &mut Client, index: i32) -> Result<bool> {
     }
 }
 
-fn month_start(index: i32) -> Result<NaiveDate> {
+/// The first day of month `index` (year · 12 + month − 1).
+pub(crate) fn month_start(index: i32) -> Result<NaiveDate> {
     NaiveDate::from_ymd_opt(index.div_euclid(12), index.rem_euclid(12) as u32 + 1, 1)
         .ok_or_else(|| Error::data(format!("no such month: {index}")))
 }

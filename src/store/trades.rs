@@ -586,7 +586,8 @@ fn binary_numeric(buf: &mut Vec<u8>, text: &str) {
 /// − 1); an empty range where the calendar has no such month.
 fn month_bounds_ms(m: i32) -> (i64, i64) {
     let first = |m: i32| {
-        chrono::NaiveDate::from_ymd_opt(m.div_euclid(12), m.rem_euclid(12) as u32 + 1, 1)
+        crate::store::tape::month_start(m)
+            .ok()
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             .map(|t| t.and_utc().timestamp_millis())
     };
