@@ -614,8 +614,35 @@ fn is_string_end(c: u8) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A frame for the property tests: one to four of `parts` (fastrand's current seed), as
+    /// an object alone or an array, and one time in `cut_one_in` a byte cut out or doubled
+    /// (mostly no longer JSON).
+    pub(crate) fn random_frame(parts: &[&str], cut_one_in: u8) -> String {
+        let n = fastrand::usize(1..5);
+        let picked: Vec<&str> = (0..n)
+            .map(|_| parts[fastrand::usize(0..parts.len())])
+            .collect();
+        let mut frame = if n == 1 && fastrand::bool() {
+            picked[0].to_owned()
+        } else {
+            format!("[{}]", picked.join(","))
+        };
+        if fastrand::u8(0..cut_one_in) == 0 && !frame.is_empty() {
+            let at = fastrand::usize(0..frame.len());
+            if frame.is_char_boundary(at) && frame.is_char_boundary(at + 1) {
+                let c = frame.as_bytes()[at] as char;
+                if fastrand::bool() {
+                    frame.remove(at);
+                } else {
+                    frame.insert(at, c);
+                }
+            }
+        }
+        frame
+    }
 
     #[test]
     fn a_strings_end_is_found_eight_bytes_at_a_time_as_one_at_a_time() {
@@ -705,27 +732,8 @@ mod tests {
         fastrand::seed(5);
         let mut passed = 0;
         for _ in 0..200_000 {
-            let n = fastrand::usize(1..5);
-            let picked: Vec<&str> = (0..n)
-                .map(|_| parts[fastrand::usize(0..parts.len())])
-                .collect();
-            let mut frame = if n == 1 && fastrand::bool() {
-                picked[0].to_owned()
-            } else {
-                format!("[{}]", picked.join(","))
-            };
             // Now and then a byte cut out or doubled: frames that are not JSON.
-            if fastrand::u8(0..8) == 0 && !frame.is_empty() {
-                let at = fastrand::usize(0..frame.len());
-                if frame.is_char_boundary(at) && frame.is_char_boundary(at + 1) {
-                    let c = frame.as_bytes()[at] as char;
-                    if fastrand::bool() {
-                        frame.remove(at);
-                    } else {
-                        frame.insert(at, c);
-                    }
-                }
-            }
+            let frame = random_frame(&parts, 8);
             if !book_events_only(&frame) {
                 continue;
             }
