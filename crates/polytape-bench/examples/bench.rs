@@ -275,6 +275,40 @@ impl SimProcess {
     }
 }
 
+/// When a run at full speed is over: the simulator has generated all `n` trades, delivered
+/// every one it generated (with `--block-on-slow-sockets` each is, once its socket's queue
+/// drains: a run that stopped when the count it had delivered *so far* was stored would
+/// leave trades in flight out of the measurement; one did, at 81,721 of 100,000), and
+/// everything delivered is stored. A delivered count that stops moving for two seconds short
+/// of the generated one ends the run too (the rest is not coming).
+struct RunEnd {
+    n: u64,
+    delivered: u64,
+    moved: Instant,
+}
+
+impl RunEnd {
+    fn new(n: u64) -> RunEnd {
+        RunEnd {
+            n,
+            delivered: 0,
+            moved: Instant::now(),
+        }
+    }
+
+    /// Whether the run is over, given the simulator's stats and the trades stored.
+    fn reached(&mut self, stats: &serde_json::Value, stored: u64) -> bool {
+        let generated = stats["trades_generated"].as_u64().unwrap_or(0);
+        let delivered = stats["trades_delivered"].as_u64().unwrap_or(0);
+        if delivered != self.delivered {
+            self.delivered = delivered;
+            self.moved = Instant::now();
+        }
+        let all_out = delivered >= generated || self.moved.elapsed() >= Duration::from_secs(2);
+        generated >= self.n && delivered > 0 && all_out && stored >= delivered
+    }
+}
+
 impl Drop for SimProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -338,16 +372,14 @@ fn end_to_end(server: &str, n: u64) -> Result {
     let started = Instant::now();
     let mut first_insert: Option<Instant> = None;
     let mut last_insert = Instant::now();
-    // Until the sim has generated all N and everything it delivered is stored.
+    // Until the sim has generated and delivered all N and everything delivered is stored.
+    let mut end = RunEnd::new(n);
     loop {
         let inserted = health.snapshot().trades_inserted;
         if inserted > 0 {
             first_insert.get_or_insert_with(Instant::now);
         }
-        let stats = sim.stats()?;
-        let generated = stats["trades_generated"].as_u64().unwrap_or(0);
-        let delivered = stats["trades_delivered"].as_u64().unwrap_or(0);
-        if generated >= n && inserted >= delivered {
+        if end.reached(&sim.stats()?, inserted) {
             last_insert = Instant::now();
             break;
         }

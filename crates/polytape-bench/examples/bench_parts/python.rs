@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use polytape::Listener;
 
-use super::{BenchDb, Result, SimProcess, by_thread, cpu_seconds, cpu_seconds_by_thread, prepare};
+use super::{
+    BenchDb, Result, RunEnd, SimProcess, by_thread, cpu_seconds, cpu_seconds_by_thread, prepare,
+};
 
 fn sim(n: u64) -> Result<SimProcess> {
     SimProcess::start_with_noise(
@@ -48,11 +50,9 @@ fn polytape_run(server: &str, n: u64, books: bool) -> Result<(u64, f64, f64)> {
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let worker = std::thread::spawn(move || listener.run());
+    let mut end = RunEnd::new(n);
     loop {
-        let stats = sim.stats()?;
-        let generated = stats["trades_generated"].as_u64().unwrap_or(0);
-        let delivered = stats["trades_delivered"].as_u64().unwrap_or(0);
-        if generated >= n && health.snapshot().trades_inserted >= delivered {
+        if end.reached(&sim.stats()?, health.snapshot().trades_inserted) {
             break;
         }
         if started.elapsed() > Duration::from_secs(900) {
@@ -92,15 +92,13 @@ fn daemon_run(server: &str, n: u64) -> Result<(u64, f64, f64)> {
         .spawn()?;
     let pid = child.id().to_string();
     let started = Instant::now();
+    let mut end = RunEnd::new(n);
     let stored = loop {
-        let stats = sim.stats()?;
-        let generated = stats["trades_generated"].as_u64().unwrap_or(0);
-        let delivered = stats["trades_delivered"].as_u64().unwrap_or(0);
         let inserted = super::books::health(&addr)
             .ok()
             .and_then(|h| h["trades_inserted"].as_u64())
             .unwrap_or(0);
-        if generated >= n && delivered > 0 && inserted >= delivered {
+        if end.reached(&sim.stats()?, inserted) {
             break inserted;
         }
         if started.elapsed() > Duration::from_secs(900) {
