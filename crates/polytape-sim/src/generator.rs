@@ -85,6 +85,7 @@ pub(crate) fn generate(state: &Arc<SimState>) {
                 now,
                 events: &mut events,
                 books_due: Vec::new(),
+                books_due_all: Default::default(),
             };
             tick.answer(requests);
             let mut left = if tradable.is_empty() { 0 } else { due };

@@ -123,6 +123,8 @@ pub(crate) struct SimState {
     pub(crate) repeat_deliveries: AtomicU64,
     /// Every trade the exchange executed, subscribed or not: the ground truth of the tape.
     pub(crate) executed: Mutex<Vec<TradeRecord>>,
+    /// The last count of executed trades settled on the chain (`/sim/stats`).
+    pub(crate) settled: Mutex<crate::chain::Settled>,
     /// Data API requests answered, and the times of the recent ones (the rate limit).
     pub(crate) data_api_requests: AtomicU64,
     /// Of those, `/v2/trades` requests answered (not 404).

@@ -673,3 +673,46 @@ fn a_frame_with_too_many_ids_closes_the_socket() {
     }));
     assert_eq!(sim.stats().frames_refused, 1);
 }
+
+/// `chain_fills` in `/sim/stats` (counted in full only when the head moves, and only over
+/// the trades executed since otherwise) equals a count of its own over every executed
+/// trade, asked while the exchange trades and after, when the newest trades have not
+/// settled yet.
+#[test]
+fn the_settled_count_equals_a_full_count() {
+    let _w = Watchdog::new("the_settled_count", Duration::from_secs(60));
+    let sim = pipeline::sim_with(SimConfig {
+        max_trades: Some(600),
+        ..pipeline::sim_config(10, 200.0)
+    });
+    let full = |head: u64| -> u64 {
+        sim.executed_records()
+            .iter()
+            .filter(|t| {
+                let t_s = polytape_sim::data_api::block_time_s(t, Duration::ZERO);
+                sim.chain_block_at(t_s) <= head
+            })
+            .count() as u64
+    };
+    // While it trades: each answer counts no more than was executed by then.
+    let mut asked = 0;
+    while sim.stats().trades_generated < 600 {
+        let s = sim.stats();
+        assert!(s.chain_fills <= full(s.chain_head));
+        asked += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(asked > 5, "asked while it traded");
+    // Done: nothing moves but the head, and the count is exact (the last trades unsettled).
+    let s = sim.stats();
+    let all = sim.executed_records().len() as u64;
+    assert_eq!(s.chain_fills, full(s.chain_head));
+    assert!(s.chain_fills < all, "the newest trades settle later");
+    assert!(polytape_testkit::wait_until(
+        Duration::from_secs(10),
+        || {
+            let s = sim.stats();
+            s.chain_fills == all && s.chain_fills == full(s.chain_head)
+        }
+    ));
+}
