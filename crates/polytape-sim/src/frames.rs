@@ -4,7 +4,10 @@
 
 use std::fmt::Write;
 
-use super::book::{BookSide, BookState, LevelChange, PriceBp, SizeMicro, price_text, size_text};
+use super::book::{
+    BookSide, BookState, LevelChange, PriceBp, SizeMicro, price_text, push_decimal, push_price,
+    push_size, size_text,
+};
 use super::universe::SimMarket;
 
 /// A trade the sim generated, kept compact because the ground-truth log holds every one.
@@ -134,12 +137,15 @@ pub fn price_change_event(
         if i > 0 {
             out.push(',');
         }
+        out.push_str(r#"{"asset_id":""#);
+        out.push_str(&m.token_ids[*outcome as usize]);
+        out.push_str(r#"","price":""#);
+        push_price(out, c.price);
+        out.push_str(r#"","size":""#);
+        push_size(out, c.size);
         let _ = write!(
             out,
-            r#"{{"asset_id":"{}","price":"{}","size":"{}","side":"{}","hash":"0x{:040x}""#,
-            m.token_ids[*outcome as usize],
-            price_text(c.price),
-            size_text(c.size),
+            r#"","side":"{}","hash":"0x{:040x}""#,
             match c.side {
                 BookSide::Bid => "BUY",
                 BookSide::Ask => "SELL",
@@ -147,12 +153,16 @@ pub fn price_change_event(
             n.wrapping_mul(31).wrapping_add(i as u64),
         );
         if with_top {
-            let _ = write!(
-                out,
-                r#","best_bid":"{}","best_ask":"{}""#,
-                top_text(c.best_bid, "0"),
-                top_text(c.best_ask, ""),
-            );
+            out.push_str(r#","best_bid":""#);
+            match c.best_bid {
+                Some(p) => push_price(out, p),
+                None => out.push('0'),
+            }
+            out.push_str(r#"","best_ask":""#);
+            if let Some(p) = c.best_ask {
+                push_price(out, p);
+            }
+            out.push('"');
         }
         out.push('}');
     }
@@ -242,10 +252,18 @@ pub fn book_event(
 /// A price as live `book` messages write it: three decimals, or four on a finer grid,
 /// trailing zeros kept (`"0.920"`, `"0.4825"`, `"0.010"`): compare as numbers, never as text.
 pub fn wire_price(p: PriceBp) -> String {
+    let mut s = String::new();
+    push_wire_price(&mut s, p);
+    s
+}
+
+/// Appends [`wire_price`]'s text.
+fn push_wire_price(out: &mut String, p: PriceBp) {
+    let (int, frac) = (u64::from(p / 10_000), u64::from(p % 10_000));
     if p.is_multiple_of(10) {
-        format!("{}.{:03}", p / 10_000, p % 10_000 / 10)
+        push_decimal(out, int, frac / 10, 3, false);
     } else {
-        format!("{}.{:04}", p / 10_000, p % 10_000)
+        push_decimal(out, int, frac, 4, false);
     }
 }
 
@@ -255,12 +273,11 @@ fn write_levels<'a>(out: &mut String, levels: impl Iterator<Item = &'a (PriceBp,
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(
-            out,
-            r#"{{"price":"{}","size":"{}"}}"#,
-            wire_price(*p),
-            size_text(*s)
-        );
+        out.push_str(r#"{"price":""#);
+        push_wire_price(out, *p);
+        out.push_str(r#"","size":""#);
+        push_size(out, *s);
+        out.push_str(r#""}"#);
     }
     out.push(']');
 }
