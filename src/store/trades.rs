@@ -284,39 +284,76 @@ impl TradeWriter {
     /// a fee outside `smallint`) is refused as a class-22 error, so [`TradeWriter::commit`]
     /// isolates it into `trades_rejected`, never stores it changed.
     pub fn write(&mut self, batch: &[Trade]) -> Result<u64> {
-        if let Some(t) = batch.iter().find(|t| !fits_the_tape(t)) {
-            return Err(crate::Error::refused(
-                "22023",
-                format!(
-                    "the compact tape cannot hold this trade exactly (hash {:?}, fee {:?})",
-                    t.transaction_hash, t.fee_rate_bps
-                ),
-            ));
-        }
-        self.prepare(batch)?;
         let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let source = self.source.code();
-        match self.format {
-            CopyFormat::Binary => {
-                buf.extend_from_slice(BINARY_HEADER);
-                for t in batch {
-                    encode_binary_row(&mut buf, t, self.tokens[&t.asset_id], source);
+        // The usual batch (every token known, every trade in the last known month) is
+        // encoded in one pass: one lookup and one check of each trade. Otherwise the keys
+        // are made first and the batch encoded again.
+        let mut encoded = self.encode(&mut buf, batch, false);
+        if encoded == Encoded::NeedsKeys {
+            encoded = match self.prepare(batch) {
+                Ok(()) => self.encode(&mut buf, batch, true),
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(e);
                 }
-                buf.extend_from_slice(&(-1i16).to_be_bytes());
-            }
-            CopyFormat::Text => {
-                for t in batch {
-                    encode_row(&mut buf, t, self.tokens[&t.asset_id], source);
-                }
-            }
+            };
         }
-        let result = self.copy_and_move(&buf);
+        let result = match encoded {
+            Encoded::Rows => self.copy_and_move(&buf),
+            Encoded::Refused(i) => {
+                let t = &batch[i];
+                Err(crate::Error::refused(
+                    "22023",
+                    format!(
+                        "the compact tape cannot hold this trade exactly (hash {:?}, fee {:?})",
+                        t.transaction_hash, t.fee_rate_bps
+                    ),
+                ))
+            }
+            // Cannot happen (`prepare` made every key); refuse rather than guess.
+            Encoded::NeedsKeys => Err(crate::Error::data(
+                "a token of the batch has no id, or a month no partition, after their insert",
+            )),
+        };
         self.buf = buf;
         if result.is_ok() && self.bars {
             self.mark_bars(batch);
         }
         result
+    }
+
+    /// Encodes `batch` as COPY rows into `buf`, if every token has its id cached, every
+    /// trade falls in the last known month (its partition made; `months_made`: every month
+    /// of the batch has its partition) and fits the tape.
+    fn encode(&self, buf: &mut Vec<u8>, batch: &[Trade], months_made: bool) -> Encoded {
+        buf.clear();
+        let source = self.source.code();
+        let (from, to) = self.known_month_ms;
+        let binary = matches!(self.format, CopyFormat::Binary);
+        if binary {
+            buf.extend_from_slice(BINARY_HEADER);
+        }
+        for (i, t) in batch.iter().enumerate() {
+            let token = match self.tokens.get(t.asset_id.as_str()) {
+                Some(&id) if months_made || (from..to).contains(&t.timestamp_ms) => id,
+                _ => return Encoded::NeedsKeys,
+            };
+            let fits = if binary {
+                encode_binary_row(buf, t, token, source)
+            } else {
+                fits_the_tape(t) && {
+                    encode_row(buf, t, token, source);
+                    true
+                }
+            };
+            if !fits {
+                return Encoded::Refused(i);
+            }
+        }
+        if binary {
+            buf.extend_from_slice(&(-1i16).to_be_bytes());
+        }
+        Encoded::Rows
     }
 
     /// Makes sure every token of `batch` has its id cached and every month its partition.
@@ -514,15 +551,37 @@ fn push_hex_bytes(buf: &mut Vec<u8>, digits: &[u8]) {
     buf.extend(digits.chunks(2).map(|p| (nibble(p[0]) << 4) | nibble(p[1])));
 }
 
+/// What [`TradeWriter::encode`] made of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoded {
+    /// Every row, in the buffer.
+    Rows,
+    /// A token without its cached id, or a trade outside the last known month.
+    NeedsKeys,
+    /// The trade at this index does not fit the tape ([`fits_the_tape`]).
+    Refused(usize),
+}
+
 /// One binary COPY row of `trade_tape` (see `COLUMNS`): a field count, then each field as a
-/// length and its bytes (-1: NULL). `t` fits the tape ([`fits_the_tape`]).
-fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade, token: i32, source: u8) {
+/// length and its bytes (-1: NULL). False, with part of a row written, when `t` does not
+/// fit the tape ([`fits_the_tape`]: its hash and fee are checked here, once).
+fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade, token: i32, source: u8) -> bool {
+    let hash = match t.transaction_hash.as_deref().map(hex_digits) {
+        Some(None) => return false,
+        Some(Some(digits)) => Some(digits),
+        None => None,
+    };
+    let fee = match t.fee_rate_bps.map(i16::try_from) {
+        Some(Err(_)) => return false,
+        Some(Ok(f)) => Some(f),
+        None => None,
+    };
     buf.extend_from_slice(&9i16.to_be_bytes());
     binary_timestamp(buf, t.timestamp_ms.saturating_mul(1000));
     binary_timestamp(buf, t.received_at_us);
     buf.extend_from_slice(&4i32.to_be_bytes());
     buf.extend_from_slice(&token.to_be_bytes());
-    match t.fee_rate_bps.and_then(|f| i16::try_from(f).ok()) {
+    match fee {
         Some(f) => {
             buf.extend_from_slice(&2i32.to_be_bytes());
             buf.extend_from_slice(&f.to_be_bytes());
@@ -535,13 +594,14 @@ fn encode_binary_row(buf: &mut Vec<u8>, t: &Trade, token: i32, source: u8) {
     buf.push(source);
     binary_numeric(buf, t.price.as_str());
     binary_numeric(buf, t.size.as_str());
-    match t.transaction_hash.as_deref().and_then(hex_digits) {
+    match hash {
         Some(digits) => {
             buf.extend_from_slice(&((digits.len() / 2) as i32).to_be_bytes());
             push_hex_bytes(buf, digits);
         }
         None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
     }
+    true
 }
 
 fn binary_timestamp(buf: &mut Vec<u8>, unix_us: i64) {

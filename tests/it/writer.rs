@@ -102,6 +102,51 @@ fn a_refused_row_is_isolated_and_the_rest_stored() {
     assert_eq!(row.get::<_, String>(2), batch[37].price.as_str());
 }
 
+/// A trade the compact tape cannot hold exactly (a hash of half a byte, one not hex, a fee
+/// beyond `smallint`) is refused alone, in either COPY format, into `trades_rejected` as
+/// 22023, never stored changed; the rest of its batch, with hashes and fees at their limits,
+/// is stored exactly.
+#[test]
+fn a_trade_the_tape_cannot_hold_is_refused_alone() {
+    use polytape::bench::CopyFormat;
+    let _w = Watchdog::new("a_trade_the_tape_cannot_hold", Duration::from_secs(30));
+    for format in [CopyFormat::Binary, CopyFormat::Text] {
+        let db = TestDb::new();
+        let (mut w, health) = writer(&db);
+        w.set_copy_format(format);
+        let mut batch: Vec<Trade> = (0..40).map(trade).collect();
+        batch[3].transaction_hash = Some("0xabc".into());
+        batch[11].transaction_hash = Some(format!("0x{}", "g".repeat(64)));
+        batch[20].fee_rate_bps = Some(40_000);
+        batch[21].fee_rate_bps = Some(32_767);
+        batch[22].transaction_hash = Some("0xABCDEF".into());
+        w.commit(&batch).expect("committed");
+        let s = health.snapshot();
+        assert_eq!((s.trades_inserted, s.rows_rejected), (37, 3), "{format:?}");
+        let mut refused: Vec<(String, Option<String>)> = db
+            .client()
+            .query("SELECT sqlstate, size::text FROM trades_rejected", &[])
+            .expect("rejected rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        refused.sort();
+        let want = |i: usize| ("22023".to_owned(), Some(batch[i].size.as_str().to_owned()));
+        let mut expected = vec![want(3), want(11), want(20)];
+        expected.sort();
+        assert_eq!(refused, expected, "{format:?}");
+        let row = |sql: &str| db.client().query_one(sql, &[]).expect(sql);
+        let limit = row("SELECT fee_rate_bps FROM trades WHERE size = 10.000021");
+        assert_eq!(limit.get::<_, Option<i32>>(0), Some(32_767), "{format:?}");
+        let upper = row("SELECT transaction_hash FROM trades WHERE size = 10.000022");
+        assert_eq!(
+            upper.get::<_, Option<String>>(0).as_deref(),
+            Some("0xabcdef"),
+            "{format:?}"
+        );
+    }
+}
+
 /// Exact decimals of every shape survive both COPY formats unchanged.
 #[test]
 fn decimals_round_trip_exactly_in_both_copy_formats() {
