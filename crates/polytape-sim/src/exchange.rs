@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 
-use crossbeam_channel::Sender;
+use crate::mailbox::Post;
 
 use crate::book::{LevelChange, PriceBp, SimBook};
 use crate::frames::{self, TradeRecord};
@@ -113,7 +113,7 @@ pub(crate) enum Request {
 #[derive(Default)]
 pub(crate) struct Outbox {
     batches: HashMap<u64, (String, Vec<TradeRecord>, usize)>,
-    sends: Vec<(Sender<Outgoing>, Outgoing)>,
+    sends: Vec<(Post<Outgoing>, Outgoing)>,
     scratch: String,
 }
 
@@ -140,7 +140,7 @@ impl Outbox {
     }
 
     /// Closes every socket's frame; returns what to send, in order.
-    pub(crate) fn finish(&mut self, hub: &Hub) -> Vec<(Sender<Outgoing>, Outgoing)> {
+    pub(crate) fn finish(&mut self, hub: &Hub) -> Vec<(Post<Outgoing>, Outgoing)> {
         for (sid, (text, trades, n)) in self.batches.drain() {
             if let Some(entry) = hub.sockets.get(&sid) {
                 self.sends

@@ -16,6 +16,7 @@ pub mod frames;
 mod gamma;
 mod generator;
 mod limits;
+mod mailbox;
 mod routes;
 mod socket;
 mod state;

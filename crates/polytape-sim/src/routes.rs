@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
-use crossbeam_channel::bounded;
-
 use polytape_http::{self as http, Request, Response};
 
 use crate::state::{SimState, SocketControl};
@@ -85,7 +83,7 @@ fn upgrade(state: &Arc<SimState>, mut stream: TcpStream, req: Request) {
     }
     let id = state.next_socket.fetch_add(1, Relaxed);
     state.sockets_opened.fetch_add(1, Relaxed);
-    let (tx, rx) = bounded(1024);
+    let (tx, rx) = crate::mailbox::bounded(1024);
     let control = Arc::new(SocketControl::default());
     control.frozen.store(state.freeze_new.load(SeqCst), SeqCst);
     state.register(id, tx, Arc::clone(&control));

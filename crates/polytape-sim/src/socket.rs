@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
+
+use crate::mailbox::Mailbox;
 use serde::Deserialize;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -44,7 +46,7 @@ pub(super) struct Session {
     state: Arc<SimState>,
     control: Arc<SocketControl>,
     ws: WebSocket<TcpStream>,
-    outgoing: Receiver<Outgoing>,
+    outgoing: Mailbox<Outgoing>,
     subscribed: bool,
     last_client_frame: Instant,
     last_client_ping: Instant,
@@ -65,7 +67,7 @@ impl Session {
         control: Arc<SocketControl>,
         stream: TcpStream,
         already_read: Vec<u8>,
-        outgoing: Receiver<Outgoing>,
+        outgoing: Mailbox<Outgoing>,
     ) -> io::Result<Session> {
         stream.set_nonblocking(true)?;
         let _ = stream.set_nodelay(true);
@@ -281,8 +283,8 @@ impl Session {
         }
         while self.unflushed_bytes < MAX_UNFLUSHED {
             match self.outgoing.try_recv() {
-                Ok(item) => self.waiting.push_back(item),
-                Err(_) => break,
+                Some(item) => self.waiting.push_back(item),
+                None => break,
             }
         }
         let injections: Vec<Outgoing> = std::mem::take(&mut *control.inject.lock());

@@ -8,7 +8,7 @@ use std::sync::atomic::{
 };
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crate::mailbox::Post;
 use parking_lot::{Mutex, RwLock};
 use tungstenite::Message;
 
@@ -61,7 +61,7 @@ pub(crate) struct SocketControl {
 }
 
 pub(crate) struct SocketEntry {
-    pub(crate) tx: Sender<Outgoing>,
+    pub(crate) tx: Post<Outgoing>,
     /// Every asset id the client asked for, known or not (what the ~500 limit counts).
     pub(crate) requested: HashSet<String>,
     /// The known ones, as (market index, outcome).
@@ -152,7 +152,7 @@ pub(crate) struct SimState {
 }
 
 impl SimState {
-    pub(crate) fn register(&self, id: u64, tx: Sender<Outgoing>, control: Arc<SocketControl>) {
+    pub(crate) fn register(&self, id: u64, tx: Post<Outgoing>, control: Arc<SocketControl>) {
         let mut hub = self.hub.lock();
         hub.sockets.insert(
             id,
