@@ -177,7 +177,7 @@ pub(crate) struct LiveBooks {
     /// Tokens with an open timestamp group, and the oldest group's stamp (`i64::MAX`: none).
     open: Vec<String>,
     open_min_ts: i64,
-    /// What the book tape gets (when it is on).
+    /// What the book tape gets (when it is on), with its roll period.
     tape: Option<TapeOut>,
     /// Price bars to store, and the next minute boundary.
     bars_out: Vec<PriceBar>,
@@ -200,8 +200,14 @@ pub(crate) struct LiveBooks {
 }
 
 impl LiveBooks {
-    /// Books cut every `every_ms` (> 0), `depth` levels a side stored (0: all).
-    pub(crate) fn new(every_ms: i64, depth: usize, tape: bool, now_ms: i64) -> LiveBooks {
+    /// Books cut every `every_ms` (> 0), `depth` levels a side stored (0: all); the book
+    /// tape, when it is on, rolling every `tape_roll_us`.
+    pub(crate) fn new(
+        every_ms: i64,
+        depth: usize,
+        tape_roll_us: Option<i64>,
+        now_ms: i64,
+    ) -> LiveBooks {
         LiveBooks {
             books: TokenMap::default(),
             every_ms,
@@ -213,7 +219,7 @@ impl LiveBooks {
             removed: TokenMap::default(),
             open: Vec::new(),
             open_min_ts: i64::MAX,
-            tape: tape.then(TapeOut::default),
+            tape: tape_roll_us.map(|roll_us| TapeOut::new(roll_us, now_ms * 1000)),
             bars_out: Vec::new(),
             next_bar_ms: minute_of(now_ms) + 60_000,
             events: 0,
@@ -232,6 +238,7 @@ impl LiveBooks {
 
     /// Applies one event received at `received_us`.
     pub(crate) fn apply(&mut self, event: BookEvent, received_us: i64) {
+        self.tape_boundary(received_us);
         let now_ms = received_us.div_euclid(1000);
         let stamp = |ts: i64| if ts > 0 { ts } else { now_ms };
         let ts = match &event {
@@ -416,9 +423,6 @@ impl LiveBooks {
                     asked_ms: Some(group.received_ms),
                     rebuilt: true,
                 };
-                if let Some(tape) = &mut self.tape {
-                    tape.forget(&token.asset);
-                }
                 self.resync.push(asset_id.to_owned());
             }
             _ => move_bar(asset_id, token, group.ts, &mut self.bars_out),
@@ -577,6 +581,9 @@ impl LiveBooks {
     /// long or a desynced book still has none. Looks at most every 200 ms (it is called on
     /// every read); false when it did not.
     pub(crate) fn tick(&mut self, now_ms: i64) -> bool {
+        // A quiet socket opens the tape's next period on time too (its thread wakes at least
+        // once a second).
+        self.tape_boundary(now_ms * 1000);
         if now_ms - self.last_tick_ms < 200 {
             return false;
         }
@@ -637,9 +644,6 @@ impl LiveBooks {
         for token in self.books.values_mut() {
             self.unverified += token.pending.len() as u64;
             token.pending.clear();
-            if let Some(tape) = &mut self.tape {
-                tape.forget(&token.asset);
-            }
             token.verify_asks = 0;
             token.trust = match token.trust {
                 Trust::Trusted { .. } => Trust::Waiting {
@@ -662,7 +666,7 @@ impl LiveBooks {
 
     /// Keeps only the books of `held` tokens; a new one waits for its first `book`. A book
     /// removed is accounted for: its bar so far is stored, its cuts that waited (never
-    /// vouched for) are dropped and counted, the tape forgets it, and if it comes back (a
+    /// vouched for) are dropped and counted, it leaves the tape's openings, and if it comes back (a
     /// stall repair unsubscribes and subscribes again) its next book ends a blind window from
     /// `now_ms`.
     pub(crate) fn retain(&mut self, held: &[String], now_ms: i64) {
@@ -683,9 +687,6 @@ impl LiveBooks {
                 self.bars_out.push(bar.finish(&asset, &token.market));
             }
             self.discarded += token.pending.len() as u64;
-            if let Some(tape) = &mut self.tape {
-                tape.forget(&token.asset);
-            }
             match token.trust {
                 Trust::Trusted { .. } => {
                     self.removed.insert(asset, now_ms);
@@ -703,17 +704,52 @@ impl LiveBooks {
         self.held = Some(keep);
     }
 
-    /// The book tape dropped rows of `assets` (it was behind): each is forgotten by it and
-    /// left out of it until its next fresh book, asked for now.
+    /// The tape's period boundary at or before `now_us`, when this connection has not opened
+    /// that period yet: every book the tape holds of this connection (trusted, and not left
+    /// out of the tape) goes to it as the period's opening, one block per token, before
+    /// any row received at or after the boundary (the connection's own rows come in order).
+    /// These are the only copies of the books: the tape thread keeps none.
+    fn tape_boundary(&mut self, now_us: i64) {
+        let Some(tape) = &mut self.tape else {
+            return;
+        };
+        if now_us < tape.next_us {
+            return;
+        }
+        let start_us = now_us.div_euclid(tape.roll_us) * tape.roll_us;
+        tape.next_us = start_us + tape.roll_us;
+        let mut rows = Vec::new();
+        for token in self.books.values() {
+            if token.tape_off || !matches!(token.trust, Trust::Trusted { .. }) {
+                continue;
+            }
+            for side in [Side::Bid, Side::Ask] {
+                for (price, amount) in token.book.levels(side, 0) {
+                    rows.push(TapeRow {
+                        asset_id: Arc::clone(&token.asset),
+                        market: Arc::clone(&token.market),
+                        timestamp_us: start_us,
+                        local_timestamp_us: start_us - 1,
+                        is_snapshot: true,
+                        side,
+                        price,
+                        amount,
+                    });
+                }
+            }
+        }
+        tape.flush();
+        tape.msgs.push(TapeMsg::Opening { start_us, rows });
+    }
+
+    /// The book tape dropped rows of `assets` (it was behind): each is left out of it (of
+    /// its next opening too) until its next fresh book, asked for now.
     pub(crate) fn tape_dropped(&mut self, assets: &[Arc<str>]) {
         for asset in assets {
             let Some(token) = self.books.get_mut(&**asset) else {
                 continue;
             };
             token.tape_off = true;
-            if let Some(tape) = &mut self.tape {
-                tape.forget(&token.asset);
-            }
             self.resync.push(asset.to_string());
         }
     }
@@ -798,17 +834,24 @@ impl LiveBooks {
     }
 }
 
-/// What the tape gets from one frame: its rows in one message, a forgotten book between.
-#[derive(Default)]
+/// What the tape gets from one frame: its rows in one message, a period's opening between.
 struct TapeOut {
     msgs: Vec<TapeMsg>,
     rows: Vec<TapeRow>,
+    /// The tape's roll period, and the next boundary this connection has to open.
+    roll_us: i64,
+    next_us: i64,
 }
 
 impl TapeOut {
-    fn forget(&mut self, asset: &Arc<str>) {
-        self.flush();
-        self.msgs.push(TapeMsg::Forget(Arc::clone(asset)));
+    fn new(roll_us: i64, now_us: i64) -> TapeOut {
+        let roll_us = roll_us.max(1);
+        TapeOut {
+            msgs: Vec::new(),
+            rows: Vec::new(),
+            roll_us,
+            next_us: (now_us.div_euclid(roll_us) + 1) * roll_us,
+        }
     }
 
     fn flush(&mut self) {
@@ -916,7 +959,7 @@ mod tests {
     /// Token "1" cut every second, opened at `T0` with this book, its first snapshot taken:
     /// where the cut tests start.
     fn opened_at_t0(bids: &[(&str, &str)], asks: &[(&str, &str)]) -> LiveBooks {
-        let mut b = LiveBooks::new(1_000, 0, false, T0);
+        let mut b = LiveBooks::new(1_000, 0, None, T0);
         b.apply(book(T0, bids, asks), T0 * 1000);
         b.take_snapshots();
         b
@@ -931,7 +974,7 @@ mod tests {
     }
 
     fn books() -> LiveBooks {
-        let mut b = LiveBooks::new(300_000, 0, false, T0);
+        let mut b = LiveBooks::new(300_000, 0, None, T0);
         b.apply(
             book(
                 T0,
@@ -958,7 +1001,7 @@ mod tests {
 
     #[test]
     fn probe_tokens_are_trusted_and_of_distinct_markets() {
-        let mut b = LiveBooks::new(300_000, 0, false, T0);
+        let mut b = LiveBooks::new(300_000, 0, None, T0);
         for (asset, market) in [("a1", "0xa"), ("a2", "0xa"), ("b1", "0xb"), ("b2", "0xb")] {
             let BookEvent::Snapshot { bids, asks, .. } = book(T0, &[("0.4", "1")], &[]) else {
                 unreachable!()
@@ -1084,7 +1127,7 @@ mod tests {
     #[test]
     fn a_stamp_far_in_the_future_is_refused_not_walked_to() {
         // Cuts every second: walking them to a year ahead is 31.5 million cuts.
-        let mut b = LiveBooks::new(1_000, 0, false, T0);
+        let mut b = LiveBooks::new(1_000, 0, None, T0);
         b.apply(
             book(
                 T0,
@@ -1275,9 +1318,23 @@ mod tests {
         assert_eq!((cuts.len(), discarded), (0, 1));
     }
 
+    /// The tape's messages as (rows, openings with their start).
+    fn tape_parts(msgs: Vec<TapeMsg>) -> (Vec<TapeRow>, Vec<(i64, Vec<TapeRow>)>) {
+        let (mut rows, mut openings) = (Vec::new(), Vec::new());
+        for m in msgs {
+            match m {
+                TapeMsg::Rows(r) => rows.extend(r),
+                TapeMsg::Opening { start_us, rows } => openings.push((start_us, rows)),
+                TapeMsg::Lost(..) => {}
+            }
+        }
+        (rows, openings)
+    }
+
     #[test]
     fn a_token_whose_tape_rows_were_dropped_stays_off_the_tape_until_its_fresh_book() {
-        let mut b = LiveBooks::new(300_000, 0, true, T0);
+        const ROLL_US: i64 = 3_600_000_000;
+        let mut b = LiveBooks::new(300_000, 0, Some(ROLL_US), T0);
         b.apply(book(T0, &[("0.29", "10")], &[("0.32", "7")]), T0 * 1000);
         b.take_tape();
         b.tape_dropped(&[Arc::from("1")]);
@@ -1291,21 +1348,146 @@ mod tests {
             (T0 + 10) * 1000,
         );
         b.close_groups_where(|_| true);
-        let msgs = b.take_tape();
-        assert!(
-            matches!(&msgs[..], [TapeMsg::Forget(a)] if &**a == "1"),
-            "forgotten, no row"
-        );
+        assert!(b.take_tape().is_empty(), "no row");
+        // Nor in the next period's opening, made as the clock crosses its boundary.
+        let boundary = (T0 * 1000).div_euclid(ROLL_US) * ROLL_US + ROLL_US;
+        b.tick(boundary.div_euclid(1000) + 1);
+        let (rows, openings) = tape_parts(b.take_tape());
+        assert!(rows.is_empty());
+        assert_eq!(openings.len(), 1);
+        assert_eq!(openings[0].0, boundary);
+        assert!(openings[0].1.is_empty(), "left out of the opening");
         // Its fresh book puts it back, as a snapshot block.
+        let t = boundary.div_euclid(1000) + 20;
         b.apply(
-            book(T0 + 20, &[("0.29", "10"), ("0.3", "1")], &[("0.32", "7")]),
-            (T0 + 20) * 1000,
+            book(t, &[("0.29", "10"), ("0.3", "1")], &[("0.32", "7")]),
+            t * 1000,
         );
         let msgs = b.take_tape();
         assert!(
             matches!(&msgs[..], [TapeMsg::Rows(r)] if r.len() == 3 && r.iter().all(|r| r.is_snapshot)),
             "back on the tape"
         );
+    }
+
+    /// A token's book as the README's replay rule builds it: the local time of its last row
+    /// if a snapshot row, and its levels (side, price, size), sorted.
+    type Replayed = (Option<i64>, Vec<(Side, u64, u64)>);
+
+    /// A connection opens each of the tape's periods with its trusted books, before any row
+    /// received after the boundary, once a boundary (the next event or the clock, whichever
+    /// comes first). Replayed on their own, the opening's rows are exactly the books that
+    /// the connection's rows so far build (an independent replay); a desynced book is left
+    /// out until its fresh book.
+    #[test]
+    fn each_period_opens_with_the_connections_trusted_books() {
+        const ROLL_US: i64 = 10_000_000;
+        let mut b = LiveBooks::new(300_000, 0, Some(ROLL_US), T0);
+        let boundary = (T0 * 1000).div_euclid(ROLL_US) * ROLL_US + ROLL_US;
+        let of = |asset: &'static str, e: BookEvent<'static>| match e {
+            BookEvent::Snapshot {
+                timestamp_ms,
+                bids,
+                asks,
+                ..
+            } => BookEvent::Snapshot {
+                asset_id: Cow::Borrowed(asset),
+                market: Cow::Borrowed("0xm"),
+                timestamp_ms,
+                bids,
+                asks,
+                tick_size: None,
+            },
+            BookEvent::Change {
+                timestamp_ms,
+                side,
+                price,
+                size,
+                top,
+                ..
+            } => BookEvent::Change {
+                asset_id: Cow::Borrowed(asset),
+                market: Cow::Borrowed("0xm"),
+                timestamp_ms,
+                side,
+                price,
+                size,
+                top,
+            },
+            other => other,
+        };
+        b.apply(
+            of("a", book(T0, &[("0.4", "10")], &[("0.6", "3")])),
+            T0 * 1000,
+        );
+        b.apply(
+            of("b", book(T0, &[("0.2", "1")], &[("0.3", "1")])),
+            T0 * 1000 + 1,
+        );
+        b.apply(
+            of(
+                "a",
+                change(T0 + 5, Side::Bid, "0.45", "2", Some(("0.45", "0.6"))),
+            ),
+            (T0 + 5) * 1000,
+        );
+        // b's top disagrees: desynced, out of the tape's openings.
+        b.apply(
+            of(
+                "b",
+                change(T0 + 6, Side::Ask, "0.35", "1", Some(("0.2", "0.31"))),
+            ),
+            (T0 + 6) * 1000,
+        );
+        b.close_groups_where(|_| true);
+        let (before, openings) = tape_parts(b.take_tape());
+        assert!(openings.is_empty(), "no boundary crossed yet");
+        // The first event past the boundary opens the period before its own row.
+        let t = boundary.div_euclid(1000) + 3;
+        b.apply(
+            of("a", change(t, Side::Ask, "0.6", "0", Some(("0.45", "")))),
+            t * 1000,
+        );
+        let msgs = b.take_tape();
+        assert!(
+            matches!(&msgs[..], [TapeMsg::Opening { .. }, TapeMsg::Rows(r)] if r[0].local_timestamp_us == t * 1000),
+            "the opening first, then the row"
+        );
+        let (_, openings) = tape_parts(msgs);
+        let (start, rows) = &openings[0];
+        assert_eq!(*start, boundary);
+        assert!(rows.iter().all(|r| r.is_snapshot
+            && r.timestamp_us == boundary
+            && r.local_timestamp_us == boundary - 1));
+        // Replayed on their own, the same books as every row before the boundary built
+        // (README rule: each block of snapshot rows replaces the token's book).
+        let replay = |rows: &[TapeRow]| {
+            let mut books: HashMap<String, Replayed> = HashMap::new();
+            for r in rows {
+                let e = books.entry(r.asset_id.to_string()).or_default();
+                if r.is_snapshot && e.0 != Some(r.local_timestamp_us) {
+                    e.1.clear();
+                }
+                e.0 = r.is_snapshot.then_some(r.local_timestamp_us);
+                e.1.retain(|l| (l.0, l.1) != (r.side, r.price.units()));
+                if !r.amount.is_zero() {
+                    e.1.push((r.side, r.price.units(), r.amount.units()));
+                }
+                e.1.sort_by_key(|l| (l.0 == Side::Ask, l.1));
+            }
+            books
+        };
+        let opened = replay(rows);
+        let built = replay(&before);
+        assert_eq!(opened.get("a").map(|b| &b.1), built.get("a").map(|b| &b.1));
+        assert_eq!(opened["a"].1.len(), 3, "{opened:?}");
+        assert!(!opened.contains_key("b"), "a desynced book is left out");
+        // The clock alone opens the next period on a quiet socket.
+        b.tick((boundary + ROLL_US).div_euclid(1000) + 1);
+        let (_, openings) = tape_parts(b.take_tape());
+        assert_eq!(openings.len(), 1);
+        assert_eq!(openings[0].0, boundary + ROLL_US);
+        assert_eq!(openings[0].1.len(), 2, "a's bids; its ask was taken");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(crate) use events::{ReadAlready, book_events_read, scan_reading_books};
 pub(crate) use live::LiveBooks;
 pub use number::{Price, Side, Size};
 pub use snapshot::{BookSnapshot, Levels, SnapshotSource, decode_levels, encode_levels};
-pub(crate) use tape::{BookTape, TapeMsg};
+pub(crate) use tape::{BookTape, TapeMsg, tape_roll_us};
 pub use tape::{TapeFinisher, TapeRow};
 
 /// One token's order book: the total size resting at each price, both sides.

@@ -5,16 +5,20 @@
 //! The connections send rows here (a full queue makes a reader wait, never drop). One
 //! thread appends them to a CRC-framed segment on local disk (the spool's framing) and
 //! syncs it every second, so a crash loses nothing received more than a second or two
-//! before it. At each boundary of the roll period the segment is closed and the next one
-//! starts with a snapshot of every held book (the thread keeps its own copy of each, built
-//! from the same rows), so each file replays alone. A closed segment becomes the tape file
+//! before it. At each boundary of the roll period the next segment begins, and each
+//! connection, as it crosses the boundary, sends it every book it holds as the period's
+//! opening, ahead of any row it received after the boundary: so each file replays alone,
+//! from the connections' own books (the tape thread keeps no copy of them). A connection's
+//! rows received before the boundary that reach the tape after it (it was busy) still go to
+//! the period they belong to, which stays open for them a grace of a few seconds past its
+//! end. A closed segment becomes the tape file
 //! on a second thread: written by the [`TapeFinisher`] (the CLI's Parquet writer) beside its
 //! final name, synced, hashed, renamed, recorded in `book_files`, and only then deleted.
 //! Segments a crash left behind are finished the same way at the next start.
 //!
-//! A book that desyncs, or a token no longer held, is dropped from the thread's copy (and so
-//! from the next file's opening snapshot) until a fresh book arrives, which the connection
-//! writes as snapshot rows. **The replay rule** (README): every `book` is one block of
+//! A book that desyncs, or a token no longer held, is left out of its connection's openings
+//! until a fresh book arrives, which the connection writes as snapshot rows. **The replay
+//! rule** (README): every `book` is one block of
 //! snapshot rows sharing one `local_timestamp` (each event a socket delivers gets its own),
 //! so a token's book starts afresh at a snapshot row that follows a change row of that token
 //! *or* whose `local_timestamp` differs from the token's previous snapshot row's: two books
@@ -32,7 +36,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::Book;
 use super::number::{Price, Side, Size};
 use super::segment::{self, Decoder, Encoder};
 use crate::health::Health;
@@ -70,59 +73,27 @@ pub trait TapeFinisher: Send + Sync {
     ) -> io::Result<()>;
 }
 
-/// The tape thread's copy of every held book: by token, its market, its book as the rows
-/// built it, and the local time of its last row if that was a snapshot row (`None`: a change
-/// row).
-type Mirror = HashMap<Arc<str>, (Arc<str>, Book, Option<i64>), ahash::RandomState>;
-
-/// Applies one row to the mirror by the replay rule (module docs): a snapshot row after a
-/// change row, or of another block than the token's last snapshot row, starts afresh.
-fn mirror_row(mirror: &mut Mirror, row: &TapeRow) {
-    let entry = mirror
-        .entry(Arc::clone(&row.asset_id))
-        .or_insert_with(|| (Arc::clone(&row.market), Book::new(), None));
-    if row.is_snapshot && entry.2 != Some(row.local_timestamp_us) {
-        entry.1 = Book::new();
-    }
-    entry.2 = row.is_snapshot.then_some(row.local_timestamp_us);
-    entry.1.set(row.side, row.price, row.amount);
-}
-
-/// A period's opening snapshot: every book the mirror holds, as one block per token stamped
-/// one microsecond before `start_us` (no `book` of the period can share it).
-fn opening_rows(mirror: &mut Mirror, start_us: i64) -> Vec<TapeRow> {
-    let mut opening = Vec::new();
-    for (asset, (market, book, last_snapshot)) in mirror.iter_mut() {
-        for side in [Side::Bid, Side::Ask] {
-            for (price, amount) in book.levels(side, 0) {
-                opening.push(TapeRow {
-                    asset_id: Arc::clone(asset),
-                    market: Arc::clone(market),
-                    timestamp_us: start_us,
-                    local_timestamp_us: start_us - 1,
-                    is_snapshot: true,
-                    side,
-                    price,
-                    amount,
-                });
-            }
-        }
-        *last_snapshot = Some(start_us - 1);
-    }
-    opening
-}
-
 /// What the connections send.
 pub(crate) enum TapeMsg {
     /// Rows, in the order their events were applied.
     Rows(Vec<TapeRow>),
-    /// This token's book is no longer trusted: out of the next file's opening snapshot
-    /// until its fresh book comes.
-    Forget(Arc<str>),
+    /// A connection's books as it crossed the boundary starting the period at `start_us`:
+    /// one snapshot block per token, stamped one microsecond before the boundary (no `book`
+    /// of the period can share the stamp).
+    Opening { start_us: i64, rows: Vec<TapeRow> },
     /// Rows a connection dropped because the tape was behind (rows, tokens): the open
     /// period's file records the loss.
     Lost(u64, u64),
 }
+
+/// The roll period in µs (at least a second): the tape thread's and the connections' own.
+pub(crate) fn tape_roll_us(roll: Duration) -> i64 {
+    roll.as_micros().clamp(1_000_000, i64::MAX as u128) as i64
+}
+
+/// How long a period stays open past its end for rows received before the end that reach
+/// the tape later (a connection that was busy): at most this, and half the roll period.
+const GRACE_US: i64 = 5_000_000;
 
 /// How long the tape thread naps between drains of its channel while rows keep coming.
 const NAP: Duration = Duration::from_millis(5);
@@ -147,11 +118,10 @@ pub(crate) struct BookTape {
     roll_us: i64,
     rx: Receiver<TapeMsg>,
     health: Health,
-    /// Every trusted book, as the rows built it, with its market; and the local time of
-    /// the token's last row if it was a snapshot row (`None`: a change row): a snapshot row
-    /// after changes, or of another block, resets it.
-    mirror: Mirror,
+    /// The open period.
     segment: Option<Segment>,
+    /// The period before it, open for late rows until its grace ends.
+    previous: Option<Segment>,
     finish_tx: Option<Sender<Job>>,
     finisher_thread: Option<std::thread::JoinHandle<()>>,
     /// Held for the tape's life: one process writes a tape folder.
@@ -173,6 +143,63 @@ struct Segment {
     lost: u64,
     /// Writes the rows of the record being gathered.
     enc: Encoder,
+}
+
+impl Segment {
+    /// Records that this period lost `rows` (`why`), beside its segment too.
+    fn record_loss(&mut self, why: &str, rows: u64) {
+        self.lost += rows;
+        let note = match &self.error {
+            Some(e) => format!("{e}; {why}"),
+            None => why.to_owned(),
+        };
+        let _ = fs::write(failure_note(&self.path), &note);
+        self.error = Some(note);
+    }
+
+    /// Writes out and syncs what it gathered.
+    fn sync(&mut self, health: &Health) {
+        self.synced = Instant::now();
+        if self.pending == 0 {
+            return;
+        }
+        frame::seal(&mut self.buf);
+        let result = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.good_len += self.buf.len() as u64;
+                health
+                    .books()
+                    .tape_rows
+                    .fetch_add(self.pending as u64, Relaxed);
+            }
+            Err(e) => {
+                // A torn write is cut back, so the rows written after it still read (they
+                // were read as a torn tail, and the rest of the period dropped while its file
+                // was recorded complete); the period is recorded as failed, here and beside
+                // the segment (a crash must not forget it).
+                let cut = OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .and_then(|f| f.set_len(self.good_len));
+                if let Err(c) = cut {
+                    log::error!("book tape: cannot cut {} back ({c})", self.path.display());
+                }
+                let pending = self.pending as u64;
+                self.record_loss(&format!("{pending} rows not written: {e}"), pending);
+                health.books().tape_rows_lost.fetch_add(pending, Relaxed);
+                log::error!(
+                    "book tape: cannot write a segment ({e}); {pending} rows lost from the \
+                     tape, the period is recorded as failed"
+                );
+            }
+        }
+        self.buf.clear();
+        self.pending = 0;
+    }
 }
 
 /// A closed segment to turn into its file.
@@ -256,11 +283,11 @@ impl BookTape {
             })?;
         let tape = BookTape {
             dir,
-            roll_us: roll.as_micros().max(1_000_000) as i64,
+            roll_us: tape_roll_us(roll),
             rx,
             health,
-            mirror: Mirror::default(),
             segment: None,
+            previous: None,
             finish_tx: Some(job_tx),
             finisher_thread: Some(finisher_thread),
             _lock: lock,
@@ -300,9 +327,7 @@ impl BookTape {
                         self.row(row);
                     }
                 }
-                Ok(TapeMsg::Forget(asset)) => {
-                    self.mirror.remove(&asset);
-                }
+                Ok(TapeMsg::Opening { start_us, rows }) => self.opening(start_us, rows),
                 Ok(TapeMsg::Lost(rows, tokens)) => {
                     self.lost(
                         &format!("{rows} rows of {tokens} tokens dropped: the tape was behind"),
@@ -317,10 +342,17 @@ impl BookTape {
             {
                 self.sync();
             }
-            // A quiet tape still rolls on time.
+            // A quiet tape still rolls on time, and a period's grace ends on time.
             let now = crate::health::now_us();
             if self.segment.as_ref().is_some_and(|s| now >= s.end_us) {
                 self.roll(now);
+            }
+            if self
+                .previous
+                .as_ref()
+                .is_some_and(|p| now >= p.end_us + self.grace_us())
+            {
+                self.close_previous();
             }
         }
         // A stop: the open period is synced and left as its segment, which the next start
@@ -328,7 +360,10 @@ impl BookTape {
         // would hold the run's clean stop). Files being finished now go on while the
         // process lives; a segment not finished stays for the next start.
         self.sync();
-        if let Some(seg) = self.segment.take() {
+        for seg in [self.previous.take(), self.segment.take()]
+            .into_iter()
+            .flatten()
+        {
             log::info!(
                 "book tape: {} left for the next start to finish",
                 seg.path.display()
@@ -338,17 +373,61 @@ impl BookTape {
         drop(self.finisher_thread.take());
     }
 
+    fn grace_us(&self) -> i64 {
+        GRACE_US.min(self.roll_us / 2)
+    }
+
     fn row(&mut self, row: TapeRow) {
         let at = row.local_timestamp_us;
         if self.segment.as_ref().is_none_or(|s| at >= s.end_us) {
             self.roll(at);
         }
-        mirror_row(&mut self.mirror, &row);
-        self.append(&row);
+        let late = self.belongs_to_previous(at);
+        self.append(&row, late);
     }
 
-    fn append(&mut self, row: &TapeRow) {
-        let Some(seg) = &mut self.segment else {
+    /// Whether a row (or an opening) of time `at` goes to the period still in its grace:
+    /// it is before the open period and within that one.
+    fn belongs_to_previous(&self, at: i64) -> bool {
+        self.segment.as_ref().is_some_and(|s| at < s.start_us)
+            && self.previous.as_ref().is_some_and(|p| at >= p.start_us)
+    }
+
+    /// A connection's books as it crossed the boundary at `start_us`. They open that period
+    /// when it is the open one (or the one in its grace); a connection so far behind that
+    /// the tape has moved on opens the open period with them instead (its rows after the
+    /// boundary are all still to come, after these), stamped as that period's opening.
+    fn opening(&mut self, start_us: i64, mut rows: Vec<TapeRow>) {
+        if self.segment.as_ref().is_none_or(|s| start_us >= s.end_us) {
+            self.roll(start_us);
+        }
+        let previous = self.belongs_to_previous(start_us);
+        let target = if previous {
+            self.previous.as_ref()
+        } else {
+            self.segment.as_ref()
+        };
+        if let Some(seg) = target
+            && seg.start_us != start_us
+        {
+            for r in &mut rows {
+                r.timestamp_us = seg.start_us;
+                r.local_timestamp_us = seg.start_us - 1;
+            }
+        }
+        for row in &rows {
+            self.append(row, previous);
+        }
+    }
+
+    /// Appends `row` to the open period, or to the one in its grace (`previous`).
+    fn append(&mut self, row: &TapeRow, previous: bool) {
+        let slot = if previous {
+            &mut self.previous
+        } else {
+            &mut self.segment
+        };
+        let Some(seg) = slot else {
             return;
         };
         if seg.buf.is_empty() {
@@ -362,95 +441,55 @@ impl BookTape {
         }
     }
 
+    /// Ends the grace of the period before the open one: its file is made.
+    fn close_previous(&mut self) {
+        if let Some(mut seg) = self.previous.take() {
+            seg.sync(&self.health);
+            self.close(seg, None);
+        }
+    }
+
     /// Records that the open period lost `rows` (`why`), beside its segment too.
     fn lost(&mut self, why: &str, rows: u64) {
         let now = crate::health::now_us();
         if self.segment.is_none() {
             self.roll(now);
         }
-        let Some(seg) = &mut self.segment else {
-            return;
-        };
-        seg.lost += rows;
-        let note = match &seg.error {
-            Some(e) => format!("{e}; {why}"),
-            None => why.to_owned(),
-        };
-        let _ = fs::write(failure_note(&seg.path), &note);
-        seg.error = Some(note);
+        if let Some(seg) = &mut self.segment {
+            seg.record_loss(why, rows);
+        }
     }
 
-    /// Writes out and syncs what the open segment gathered.
+    /// Writes out and syncs what the open segment, and the one in its grace, gathered.
     fn sync(&mut self) {
-        let Some(seg) = &mut self.segment else {
-            return;
-        };
-        seg.synced = Instant::now();
-        if seg.pending == 0 {
-            return;
+        for seg in [&mut self.previous, &mut self.segment]
+            .into_iter()
+            .flatten()
+        {
+            seg.sync(&self.health);
         }
-        frame::seal(&mut seg.buf);
-        let result = seg
-            .file
-            .write_all(&seg.buf)
-            .and_then(|()| seg.file.sync_data());
-        match result {
-            Ok(()) => {
-                seg.good_len += seg.buf.len() as u64;
-                self.health
-                    .books()
-                    .tape_rows
-                    .fetch_add(seg.pending as u64, Relaxed);
-            }
-            Err(e) => {
-                // A torn write is cut back, so the rows written after it still read (they
-                // were read as a torn tail, and the rest of the period dropped while its file
-                // was recorded complete); the period is recorded as failed, here and beside
-                // the segment (a crash must not forget it).
-                let cut = OpenOptions::new()
-                    .write(true)
-                    .open(&seg.path)
-                    .and_then(|f| f.set_len(seg.good_len));
-                if let Err(c) = cut {
-                    log::error!("book tape: cannot cut {} back ({c})", seg.path.display());
-                }
-                let pending = seg.pending as u64;
-                seg.buf.clear();
-                seg.pending = 0;
-                self.lost(&format!("{pending} rows not written: {e}"), pending);
-                self.health
-                    .books()
-                    .tape_rows_lost
-                    .fetch_add(pending, Relaxed);
-                log::error!(
-                    "book tape: cannot write a segment ({e}); {pending} rows lost from the \
-                     tape, the period is recorded as failed"
-                );
-                return;
-            }
-        }
-        seg.buf.clear();
-        seg.pending = 0;
     }
 
-    /// Closes the open segment (if any) and opens the one for the period holding `at_us`,
-    /// which starts with every held book.
+    /// Opens the period holding `at_us`; the open one (if any) keeps late rows for its
+    /// grace. The connections send the new period's opening books as they cross into it.
     fn roll(&mut self, at_us: i64) {
         self.sync();
+        // A period still in its grace when the next one rolls (a tape far behind) is done.
+        self.close_previous();
         let start_us = match self.segment.take() {
             Some(seg) => {
                 let boundary = seg.end_us;
-                self.close(seg, None);
                 // The next period starts at the boundary when it follows straight on.
                 if at_us < boundary + self.roll_us {
+                    self.previous = Some(seg);
                     boundary
                 } else {
+                    self.close(seg, None);
                     at_us
                 }
             }
-            // A run's first period (no book held yet, so no opening rows to stamp).
-            None if self.mirror.is_empty() => self.free_start(at_us),
-            None => at_us,
+            // A run's first period.
+            None => self.free_start(at_us),
         };
         let path = self.dir.join(file_name(start_us, "segment"));
         let file = match OpenOptions::new().create(true).append(true).open(&path) {
@@ -490,11 +529,6 @@ impl BookTape {
             lost: 0,
             enc: Encoder::default(),
         });
-        // Every file replays on its own: it opens with every held book.
-        let opening = opening_rows(&mut self.mirror, start_us);
-        for row in &opening {
-            self.append(row);
-        }
     }
 
     /// The start of a run's first period: `at_us`, unless a period an earlier run left has
@@ -890,8 +924,8 @@ mod tests {
             roll_us: 3_600_000_000,
             rx,
             health: Health::new(),
-            mirror: Mirror::default(),
             segment: None,
+            previous: None,
             finish_tx: None,
             finisher_thread: None,
             _lock: File::create(dir.join(".lock")).expect("lock file"),
@@ -959,7 +993,7 @@ mod tests {
             good_len: magic.len() as u64,
             ..segment(open(&path, true))
         });
-        tape.append(&tape_row("A", at, true, Side::Bid, "0.4", "1"));
+        tape.append(&tape_row("A", at, true, Side::Bid, "0.4", "1"), false);
         tape.sync();
         let good = tape.segment.as_ref().map_or(0, |s| s.good_len);
         assert!(good > 0);
@@ -976,7 +1010,7 @@ mod tests {
         let mut broken = segment(full);
         broken.good_len = good;
         tape.segment = Some(broken);
-        tape.append(&tape_row("A", at + 1, false, Side::Bid, "0.4", "2"));
+        tape.append(&tape_row("A", at + 1, false, Side::Bid, "0.4", "2"), false);
         tape.sync();
         assert_eq!(tape.health.books().tape_rows_lost.load(Relaxed), 1);
         let note = fs::read_to_string(failure_note(&path)).expect("the failure is noted");
@@ -985,7 +1019,7 @@ mod tests {
         fixed.good_len = good;
         fixed.error = tape.segment.as_ref().and_then(|s| s.error.clone());
         tape.segment = Some(fixed);
-        tape.append(&tape_row("A", at + 2, false, Side::Ask, "0.5", "3"));
+        tape.append(&tape_row("A", at + 2, false, Side::Ask, "0.5", "3"), false);
         tape.sync();
         // What was written whole reads, before and after the failure: nothing is taken for
         // a torn tail.
@@ -998,41 +1032,154 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// The rows of every segment in `dir`, by its start.
+    fn segments(dir: &Path) -> std::collections::BTreeMap<i64, Vec<TapeRow>> {
+        fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| Some((segment_start(&p)?, p)))
+            .map(|(start, p)| {
+                let rows = SegmentRows::open(&p)
+                    .expect("open")
+                    .collect::<io::Result<_>>()
+                    .expect("reads");
+                (start, rows)
+            })
+            .collect()
+    }
+
+    /// Two connections cross a boundary at different moments. Each one's rows received
+    /// before the boundary go to the period they belong to while it is in its grace, even
+    /// after the tape rolled; each one's opening opens the new period; an opening so late
+    /// that the tape moved on opens the open period instead, restamped as its opening. Every
+    /// period replays, on its own, to the books the rows built (an independent replay).
     #[test]
-    fn two_books_in_a_row_replace_and_a_forgotten_token_leaves_the_next_opening() {
+    fn openings_and_late_rows_go_to_the_periods_they_belong_to() {
         use Side::{Ask, Bid};
-        // A: a book, a change, then two books in a row with no change between (a resync's
-        // book right behind a trade's); the second has fewer levels. B: a book, then
-        // forgotten (unsubscribed, or desynced by a dropped delta).
-        let period = vec![
-            tape_row("A", 10, true, Bid, "0.2", "5"),
-            tape_row("A", 10, true, Ask, "0.21", "859.07"),
-            tape_row("A", 11, false, Ask, "0.2025", "100"),
-            tape_row("A", 20, true, Bid, "0.2", "7"),
-            tape_row("A", 20, true, Ask, "0.2025", "100"),
-            tape_row("A", 20, true, Ask, "0.21", "859.07"),
-            tape_row("A", 30, true, Bid, "0.2025", "3"),
-            tape_row("A", 30, true, Ask, "0.205", "40"),
-            tape_row("B", 31, true, Bid, "0.5", "1"),
-            tape_row("B", 31, true, Ask, "0.6", "1"),
-        ];
-        let mut mirror = Mirror::default();
-        for r in &period {
-            mirror_row(&mut mirror, r);
-        }
-        mirror.remove("B");
-        let opening = opening_rows(&mut mirror, 1_000);
-        // The period replays to A's last book alone: no phantom ask beside its 0.2025 bid.
-        let a = vec![(false, 205_000, 40_000_000), (true, 202_500, 3_000_000)];
-        assert_eq!(replay(&period)["A"], a);
-        // The next file opens with A exactly, and without B.
-        let next = replay(&opening);
-        assert_eq!(next.get("A"), Some(&a));
-        assert!(!next.contains_key("B"), "a forgotten token is not reopened");
-        // A book right after the opening block replaces it too.
-        let mut more = opening.clone();
-        more.push(tape_row("A", 1_000, true, Bid, "0.19", "1"));
-        assert_eq!(replay(&more)["A"], vec![(true, 190_000, 1_000_000)]);
+        let dir = scratch("openings");
+        let (mut tape, _tx) = bare_tape(&dir);
+        tape.roll_us = 10_000_000;
+        let h = 1_700_000_000_000_000i64; // a boundary of 10 s
+        let row = |a: &str, at: i64, snap: bool, side: Side, p: &str, q: &str| {
+            tape_row(a, at, snap, side, p, q)
+        };
+        let opening = |start: i64, rows: Vec<TapeRow>| TapeMsg::Opening {
+            start_us: start,
+            rows: rows
+                .into_iter()
+                .map(|r| TapeRow {
+                    timestamp_us: start,
+                    local_timestamp_us: start - 1,
+                    ..r
+                })
+                .collect(),
+        };
+        let feed = |tape: &mut BookTape, msg: TapeMsg| match msg {
+            TapeMsg::Rows(rows) => rows.into_iter().for_each(|r| tape.row(r)),
+            TapeMsg::Opening { start_us, rows } => tape.opening(start_us, rows),
+            TapeMsg::Lost(..) => {}
+        };
+        // Period [h, h + 10 s): books of A (connection 1) and B (connection 2).
+        feed(
+            &mut tape,
+            TapeMsg::Rows(vec![
+                row("A", h + 1, true, Bid, "0.4", "10"),
+                row("A", h + 1, true, Ask, "0.6", "10"),
+                row("B", h + 2, true, Bid, "0.1", "5"),
+            ]),
+        );
+        // Connection 1 crosses into the next period first: its opening, then a change.
+        let p2 = h + 10_000_000;
+        feed(
+            &mut tape,
+            opening(
+                p2,
+                vec![
+                    row("A", 0, true, Bid, "0.4", "10"),
+                    row("A", 0, true, Ask, "0.6", "10"),
+                ],
+            ),
+        );
+        feed(
+            &mut tape,
+            TapeMsg::Rows(vec![row("A", p2 + 5, false, Bid, "0.45", "1")]),
+        );
+        // Connection 2 was busy: a change it received before the boundary comes now, then
+        // its opening.
+        feed(
+            &mut tape,
+            TapeMsg::Rows(vec![row("B", p2 - 3, false, Bid, "0.2", "7")]),
+        );
+        feed(
+            &mut tape,
+            opening(
+                p2,
+                vec![
+                    row("B", 0, true, Bid, "0.1", "5"),
+                    row("B", 0, true, Bid, "0.2", "7"),
+                ],
+            ),
+        );
+        // The tape rolls on into a third period (its grace ended for the first): a change
+        // of A, then B's connection so far behind that its opening of the second period
+        // comes only now.
+        let p3 = p2 + 10_000_000;
+        tape.close_previous();
+        feed(
+            &mut tape,
+            opening(
+                p3,
+                vec![
+                    row("A", 0, true, Bid, "0.45", "1"),
+                    row("A", 0, true, Bid, "0.4", "10"),
+                    row("A", 0, true, Ask, "0.6", "10"),
+                ],
+            ),
+        );
+        tape.close_previous();
+        feed(
+            &mut tape,
+            opening(p2, vec![row("B", 0, true, Bid, "0.3", "2")]),
+        );
+        tape.sync();
+        let files = segments(&dir);
+        // Named to the second: the first period, which began at its first row, is `h`.
+        assert_eq!(files.keys().copied().collect::<Vec<_>>(), vec![h, p2, p3]);
+        let first = replay(&files[&h]);
+        assert_eq!(
+            first["B"],
+            vec![(true, 100_000, 5_000_000), (true, 200_000, 7_000_000)]
+        );
+        let second = replay(&files[&p2]);
+        assert_eq!(
+            second["A"],
+            vec![
+                (false, 600_000, 10_000_000),
+                (true, 400_000, 10_000_000),
+                (true, 450_000, 1_000_000)
+            ]
+        );
+        assert_eq!(
+            second["B"], first["B"],
+            "opened by its own connection's books"
+        );
+        assert!(
+            files[&p2]
+                .iter()
+                .all(|r| r.is_snapshot || r.local_timestamp_us >= p2),
+            "no late row in the second period: it went to the first"
+        );
+        let third = replay(&files[&p3]);
+        assert_eq!(third["A"], second["A"]);
+        assert_eq!(third["B"], vec![(true, 300_000, 2_000_000)]);
+        assert!(
+            files[&p3]
+                .iter()
+                .filter(|r| &*r.asset_id == "B")
+                .all(|r| r.local_timestamp_us == p3 - 1 && r.timestamp_us == p3),
+            "a late opening is stamped as the open period's"
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -61,8 +61,9 @@ impl Connection {
         if let Some(tape) = &self.tape {
             // The sockets never wait for the tape: rows it has no room for are dropped,
             // counted and told to it (its period's file records the loss); their tokens are
-            // left out of the tape until their next fresh book, asked for now. A `Forget` or
-            // a `Lost` is never dropped: it waits, in order, and rows behind it are dropped.
+            // left out of the tape until their next fresh book, asked for now. A period's
+            // opening or a `Lost` is never dropped: it waits, in order, and rows behind it
+            // are dropped.
             let mut queue = std::mem::take(&mut self.tape_backlog);
             queue.extend(books.take_tape());
             let mut dropped: Vec<std::sync::Arc<str>> = Vec::new();

@@ -147,7 +147,7 @@ pub struct Connection {
     books: Option<LiveBooks>,
     tape: Option<Sender<TapeMsg>>,
     /// Tape messages that must reach the tape in order and could not yet (it was behind):
-    /// `Forget`s and `Lost`s. Rows wait for nothing: they are dropped instead.
+    /// periods' openings and `Lost`s. Rows wait for nothing: they are dropped instead.
     tape_backlog: Vec<TapeMsg>,
 }
 
@@ -177,6 +177,9 @@ impl Connection {
         let status = health.add_connection(id, tokens.len());
         let books_every = config.book_snapshot_interval.as_millis() as i64;
         let book_depth = config.book_depth;
+        let tape_roll_us = tape
+            .is_some()
+            .then(|| crate::book::tape_roll_us(config.book_tape_roll));
         let recycle = Recycle::new(&config, id);
         let tokens = Arc::new(Mutex::new(tokens));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -213,7 +216,7 @@ impl Connection {
             recycle,
             sessions: 0,
             books: (books_every > 0)
-                .then(|| LiveBooks::new(books_every, book_depth, tape.is_some(), now_ms())),
+                .then(|| LiveBooks::new(books_every, book_depth, tape_roll_us, now_ms())),
             tape,
             tape_backlog: Vec::new(),
         };

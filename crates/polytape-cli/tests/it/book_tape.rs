@@ -99,8 +99,9 @@ fn every_tape_file_replays_on_its_own_to_the_true_books() {
         "three files written and recorded"
     );
     daemon.stop(Duration::from_secs(20));
-    // The stop compressed nothing: the open period is left as its segment (and a period
-    // whose file was being finished, as its segment too); the next start finishes them.
+    // The stop compressed nothing: the open period is left as its segment (and the period
+    // before it, when the stop came within its grace for late rows, and a period whose file
+    // was being finished, as their segments too); the next start finishes them.
     let others = |dir: &std::path::Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .expect("dir")
@@ -112,7 +113,7 @@ fn every_tape_file_replays_on_its_own_to_the_true_books() {
     };
     let left = others(&dir);
     assert!(
-        !left.is_empty() && left.len() <= 2 && left.iter().all(|n| n.ends_with(".segment")),
+        !left.is_empty() && left.len() <= 3 && left.iter().all(|n| n.ends_with(".segment")),
         "the open period's segment, nothing else: {left:?}"
     );
     let mut c = polytape(&db, &sim);
