@@ -202,6 +202,8 @@ pub(crate) struct Tick<'a> {
     /// tick is sent one book. (A lookup in `books_due` itself was a scan per trade, a tenth
     /// of the simulator's CPU at full speed.)
     pub(crate) books_due_all: HashSet<(u32, u8)>,
+    /// The sockets of the event being sent (kept from one event to the next).
+    pub(crate) sids: Vec<u64>,
 }
 
 /// What kind of event a socket is sent: book events wait for the socket's pending `book`.
@@ -212,29 +214,31 @@ enum Kind {
 }
 
 impl Tick<'_> {
-    /// The sockets an event about `key` goes to now.
-    fn receivers(&self, key: (u32, u8), kind: Kind) -> Vec<u64> {
+    /// The sockets an event about `key` goes to now, added to `out` (a buffer kept from
+    /// one event to the next: this runs several times a trade).
+    fn receivers(&self, key: (u32, u8), kind: Kind, out: &mut Vec<u64>) {
         let max_assets = self.state.max_assets_per_socket.load(Relaxed);
         let Some(subs) = self.hub.subscribers.get(&key) else {
-            return Vec::new();
+            return;
         };
-        subs.iter()
-            .copied()
-            .filter(|sid| {
-                self.hub.sockets.get(sid).is_some_and(|e| {
-                    // Silently not delivered past the asset limit, like the live feed.
-                    e.requested.len() <= max_assets
-                        && (kind == Kind::Trade || !e.awaiting.contains(&key))
-                })
+        out.extend(subs.iter().copied().filter(|sid| {
+            self.hub.sockets.get(sid).is_some_and(|e| {
+                // Silently not delivered past the asset limit, like the live feed.
+                e.requested.len() <= max_assets
+                    && (kind == Kind::Trade || !e.awaiting.contains(&key))
             })
-            .collect()
+        }));
     }
 
     /// Sends `text` (an event about `key`) to every socket that should have it.
     fn broadcast(&mut self, key: (u32, u8), kind: Kind, text: &str, trade: Option<TradeRecord>) {
-        for sid in self.receivers(key, kind) {
+        let mut sids = std::mem::take(&mut self.sids);
+        sids.clear();
+        self.receivers(key, kind, &mut sids);
+        for &sid in &sids {
             self.out.push(self.hub, sid, text, trade);
         }
+        self.sids = sids;
     }
 
     /// Sends `price_change` events for `changes` of one market's tokens: each socket gets
@@ -248,16 +252,22 @@ impl Tick<'_> {
         let Some(m) = markets.get(market as usize) else {
             return;
         };
-        let mut sids: Vec<u64> = Vec::new();
+        let mut sids = std::mem::take(&mut self.sids);
+        sids.clear();
         for (outcome, _) in changes {
-            for sid in self.receivers((market, *outcome), Kind::Book) {
-                if !sids.contains(&sid) {
-                    sids.push(sid);
-                }
+            self.receivers((market, *outcome), Kind::Book, &mut sids);
+        }
+        // Each socket once, in the order first named.
+        let mut i = 0;
+        while i < sids.len() {
+            if sids[..i].contains(&sids[i]) {
+                sids.remove(i);
+            } else {
+                i += 1;
             }
         }
         let stalled = self.state.stalled.read();
-        for sid in sids {
+        for &sid in &sids {
             let Some(entry) = self.hub.sockets.get(&sid) else {
                 continue;
             };
@@ -290,6 +300,8 @@ impl Tick<'_> {
             self.out.push(self.hub, sid, &text, None);
             self.out.scratch = text;
         }
+        drop(stalled);
+        self.sids = sids;
     }
 
     /// A `tick_size_change` when the book's midpoint crossed into the other tick's range.
@@ -412,16 +424,21 @@ impl Tick<'_> {
             self.books_due.push((key, None));
         }
         // Custom-feature subscribers get the top of book.
-        if let Some(b) = self.books.existing(key) {
+        let mut sids = std::mem::take(&mut self.sids);
+        sids.clear();
+        self.receivers(key, Kind::Book, &mut sids);
+        sids.retain(|sid| self.hub.sockets.get(sid).is_some_and(|e| e.custom));
+        if !sids.is_empty()
+            && let Some(b) = self.books.existing(key)
+        {
             let top = (b.best_bid(), b.best_ask());
             text.clear();
             frames::best_bid_ask_event(&mut text, market, key.1, top, now);
-            for sid in self.receivers(key, Kind::Book) {
-                if self.hub.sockets.get(&sid).is_some_and(|e| e.custom) {
-                    self.out.push(self.hub, sid, &text, None);
-                }
+            for &sid in &sids {
+                self.out.push(self.hub, sid, &text, None);
             }
         }
+        self.sids = sids;
         trades
     }
 

@@ -86,6 +86,7 @@ pub(crate) fn generate(state: &Arc<SimState>) {
                 events: &mut events,
                 books_due: Vec::new(),
                 books_due_all: Default::default(),
+                sids: Vec::new(),
             };
             tick.answer(requests);
             let mut left = if tradable.is_empty() { 0 } else { due };
