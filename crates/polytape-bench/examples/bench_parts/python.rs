@@ -58,7 +58,7 @@ fn polytape_run(server: &str, n: u64, books: bool) -> Result<(u64, f64, f64)> {
         if started.elapsed() > Duration::from_secs(900) {
             return Err("polytape did not finish in 15 minutes".into());
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     // Where it went (the threads are still there; they started with the run).
