@@ -107,34 +107,48 @@ fn daemon_run(server: &str, n: u64) -> Result<(u64, f64, f64)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (wall, cpu) = (started.elapsed().as_secs_f64(), super::cpu_seconds_of(&pid));
+    let wall = started.elapsed().as_secs_f64();
+    // The daemon is charged for every row's file: the run goes on, with no more trades,
+    // until the file of the period the last trade fell in is made (its grace for late rows
+    // past, then compressed), a few seconds of an otherwise idle daemon. A stop would leave
+    // that period to the next start.
+    let traded_until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    let filed = Instant::now();
+    let last_file_made = || -> Result<bool> {
+        let made: i64 = db
+            .client()?
+            .query_one(
+                "SELECT count(*) FROM book_files
+                 WHERE extract(epoch FROM period_end)::float8 >= $1",
+                &[&traded_until],
+            )?
+            .get(0);
+        Ok(made > 0)
+    };
+    loop {
+        match last_file_made() {
+            Ok(true) => break,
+            Ok(false) if filed.elapsed() < Duration::from_secs(60) => {}
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the last tape file was not made: {other:?}").into());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu = super::cpu_seconds_of(&pid);
     let health = super::books::health(&addr).ok();
     let field = |k: &str| health.as_ref().and_then(|h| h[k].as_u64()).unwrap_or(0);
     let (files, tape_rows) = (field("book_tape_files"), field("book_tape_rows"));
-    let threads = super::cpu_seconds_by_thread_of(&pid);
-    let files_cpu = threads.get("polytape-files").copied().unwrap_or(0.0);
     println!(
-        "polytape run with the Parquet tape: {files} tape files written in the run; CPU by thread: {}",
-        by_thread(threads)
+        "polytape run with the Parquet tape: {files} tape files ({tape_rows} rows) written, the \
+         last {:.1} s after the last trade; CPU by thread: {}",
+        filed.elapsed().as_secs_f64(),
+        by_thread(super::cpu_seconds_by_thread_of(&pid))
     );
-    // The periods still open at the end (the last one, and the one before it in its grace
-    // for late rows) are made files by the next start, outside this run: their rows' share
-    // of the files thread is added at the rate of the files the run made, so the daemon is
-    // charged for every row's file.
-    let in_files: i64 = db
-        .client()?
-        .query_one("SELECT coalesce(sum(rows), 0)::bigint FROM book_files", &[])?
-        .get(0);
-    let cpu = if in_files > 0 && tape_rows as i64 > in_files {
-        let rest = files_cpu * (tape_rows as f64 / in_files as f64 - 1.0);
-        println!(
-            "  {tape_rows} tape rows, {in_files} of them in files made in the run: {rest:.2} CPU s \
-             added for the files of the rest (the files thread's {files_cpu:.2} s scaled)"
-        );
-        cpu + rest
-    } else {
-        cpu
-    };
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
