@@ -1370,14 +1370,10 @@ mod tests {
         );
     }
 
-    /// A token's book as the README's replay rule builds it: the local time of its last row
-    /// if a snapshot row, and its levels (side, price, size), sorted.
-    type Replayed = (Option<i64>, Vec<(Side, u64, u64)>);
-
     /// A connection opens each of the tape's periods with its trusted books, before any row
     /// received after the boundary, once a boundary (the next event or the clock, whichever
     /// comes first). Replayed on their own, the opening's rows are exactly the books that
-    /// the connection's rows so far build (an independent replay); a desynced book is left
+    /// the connection's rows so far build (the tape tests' replay, written apart from the code); a desynced book is left
     /// out until its fresh book.
     #[test]
     fn each_period_opens_with_the_connections_trusted_books() {
@@ -1461,26 +1457,11 @@ mod tests {
             && r.local_timestamp_us == boundary - 1));
         // Replayed on their own, the same books as every row before the boundary built
         // (README rule: each block of snapshot rows replaces the token's book).
-        let replay = |rows: &[TapeRow]| {
-            let mut books: HashMap<String, Replayed> = HashMap::new();
-            for r in rows {
-                let e = books.entry(r.asset_id.to_string()).or_default();
-                if r.is_snapshot && e.0 != Some(r.local_timestamp_us) {
-                    e.1.clear();
-                }
-                e.0 = r.is_snapshot.then_some(r.local_timestamp_us);
-                e.1.retain(|l| (l.0, l.1) != (r.side, r.price.units()));
-                if !r.amount.is_zero() {
-                    e.1.push((r.side, r.price.units(), r.amount.units()));
-                }
-                e.1.sort_by_key(|l| (l.0 == Side::Ask, l.1));
-            }
-            books
-        };
+        let replay = crate::book::tape::tests::replay;
         let opened = replay(rows);
         let built = replay(&before);
-        assert_eq!(opened.get("a").map(|b| &b.1), built.get("a").map(|b| &b.1));
-        assert_eq!(opened["a"].1.len(), 3, "{opened:?}");
+        assert_eq!(opened.get("a"), built.get("a"));
+        assert_eq!(opened["a"].len(), 3, "{opened:?}");
         assert!(!opened.contains_key("b"), "a desynced book is left out");
         // The clock alone opens the next period on a quiet socket.
         b.tick((boundary + ROLL_US).div_euclid(1000) + 1);

@@ -817,7 +817,7 @@ impl Iterator for SegmentRows {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn tape_row(
@@ -845,7 +845,7 @@ mod tests {
 
     /// The README's replay rule, written here on its own (not the mirror's code): per token,
     /// a snapshot row after a change row or of another `local_timestamp` starts afresh.
-    fn replay(rows: &[TapeRow]) -> HashMap<String, Vec<(bool, u64, u64)>> {
+    pub(crate) fn replay(rows: &[TapeRow]) -> HashMap<String, Vec<(bool, u64, u64)>> {
         let mut books: HashMap<String, ReplayBook> = HashMap::new();
         for r in rows {
             let b = books.entry(r.asset_id.to_string()).or_default();
