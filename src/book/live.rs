@@ -1373,8 +1373,8 @@ mod tests {
     /// A connection opens each of the tape's periods with its trusted books, before any row
     /// received after the boundary, once a boundary (the next event or the clock, whichever
     /// comes first). Replayed on their own, the opening's rows are exactly the books that
-    /// the connection's rows so far build (the tape tests' replay, written apart from the code); a desynced book is left
-    /// out until its fresh book.
+    /// the connection's rows so far build (the tape tests' replay, written apart from the
+    /// code); a desynced book is left out until its fresh book.
     #[test]
     fn each_period_opens_with_the_connections_trusted_books() {
         const ROLL_US: i64 = 10_000_000;
