@@ -843,7 +843,7 @@ pub(crate) mod tests {
     /// A replayed book: the local time of its last row if a snapshot row, its levels.
     type ReplayBook = (Option<i64>, std::collections::BTreeMap<(bool, u64), u64>);
 
-    /// The README's replay rule, written here on its own (not the mirror's code): per token,
+    /// The README's replay rule, written here on its own (not the connections' code): per token,
     /// a snapshot row after a change row or of another `local_timestamp` starts afresh.
     pub(crate) fn replay(rows: &[TapeRow]) -> HashMap<String, Vec<(bool, u64, u64)>> {
         let mut books: HashMap<String, ReplayBook> = HashMap::new();
