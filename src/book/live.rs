@@ -716,8 +716,8 @@ impl LiveBooks {
         if now_us < tape.next_us {
             return;
         }
-        let start_us = now_us.div_euclid(tape.roll_us) * tape.roll_us;
-        tape.next_us = start_us + tape.roll_us;
+        tape.next_us = super::tape::next_boundary(now_us, tape.roll_us);
+        let start_us = tape.next_us - tape.roll_us;
         let mut rows = Vec::new();
         for token in self.books.values() {
             if token.tape_off || !matches!(token.trust, Trust::Trusted { .. }) {
@@ -850,7 +850,7 @@ impl TapeOut {
             msgs: Vec::new(),
             rows: Vec::new(),
             roll_us,
-            next_us: (now_us.div_euclid(roll_us) + 1) * roll_us,
+            next_us: super::tape::next_boundary(now_us, roll_us),
         }
     }
 

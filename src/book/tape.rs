@@ -108,7 +108,7 @@ fn file_name(start_us: i64, ext: &str) -> String {
 }
 
 /// The period boundary after `t_us`.
-fn next_boundary(t_us: i64, roll_us: i64) -> i64 {
+pub(crate) fn next_boundary(t_us: i64, roll_us: i64) -> i64 {
     (t_us.div_euclid(roll_us) + 1) * roll_us
 }
 
